@@ -1,0 +1,199 @@
+//! `LoopHandle`: the only way into a loop from another thread.
+//!
+//! # The wake-up protocol
+//!
+//! A remote callback goes onto the loop's crossbeam channel; then the sender writes the
+//! loop's eventfd **only if** it takes the `needs_wake` flag (true → false). The loop sets
+//! that flag just before it blocks and then looks at the channel (and the stop flag) once
+//! more; both sides put a `SeqCst` fence between their store and their load, so at least
+//! one of them sees the other: either the loop sees the callback and does not block, or
+//! the sender sees the flag and wakes it. A burst of callbacks to a sleeping loop costs
+//! one `write(2)`; callbacks to a busy loop cost none. No wake-up is lost, and no poll
+//! timeout cap is needed to stay correct.
+
+use crate::ioloop::IoLoop;
+use crate::poller::Waker;
+use crossbeam_channel::Sender;
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A callback sent from another thread, with where it was sent from.
+pub(crate) struct Remote {
+    pub(crate) f: Box<dyn FnOnce(&IoLoop) + Send>,
+    pub(crate) at: &'static Location<'static>,
+}
+
+/// State shared by a loop and its handles.
+pub(crate) struct Shared {
+    pub(crate) waker: Arc<Waker>,
+    /// Set by the loop right before it may block; taken by the one sender that wakes it.
+    pub(crate) needs_wake: AtomicBool,
+    /// A stop was asked for; the loop takes it at the top of its next iteration.
+    pub(crate) stop: AtomicBool,
+    /// The loop has been closed (or dropped); nothing sent now will ever run.
+    pub(crate) closed: AtomicBool,
+    /// Unique per loop in this process, to recognise "the loop running on this thread".
+    pub(crate) id: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(waker: Arc<Waker>) -> Shared {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Shared {
+            waker,
+            needs_wake: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Wakes the loop if it may be asleep. Call after publishing what it should see.
+    pub(crate) fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.needs_wake.load(Ordering::SeqCst) && self.needs_wake.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("coreloop: could not wake a loop: {e}");
+            }
+        }
+    }
+}
+
+/// A `Send + Sync + Clone` handle to an [`IoLoop`], for other threads.
+///
+/// It is Tornado's thread-safe `add_callback`: the callback is queued on a channel and
+/// runs on the loop's thread, in a later iteration, in the order it was sent relative to
+/// other callbacks sent from the same thread. Sending never blocks. Once the loop has
+/// been closed or dropped, every call returns [`LoopClosed`] (handing the callback back)
+/// instead of queueing work that would never run; a callback accepted just before the
+/// loop closed is dropped unrun, as Tornado drops the callbacks of a closed loop.
+///
+/// ```
+/// use coreloop::IoLoop;
+/// let lp = IoLoop::new()?;
+/// let handle = lp.handle();
+/// std::thread::spawn(move || {
+///     handle.add_callback(|lp| lp.stop()).expect("loop is alive");
+/// });
+/// lp.start()?; // returns once the other thread's callback has run
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub(crate) tx: Sender<Remote>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<LoopHandle>();
+};
+
+impl LoopHandle {
+    /// Queues `f` to run on the loop's thread, waking the loop if it sleeps.
+    ///
+    /// Returns [`LoopClosed`] with the callback if the loop is gone.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// let lp = IoLoop::new()?;
+    /// let h = lp.handle();
+    /// h.add_callback(|lp| lp.stop()).unwrap();
+    /// lp.start()?;
+    /// drop(lp);
+    /// assert!(h.add_callback(|_| {}).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn add_callback<F>(&self, f: F) -> Result<(), LoopClosed>
+    where
+        F: FnOnce(&IoLoop) + Send + 'static,
+    {
+        let remote = Remote {
+            f: Box::new(f),
+            at: Location::caller(),
+        };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LoopClosed(Some(remote.f)));
+        }
+        match self.tx.send(remote) {
+            Ok(()) => {
+                self.shared.notify();
+                Ok(())
+            }
+            Err(e) => Err(LoopClosed(Some(e.into_inner().f))),
+        }
+    }
+
+    /// Asks the loop to stop: `start()` returns after the iteration in progress. A loop
+    /// that is not running returns at once from its next `start()`.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// let lp = IoLoop::new()?;
+    /// lp.handle().stop().unwrap();
+    /// lp.start()?; // returns at once
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stop(&self) -> Result<(), LoopClosed> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LoopClosed(None));
+        }
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.notify();
+        Ok(())
+    }
+
+    /// True once the loop has been closed or dropped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// True if both handles lead to the same loop.
+    pub fn same_loop(&self, other: &LoopHandle) -> bool {
+        self.shared.id == other.shared.id
+    }
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("loop", &self.shared.id)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// The loop a [`LoopHandle`] leads to has been closed; the callback (if any) comes back.
+///
+/// ```
+/// use coreloop::IoLoop;
+/// let h = IoLoop::new()?.handle(); // the loop is dropped at the end of the statement
+/// let err = h.add_callback(|_| {}).unwrap_err();
+/// assert!(err.into_callback().is_some());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct LoopClosed(Option<Box<dyn FnOnce(&IoLoop) + Send>>);
+
+impl LoopClosed {
+    /// The callback that was refused, if the call carried one.
+    pub fn into_callback(self) -> Option<Box<dyn FnOnce(&IoLoop) + Send>> {
+        self.0
+    }
+}
+
+impl fmt::Debug for LoopClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoopClosed")
+    }
+}
+
+impl fmt::Display for LoopClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the event loop has been closed")
+    }
+}
+
+impl std::error::Error for LoopClosed {}

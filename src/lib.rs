@@ -1,0 +1,51 @@
+//! coreloop: Tornado's IOLoop, thread-per-core.
+//!
+//! Every core runs its own [`IoLoop`] (fd handlers, a timer heap, a callback queue) on
+//! io_uring, or epoll where io_uring is missing, and the loops share nothing on the hot
+//! path: they talk by sending callbacks through [`LoopHandle`]s. [`Runtime`] starts one
+//! pinned loop per core.
+//!
+//! | Tornado | coreloop |
+//! |---|---|
+//! | `IOLoop.current()` | [`IoLoop::current`] |
+//! | `add_handler(fd, handler, events)` | [`IoLoop::add_handler`] |
+//! | `update_handler` / `remove_handler` | [`IoLoop::update_handler`] / [`IoLoop::remove_handler`] |
+//! | `add_timeout` / `call_later` / `call_at` | [`IoLoop::add_timeout`] / [`IoLoop::call_later`] / [`IoLoop::call_at`] |
+//! | `remove_timeout` | [`IoLoop::remove_timeout`] |
+//! | `add_callback` (thread-safe) | [`IoLoop::add_callback`] (same thread), [`LoopHandle::add_callback`] (any thread) |
+//! | `start()` / `stop()` | [`IoLoop::start`] / [`IoLoop::stop`], [`LoopHandle::stop`] |
+//!
+//! ```
+//! use coreloop::{Cores, Runtime};
+//! use std::time::Duration;
+//!
+//! // One loop per core; each arms a timer, and the main thread gathers an answer from each.
+//! let rt = Runtime::builder()
+//!     .cores(Cores::Count(2))
+//!     .on_start(|lp, shard| {
+//!         lp.call_later(Duration::from_millis(1), move |_| log::info!("shard {shard} ticked"));
+//!     })
+//!     .build()?;
+//! let shards = rt.invoke_on_all(|lp| (lp.shard_id(), lp.shard_count())).unwrap();
+//! assert_eq!(shards, vec![(0, 2), (1, 2)]);
+//! rt.shutdown().unwrap();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("coreloop runs on Linux only (epoll and io_uring)");
+
+mod handle;
+mod ioloop;
+mod poller;
+mod runtime;
+mod timer;
+
+pub use handle::{LoopClosed, LoopHandle};
+pub use ioloop::{IoLoop, REMOTE_BATCH};
+pub use poller::{Backend, Interest, Ready};
+pub use runtime::{Cores, Runtime, RuntimeBuilder, RuntimeError, ShardError};
+pub use timer::{TimeoutId, COMPACT_MIN};

@@ -1,0 +1,504 @@
+//! The io_uring backend.
+//!
+//! # Ring setup
+//!
+//! One ring per loop, used only by the thread that created it. It is set up with
+//! `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN | SUBMIT_ALL` where the kernel has them
+//! (6.1+), else `COOP_TASKRUN | SUBMIT_ALL` (5.19+), else plain; DESIGN.md gives the
+//! measurement that makes the first set worth it. A probe checks the opcodes coreloop
+//! uses, and the kernel must support `EXT_ARG` waits (5.11+, for nanosecond timeouts);
+//! if either fails, [`Uring::new`] returns an error and `Backend::Auto` falls back to epoll.
+//! Everything queued in an iteration is submitted by the one `io_uring_enter` that also
+//! waits, so a loop iteration costs one syscall however many fds it re-arms.
+//!
+//! # user_data
+//!
+//! Every SQE carries a `user_data` that says who owns its completions:
+//! [`user_data::IGNORE`] (removals, whose CQEs mean nothing to us),
+//! [`user_data::WAKER`] (the multishot poll on the wake-up eventfd), or
+//! [`user_data::TAG_OP`] with a generation and an index into the op table. An op slot
+//! lives until its last CQE (the one without `IORING_CQE_F_MORE`), so a late completion
+//! always finds the slot it belongs to, and the generation makes a recycled slot refuse
+//! completions meant for its previous owner. Readiness polls are the first kind of op; the
+//! completion ops of later layers (accept, recv, send) go in the same table.
+//!
+//! # Why readiness is a one-shot poll, re-armed
+//!
+//! A multishot `POLL_ADD` only posts a CQE when the file's wait queue is woken: it is
+//! edge-triggered. Tornado's `add_handler` is level-triggered, and code written for it
+//! (a handler that accepts one connection or reads one chunk per call, or a C library
+//! driven through its fds) would hang on data that arrived together. So a registration
+//! is a one-shot poll, re-armed before the next wait if it is still registered; arming
+//! checks the current state, which gives exactly epoll's level-triggered behaviour. The
+//! re-arm SQE rides in the submit that waits, so it costs no extra syscall. The waker,
+//! which is drained on every completion, uses multishot.
+
+use super::{Event, Interest, Ready, Waker};
+use io_uring::{cqueue, opcode, squeue, types, EnterFlags, IoUring, Probe};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Named `user_data` values and tags.
+pub(crate) mod user_data {
+    /// SQEs whose completion is of no interest (poll removals, cancellations).
+    pub const IGNORE: u64 = 0;
+    /// The multishot poll on the loop's wake-up eventfd.
+    pub const WAKER: u64 = 1;
+    /// Ops in the op table: `TAG_OP | generation << 32 | index`.
+    pub const TAG_OP: u64 = 1 << 56;
+    /// The bits that hold a tag.
+    pub const TAG_MASK: u64 = 0xff << 56;
+}
+
+const SQ_ENTRIES: u32 = 512;
+const CQ_ENTRIES: u32 = 8192;
+
+/// What an op in flight is for.
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    /// A one-shot readiness poll on this fd.
+    Poll { fd: RawFd },
+}
+
+/// One slot of the op table. `kind` is `Some` while an op is in flight.
+struct OpSlot {
+    generation: u32,
+    kind: Option<OpKind>,
+}
+
+/// The op table: slots addressed by `user_data`, reused through a free list.
+#[derive(Default)]
+struct Ops {
+    slots: Vec<OpSlot>,
+    free: Vec<u32>,
+}
+
+impl Ops {
+    fn insert(&mut self, kind: OpKind) -> u64 {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(OpSlot {
+                    generation: 0,
+                    kind: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.kind = Some(kind);
+        user_data::TAG_OP | (u64::from(slot.generation & 0xff_ffff) << 32) | u64::from(idx)
+    }
+
+    /// The op a CQE belongs to; frees the slot when this is its last CQE.
+    fn complete(&mut self, ud: u64, last: bool) -> Option<OpKind> {
+        let idx = (ud & 0xffff_ffff) as usize;
+        let gen = ((ud >> 32) & 0xff_ffff) as u32;
+        let slot = self.slots.get_mut(idx)?;
+        if slot.generation & 0xff_ffff != gen {
+            return None;
+        }
+        let kind = slot.kind?;
+        if last {
+            slot.kind = None;
+            slot.generation = slot.generation.wrapping_add(1);
+            self.free.push(idx as u32);
+        }
+        Some(kind)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// A registered fd: the loop's token, its interest, and the poll op armed for it.
+#[derive(Clone, Copy)]
+struct Reg {
+    token: u64,
+    interest: Interest,
+    armed: Option<u64>,
+}
+
+/// An io_uring instance with its registrations. Invariant: `ring` is only used from the
+/// thread that created it (the loop is `!Send`), as `SINGLE_ISSUER` requires.
+pub(crate) struct Uring {
+    ring: IoUring,
+    ops: Ops,
+    regs: Vec<Option<Reg>>,
+    rearm: Vec<RawFd>,
+    waker: Arc<Waker>,
+    waker_armed: bool,
+    setup: &'static str,
+}
+
+fn poll_flags(interest: Interest) -> u32 {
+    let mut f = 0;
+    if interest.is_readable() {
+        f |= libc::POLLIN | libc::POLLRDHUP;
+    }
+    if interest.is_writable() {
+        f |= libc::POLLOUT;
+    }
+    f as u32
+}
+
+fn ready_of(mask: i32) -> Ready {
+    let m = mask as libc::c_short;
+    let mut r = Ready::EMPTY;
+    if m & (libc::POLLIN | libc::POLLPRI) != 0 {
+        r = r | Ready::READABLE;
+    }
+    if m & libc::POLLOUT != 0 {
+        r = r | Ready::WRITABLE;
+    }
+    if m & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        r = r | Ready::ERROR;
+    }
+    if m & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
+        r = r | Ready::HUP;
+    }
+    r
+}
+
+/// Builds a ring with the best flags this kernel accepts; says which it got.
+fn build_ring() -> io::Result<(IoUring, &'static str)> {
+    let mut b = IoUring::builder();
+    b.setup_cqsize(CQ_ENTRIES)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_submit_all();
+    if let Ok(ring) = b.build(SQ_ENTRIES) {
+        return Ok((
+            ring,
+            "io_uring (SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN | SUBMIT_ALL)",
+        ));
+    }
+    let mut b = IoUring::builder();
+    b.setup_cqsize(CQ_ENTRIES)
+        .setup_coop_taskrun()
+        .setup_submit_all();
+    if let Ok(ring) = b.build(SQ_ENTRIES) {
+        return Ok((ring, "io_uring (COOP_TASKRUN | SUBMIT_ALL)"));
+    }
+    let mut b = IoUring::builder();
+    b.setup_cqsize(CQ_ENTRIES);
+    Ok((b.build(SQ_ENTRIES)?, "io_uring (no setup flags)"))
+}
+
+/// The opcodes this crate submits; a kernel missing any of them gets epoll instead.
+const NEEDED_OPCODES: [(u8, &str); 6] = [
+    (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::PollRemove::CODE, "POLL_REMOVE"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+];
+
+impl Uring {
+    pub(crate) fn new(waker: &Arc<Waker>) -> io::Result<Uring> {
+        let (ring, setup) = build_ring()?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring without IORING_FEAT_EXT_ARG (kernel older than 5.11)",
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for (code, name) in NEEDED_OPCODES {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("io_uring lacks opcode {name}"),
+                ));
+            }
+        }
+        log::debug!("coreloop: {setup}");
+        Ok(Uring {
+            ring,
+            ops: Ops::default(),
+            regs: Vec::new(),
+            rearm: Vec::new(),
+            waker: waker.clone(),
+            waker_armed: false,
+            setup,
+        })
+    }
+
+    /// The ring's setup flags, for logs.
+    pub(crate) fn describe(&self) -> &'static str {
+        self.setup
+    }
+
+    /// Queues an SQE, submitting first if the queue is full.
+    ///
+    /// # Safety
+    /// Every buffer or pointer the entry refers to must stay valid until its last CQE.
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller guarantees the entry's pointers outlive the op.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            // A full submission queue means submit and retry, not an error.
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    // The completion queue is full: our CQEs wait in the kernel's overflow
+                    // list; the next wait flushes them. Nothing can be queued until then.
+                    return Err(e);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn arm_poll(&mut self, fd: RawFd, interest: Interest) -> io::Result<u64> {
+        let ud = self.ops.insert(OpKind::Poll { fd });
+        let sqe = opcode::PollAdd::new(types::Fd(fd), poll_flags(interest))
+            .build()
+            .user_data(ud);
+        // SAFETY: a poll SQE refers to no memory of ours.
+        if let Err(e) = unsafe { self.push(&sqe) } {
+            self.ops.complete(ud, true);
+            return Err(e);
+        }
+        Ok(ud)
+    }
+
+    fn remove_poll(&mut self, ud: u64) -> io::Result<()> {
+        let sqe = opcode::PollRemove::new(ud)
+            .build()
+            .user_data(user_data::IGNORE);
+        // SAFETY: a poll-remove SQE refers to no memory of ours.
+        unsafe { self.push(&sqe) }
+    }
+
+    fn reg_mut(&mut self, fd: RawFd) -> Option<&mut Reg> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.regs.get_mut(i))
+            .and_then(Option::as_mut)
+    }
+
+    pub(crate) fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        let idx = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        if self.regs.get(idx).is_some_and(Option::is_some) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        // Like epoll_ctl, refuse a closed fd at once rather than on the first wait.
+        // SAFETY: F_GETFD takes no pointer and only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if self.regs.len() <= idx {
+            self.regs.resize(idx + 1, None);
+        }
+        self.regs[idx] = Some(Reg {
+            token,
+            interest,
+            armed: None,
+        });
+        self.rearm.push(fd);
+        Ok(())
+    }
+
+    pub(crate) fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let reg = self
+            .reg_mut(fd)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let old = reg.armed.take();
+        reg.token = token;
+        reg.interest = interest;
+        self.rearm.push(fd);
+        if let Some(ud) = old {
+            self.remove_poll(ud)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
+        let Some(reg) = self.reg_mut(fd).copied() else {
+            return Ok(());
+        };
+        self.regs[fd as usize] = None;
+        if let Some(ud) = reg.armed {
+            self.remove_poll(ud)?;
+        }
+        Ok(())
+    }
+
+    fn arm_pending(&mut self) -> io::Result<()> {
+        if !self.waker_armed {
+            let sqe = opcode::PollAdd::new(types::Fd(self.waker.fd()), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(user_data::WAKER);
+            // SAFETY: a poll SQE refers to no memory of ours.
+            unsafe { self.push(&sqe)? };
+            self.waker_armed = true;
+        }
+        let mut rearm = std::mem::take(&mut self.rearm);
+        for fd in rearm.drain(..) {
+            let Some(reg) = self.reg_mut(fd).copied() else {
+                continue;
+            };
+            if reg.armed.is_none() {
+                let ud = self.arm_poll(fd, reg.interest)?;
+                if let Some(r) = self.reg_mut(fd) {
+                    r.armed = Some(ud);
+                }
+            }
+        }
+        self.rearm = rearm;
+        Ok(())
+    }
+
+    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let res = match timeout {
+            Some(d) if d.is_zero() => {
+                let to_submit = self.ring.submission().len() as u32;
+                // GETEVENTS with min_complete 0: submit, and run deferred task work so
+                // that finished ops post their CQEs, without waiting.
+                // SAFETY: no argument pointer is passed; to_submit is the queue length.
+                unsafe {
+                    self.ring.submitter().enter::<libc::sigset_t>(
+                        to_submit,
+                        0,
+                        EnterFlags::GETEVENTS.bits(),
+                        None,
+                    )
+                }
+            }
+            Some(d) => {
+                // Nanosecond timeout: never shorter than asked.
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn poll(
+        &mut self,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        self.arm_pending()?;
+        self.enter(timeout)?;
+        let Uring {
+            ring,
+            ops,
+            regs,
+            rearm,
+            waker,
+            waker_armed,
+            ..
+        } = self;
+        for cqe in ring.completion() {
+            let ud = cqe.user_data();
+            let res = cqe.result();
+            let last = !cqueue::more(cqe.flags());
+            if ud == user_data::WAKER {
+                waker.drain();
+                if last {
+                    *waker_armed = false;
+                }
+                continue;
+            }
+            if ud & user_data::TAG_MASK != user_data::TAG_OP {
+                continue; // IGNORE, or a value no op of ours carries
+            }
+            match ops.complete(ud, last) {
+                Some(OpKind::Poll { fd }) => {
+                    let Some(Some(reg)) = regs.get_mut(fd as usize) else {
+                        continue; // deregistered meanwhile
+                    };
+                    if reg.armed != Some(ud) {
+                        continue; // a poll that was replaced or removed
+                    }
+                    reg.armed = None;
+                    if res >= 0 {
+                        rearm.push(fd);
+                        events.push(Event {
+                            token: reg.token,
+                            ready: ready_of(res),
+                        });
+                    } else if res != -libc::ECANCELED {
+                        // EBADF and the like: report once, do not re-arm a dead fd.
+                        events.push(Event {
+                            token: reg.token,
+                            ready: Ready::ERROR,
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Polls own no memory, so the kernel may cancel them whenever it tears the ring
+        // down. Later op kinds that own buffers must be drained here first.
+        log::trace!(
+            "io_uring dropped with {} ops in flight",
+            self.ops.in_flight()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_slots_refuse_completions_after_reuse() {
+        let mut ops = Ops::default();
+        let a = ops.insert(OpKind::Poll { fd: 3 });
+        assert!(ops.complete(a, true).is_some());
+        let b = ops.insert(OpKind::Poll { fd: 4 });
+        assert_eq!(a & 0xffff_ffff, b & 0xffff_ffff, "slot reused");
+        assert!(ops.complete(a, true).is_none(), "old user_data must miss");
+        assert!(matches!(
+            ops.complete(b, false),
+            Some(OpKind::Poll { fd: 4 })
+        ));
+        assert_eq!(ops.in_flight(), 1, "a CQE with F_MORE keeps the slot");
+        assert!(ops.complete(b, true).is_some());
+        assert_eq!(ops.in_flight(), 0);
+    }
+
+    #[test]
+    fn poll_mask_maps_to_ready() {
+        let r = ready_of((libc::POLLIN | libc::POLLHUP) as i32);
+        assert!(r.is_readable() && r.is_hup() && !r.is_writable());
+        assert!(ready_of(libc::POLLNVAL as i32).is_error());
+    }
+}

@@ -1,0 +1,78 @@
+//! The wake-up eventfd shared by a loop and its remote handles.
+//!
+//! It is owned through an `Arc` by the loop and every `LoopHandle`, so the fd stays open
+//! (and its number cannot be reused by an unrelated file) for as long as any thread may
+//! write to it. Whether a write is needed at all is decided above, in `handle.rs`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// A nonblocking, close-on-exec eventfd.
+#[derive(Debug)]
+pub(crate) struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd takes no pointers; the flags are valid constants.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd, is valid, and nothing else owns it.
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Adds one to the counter, which makes the fd readable and ends a poller's wait.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        let one: u64 = 1;
+        loop {
+            // SAFETY: the pointer is to a live u64 on our stack and the length is its size.
+            let n = unsafe {
+                libc::write(
+                    self.fd.as_raw_fd(),
+                    (&one as *const u64).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+            if n >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // The counter is at its maximum: the loop is certainly going to wake.
+                Some(libc::EAGAIN) => return Ok(()),
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Resets the counter to zero so that the fd stops being readable.
+    pub(crate) fn drain(&self) {
+        let mut buf: u64 = 0;
+        loop {
+            // SAFETY: the pointer is to a live u64 on our stack and the length is its size.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    (&mut buf as *mut u64).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+            // One successful read resets an eventfd (no EFD_SEMAPHORE); EAGAIN means it
+            // was already zero. Retry only on EINTR.
+            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unused_macros)]
+
+use coreloop::{Backend, IoLoop};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::{Mutex, OnceLock};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+/// Generates `epoll::NAME` and `uring::NAME` tests calling `NAME(Backend)` for each name.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            $( #[test] fn $name() { super::$name(coreloop::Backend::Epoll) } )*
+        }
+        mod uring {
+            $( #[test] fn $name() { super::$name(coreloop::Backend::Uring) } )*
+        }
+    };
+}
+
+/// The bound after which a test that waits for the loop counts as hung.
+pub const HANG: Duration = Duration::from_secs(20);
+
+/// A loop on `backend`; the test fails if that backend cannot be set up here.
+pub fn new_loop(backend: Backend) -> IoLoop {
+    let lp = IoLoop::with_backend(backend)
+        .unwrap_or_else(|e| panic!("{backend:?} backend unavailable: {e}"));
+    assert_eq!(lp.backend(), backend);
+    lp
+}
+
+/// Runs `lp` until something stops it; fails the test if that takes longer than `HANG`.
+pub fn run(lp: &IoLoop) {
+    let hung = Rc::new(Cell::new(false));
+    let h = hung.clone();
+    let guard = lp.call_later(HANG, move |lp| {
+        h.set(true);
+        lp.stop();
+    });
+    lp.start().expect("start");
+    lp.remove_timeout(guard);
+    assert!(!hung.get(), "the loop did not stop within {HANG:?}");
+}
+
+/// Runs `lp` for `d` (a timer stops it), for tests that check something does NOT happen.
+pub fn run_for(lp: &IoLoop, d: Duration) {
+    lp.call_later(d, |lp| lp.stop());
+    lp.start().expect("start");
+}
+
+/// The CPUs the calling thread may run on, as the kernel lists them ("0", "0-1").
+pub fn cpus_allowed() -> String {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim()
+        .to_string()
+}
+
+/// A logger that keeps every record with the thread that logged it.
+struct Capture(Mutex<Vec<(ThreadId, String)>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        let line = format!("{} {}", r.level(), r.args());
+        self.0
+            .lock()
+            .unwrap()
+            .push((std::thread::current().id(), line));
+    }
+    fn flush(&self) {}
+}
+
+fn capture() -> &'static Capture {
+    static C: OnceLock<&'static Capture> = OnceLock::new();
+    C.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(c).expect("the only logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+        c
+    })
+}
+
+/// Starts capturing log records (call before the code under test runs).
+pub fn capture_logs() {
+    capture();
+}
+
+/// The records logged so far by the calling thread.
+pub fn logs_of_this_thread() -> Vec<String> {
+    let me = std::thread::current().id();
+    capture()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t == me)
+        .map(|(_, l)| l.clone())
+        .collect()
+}
