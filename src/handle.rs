@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// A callback sent from another thread, with where it was sent from.
 pub(crate) struct Remote {
-    pub(crate) f: Box<dyn FnOnce(&IoLoop) + Send>,
+    pub(crate) f: RemoteCallback,
     pub(crate) at: &'static Location<'static>,
 }
 
@@ -175,11 +175,14 @@ impl fmt::Debug for LoopHandle {
 /// assert!(err.into_callback().is_some());
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct LoopClosed(Option<Box<dyn FnOnce(&IoLoop) + Send>>);
+pub struct LoopClosed(Option<RemoteCallback>);
+
+/// A callback as sent to another thread's loop.
+pub type RemoteCallback = Box<dyn FnOnce(&IoLoop) + Send>;
 
 impl LoopClosed {
     /// The callback that was refused, if the call carried one.
-    pub fn into_callback(self) -> Option<Box<dyn FnOnce(&IoLoop) + Send>> {
+    pub fn into_callback(self) -> Option<RemoteCallback> {
         self.0
     }
 }

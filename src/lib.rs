@@ -44,8 +44,13 @@ mod poller;
 mod runtime;
 mod timer;
 
-pub use handle::{LoopClosed, LoopHandle};
+pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub use ioloop::{IoLoop, REMOTE_BATCH};
 pub use poller::{Backend, Interest, Ready};
 pub use runtime::{Cores, Runtime, RuntimeBuilder, RuntimeError, ShardError};
 pub use timer::{TimeoutId, COMPACT_MIN};
+
+/// The README's Rust examples, compiled and run as doc tests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -248,7 +248,8 @@ pub(crate) struct Event {
 /// The one place that dispatches to a backend.
 pub(crate) enum Poller {
     Epoll(epoll::Epoll),
-    Uring(uring::Uring),
+    /// Boxed: the ring with its tables is ten times the size of the epoll state.
+    Uring(Box<uring::Uring>),
 }
 
 impl Poller {
@@ -260,9 +261,9 @@ impl Poller {
         };
         match backend {
             Backend::Epoll => Ok(Poller::Epoll(epoll::Epoll::new(waker)?)),
-            Backend::Uring => Ok(Poller::Uring(uring::Uring::new(waker)?)),
+            Backend::Uring => Ok(Poller::Uring(Box::new(uring::Uring::new(waker)?))),
             Backend::Auto => match uring::Uring::new(waker) {
-                Ok(u) => Ok(Poller::Uring(u)),
+                Ok(u) => Ok(Poller::Uring(Box::new(u))),
                 Err(e) => {
                     static ONCE: std::sync::Once = std::sync::Once::new();
                     ONCE.call_once(|| {

@@ -1,0 +1,256 @@
+//! Runtime: cores and pinning, setup closures, broadcast and gather, shutdown, and
+//! panics reported on join.
+#[macro_use]
+mod util;
+
+use coreloop::{Backend, Cores, Runtime, RuntimeError, ShardError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+fn cores_here() -> Vec<usize> {
+    let n = std::thread::available_parallelism().unwrap().get();
+    (0..n).collect()
+}
+
+fn one_loop_per_core_by_default_each_pinned(backend: Backend) {
+    let setups = Arc::new(Mutex::new(Vec::new()));
+    let s = setups.clone();
+    let rt = Runtime::builder()
+        .backend(backend)
+        .on_start(move |lp, shard| {
+            s.lock()
+                .unwrap()
+                .push((shard, lp.shard_id(), lp.backend(), util::cpus_allowed()));
+        })
+        .build()
+        .unwrap();
+    assert_eq!(rt.shards(), cores_here().len());
+    // Answers also prove every setup closure ran before (it runs before start()).
+    let pins = rt.invoke_on_all(|_| util::cpus_allowed()).unwrap();
+    let expected: Vec<String> = cores_here().iter().map(|c| c.to_string()).collect();
+    assert_eq!(pins, expected, "each shard pinned to its own core");
+    let mut setups = setups.lock().unwrap().clone();
+    setups.sort_by_key(|s| s.0);
+    assert_eq!(setups.len(), rt.shards());
+    for (i, (shard, id, b, cpus)) in setups.iter().enumerate() {
+        assert_eq!((*shard, *id, *b), (i, i, backend));
+        assert_eq!(cpus, &i.to_string());
+    }
+    rt.shutdown().unwrap();
+}
+
+fn count_and_list_choose_the_cores(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(3))
+        .build()
+        .unwrap();
+    let ids = rt
+        .invoke_on_all(|lp| (lp.shard_id(), lp.shard_count()))
+        .unwrap();
+    assert_eq!(ids, vec![(0, 3), (1, 3), (2, 3)]);
+    rt.shutdown().unwrap();
+
+    let last = *cores_here().last().unwrap();
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::List(vec![last]))
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.invoke_on_all(|_| util::cpus_allowed()).unwrap(),
+        vec![last.to_string()]
+    );
+    rt.shutdown().unwrap();
+
+    let bad = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::List(vec![100_000]))
+        .build();
+    assert!(bad.is_err());
+    assert!(Runtime::builder().cores(Cores::Count(0)).build().is_err());
+}
+
+fn unpinned_loops_may_run_anywhere(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .pin(false)
+        .build()
+        .unwrap();
+    let all = util::cpus_allowed();
+    assert_eq!(
+        rt.invoke_on_all(|_| util::cpus_allowed()).unwrap(),
+        vec![all.clone(), all]
+    );
+    rt.shutdown().unwrap();
+}
+
+fn broadcast_reaches_every_loop(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(4))
+        .build()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    rt.broadcast(move |lp| tx.lock().unwrap().send(lp.shard_id()).unwrap())
+        .unwrap();
+    let mut got: Vec<usize> = (0..4)
+        .map(|_| rx.recv_timeout(util::HANG).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    rt.shutdown().unwrap();
+}
+
+fn loops_talk_to_each_other_with_submit_to(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .build()
+        .unwrap();
+    let other = rt.handle(1).clone();
+    let (tx, rx) = mpsc::channel();
+    rt.handle(0)
+        .add_callback(move |lp| {
+            lp.submit_to(
+                &other,
+                |b| b.shard_id() * 10 + 7,
+                move |a, answer| {
+                    tx.send((a.shard_id(), answer)).unwrap();
+                },
+            )
+            .unwrap();
+        })
+        .unwrap();
+    assert_eq!(rx.recv_timeout(util::HANG).unwrap(), (0, 17));
+    rt.shutdown().unwrap();
+}
+
+fn gather_from_inside_a_loop_is_refused(backend: Backend) {
+    let rt = Arc::new(
+        Runtime::builder()
+            .backend(backend)
+            .cores(Cores::Count(2))
+            .build()
+            .unwrap(),
+    );
+    let (tx, rx) = mpsc::channel();
+    let rt2 = rt.clone();
+    rt.handle(0)
+        .add_callback(move |_| {
+            let r = rt2.invoke_on_all(|lp| lp.shard_id());
+            // Drop the runtime clone here, before answering, so the test can unwrap it.
+            drop(rt2);
+            tx.send(matches!(r, Err(RuntimeError::WouldDeadlock)))
+                .unwrap();
+        })
+        .unwrap();
+    assert!(rx.recv_timeout(util::HANG).unwrap());
+    Arc::try_unwrap(rt).unwrap().shutdown().unwrap();
+}
+
+fn a_panicking_gather_callback_is_reported_and_the_loop_survives(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .build()
+        .unwrap();
+    let r = rt.invoke_on_all(|lp| {
+        if lp.shard_id() == 1 {
+            panic!("shard 1 refuses");
+        }
+        lp.shard_id()
+    });
+    match r {
+        Err(RuntimeError::Shards(f)) => {
+            assert_eq!(f.len(), 1);
+            assert_eq!(f[0].0, 1);
+            assert!(matches!(f[0].1, ShardError::NoAnswer));
+        }
+        other => panic!("expected a shard failure, got {other:?}"),
+    }
+    // The loop caught the panic and still answers.
+    assert_eq!(rt.invoke_on_all(|lp| lp.shard_id()).unwrap(), vec![0, 1]);
+    rt.shutdown().unwrap();
+}
+
+fn a_panic_in_setup_is_reported_on_join(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .on_start(|_, shard| {
+            if shard == 1 {
+                panic!("setup of shard 1 failed");
+            }
+        })
+        .build()
+        .unwrap();
+    // Shard 1's loop is closed once its thread unwinds.
+    let deadline = std::time::Instant::now() + util::HANG;
+    while !rt.handle(1).is_closed() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match rt.shutdown() {
+        Err(RuntimeError::Shards(f)) => {
+            assert_eq!(f.len(), 1);
+            assert_eq!(f[0].0, 1);
+            match &f[0].1 {
+                ShardError::Panicked(m) => assert!(m.contains("setup of shard 1 failed"), "{m}"),
+                e => panic!("{e}"),
+            }
+        }
+        other => panic!("expected shard 1's panic, got {other:?}"),
+    }
+}
+
+fn shutdown_stops_every_loop_and_closes_the_handles(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .build()
+        .unwrap();
+    let handles = rt.handles().to_vec();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let t = ticks.clone();
+    rt.broadcast(move |lp| {
+        let t = t.clone();
+        lp.call_later(Duration::from_secs(3600), move |_| {
+            t.fetch_add(1, Ordering::Relaxed);
+        });
+    })
+    .unwrap();
+    rt.shutdown().unwrap();
+    for h in &handles {
+        assert!(h.is_closed());
+        assert!(h.add_callback(|_| {}).is_err());
+    }
+    assert_eq!(ticks.load(Ordering::Relaxed), 0);
+}
+
+fn dropping_a_runtime_stops_it(backend: Backend) {
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .build()
+        .unwrap();
+    let h = rt.handle(0).clone();
+    drop(rt);
+    assert!(h.is_closed());
+}
+
+on_both_backends!(
+    one_loop_per_core_by_default_each_pinned,
+    count_and_list_choose_the_cores,
+    unpinned_loops_may_run_anywhere,
+    broadcast_reaches_every_loop,
+    loops_talk_to_each_other_with_submit_to,
+    gather_from_inside_a_loop_is_refused,
+    a_panicking_gather_callback_is_reported_and_the_loop_survives,
+    a_panic_in_setup_is_reported_on_join,
+    shutdown_stops_every_loop_and_closes_the_handles,
+    dropping_a_runtime_stops_it,
+);
