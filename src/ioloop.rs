@@ -261,21 +261,27 @@ impl IoLoop {
         let idx = usize::try_from(fd)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative fd"))?;
         let mut hs = self.inner.handlers.borrow_mut();
-        if hs.len() <= idx {
-            hs.resize_with(idx + 1, FdSlot::default);
-        }
-        let slot = &mut hs[idx];
-        if slot.entry.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("fd {fd} already has a handler"),
-            ));
-        }
-        let generation = slot.generation.wrapping_add(1) & GEN_MASK;
+        let old_generation = match hs.get(idx) {
+            Some(FdSlot { entry: Some(_), .. }) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("fd {fd} already has a handler"),
+                ));
+            }
+            Some(slot) => slot.generation,
+            None => 0,
+        };
+        let generation = old_generation.wrapping_add(1) & GEN_MASK;
+        // The poller refuses an fd that is not open before the table grows for it, so a
+        // bogus fd number costs no memory.
         self.inner
             .poller
             .borrow_mut()
             .register(fd, token(fd, generation), interest)?;
+        if hs.len() <= idx {
+            hs.resize_with(idx + 1, FdSlot::default);
+        }
+        let slot = &mut hs[idx];
         slot.generation = generation;
         slot.entry = Some(HandlerEntry {
             interest,
@@ -479,7 +485,7 @@ impl IoLoop {
     /// ```
     /// use coreloop::IoLoop;
     /// let a = IoLoop::new()?;
-    /// let b_handle = std::thread::scope(|s| -> std::io::Result<()> {
+    /// std::thread::scope(|s| -> std::io::Result<()> {
     ///     let (tx, rx) = std::sync::mpsc::channel();
     ///     s.spawn(move || {
     ///         let b = IoLoop::new().unwrap();
@@ -692,20 +698,29 @@ impl IoLoop {
             return;
         };
         let ok = self.run_guarded("handler", at, || handler(self, fd, ready));
-        let leftover = {
+        let (leftover, remove) = {
             let mut hs = self.inner.handlers.borrow_mut();
             match hs.get_mut(fd as usize) {
+                // Still the registration we dispatched to: put the handler back, or, if
+                // it panicked, remove it (calling it again on a level-triggered fd would
+                // only panic again).
                 Some(FdSlot {
                     generation: g,
                     entry: Some(entry),
-                }) if *g == generation && entry.handler.is_none() && ok => {
-                    entry.handler = Some(handler);
-                    None
+                }) if *g == generation && entry.handler.is_none() => {
+                    if ok {
+                        entry.handler = Some(handler);
+                        (None, false)
+                    } else {
+                        (Some(handler), true)
+                    }
                 }
-                _ => Some(handler),
+                // It removed (or replaced) itself meanwhile; a newer registration on
+                // the same fd is left alone.
+                _ => (Some(handler), false),
             }
         };
-        if !ok {
+        if remove {
             self.remove_handler(fd);
         }
         drop(leftover);
