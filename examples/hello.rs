@@ -9,11 +9,12 @@
 //! it reads no request bodies. The full HTTP/1.1 server (httparse, bodies, limits,
 //! timeouts) is `HttpServer`, which replaces this example when it lands.
 
-use coreloop::{Backend, Cores, Interest, IoLoop, Runtime};
-use socket2::{Domain, Protocol, Socket, Type};
+mod common;
+
+use coreloop::{Interest, IoLoop, Runtime};
 use std::cell::RefCell;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,59 +27,9 @@ thread_local! {
     static DATE: RefCell<String> = RefCell::new(http_date(SystemTime::now()));
 }
 
-struct Args {
-    port: u16,
-    cores: Option<usize>,
-    backend: Backend,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        port: 8888,
-        cores: None,
-        backend: Backend::Auto,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
-            "--cores" => {
-                let n: usize = value()?.parse().map_err(|e| format!("--cores: {e}"))?;
-                if n == 0 {
-                    return Err("--cores must be at least 1".into());
-                }
-                args.cores = Some(n);
-            }
-            "--backend" => {
-                let v = value()?;
-                args.backend = Backend::parse(&v)
-                    .ok_or(format!("--backend takes auto, uring or epoll, not {v:?}"))?;
-            }
-            "-h" | "--help" => {
-                println!("hello [--port 8888] [--cores N] [--backend auto|uring|epoll]");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown argument {a:?}")),
-        }
-    }
-    Ok(args)
-}
-
-/// A nonblocking listener with SO_REUSEADDR and SO_REUSEPORT, one per core.
-fn listen(port: u16) -> io::Result<TcpListener> {
-    let addr: SocketAddr = ([0, 0, 0, 0], port).into();
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
-}
-
 fn on_start(lp: &IoLoop, port: u16) {
-    let listener = match listen(port) {
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = match coreloop::bind_reuseport(addr, 1024) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("shard {}: cannot listen on port {port}: {e}", lp.shard_id());
@@ -279,16 +230,10 @@ fn http_date(t: SystemTime) -> String {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("hello: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = common::server_args("hello", 8888);
     let port = args.port;
     let rt = Runtime::builder()
-        .cores(args.cores.map_or(Cores::All, Cores::Count))
+        .cores(args.cores)
         .backend(args.backend)
         .stop_on_signals(true)
         .on_start(move |lp, _| on_start(lp, port))

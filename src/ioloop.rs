@@ -18,8 +18,10 @@
 //! with where the callback was added, and the loop goes on; a handler that panicked is
 //! removed, since calling it again on a level-triggered fd would panic in a loop.
 
+use crate::buffer::BufferPool;
 use crate::handle::{LoopClosed, LoopHandle, Remote, Shared};
-use crate::poller::{Backend, Event, Interest, Poller, Ready, Waker};
+use crate::poller::uring::Uring;
+use crate::poller::{Backend, Completion, Event, Interest, Poller, Ready, Sink, Waker};
 use crate::timer::{TimeoutId, TimerQueue};
 use crossbeam_channel::{Receiver, TryRecvError};
 use std::any::Any;
@@ -79,6 +81,17 @@ struct Inner {
     now: Cell<Instant>,
     shard: Cell<(usize, usize)>,
     events: RefCell<Vec<Event>>,
+    completions: RefCell<Vec<(Sink, Completion)>>,
+    pool: RefCell<BufferPool>,
+    /// Open streams and acceptors: kept alive while open (as Tornado's loop keeps an
+    /// IOStream alive through its handler), closed by `close()`.
+    resources: RefCell<slab::Slab<Rc<dyn Resource>>>,
+}
+
+/// Something a loop keeps alive while it is open and closes when the loop closes.
+pub(crate) trait Resource {
+    /// Closes it; it untracks itself.
+    fn close_resource(&self, lp: &IoLoop);
 }
 
 thread_local! {
@@ -111,7 +124,27 @@ pub struct IoLoop {
     inner: Rc<Inner>,
 }
 
+/// A non-owning reference to a loop, for objects the loop's own handlers keep alive
+/// (holding an `IoLoop` there would make a reference cycle).
+#[derive(Clone)]
+pub(crate) struct WeakLoop(std::rc::Weak<Inner>);
+
+impl WeakLoop {
+    /// A reference to no loop.
+    pub(crate) fn dangling() -> WeakLoop {
+        WeakLoop(std::rc::Weak::new())
+    }
+
+    pub(crate) fn upgrade(&self) -> Option<IoLoop> {
+        self.0.upgrade().map(|inner| IoLoop { inner })
+    }
+}
+
 impl IoLoop {
+    pub(crate) fn downgrade(&self) -> WeakLoop {
+        WeakLoop(Rc::downgrade(&self.inner))
+    }
+
     /// A loop on [`Backend::Auto`].
     pub fn new() -> io::Result<IoLoop> {
         IoLoop::with_backend(Backend::Auto)
@@ -146,6 +179,9 @@ impl IoLoop {
                 now: Cell::new(Instant::now()),
                 shard: Cell::new((0, 1)),
                 events: RefCell::new(Vec::with_capacity(1024)),
+                completions: RefCell::new(Vec::with_capacity(1024)),
+                pool: RefCell::new(BufferPool::default()),
+                resources: RefCell::new(slab::Slab::new()),
             }),
         })
     }
@@ -585,6 +621,12 @@ impl IoLoop {
         let shared = &self.inner.handle.shared;
         shared.closed.store(true, Ordering::Release);
         shared.stop.store(true, Ordering::Release);
+        // Open streams and acceptors first: closing them removes their handlers and ops.
+        let open: Vec<_> = self.inner.resources.borrow_mut().drain().collect();
+        for r in &open {
+            r.close_resource(self);
+        }
+        drop(open);
         // Take everything out first, then drop it with nothing borrowed: destructors of
         // user closures may call back into the loop.
         let rx = self.inner.remote.borrow_mut().take();
@@ -657,21 +699,28 @@ impl IoLoop {
             }
         }
         let mut events = std::mem::take(&mut *inner.events.borrow_mut());
-        let polled = inner.poller.borrow_mut().poll(&mut events, timeout);
+        let mut completions = std::mem::take(&mut *inner.completions.borrow_mut());
+        let polled = inner.poller.borrow_mut().poll(
+            &mut events,
+            &mut completions,
+            &mut inner.pool.borrow_mut(),
+            timeout,
+        );
         if may_sleep {
             shared.needs_wake.store(false, Ordering::Relaxed);
         }
         inner.now.set(Instant::now());
-        if let Err(e) = polled {
-            *inner.events.borrow_mut() = events;
-            return Err(e);
-        }
         for ev in &events {
             self.dispatch(*ev);
         }
         events.clear();
         *inner.events.borrow_mut() = events;
-        Ok(())
+        let here = Location::caller();
+        for (sink, c) in completions.drain(..) {
+            self.run_guarded("completion", here, || sink(self, c));
+        }
+        *inner.completions.borrow_mut() = completions;
+        polled
     }
 
     fn dispatch(&self, ev: Event) {
@@ -726,6 +775,33 @@ impl IoLoop {
         drop(leftover);
     }
 
+    /// The io_uring backend, for completion ops; `None` on epoll. Never call user code
+    /// inside `f`: the poller is borrowed.
+    pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&mut Uring) -> R) -> Option<R> {
+        self.inner.poller.borrow_mut().uring().map(f)
+    }
+
+    /// Keeps `r` alive until [`untrack`](Self::untrack) or the loop closes.
+    pub(crate) fn track(&self, r: Rc<dyn Resource>) -> usize {
+        self.inner.resources.borrow_mut().insert(r)
+    }
+
+    /// Forgets a tracked resource (dropped with nothing borrowed).
+    pub(crate) fn untrack(&self, key: usize) {
+        let r = self.inner.resources.borrow_mut().try_remove(key);
+        drop(r);
+    }
+
+    /// Open streams and acceptors on this loop.
+    pub fn open_resources(&self) -> usize {
+        self.inner.resources.borrow().len()
+    }
+
+    /// The loop's pool of read buffers.
+    pub(crate) fn with_pool<R>(&self, f: impl FnOnce(&mut BufferPool) -> R) -> R {
+        f(&mut self.inner.pool.borrow_mut())
+    }
+
     /// Runs user code, catching and logging a panic. Returns false if it panicked.
     fn run_guarded(&self, what: &str, at: &Location<'_>, f: impl FnOnce()) -> bool {
         match catch_unwind(AssertUnwindSafe(f)) {
@@ -774,6 +850,16 @@ impl Drop for RunningGuard {
         let lp = CURRENT.with(|c| c.borrow_mut().take());
         if let Some(lp) = lp {
             lp.inner.running.set(false);
+        }
+    }
+}
+
+impl Drop for IoLoop {
+    fn drop(&mut self) {
+        // The last clone: close, so that open streams (which the loop keeps alive) are
+        // closed and release their fds, instead of outliving the loop.
+        if Rc::strong_count(&self.inner) == 1 && !self.inner.resources.borrow().is_empty() {
+            self.close();
         }
     }
 }

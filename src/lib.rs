@@ -38,14 +38,23 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("coreloop runs on Linux only (epoll and io_uring)");
 
+mod buffer;
 mod handle;
 mod ioloop;
+mod iostream;
+mod net;
 mod poller;
 mod runtime;
 mod timer;
+mod transport;
 
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub use ioloop::{IoLoop, REMOTE_BATCH};
+pub use iostream::{
+    IoStream, ReadCallback, StreamCallback, DEFAULT_HIGH_WATER, DEFAULT_MAX_BUFFER,
+    DEFAULT_MAX_WRITE_BUFFER,
+};
+pub use net::{bind_reuseport, Acceptor, ListenOptions, TcpServer};
 pub use poller::{Backend, Interest, Ready};
 pub use runtime::{Cores, Runtime, RuntimeBuilder, RuntimeError, ShardError};
 pub use timer::{TimeoutId, COMPACT_MIN};

@@ -46,7 +46,7 @@ pub struct RuntimeBuilder {
     cores: Cores,
     pin: bool,
     backend: Backend,
-    setup: Option<Setup>,
+    setups: Vec<Setup>,
     stop_on_signals: bool,
     name: String,
 }
@@ -57,7 +57,7 @@ impl Default for RuntimeBuilder {
             cores: Cores::All,
             pin: true,
             backend: Backend::Auto,
-            setup: None,
+            setups: Vec::new(),
             stop_on_signals: false,
             name: "coreloop".to_string(),
         }
@@ -85,12 +85,13 @@ impl RuntimeBuilder {
     }
 
     /// Runs `setup(loop, shard_id)` on each loop's thread before the loop starts: where a
-    /// service opens its listeners and builds its per-core state.
+    /// service opens its listeners and builds its per-core state. Several setups run in
+    /// the order they were added.
     pub fn on_start<F>(mut self, setup: F) -> Self
     where
         F: Fn(&IoLoop, usize) + Send + Sync + 'static,
     {
-        self.setup = Some(Arc::new(setup));
+        self.setups.push(Arc::new(setup));
         self
     }
 
@@ -115,7 +116,7 @@ impl RuntimeBuilder {
         let mut handles = Vec::with_capacity(n);
         for (shard, core) in placement.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(1);
-            let setup = self.setup.clone();
+            let setups = self.setups.clone();
             let backend = self.backend;
             let pin = self.pin;
             let spawned = std::thread::Builder::new()
@@ -137,7 +138,7 @@ impl RuntimeBuilder {
                     let _ = tx.send(Ok(lp.handle()));
                     // Close the loop however this thread ends, so handles see it is gone.
                     let _close = CloseOnDrop(lp.clone());
-                    if let Some(setup) = setup {
+                    for setup in &setups {
                         setup(&lp, shard);
                     }
                     lp.start()

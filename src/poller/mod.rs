@@ -28,16 +28,20 @@
 //! The backends use `unsafe` for the raw syscalls and the ring; each block says why it
 //! holds. Nothing above this module needs `unsafe`.
 
+mod bufring;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 mod waker;
 
 pub(crate) use waker::Waker;
 
+use crate::buffer::BufferPool;
+use crate::ioloop::IoLoop;
 use std::fmt;
 use std::io;
 use std::ops::BitOr;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,6 +249,30 @@ pub(crate) struct Event {
     pub ready: Ready,
 }
 
+/// Where a completion op's results go: called by the loop, with no loop state borrowed,
+/// once per CQE. (A later async layer can make this a closure that wakes a task.)
+pub(crate) type Sink = Rc<dyn Fn(&IoLoop, Completion)>;
+
+/// The result of one CQE of a completion op (io_uring only).
+pub(crate) enum Completion {
+    /// A multishot accept produced a connection or an error; `more` is false once the
+    /// accept has ended and must be restarted to accept again.
+    Accept {
+        result: io::Result<OwnedFd>,
+        more: bool,
+    },
+    /// A multishot recv produced data (empty: end of file) or an error; `more` as above.
+    Recv {
+        result: io::Result<Vec<u8>>,
+        more: bool,
+    },
+    /// A send finished: how many bytes went out, and the buffer back.
+    Send {
+        result: io::Result<usize>,
+        buf: Vec<u8>,
+    },
+}
+
 /// The one place that dispatches to a backend.
 pub(crate) enum Poller {
     Epoll(epoll::Epoll),
@@ -320,11 +348,21 @@ impl Poller {
     pub(crate) fn poll(
         &mut self,
         events: &mut Vec<Event>,
+        completions: &mut Vec<(Sink, Completion)>,
+        pool: &mut BufferPool,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         match self {
             Poller::Epoll(p) => p.poll(events, timeout),
-            Poller::Uring(p) => p.poll(events, timeout),
+            Poller::Uring(p) => p.poll(events, completions, pool, timeout),
+        }
+    }
+
+    /// The io_uring backend, for completion ops; `None` on epoll.
+    pub(crate) fn uring(&mut self) -> Option<&mut uring::Uring> {
+        match self {
+            Poller::Uring(p) => Some(p),
+            Poller::Epoll(_) => None,
         }
     }
 }

@@ -33,12 +33,14 @@
 //! re-arm SQE rides in the submit that waits, so it costs no extra syscall. The waker,
 //! which is drained on every completion, uses multishot.
 
-use super::{Event, Interest, Ready, Waker};
+use super::bufring::{self, BufRing};
+use super::{Completion, Event, Interest, Ready, Sink, Waker};
+use crate::buffer::BufferPool;
 use io_uring::{cqueue, opcode, squeue, types, EnterFlags, IoUring, Probe};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Named `user_data` values and tags.
 pub(crate) mod user_data {
@@ -55,11 +57,24 @@ pub(crate) mod user_data {
 const SQ_ENTRIES: u32 = 512;
 const CQ_ENTRIES: u32 = 8192;
 
-/// What an op in flight is for.
-#[derive(Debug, Clone, Copy)]
+/// What an op in flight is for, and what it owns until its last CQE.
 enum OpKind {
     /// A one-shot readiness poll on this fd.
     Poll { fd: RawFd },
+    /// Multishot accept: each CQE is a new connection.
+    Accept { sink: Sink },
+    /// Multishot recv into the provided-buffer ring: each CQE is a chunk of data.
+    Recv { sink: Sink },
+    /// One send; the kernel reads from `buf` until the CQE, so the op owns it.
+    Send { sink: Sink, buf: Vec<u8> },
+}
+
+/// What a CQE resolved to, taken out of (or, for multishot ops, cloned from) its slot.
+enum Done {
+    Poll { fd: RawFd },
+    Accept(Sink),
+    Recv(Sink),
+    Send(Sink, Vec<u8>),
 }
 
 /// One slot of the op table. `kind` is `Some` while an op is in flight.
@@ -92,21 +107,36 @@ impl Ops {
         user_data::TAG_OP | (u64::from(slot.generation & 0xff_ffff) << 32) | u64::from(idx)
     }
 
-    /// The op a CQE belongs to; frees the slot when this is its last CQE.
-    fn complete(&mut self, ud: u64, last: bool) -> Option<OpKind> {
+    fn slot(&mut self, ud: u64) -> Option<&mut OpSlot> {
         let idx = (ud & 0xffff_ffff) as usize;
         let gen = ((ud >> 32) & 0xff_ffff) as u32;
-        let slot = self.slots.get_mut(idx)?;
-        if slot.generation & 0xff_ffff != gen {
-            return None;
+        self.slots
+            .get_mut(idx)
+            .filter(|s| s.generation & 0xff_ffff == gen && s.kind.is_some())
+    }
+
+    /// The op a CQE belongs to; frees the slot (handing over what the op owned) when
+    /// this is its last CQE.
+    fn complete(&mut self, ud: u64, last: bool) -> Option<Done> {
+        let slot = self.slot(ud)?;
+        if !last {
+            return match slot.kind.as_ref()? {
+                OpKind::Poll { fd } => Some(Done::Poll { fd: *fd }),
+                OpKind::Accept { sink } => Some(Done::Accept(sink.clone())),
+                OpKind::Recv { sink } => Some(Done::Recv(sink.clone())),
+                // A send has one CQE; a second one would be a kernel bug. Keep the buffer.
+                OpKind::Send { .. } => None,
+            };
         }
-        let kind = slot.kind?;
-        if last {
-            slot.kind = None;
-            slot.generation = slot.generation.wrapping_add(1);
-            self.free.push(idx as u32);
-        }
-        Some(kind)
+        let kind = slot.kind.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push((ud & 0xffff_ffff) as u32);
+        Some(match kind {
+            OpKind::Poll { fd } => Done::Poll { fd },
+            OpKind::Accept { sink } => Done::Accept(sink),
+            OpKind::Recv { sink } => Done::Recv(sink),
+            OpKind::Send { sink, buf } => Done::Send(sink, buf),
+        })
     }
 
     fn in_flight(&self) -> usize {
@@ -126,6 +156,7 @@ struct Reg {
 /// thread that created it (the loop is `!Send`), as `SINGLE_ISSUER` requires.
 pub(crate) struct Uring {
     ring: IoUring,
+    bufs: Option<BufRing>,
     ops: Ops,
     regs: Vec<Option<Reg>>,
     rearm: Vec<RawFd>,
@@ -190,13 +221,14 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
 }
 
 /// The opcodes this crate submits; a kernel missing any of them gets epoll instead.
-const NEEDED_OPCODES: [(u8, &str); 6] = [
+const NEEDED_OPCODES: [(u8, &str); 7] = [
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::PollRemove::CODE, "POLL_REMOVE"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::Recv::CODE, "RECV"),
     (opcode::Send::CODE, "SEND"),
+    (opcode::Close::CODE, "CLOSE"),
 ];
 
 impl Uring {
@@ -219,8 +251,10 @@ impl Uring {
             }
         }
         log::debug!("coreloop: {setup}");
+        let bufs = BufRing::register(&ring)?;
         Ok(Uring {
             ring,
+            bufs: Some(bufs),
             ops: Ops::default(),
             regs: Vec::new(),
             rearm: Vec::new(),
@@ -403,15 +437,116 @@ impl Uring {
         }
     }
 
+    // ------------------------------------------------------------ completion ops
+
+    /// Starts a multishot accept on a listening socket; every connection (or error) is a
+    /// completion for `sink`. Accepted sockets are nonblocking and close-on-exec.
+    pub(crate) fn accept_multishot(&mut self, fd: RawFd, sink: Sink) -> io::Result<u64> {
+        let ud = self.ops.insert(OpKind::Accept { sink });
+        let sqe = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ud);
+        // SAFETY: a multishot accept passes no address buffer: it refers to no memory.
+        if let Err(e) = unsafe { self.push(&sqe) } {
+            self.ops.complete(ud, true);
+            return Err(e);
+        }
+        Ok(ud)
+    }
+
+    /// Starts a multishot recv that takes buffers from the provided-buffer ring; every
+    /// chunk of data, the end of file (empty data) or an error is a completion for `sink`.
+    pub(crate) fn recv_multishot(&mut self, fd: RawFd, sink: Sink) -> io::Result<u64> {
+        let ud = self.ops.insert(OpKind::Recv { sink });
+        let sqe = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
+            .build()
+            .user_data(ud);
+        // SAFETY: the recv writes only into ring buffers, which live until the ring is
+        // unregistered after every op has completed (see Drop).
+        if let Err(e) = unsafe { self.push(&sqe) } {
+            self.ops.complete(ud, true);
+            return Err(e);
+        }
+        Ok(ud)
+    }
+
+    /// Sends `buf[offset..]`. The op owns `buf` until its completion, which hands it back
+    /// with the number of bytes sent (possibly fewer than asked).
+    pub(crate) fn send(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: usize,
+        sink: Sink,
+    ) -> Result<u64, (io::Error, Vec<u8>)> {
+        let len = (buf.len() - offset).min(u32::MAX as usize) as u32;
+        let ptr = buf[offset..].as_ptr();
+        let ud = self.ops.insert(OpKind::Send { sink, buf });
+        let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud);
+        // SAFETY: `ptr..ptr+len` lies in the Vec now owned by the op slot; moving a Vec
+        // does not move its heap buffer, and the slot keeps it until the CQE arrives.
+        if let Err(e) = unsafe { self.push(&sqe) } {
+            let buf = match self.ops.complete(ud, true) {
+                Some(Done::Send(_, buf)) => buf,
+                _ => Vec::new(),
+            };
+            return Err((e, buf));
+        }
+        Ok(ud)
+    }
+
+    /// Asks the kernel to cancel an op; its last CQE still arrives (with `ECANCELED` or
+    /// its result) and releases what it owns.
+    pub(crate) fn cancel(&mut self, op: u64) -> io::Result<()> {
+        let sqe = opcode::AsyncCancel::new(op)
+            .build()
+            .user_data(user_data::IGNORE);
+        // SAFETY: a cancel SQE refers to no memory.
+        unsafe { self.push(&sqe) }
+    }
+
+    /// Closes `fd` through the ring, after every SQE queued before it has been issued
+    /// (an SQE names an fd by number: closing it at once could let a new socket reuse the
+    /// number before those SQEs reach the kernel).
+    pub(crate) fn close_fd(&mut self, fd: OwnedFd) {
+        let raw = fd.into_raw_fd();
+        let sqe = opcode::Close::new(types::Fd(raw))
+            .build()
+            .user_data(user_data::IGNORE);
+        // SAFETY: a close SQE refers to no memory; `raw` is ours to close.
+        if unsafe { self.push(&sqe) }.is_err() {
+            // SAFETY: the SQE was not queued, so nobody else will close `raw`.
+            drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+    }
+
     pub(crate) fn poll(
         &mut self,
         events: &mut Vec<Event>,
+        completions: &mut Vec<(Sink, Completion)>,
+        pool: &mut BufferPool,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         self.arm_pending()?;
         self.enter(timeout)?;
+        self.reap(events, completions, pool);
+        Ok(())
+    }
+
+    /// Turns every CQE available into events and completions.
+    fn reap(
+        &mut self,
+        events: &mut Vec<Event>,
+        completions: &mut Vec<(Sink, Completion)>,
+        pool: &mut BufferPool,
+    ) {
         let Uring {
             ring,
+            bufs,
             ops,
             regs,
             rearm,
@@ -422,10 +557,11 @@ impl Uring {
         for cqe in ring.completion() {
             let ud = cqe.user_data();
             let res = cqe.result();
-            let last = !cqueue::more(cqe.flags());
+            let flags = cqe.flags();
+            let more = cqueue::more(flags);
             if ud == user_data::WAKER {
                 waker.drain();
-                if last {
+                if !more {
                     *waker_armed = false;
                 }
                 continue;
@@ -433,8 +569,11 @@ impl Uring {
             if ud & user_data::TAG_MASK != user_data::TAG_OP {
                 continue; // IGNORE, or a value no op of ours carries
             }
-            match ops.complete(ud, last) {
-                Some(OpKind::Poll { fd }) => {
+            let Some(done) = ops.complete(ud, !more) else {
+                continue;
+            };
+            match done {
+                Done::Poll { fd } => {
                     let Some(Some(reg)) = regs.get_mut(fd as usize) else {
                         continue; // deregistered meanwhile
                     };
@@ -456,21 +595,81 @@ impl Uring {
                         });
                     }
                 }
-                None => {}
+                Done::Accept(sink) => {
+                    let result = if res >= 0 {
+                        // SAFETY: a successful accept CQE carries a new fd that nothing
+                        // else owns.
+                        Ok(unsafe { OwnedFd::from_raw_fd(res) })
+                    } else {
+                        Err(io::Error::from_raw_os_error(-res))
+                    };
+                    completions.push((sink, Completion::Accept { result, more }));
+                }
+                Done::Recv(sink) => {
+                    let result = match (res, cqueue::buffer_select(flags)) {
+                        (n, Some(bid)) if n >= 0 => {
+                            let ring = bufs.as_mut().expect("recv without a buffer ring");
+                            let mut v = pool.take();
+                            v.extend_from_slice(ring.data(bid, n as usize));
+                            ring.recycle(bid);
+                            Ok(v)
+                        }
+                        (0, None) => Ok(Vec::new()), // end of file
+                        (n, None) if n >= 0 => Ok(Vec::new()),
+                        (n, _) => Err(io::Error::from_raw_os_error(-n)),
+                    };
+                    completions.push((sink, Completion::Recv { result, more }));
+                }
+                Done::Send(sink, buf) => {
+                    let result = if res >= 0 {
+                        Ok(res as usize)
+                    } else {
+                        Err(io::Error::from_raw_os_error(-res))
+                    };
+                    completions.push((sink, Completion::Send { result, buf }));
+                }
             }
         }
-        Ok(())
     }
 }
 
 impl Drop for Uring {
     fn drop(&mut self) {
-        // Polls own no memory, so the kernel may cancel them whenever it tears the ring
-        // down. Later op kinds that own buffers must be drained here first.
-        log::trace!(
-            "io_uring dropped with {} ops in flight",
-            self.ops.in_flight()
-        );
+        // Ops may own memory the kernel writes into or reads from (send buffers, the
+        // buffer ring). Cancel everything and wait for the last CQEs before freeing any
+        // of it; if the kernel does not finish in time, leak rather than free memory it
+        // may still touch.
+        let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(user_data::IGNORE);
+        // SAFETY: a cancel SQE refers to no memory.
+        let _ = unsafe { self.push(&cancel_all) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut events = Vec::new();
+        let mut completions = Vec::new();
+        let mut pool = BufferPool::default();
+        while self.ops.in_flight() > 0 && Instant::now() < deadline {
+            if self.enter(Some(Duration::from_millis(10))).is_err() {
+                break;
+            }
+            self.reap(&mut events, &mut completions, &mut pool);
+            // Sinks are not called: the loop is going away. Dropping the completions
+            // closes accepted fds and frees send buffers.
+            completions.clear();
+            events.clear();
+        }
+        if self.ops.in_flight() > 0 {
+            log::error!(
+                "coreloop: {} io_uring ops still in flight at drop; leaking their memory",
+                self.ops.in_flight()
+            );
+            std::mem::forget(std::mem::take(&mut self.ops));
+            std::mem::forget(self.bufs.take());
+            return;
+        }
+        if let Some(mut b) = self.bufs.take() {
+            b.unregister(&self.ring);
+        }
     }
 }
 
@@ -486,10 +685,7 @@ mod tests {
         let b = ops.insert(OpKind::Poll { fd: 4 });
         assert_eq!(a & 0xffff_ffff, b & 0xffff_ffff, "slot reused");
         assert!(ops.complete(a, true).is_none(), "old user_data must miss");
-        assert!(matches!(
-            ops.complete(b, false),
-            Some(OpKind::Poll { fd: 4 })
-        ));
+        assert!(matches!(ops.complete(b, false), Some(Done::Poll { fd: 4 })));
         assert_eq!(ops.in_flight(), 1, "a CQE with F_MORE keeps the slot");
         assert!(ops.complete(b, true).is_some());
         assert_eq!(ops.in_flight(), 0);

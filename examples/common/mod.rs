@@ -1,0 +1,54 @@
+//! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`.
+
+use coreloop::{Backend, Cores};
+
+pub struct ServerArgs {
+    pub port: u16,
+    pub cores: Cores,
+    pub backend: Backend,
+}
+
+/// Parses `--port P --cores N --backend auto|uring|epoll`; exits with a message on bad
+/// input.
+pub fn server_args(name: &str, default_port: u16) -> ServerArgs {
+    match parse(default_port) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            eprintln!(
+                "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll]"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn parse(default_port: u16) -> Result<ServerArgs, String> {
+    let mut args = ServerArgs {
+        port: default_port,
+        cores: Cores::All,
+        backend: Backend::Auto,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--cores" => {
+                let n: usize = value()?.parse().map_err(|e| format!("--cores: {e}"))?;
+                if n == 0 {
+                    return Err("--cores must be at least 1".into());
+                }
+                args.cores = Cores::Count(n);
+            }
+            "--backend" => {
+                let v = value()?;
+                args.backend = Backend::parse(&v)
+                    .ok_or(format!("--backend takes auto, uring or epoll, not {v:?}"))?;
+            }
+            "-h" | "--help" => return Err("help".into()),
+            _ => return Err(format!("unknown argument {a:?}")),
+        }
+    }
+    Ok(args)
+}

@@ -1,0 +1,61 @@
+//! An echo server on every core.
+//!
+//! `cargo run --release --example echo -- --port 8889 --cores N --backend auto|uring|epoll`
+//!
+//! Each connection is an `IoStream`: read what is there (up to 64 KiB), write it back,
+//! repeat. A peer that sends faster than it reads is throttled: past the write buffer's
+//! high-water mark the server stops reading until the buffer drains. Ctrl-C stops it.
+
+mod common;
+
+use coreloop::{IoStream, ListenOptions, Runtime, TcpServer};
+use std::net::SocketAddr;
+
+fn echo(stream: &IoStream) {
+    let r = stream.read_bytes_partial(64 * 1024, |_, s, data| {
+        // An error means end of file (the stream closes itself once what we wrote has
+        // been sent; calling close() here would drop it) or a failure (already closed).
+        let Ok(data) = data else { return };
+        if s.write(&data).is_err() {
+            return;
+        }
+        if s.over_high_water() {
+            s.on_drain(|_, s| echo(s));
+        } else {
+            echo(s);
+        }
+    });
+    if r.is_err() {
+        stream.close();
+    }
+}
+
+fn main() {
+    let args = common::server_args("echo", 8889);
+    let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
+    let builder = Runtime::builder()
+        .cores(args.cores)
+        .backend(args.backend)
+        .stop_on_signals(true)
+        .on_start(|lp, shard| println!("shard {shard}: {}", lp.backend_detail()));
+    let on_conn = |_: &coreloop::IoLoop, s: IoStream| {
+        s.set_close_callback(|_, s| {
+            if let Some(e) = s.error() {
+                eprintln!("echo: connection closed by an error: {e}");
+            }
+        });
+        echo(&s);
+    };
+    let server = match TcpServer::bind(builder, addr, ListenOptions::default(), on_conn) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("echo: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("echo server on {}", server.local_addr());
+    if let Err(e) = server.wait() {
+        eprintln!("echo: {e}");
+        std::process::exit(1);
+    }
+}
