@@ -72,6 +72,9 @@ struct State {
     scanned: usize,
     read: Option<PendingRead>,
     eof: bool,
+    /// A read failed because the stream ended: what is left unread can never complete
+    /// a read the owner is waiting for, so end of file may close the stream.
+    read_past_eof: bool,
     max_buffer: usize,
     /// Bytes not yet handed to the transport.
     out: Vec<u8>,
@@ -162,6 +165,7 @@ impl IoStream {
                     scanned: 0,
                     read: None,
                     eof: false,
+                    read_past_eof: false,
                     max_buffer: DEFAULT_MAX_BUFFER,
                     out: Vec::new(),
                     sending: 0,
@@ -764,7 +768,8 @@ impl IoStream {
                 st.eof
                     && st.close_on_eof
                     && !st.closed
-                    && st.rbuf.len() == st.rpos
+                    && (st.rbuf.len() == st.rpos || st.read_past_eof)
+                    && st.read.is_none()
                     && buffered(&st) == 0
             };
             if close_now {
@@ -840,6 +845,8 @@ impl IoStream {
                 Err(e) => {
                     if e.kind() == io::ErrorKind::InvalidData {
                         fail_close = Some(io::Error::new(e.kind(), e.to_string()));
+                    } else {
+                        st.read_past_eof = true;
                     }
                     Some((read.cb, Err(e)))
                 }

@@ -107,7 +107,8 @@ struct AccState {
 /// Accepts connections on one loop and hands each, as an [`IoStream`] with TCP_NODELAY
 /// set, to a callback.
 ///
-/// On io_uring it runs one multishot accept; on epoll it accepts until `WouldBlock`, at
+/// On io_uring it runs one multishot accept (single accepts near the connection limit);
+/// on epoll it accepts until `WouldBlock`, at
 /// most [`ListenOptions::accepts_per_event`] per readiness event. When the process runs
 /// out of file descriptors (`EMFILE`, `ENFILE`) it pauses for
 /// [`ListenOptions::fd_exhausted_pause`] and logs once, instead of spinning; while
@@ -223,20 +224,29 @@ impl Acceptor {
 
     /// Stops accepting and closes the listener; open connections are not touched.
     pub fn stop(&self) {
-        if let Some(lp) = self.inner.st.borrow().lp.upgrade() {
+        let lp = self.inner.st.borrow().lp.upgrade();
+        if let Some(lp) = lp {
             self.inner.stop_on(&lp);
         }
     }
 
-    /// io_uring: starts the multishot accept.
+    /// io_uring: starts accepting. A multishot accept takes every connection waiting in
+    /// the backlog inside the kernel before a cancel can stop it, so it is used only
+    /// while the connection limit is more than twice the backlog away; closer to the
+    /// limit, one accept at a time keeps the limit exact.
     fn arm(&self, lp: &IoLoop) -> io::Result<()> {
         let Some(fd) = self.listener_fd() else {
             return Ok(());
         };
+        let multishot = {
+            let st = self.inner.st.borrow();
+            let room = st.opts.max_connections.saturating_sub(st.live);
+            room > 2 * st.opts.backlog.max(1) as usize
+        };
         let weak = Rc::downgrade(&self.inner);
         let sink: Sink = Rc::new(move |lp, c| on_accept_cqe(&weak, lp, c));
         let op = lp
-            .with_uring(|u| u.accept_multishot(fd, sink))
+            .with_uring(|u| u.accept(fd, multishot, sink))
             .unwrap_or_else(|| Err(io::ErrorKind::Unsupported.into()))?;
         self.inner.st.borrow_mut().accept_op = Some(op);
         Ok(())

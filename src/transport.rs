@@ -70,6 +70,8 @@ struct State {
     /// io_uring: bytes of the in-flight send already sent (short sends resubmit).
     send_offset: usize,
     send_in_flight: bool,
+    /// io_uring: the send op in flight (cancelled by close: it holds the socket open).
+    send_op: Option<u64>,
     send_sink: Option<Sink>,
 }
 
@@ -97,6 +99,7 @@ impl Transport {
             recv_op: None,
             send_offset: 0,
             send_in_flight: false,
+            send_op: None,
             send_sink: None,
         }));
         let t = Transport { st };
@@ -137,6 +140,7 @@ impl Transport {
                 recv_op: None,
                 send_offset: 0,
                 send_in_flight: false,
+                send_op: None,
                 send_sink: None,
             })),
         }
@@ -206,10 +210,11 @@ impl Transport {
         if uring {
             let sink = self.st.borrow().send_sink.clone().expect("send sink");
             match lp.with_uring(|u| u.send(raw, buf, 0, sink)) {
-                Some(Ok(_)) => {
+                Some(Ok(op)) => {
                     let mut st = self.st.borrow_mut();
                     st.send_offset = 0;
                     st.send_in_flight = true;
+                    st.send_op = Some(op);
                     SendNow::Pending
                 }
                 Some(Err((e, _))) => SendNow::Failed(e),
@@ -240,16 +245,19 @@ impl Transport {
     /// Closes the socket. Nothing is reported afterwards. A send in flight on io_uring
     /// keeps its buffer until its CQE arrives.
     pub(crate) fn close(&self, lp: &IoLoop) {
-        let (fd, uring, recv_op, sink) = {
+        let (fd, uring, ops, sink) = {
             let mut st = self.st.borrow_mut();
             let Some(fd) = st.fd.take() else { return };
             st.reading = false;
             st.pending = None;
-            (fd, st.uring, st.recv_op.take(), st.sink.take())
+            let ops = [st.recv_op.take(), st.send_op.take()];
+            (fd, st.uring, ops, st.sink.take())
         };
         if uring {
+            // Both ops hold the socket open: cancel them, then close. A cancelled send
+            // keeps its buffer until its CQE arrives.
             lp.with_uring(|u| {
-                if let Some(op) = recv_op {
+                for op in ops.into_iter().flatten() {
                     let _ = u.cancel(op);
                 }
                 u.close_fd(fd);
@@ -434,6 +442,7 @@ fn on_send_done(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
     if st.borrow().fd.is_none() {
         return;
     }
+    st.borrow_mut().send_op = None;
     match result {
         Ok(n) => {
             let (raw, off) = {
@@ -449,9 +458,13 @@ fn on_send_done(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
                 report(&st, lp, SockEvent::Error(io::ErrorKind::WriteZero.into()));
             } else {
                 let sink = st.borrow().send_sink.clone().expect("send sink");
-                if let Some(Err((e, _))) = lp.with_uring(|u| u.send(raw, buf, off, sink)) {
-                    st.borrow_mut().send_in_flight = false;
-                    report(&st, lp, SockEvent::Error(e));
+                match lp.with_uring(|u| u.send(raw, buf, off, sink)) {
+                    Some(Ok(op)) => st.borrow_mut().send_op = Some(op),
+                    Some(Err((e, _))) => {
+                        st.borrow_mut().send_in_flight = false;
+                        report(&st, lp, SockEvent::Error(e));
+                    }
+                    None => {}
                 }
             }
         }

@@ -439,15 +439,21 @@ impl Uring {
 
     // ------------------------------------------------------------ completion ops
 
-    /// Starts a multishot accept on a listening socket; every connection (or error) is a
-    /// completion for `sink`. Accepted sockets are nonblocking and close-on-exec.
-    pub(crate) fn accept_multishot(&mut self, fd: RawFd, sink: Sink) -> io::Result<u64> {
+    /// Starts accepting on a listening socket: a multishot accept (every connection or
+    /// error is a completion for `sink`) or a single one. Accepted sockets are
+    /// nonblocking and close-on-exec.
+    pub(crate) fn accept(&mut self, fd: RawFd, multishot: bool, sink: Sink) -> io::Result<u64> {
         let ud = self.ops.insert(OpKind::Accept { sink });
-        let sqe = opcode::AcceptMulti::new(types::Fd(fd))
-            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(ud);
-        // SAFETY: a multishot accept passes no address buffer: it refers to no memory.
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let sqe = if multishot {
+            opcode::AcceptMulti::new(types::Fd(fd)).flags(flags).build()
+        } else {
+            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(flags)
+                .build()
+        }
+        .user_data(ud);
+        // SAFETY: no address buffer is passed (null pointers): it refers to no memory.
         if let Err(e) = unsafe { self.push(&sqe) } {
             self.ops.complete(ud, true);
             return Err(e);

@@ -105,3 +105,29 @@ pub fn logs_of_this_thread() -> Vec<String> {
         .map(|(_, l)| l.clone())
         .collect()
 }
+
+/// A connected TCP pair over loopback: the server end as an `IoStream` on `lp`, the
+/// client end as a blocking std socket.
+pub fn tcp_pair(lp: &IoLoop) -> (coreloop::IoStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    (coreloop::IoStream::new(lp, server).unwrap(), client)
+}
+
+/// Prints log records to stderr (for child processes whose stderr a test reads).
+pub fn log_to_stderr() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record) {
+            eprintln!("{} {}", r.level(), r.args());
+        }
+        fn flush(&self) {}
+    }
+    static L: Stderr = Stderr;
+    let _ = log::set_logger(&L);
+    log::set_max_level(log::LevelFilter::Info);
+}
