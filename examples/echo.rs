@@ -8,27 +8,9 @@
 
 mod common;
 
+use common::echo::echo;
 use coreloop::{IoStream, ListenOptions, Runtime, TcpServer};
 use std::net::SocketAddr;
-
-fn echo(stream: &IoStream) {
-    let r = stream.read_bytes_partial(64 * 1024, |_, s, data| {
-        // An error means end of file (the stream closes itself once what we wrote has
-        // been sent; calling close() here would drop it) or a failure (already closed).
-        let Ok(data) = data else { return };
-        if s.write(&data).is_err() {
-            return;
-        }
-        if s.over_high_water() {
-            s.on_drain(|_, s| echo(s));
-        } else {
-            echo(s);
-        }
-    });
-    if r.is_err() {
-        stream.close();
-    }
-}
 
 fn main() {
     let args = common::server_args("echo", 8889);

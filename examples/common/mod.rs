@@ -1,5 +1,9 @@
 //! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`.
 
+#![allow(dead_code)]
+
+pub mod echo;
+
 use coreloop::{Backend, Cores};
 
 pub struct ServerArgs {

@@ -1,0 +1,24 @@
+//! The echo handler, shared by `examples/echo.rs` and `benches/echo_throughput.rs`.
+
+use coreloop::IoStream;
+
+/// Reads what is there (up to 64 KiB) and writes it back, forever; past the write
+/// buffer's high-water mark it stops reading until the buffer drains.
+pub fn echo(stream: &IoStream) {
+    let r = stream.read_bytes_partial(64 * 1024, |_, s, data| {
+        // An error means end of file (the stream closes itself once what we wrote has
+        // been sent; calling close() here would drop it) or a failure (already closed).
+        let Ok(data) = data else { return };
+        if s.write(&data).is_err() {
+            return;
+        }
+        if s.over_high_water() {
+            s.on_drain(|_, s| echo(s));
+        } else {
+            echo(s);
+        }
+    });
+    if r.is_err() {
+        stream.close();
+    }
+}
