@@ -28,7 +28,9 @@ fn arg(name: &str, default: u64) -> u64 {
 /// utime+stime of the calling thread, in clock ticks.
 fn thread_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
@@ -49,7 +51,9 @@ fn one_conn(stream: IoStream, msg: Rc<Vec<u8>>, count: Rc<Cell<u64>>) {
 
 fn run(backend: Backend, secs: u64, conns: u64, size: u64) {
     let server = TcpServer::bind(
-        Runtime::builder().backend(backend).cores(Cores::List(vec![0])),
+        Runtime::builder()
+            .backend(backend)
+            .cores(Cores::List(vec![0])),
         "127.0.0.1:0".parse().unwrap(),
         ListenOptions::default(),
         |_, s| echo::echo(&s),

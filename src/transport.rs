@@ -86,22 +86,12 @@ impl Transport {
     pub(crate) fn new(lp: &IoLoop, fd: OwnedFd, sink: EventSink) -> io::Result<Transport> {
         let raw = fd.as_raw_fd();
         let uring = lp.with_uring(|_| ()).is_some();
-        let st = Rc::new(RefCell::new(State {
-            fd: Some(fd),
-            raw,
+        let st = Rc::new(RefCell::new(State::new(
+            Some(fd),
             uring,
-            lp: lp.downgrade(),
-            sink: Some(sink),
-            reading: true,
-            ended: false,
-            interest: Interest::READABLE,
-            pending: None,
-            recv_op: None,
-            send_offset: 0,
-            send_in_flight: false,
-            send_op: None,
-            send_sink: None,
-        }));
+            lp.downgrade(),
+            Some(sink),
+        )));
         let t = Transport { st };
         if uring {
             let weak = Rc::downgrade(&t.st);
@@ -127,22 +117,12 @@ impl Transport {
     /// A transport that is already closed (for a stream whose setup failed).
     pub(crate) fn dead() -> Transport {
         Transport {
-            st: Rc::new(RefCell::new(State {
-                fd: None,
-                raw: -1,
-                uring: false,
-                lp: WeakLoop::dangling(),
-                sink: None,
-                reading: false,
-                ended: true,
-                interest: Interest::NONE,
-                pending: None,
-                recv_op: None,
-                send_offset: 0,
-                send_in_flight: false,
-                send_op: None,
-                send_sink: None,
-            })),
+            st: Rc::new(RefCell::new(State::new(
+                None,
+                false,
+                WeakLoop::dangling(),
+                None,
+            ))),
         }
     }
 
@@ -272,6 +252,31 @@ impl Transport {
 }
 
 impl State {
+    /// Open (receiving) with an fd and a sink; closed without.
+    fn new(fd: Option<OwnedFd>, uring: bool, lp: WeakLoop, sink: Option<EventSink>) -> State {
+        let open = fd.is_some();
+        State {
+            raw: fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            fd,
+            uring,
+            lp,
+            sink,
+            reading: open,
+            ended: !open,
+            interest: if open {
+                Interest::READABLE
+            } else {
+                Interest::NONE
+            },
+            pending: None,
+            recv_op: None,
+            send_offset: 0,
+            send_in_flight: false,
+            send_op: None,
+            send_sink: None,
+        }
+    }
+
     /// Receiving is over for good (end of file or an error).
     fn end(&mut self) {
         self.reading = false;

@@ -1,6 +1,6 @@
 //! The epoll backend: level-triggered readiness straight from the kernel.
 
-use super::{Event, Interest, Ready, Waker};
+use super::{event_mask, ready_of_mask, Event, Interest, Waker};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -25,35 +25,6 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(r)
     }
-}
-
-fn epoll_flags(interest: Interest) -> u32 {
-    let mut ev = 0;
-    if interest.is_readable() {
-        ev |= libc::EPOLLIN | libc::EPOLLRDHUP;
-    }
-    if interest.is_writable() {
-        ev |= libc::EPOLLOUT;
-    }
-    ev as u32
-}
-
-fn ready_of(ev: u32) -> Ready {
-    let ev = ev as libc::c_int;
-    let mut r = Ready::EMPTY;
-    if ev & (libc::EPOLLIN | libc::EPOLLPRI) != 0 {
-        r = r | Ready::READABLE;
-    }
-    if ev & libc::EPOLLOUT != 0 {
-        r = r | Ready::WRITABLE;
-    }
-    if ev & libc::EPOLLERR != 0 {
-        r = r | Ready::ERROR;
-    }
-    if ev & (libc::EPOLLHUP | libc::EPOLLRDHUP) != 0 {
-        r = r | Ready::HUP;
-    }
-    r
 }
 
 /// Milliseconds for epoll_wait, rounded up so that a timer never fires early.
@@ -95,7 +66,7 @@ impl Epoll {
     }
 
     pub(crate) fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token, epoll_flags(interest))
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, event_mask(interest))
     }
 
     pub(crate) fn reregister(
@@ -104,7 +75,7 @@ impl Epoll {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, epoll_flags(interest))
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, event_mask(interest))
     }
 
     pub(crate) fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
@@ -148,7 +119,7 @@ impl Epoll {
             } else {
                 events.push(Event {
                     token,
-                    ready: ready_of(ev.events),
+                    ready: ready_of_mask(ev.events),
                 });
             }
         }
@@ -178,9 +149,14 @@ mod tests {
 
     #[test]
     fn readiness_bits_map_from_epoll() {
-        let r = ready_of((libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
+        let r = ready_of_mask((libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
         assert!(r.is_readable() && r.is_hup() && !r.is_writable());
-        let r = ready_of(libc::EPOLLERR as u32);
+        let r = ready_of_mask(libc::EPOLLERR as u32);
         assert!(r.is_error() && !r.is_readable());
+        assert_eq!(
+            event_mask(Interest::WRITABLE),
+            libc::EPOLLOUT as u32,
+            "writable interest asks for EPOLLOUT only"
+        );
     }
 }

@@ -242,6 +242,47 @@ impl Backend {
     }
 }
 
+// epoll and poll share their event bits on Linux; one mapping serves both backends.
+const _: () = {
+    assert!(libc::EPOLLIN as i16 == libc::POLLIN);
+    assert!(libc::EPOLLPRI as i16 == libc::POLLPRI);
+    assert!(libc::EPOLLOUT as i16 == libc::POLLOUT);
+    assert!(libc::EPOLLERR as i16 == libc::POLLERR);
+    assert!(libc::EPOLLHUP as i16 == libc::POLLHUP);
+    assert!(libc::EPOLLRDHUP as i16 == libc::POLLRDHUP);
+};
+
+/// The kernel event mask (epoll or poll: the same bits) for an interest.
+pub(crate) fn event_mask(interest: Interest) -> u32 {
+    let mut m = 0;
+    if interest.is_readable() {
+        m |= libc::POLLIN | libc::POLLRDHUP;
+    }
+    if interest.is_writable() {
+        m |= libc::POLLOUT;
+    }
+    m as u32
+}
+
+/// What a kernel event mask (epoll or poll) says is ready.
+pub(crate) fn ready_of_mask(mask: u32) -> Ready {
+    let m = mask as i16;
+    let mut r = Ready::EMPTY;
+    if m & (libc::POLLIN | libc::POLLPRI) != 0 {
+        r = r | Ready::READABLE;
+    }
+    if m & libc::POLLOUT != 0 {
+        r = r | Ready::WRITABLE;
+    }
+    if m & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        r = r | Ready::ERROR;
+    }
+    if m & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
+        r = r | Ready::HUP;
+    }
+    r
+}
+
 /// One readiness report: the loop's token and what is ready.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Event {

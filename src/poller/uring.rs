@@ -34,7 +34,7 @@
 //! which is drained on every completion, uses multishot.
 
 use super::bufring::{self, BufRing};
-use super::{Completion, Event, Interest, Ready, Sink, Waker};
+use super::{event_mask, ready_of_mask, Completion, Event, Interest, Ready, Sink, Waker};
 use crate::buffer::BufferPool;
 use io_uring::{cqueue, opcode, squeue, types, EnterFlags, IoUring, Probe};
 use std::io;
@@ -165,35 +165,6 @@ pub(crate) struct Uring {
     setup: &'static str,
 }
 
-fn poll_flags(interest: Interest) -> u32 {
-    let mut f = 0;
-    if interest.is_readable() {
-        f |= libc::POLLIN | libc::POLLRDHUP;
-    }
-    if interest.is_writable() {
-        f |= libc::POLLOUT;
-    }
-    f as u32
-}
-
-fn ready_of(mask: i32) -> Ready {
-    let m = mask as libc::c_short;
-    let mut r = Ready::EMPTY;
-    if m & (libc::POLLIN | libc::POLLPRI) != 0 {
-        r = r | Ready::READABLE;
-    }
-    if m & libc::POLLOUT != 0 {
-        r = r | Ready::WRITABLE;
-    }
-    if m & (libc::POLLERR | libc::POLLNVAL) != 0 {
-        r = r | Ready::ERROR;
-    }
-    if m & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
-        r = r | Ready::HUP;
-    }
-    r
-}
-
 /// Builds a ring with the best flags this kernel accepts; says which it got.
 fn build_ring() -> io::Result<(IoUring, &'static str)> {
     let mut b = IoUring::builder();
@@ -293,17 +264,24 @@ impl Uring {
         }
     }
 
-    fn arm_poll(&mut self, fd: RawFd, interest: Interest) -> io::Result<u64> {
-        let ud = self.ops.insert(OpKind::Poll { fd });
-        let sqe = opcode::PollAdd::new(types::Fd(fd), poll_flags(interest))
-            .build()
-            .user_data(ud);
-        // SAFETY: a poll SQE refers to no memory of ours.
-        if let Err(e) = unsafe { self.push(&sqe) } {
+    /// Queues `sqe` as the op in slot `ud`, freeing the slot if it cannot be queued.
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push): what the SQE points to must live until its last CQE.
+    unsafe fn submit_op(&mut self, ud: u64, sqe: squeue::Entry) -> io::Result<u64> {
+        // SAFETY: the caller's guarantee.
+        if let Err(e) = unsafe { self.push(&sqe.user_data(ud)) } {
             self.ops.complete(ud, true);
             return Err(e);
         }
         Ok(ud)
+    }
+
+    fn arm_poll(&mut self, fd: RawFd, interest: Interest) -> io::Result<u64> {
+        let ud = self.ops.insert(OpKind::Poll { fd });
+        let sqe = opcode::PollAdd::new(types::Fd(fd), event_mask(interest)).build();
+        // SAFETY: a poll SQE refers to no memory of ours.
+        unsafe { self.submit_op(ud, sqe) }
     }
 
     fn remove_poll(&mut self, ud: u64) -> io::Result<()> {
@@ -451,30 +429,19 @@ impl Uring {
             opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(flags)
                 .build()
-        }
-        .user_data(ud);
+        };
         // SAFETY: no address buffer is passed (null pointers): it refers to no memory.
-        if let Err(e) = unsafe { self.push(&sqe) } {
-            self.ops.complete(ud, true);
-            return Err(e);
-        }
-        Ok(ud)
+        unsafe { self.submit_op(ud, sqe) }
     }
 
     /// Starts a multishot recv that takes buffers from the provided-buffer ring; every
     /// chunk of data, the end of file (empty data) or an error is a completion for `sink`.
     pub(crate) fn recv_multishot(&mut self, fd: RawFd, sink: Sink) -> io::Result<u64> {
         let ud = self.ops.insert(OpKind::Recv { sink });
-        let sqe = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
-            .build()
-            .user_data(ud);
+        let sqe = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP).build();
         // SAFETY: the recv writes only into ring buffers, which live until the ring is
         // unregistered after every op has completed (see Drop).
-        if let Err(e) = unsafe { self.push(&sqe) } {
-            self.ops.complete(ud, true);
-            return Err(e);
-        }
-        Ok(ud)
+        unsafe { self.submit_op(ud, sqe) }
     }
 
     /// Sends `buf[offset..]`. The op owns `buf` until its completion, which hands it back
@@ -591,7 +558,7 @@ impl Uring {
                         rearm.push(fd);
                         events.push(Event {
                             token: reg.token,
-                            ready: ready_of(res),
+                            ready: ready_of_mask(res as u32),
                         });
                     } else if res != -libc::ECANCELED {
                         // EBADF and the like: report once, do not re-arm a dead fd.
@@ -699,8 +666,8 @@ mod tests {
 
     #[test]
     fn poll_mask_maps_to_ready() {
-        let r = ready_of((libc::POLLIN | libc::POLLHUP) as i32);
+        let r = ready_of_mask((libc::POLLIN | libc::POLLHUP) as u32);
         assert!(r.is_readable() && r.is_hup() && !r.is_writable());
-        assert!(ready_of(libc::POLLNVAL as i32).is_error());
+        assert!(ready_of_mask(libc::POLLNVAL as u32).is_error());
     }
 }
