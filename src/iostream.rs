@@ -52,7 +52,12 @@ const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 const PAUSE_READING_AT: usize = 64 * 1024;
 
 enum ReadKind {
-    Until { delim: Vec<u8>, max: usize },
+    /// `close`: whether exceeding `max` closes the stream (Tornado) or leaves it open.
+    Until {
+        delim: Vec<u8>,
+        max: usize,
+        close: bool,
+    },
     Bytes(usize),
     Partial(usize),
     UntilClose,
@@ -250,8 +255,66 @@ impl IoStream {
         let kind = ReadKind::Until {
             delim: delimiter.to_vec(),
             max: max_bytes,
+            close: true,
         };
         self.start_read(kind, Box::new(cb))
+    }
+
+    /// Like [`read_until`](Self::read_until), but when the delimiter is not within
+    /// `max_bytes` the stream stays open and the data stays buffered: the caller can
+    /// still answer (an HTTP server sends 431) before it closes.
+    ///
+    /// ```
+    /// # use coreloop::{IoLoop, IoStream};
+    /// # use std::io::Write;
+    /// # let lp = IoLoop::new()?;
+    /// # let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let s = IoStream::new(&lp, a)?;
+    /// b.write_all(b"a very long line\n")?;
+    /// s.read_until_within(b"\n", 4, |lp, s, r| {
+    ///     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    ///     assert!(!s.closed());
+    ///     assert_eq!(s.peek(6), b"a very");
+    ///     lp.stop();
+    /// })?;
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_until_within<F>(&self, delimiter: &[u8], max_bytes: usize, cb: F) -> io::Result<()>
+    where
+        F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
+    {
+        if delimiter.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty delimiter",
+            ));
+        }
+        let kind = ReadKind::Until {
+            delim: delimiter.to_vec(),
+            max: max_bytes,
+            close: false,
+        };
+        self.start_read(kind, Box::new(cb))
+    }
+
+    /// A copy of up to `max` unread bytes, without consuming them.
+    pub fn peek(&self, max: usize) -> Vec<u8> {
+        let st = self.inner.st.borrow();
+        let unread = &st.rbuf[st.rpos..];
+        unread[..unread.len().min(max)].to_vec()
+    }
+
+    /// Shuts down the writing side (the peer reads end of file) once what was written
+    /// has been handed to the kernel; reading goes on. For a lingering close: answer,
+    /// shut down, drain what the peer still sends, then close.
+    pub fn shutdown_write(&self) {
+        let _ = self.write_then(b"", |_, s| {
+            let _ = s
+                .inner
+                .transport
+                .with_fd(|fd| socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write));
+        });
     }
 
     /// Reads exactly `n` bytes (`n == 0` completes at once with nothing). `n` above the
@@ -817,15 +880,24 @@ impl IoStream {
                         None
                     }
                 }
-                ReadKind::Until { delim, max } => {
+                ReadKind::Until { delim, max, close } => {
                     let hay = &st.rbuf[st.rpos..];
                     let from = st.scanned.saturating_sub(delim.len() - 1);
+                    let exceeded = || {
+                        let e = max_exceeded();
+                        if *close {
+                            e
+                        } else {
+                            // Same kind, but the stream stays open (see complete_read).
+                            io::Error::new(e.kind(), KEEP_OPEN)
+                        }
+                    };
                     match memchr::memmem::find(&hay[from..], delim) {
                         Some(i) if from + i + delim.len() <= *max => {
                             Some(Ok(from + i + delim.len()))
                         }
-                        Some(_) => Some(Err(max_exceeded())),
-                        None if unread > *max => Some(Err(max_exceeded())),
+                        Some(_) => Some(Err(exceeded())),
+                        None if unread > *max => Some(Err(exceeded())),
                         None => {
                             st.scanned = unread;
                             if ended {
@@ -844,7 +916,9 @@ impl IoStream {
                 Ok(n) => Some((read.cb, Ok(take_front(st, lp, n)))),
                 Err(e) => {
                     if e.kind() == io::ErrorKind::InvalidData {
-                        fail_close = Some(io::Error::new(e.kind(), e.to_string()));
+                        if e.to_string() != KEEP_OPEN {
+                            fail_close = Some(io::Error::new(e.kind(), e.to_string()));
+                        }
                     } else {
                         st.read_past_eof = true;
                     }
@@ -858,6 +932,9 @@ impl IoStream {
         out
     }
 }
+
+/// The message of a `read_until_within` that ran past its limit (the stream stays open).
+const KEEP_OPEN: &str = "delimiter not found within max_bytes (stream left open)";
 
 fn max_exceeded() -> io::Error {
     io::Error::new(

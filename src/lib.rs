@@ -40,6 +40,7 @@ compile_error!("coreloop runs on Linux only (epoll and io_uring)");
 
 mod buffer;
 mod handle;
+pub mod http;
 mod ioloop;
 mod iostream;
 mod net;

@@ -1,0 +1,168 @@
+//! `Application`: routes (path patterns with captures) to handlers per HTTP method.
+
+use super::request::Request;
+use super::response::Response;
+use crate::ioloop::IoLoop;
+use std::fmt;
+use std::sync::Arc;
+
+/// A request handler: gets the loop, the request and the response to fill. It may
+/// finish the response at once (or simply return: dropping a response finishes it), or
+/// keep it and finish it later, from a timer or from a callback sent back by another
+/// core (Tornado's asynchronous handlers). It runs on the core that accepted the
+/// connection; the application is shared by every core, hence `Send + Sync`.
+pub type Handler = Arc<dyn Fn(&IoLoop, Request, Response) + Send + Sync + 'static>;
+
+/// The handlers of one path, by method.
+///
+/// ```
+/// use coreloop::http::Route;
+/// let r = Route::new()
+///     .get(|_, _, mut resp| resp.write("list"))
+///     .post(|_, req, mut resp| { resp.set_status(201); resp.write(req.body()); });
+/// assert_eq!(r.allowed(), "GET, HEAD, POST");
+/// ```
+#[derive(Clone, Default)]
+pub struct Route {
+    methods: Vec<(String, Handler)>,
+}
+
+impl Route {
+    /// A route with no methods yet.
+    pub fn new() -> Route {
+        Route::default()
+    }
+
+    /// Handles `method` (any token, e.g. `"PROPFIND"`) with `h`.
+    pub fn method<F>(mut self, method: &str, h: F) -> Route
+    where
+        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+    {
+        let m = method.to_ascii_uppercase();
+        self.methods.retain(|(x, _)| *x != m);
+        self.methods.push((m, Arc::new(h)));
+        self
+    }
+
+    /// Handles GET (and HEAD, with the body left out, unless HEAD has its own handler).
+    pub fn get<F>(self, h: F) -> Route
+    where
+        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+    {
+        self.method("GET", h)
+    }
+
+    /// Handles POST.
+    pub fn post<F>(self, h: F) -> Route
+    where
+        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+    {
+        self.method("POST", h)
+    }
+
+    /// Handles PUT.
+    pub fn put<F>(self, h: F) -> Route
+    where
+        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+    {
+        self.method("PUT", h)
+    }
+
+    /// Handles DELETE.
+    pub fn delete<F>(self, h: F) -> Route
+    where
+        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+    {
+        self.method("DELETE", h)
+    }
+
+    /// The handler for `method`, and whether it is GET standing in for HEAD.
+    pub(crate) fn handler(&self, method: &str) -> Option<(&Handler, bool)> {
+        if let Some((_, h)) = self.methods.iter().find(|(m, _)| m == method) {
+            return Some((h, false));
+        }
+        if method == "HEAD" {
+            return self
+                .methods
+                .iter()
+                .find(|(m, _)| m == "GET")
+                .map(|(_, h)| (h, true));
+        }
+        None
+    }
+
+    /// The `Allow` header's value: the methods handled, sorted (HEAD with GET).
+    pub fn allowed(&self) -> String {
+        let mut m: Vec<&str> = self.methods.iter().map(|(m, _)| m.as_str()).collect();
+        if m.contains(&"GET") && !m.contains(&"HEAD") {
+            m.push("HEAD");
+        }
+        m.sort_unstable();
+        m.join(", ")
+    }
+}
+
+/// Routes to handlers, Tornado's `Application`. Patterns are matchit's: `/user/{id}`
+/// captures a segment, `/static/{*path}` the rest of the path; captures are in
+/// [`Request::param`].
+///
+/// ```
+/// use coreloop::http::{Application, Route};
+/// let app = Application::new()
+///     .route("/", Route::new().get(|_, _, mut resp| resp.write("Hello, world")))
+///     .route("/user/{id}", Route::new().get(|_, req, mut resp| {
+///         let id = req.param("id").unwrap_or("?").to_string();
+///         resp.write(format!("user {id}"));
+///     }));
+/// # let _ = app;
+/// ```
+#[derive(Clone, Default)]
+pub struct Application {
+    router: matchit::Router<usize>,
+    routes: Vec<Route>,
+}
+
+impl Application {
+    /// An application with no routes (every request gets 404).
+    pub fn new() -> Application {
+        Application::default()
+    }
+
+    /// Adds a route. Panics on an invalid or conflicting pattern: routes are fixed at
+    /// start-up, so a bad one is a programming error (use [`try_route`](Self::try_route)
+    /// to handle it instead).
+    pub fn route(self, pattern: &str, route: Route) -> Application {
+        match self.try_route(pattern, route) {
+            Ok(app) => app,
+            Err(e) => panic!("route {pattern:?}: {e}"),
+        }
+    }
+
+    /// Adds a route, or says why the pattern is invalid or conflicts with another.
+    pub fn try_route(mut self, pattern: &str, route: Route) -> Result<Application, String> {
+        self.router
+            .insert(pattern, self.routes.len())
+            .map_err(|e| e.to_string())?;
+        self.routes.push(route);
+        Ok(self)
+    }
+
+    /// The route matching `path`, with its captures.
+    pub(crate) fn find(&self, path: &str) -> Option<(&Route, Vec<(String, String)>)> {
+        let m = self.router.at(path).ok()?;
+        let params = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some((&self.routes[*m.value], params))
+    }
+}
+
+impl fmt::Debug for Application {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Application")
+            .field("routes", &self.routes.len())
+            .finish()
+    }
+}

@@ -1,0 +1,293 @@
+//! One HTTP/1.1 connection: read a head, read its body, run the handler, write the
+//! response, and again (keep-alive, pipelining) until it closes.
+//!
+//! Requests on a connection are handled one at a time: the next head is read only once
+//! the current response is finished, so pipelined responses go out in request order;
+//! pipelined requests already buffered are served without waiting for the loop.
+//! A refused request (4xx/5xx from the framing rules) is answered and the connection
+//! closed, since what follows it cannot be trusted; the close lingers briefly so that
+//! the answer is not lost to a reset.
+
+use super::app::Application;
+use super::request::{parse_chunk_size, parse_head, BodyKind, Head, Refused, Request};
+use super::response::{reason, Response};
+use super::HttpConfig;
+use crate::ioloop::{panic_message, IoLoop, WeakLoop};
+use crate::iostream::IoStream;
+use crate::timer::TimeoutId;
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+
+pub(crate) struct Conn {
+    stream: IoStream,
+    app: Arc<Application>,
+    cfg: Arc<HttpConfig>,
+    lp: WeakLoop,
+    timer: Cell<Option<TimeoutId>>,
+    served: Cell<u64>,
+    peer: Cell<Option<SocketAddr>>,
+}
+
+/// Serves HTTP on an accepted stream.
+pub(crate) fn serve(lp: &IoLoop, stream: IoStream, app: Arc<Application>, cfg: Arc<HttpConfig>) {
+    // The connection decides when to close: a client that half-closes after its request
+    // still gets its answer.
+    stream.set_close_on_eof(false);
+    stream.set_max_buffer_size(cfg.max_body.max(cfg.max_head) + 64 * 1024);
+    let conn = Rc::new(Conn {
+        peer: Cell::new(stream.peer_addr().ok()),
+        stream,
+        app,
+        cfg,
+        lp: lp.downgrade(),
+        timer: Cell::new(None),
+        served: Cell::new(0),
+    });
+    conn.read_head(lp);
+}
+
+impl Conn {
+    fn set_timer(self: &Rc<Self>, lp: &IoLoop, after: Duration) {
+        self.clear_timer(lp);
+        let weak = Rc::downgrade(self);
+        let id = lp.call_later(after, move |_| {
+            if let Some(c) = weak.upgrade() {
+                c.timer.set(None);
+                c.stream.close();
+            }
+        });
+        self.timer.set(Some(id));
+    }
+
+    fn clear_timer(&self, lp: &IoLoop) {
+        if let Some(id) = self.timer.take() {
+            lp.remove_timeout(id);
+        }
+    }
+
+    fn read_head(self: &Rc<Self>, lp: &IoLoop) {
+        let wait = if self.served.get() == 0 {
+            self.cfg.header_timeout
+        } else {
+            self.cfg.idle_timeout
+        };
+        self.set_timer(lp, wait);
+        let me = self.clone();
+        let r =
+            self.stream
+                .read_until_within(b"\r\n\r\n", self.cfg.max_head, move |lp, s, head| {
+                    me.clear_timer(lp);
+                    match head {
+                        Ok(head) => match parse_head(&head, &me.cfg) {
+                            Ok(h) => me.on_head(lp, h),
+                            Err(Refused(code)) => me.refuse(lp, code),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                            // Over the head limit: a request line that alone is too long is
+                            // 414, otherwise the header section is: 431.
+                            let start = s.peek(me.cfg.max_uri + 32);
+                            let line_fits = memchr::memmem::find(&start, b"\r\n").is_some();
+                            me.refuse(lp, if line_fits { 431 } else { 414 });
+                        }
+                        // End of file or an error between requests: done, once what was
+                        // written has gone out.
+                        Err(_) => me.close_after_flush(),
+                    }
+                });
+        if r.is_err() {
+            self.stream.close();
+        }
+    }
+
+    fn on_head(self: &Rc<Self>, lp: &IoLoop, h: Head) {
+        let Head {
+            mut req,
+            body,
+            keep_alive,
+            expect_continue,
+        } = h;
+        req.peer = self.peer.get();
+        if expect_continue {
+            let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        match body {
+            BodyKind::None => self.dispatch(lp, req, keep_alive),
+            BodyKind::Length(n) => {
+                self.set_timer(lp, self.cfg.body_timeout);
+                let me = self.clone();
+                let r = self.stream.read_bytes(n as usize, move |lp, _, data| {
+                    me.clear_timer(lp);
+                    match data {
+                        Ok(data) => {
+                            req.body = data;
+                            me.dispatch(lp, req, keep_alive);
+                        }
+                        Err(_) => me.stream.close(),
+                    }
+                });
+                if r.is_err() {
+                    self.refuse(lp, 413);
+                }
+            }
+            BodyKind::Chunked => {
+                self.set_timer(lp, self.cfg.body_timeout);
+                self.read_chunk(req, keep_alive);
+            }
+        }
+    }
+
+    /// Reads one chunk of a chunked body (then the next, then the trailers).
+    fn read_chunk(self: &Rc<Self>, mut req: Request, keep_alive: bool) {
+        let me = self.clone();
+        let r = self
+            .stream
+            .read_until_within(b"\r\n", 1024, move |lp, s, line| {
+                let Ok(line) = line else {
+                    return me.refuse_or_close(lp);
+                };
+                let Some(size) = parse_chunk_size(&line) else {
+                    return me.refuse(lp, 400);
+                };
+                if size == 0 {
+                    return me.read_trailers(req, keep_alive, 0);
+                }
+                if req.body.len() as u64 + size > me.cfg.max_body as u64 {
+                    return me.refuse(lp, 413);
+                }
+                let me2 = me.clone();
+                let r = s.read_bytes(size as usize + 2, move |lp, _, data| {
+                    let Ok(data) = data else {
+                        return me2.refuse_or_close(lp);
+                    };
+                    if !data.ends_with(b"\r\n") {
+                        return me2.refuse(lp, 400);
+                    }
+                    req.body.extend_from_slice(&data[..data.len() - 2]);
+                    me2.read_chunk(req, keep_alive);
+                });
+                if r.is_err() {
+                    me.refuse(lp, 413);
+                }
+            });
+        if r.is_err() {
+            self.stream.close();
+        }
+    }
+
+    /// Reads (and drops) trailer fields up to the blank line, then dispatches.
+    fn read_trailers(self: &Rc<Self>, req: Request, keep_alive: bool, seen: usize) {
+        let me = self.clone();
+        let max = self.cfg.max_head.saturating_sub(seen).max(2);
+        let r = self
+            .stream
+            .read_until_within(b"\r\n", max, move |lp, _, line| match line {
+                Ok(line) if line == b"\r\n" => {
+                    me.clear_timer(lp);
+                    me.dispatch(lp, req, keep_alive);
+                }
+                Ok(line) => me.read_trailers(req, keep_alive, seen + line.len()),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => me.refuse(lp, 431),
+                Err(_) => me.stream.close(),
+            });
+        if r.is_err() {
+            self.stream.close();
+        }
+    }
+
+    fn refuse_or_close(self: &Rc<Self>, lp: &IoLoop) {
+        if self.stream.closed() {
+            return;
+        }
+        self.refuse(lp, 400);
+    }
+
+    /// Routes the request and runs its handler.
+    fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
+        let found = self.app.find(&req.path);
+        let head = req.method == "HEAD";
+        let Some((route, params)) = found else {
+            let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
+            resp.set_status(404);
+            resp.write("404: Not Found");
+            return resp.finish();
+        };
+        let Some((handler, via_get)) = route.handler(&req.method) else {
+            let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
+            resp.set_status(405);
+            resp.set_header("Allow", route.allowed());
+            resp.write("405: Method Not Allowed");
+            return resp.finish();
+        };
+        req.params = params;
+        let resp = Response::new(self.clone(), req.minor_version, keep_alive, head || via_get);
+        let handler = handler.clone();
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp))) {
+            // The response was dropped while unwinding and has answered 500.
+            log::error!("coreloop: HTTP handler panicked: {}", panic_message(&*p));
+        }
+    }
+
+    /// Called by a finished response: writes it, then reads the next request or closes.
+    pub(crate) fn respond(self: &Rc<Self>, bytes: &[u8], close: bool) {
+        if self.stream.write(bytes).is_err() {
+            return; // the client went away meanwhile
+        }
+        self.served.set(self.served.get() + 1);
+        if close {
+            self.close_after_flush();
+        } else if let Some(lp) = self.lp.upgrade() {
+            self.read_head(&lp);
+        }
+    }
+
+    fn close_after_flush(&self) {
+        if self.stream.write_then(b"", |_, s| s.close()).is_err() {
+            self.stream.close();
+        }
+    }
+
+    /// Answers a request whose framing cannot be trusted, then closes: shut down the
+    /// writing side once the answer is out and drain what the client still sends for a
+    /// moment, so that closing with unread data does not reset the connection and
+    /// destroy the answer in flight.
+    fn refuse(self: &Rc<Self>, lp: &IoLoop, code: u16) {
+        self.clear_timer(lp);
+        let body = format!("{code}: {}", reason(code));
+        let mut out = Vec::with_capacity(160 + body.len());
+        out.extend_from_slice(
+            format!("HTTP/1.1 {code} {}\r\nServer: coreloop\r\n", reason(code)).as_bytes(),
+        );
+        super::date::append_date_line(&mut out);
+        out.extend_from_slice(
+            format!(
+                "Content-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        if self.stream.write(&out).is_err() {
+            return;
+        }
+        self.stream.shutdown_write();
+        let s = self.stream.clone();
+        lp.call_later(LINGER, move |_| s.close());
+        // Discard what the client still sends until it closes (bounded by the timer).
+        fn drain(s: &IoStream) {
+            let _ = s.read_bytes_partial(64 * 1024, |_, s, r| match r {
+                Ok(_) => drain(s),
+                Err(_) => s.close(),
+            });
+        }
+        let s = self.stream.clone();
+        // A read may be pending (this runs inside one's callback); start after it.
+        lp.add_callback(move |_| drain(&s));
+    }
+}

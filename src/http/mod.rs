@@ -1,0 +1,69 @@
+//! HTTP/1.1 on [`IoStream`](crate::IoStream): an [`Application`] of routes, served by
+//! [`HttpServer`] on every core.
+//!
+//! Heads are parsed by httparse; framing follows RFC 9112 (keep-alive, pipelining,
+//! Content-Length and chunked bodies, `Expect: 100-continue`), and bad input gets its
+//! status code: a malformed request 400, Content-Length with Transfer-Encoding or
+//! conflicting lengths 400, an unsupported transfer coding 501, another HTTP version
+//! 505, a header section over the limit 431, a URI over the limit 414, a body over the
+//! limit 413, then the connection closes. No route is 404, a method without a handler
+//! 405 with `Allow`, a panicking handler 500.
+
+mod app;
+mod conn;
+mod date;
+mod request;
+mod response;
+mod server;
+
+pub use app::{Application, Handler, Route};
+pub use request::Request;
+pub use response::Response;
+pub use server::HttpServer;
+
+use crate::net::ListenOptions;
+use std::time::Duration;
+
+/// Limits and timeouts of an [`HttpServer`].
+///
+/// ```
+/// use coreloop::http::HttpConfig;
+/// use std::time::Duration;
+/// let cfg = HttpConfig { max_body: 1 << 20, idle_timeout: Duration::from_secs(5), ..HttpConfig::default() };
+/// assert_eq!(cfg.max_head, 16 * 1024);
+/// ```
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest request head (request line and headers), bytes: past it, 431 (or 414 if
+    /// the request line alone is too long).
+    pub max_head: usize,
+    /// Longest request target, bytes: past it, 414.
+    pub max_uri: usize,
+    /// Most header fields: past it, 431.
+    pub max_headers: usize,
+    /// Largest request body, bytes: past it, 413.
+    pub max_body: usize,
+    /// How long a new connection may take to send its first request head.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Listening: backlog, per-core connection limit, fd-exhaustion pause.
+    pub listen: ListenOptions,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_head: 16 * 1024,
+            max_uri: 8 * 1024,
+            max_headers: 64,
+            max_body: 8 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            listen: ListenOptions::default(),
+        }
+    }
+}

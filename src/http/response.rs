@@ -1,0 +1,215 @@
+//! `Response`: status, headers and body of one answer, written when it is finished.
+
+use super::conn::Conn;
+use super::date::append_date_line;
+use std::fmt;
+use std::io::Write;
+use std::rc::Rc;
+
+/// The response to one request. Set the status and headers, write the body, then
+/// [`finish`](Response::finish) it, at once or later (keep it in a timer's closure, or
+/// in the `then` of an [`IoLoop::submit_to`](crate::IoLoop::submit_to) to another core).
+/// Dropping an unfinished response finishes it; dropping it while a handler panics
+/// answers 500 instead and closes the connection.
+///
+/// The body is sent with a `Content-Length`; HEAD requests and 1xx/204/304 statuses
+/// get no body. `Server`, `Date` and (unless set) `Content-Type: text/html;
+/// charset=UTF-8` are added, as Tornado does.
+///
+/// ```
+/// use coreloop::http::{Application, Route};
+/// use std::time::Duration;
+/// let app = Application::new().route("/later", Route::new().get(|lp, _req, mut resp| {
+///     resp.set_header("Content-Type", "text/plain");
+///     lp.call_later(Duration::from_millis(10), move |_| {
+///         resp.write("answered later");
+///         resp.finish();
+///     });
+/// }));
+/// # let _ = app;
+/// ```
+pub struct Response {
+    st: Option<Box<State>>,
+}
+
+struct State {
+    conn: Rc<Conn>,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    head_only: bool,
+    keep_alive: bool,
+    minor_version: u8,
+}
+
+impl Response {
+    pub(crate) fn new(
+        conn: Rc<Conn>,
+        minor_version: u8,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> Response {
+        Response {
+            st: Some(Box::new(State {
+                conn,
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+                head_only,
+                keep_alive,
+                minor_version,
+            })),
+        }
+    }
+
+    fn st(&mut self) -> &mut State {
+        self.st.as_mut().expect("a finished response is consumed")
+    }
+
+    /// Sets the status code (default 200).
+    pub fn set_status(&mut self, code: u16) {
+        self.st().status = code;
+    }
+
+    /// The status code so far.
+    pub fn status(&self) -> u16 {
+        self.st.as_ref().map_or(0, |s| s.status)
+    }
+
+    /// Sets a header, replacing any with the same name (case-insensitive). Headers the
+    /// server manages (`Content-Length`, `Transfer-Encoding`, `Connection`, `Date`) are
+    /// ignored here. A value with CR or LF is refused (no header injection).
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        if managed(name) || !valid_header(name, &value) {
+            log::warn!("coreloop: header {name:?} refused by set_header");
+            return;
+        }
+        let st = self.st();
+        st.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        st.headers.push((name.to_string(), value));
+    }
+
+    /// Adds a header, keeping others with the same name (as `Set-Cookie` needs).
+    pub fn add_header(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        if managed(name) || !valid_header(name, &value) {
+            log::warn!("coreloop: header {name:?} refused by add_header");
+            return;
+        }
+        self.st().headers.push((name.to_string(), value));
+    }
+
+    /// Appends to the body.
+    pub fn write(&mut self, data: impl AsRef<[u8]>) {
+        self.st().body.extend_from_slice(data.as_ref());
+    }
+
+    /// Sends the response. The connection then reads the next request (keep-alive) or
+    /// closes once it has gone out.
+    pub fn finish(mut self) {
+        if let Some(st) = self.st.take() {
+            send(*st);
+        }
+    }
+}
+
+fn managed(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "connection", "date"]
+        .iter()
+        .any(|m| name.eq_ignore_ascii_case(m))
+}
+
+fn valid_header(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// The reason phrase of a status code.
+pub(crate) fn reason(code: u16) -> &'static str {
+    match code {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Serializes and hands the response to its connection.
+fn send(st: State) {
+    let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
+    let mut out = Vec::with_capacity(192 + st.body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nServer: coreloop\r\n",
+        st.status,
+        reason(st.status)
+    );
+    append_date_line(&mut out);
+    if !st
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        && !matches!(st.status, 100..=199 | 204 | 304)
+    {
+        out.extend_from_slice(b"Content-Type: text/html; charset=UTF-8\r\n");
+    }
+    if !matches!(st.status, 100..=199 | 204 | 304) {
+        let _ = write!(out, "Content-Length: {}\r\n", st.body.len());
+    }
+    if !st.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if st.minor_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    for (k, v) in &st.headers {
+        let _ = write!(out, "{k}: {v}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !no_body {
+        out.extend_from_slice(&st.body);
+    }
+    st.conn.respond(&out, !st.keep_alive);
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        let Some(mut st) = self.st.take() else { return };
+        if std::thread::panicking() {
+            // The handler panicked: answer 500 and close (the loop logs the panic).
+            st.status = 500;
+            st.headers.clear();
+            st.body = b"500: Internal Server Error".to_vec();
+            st.keep_alive = false;
+        }
+        send(*st);
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status())
+            .field("finished", &self.st.is_none())
+            .finish()
+    }
+}
