@@ -80,13 +80,19 @@ struct Inner {
     running: Cell<bool>,
     now: Cell<Instant>,
     shard: Cell<(usize, usize)>,
+    /// Every shard's handle, by shard id: filled by the Runtime once all loops exist.
+    peers: RefCell<Option<Peers>>,
     events: RefCell<Vec<Event>>,
     completions: RefCell<Vec<(Sink, Completion)>>,
     pool: RefCell<BufferPool>,
     /// Open streams and acceptors: kept alive while open (as Tornado's loop keeps an
     /// IOStream alive through its handler), closed by `close()`.
     resources: RefCell<slab::Slab<Rc<dyn Resource>>>,
+    /// `submit_to` continuations waiting for their answer from another loop.
+    continuations: RefCell<slab::Slab<Continuation>>,
 }
+
+type Continuation = Box<dyn FnOnce(&IoLoop, Box<dyn Any + Send>)>;
 
 /// Something a loop keeps alive while it is open and closes when the loop closes.
 pub(crate) trait Resource {
@@ -123,6 +129,10 @@ thread_local! {
 pub struct IoLoop {
     inner: Rc<Inner>,
 }
+
+/// The handles of every shard of a runtime, shared by its loops; set once, before
+/// `Runtime::build` returns.
+pub(crate) type Peers = Arc<std::sync::OnceLock<Vec<LoopHandle>>>;
 
 /// A non-owning reference to a loop, for objects the loop's own handlers keep alive
 /// (holding an `IoLoop` there would make a reference cycle).
@@ -178,10 +188,12 @@ impl IoLoop {
                 running: Cell::new(false),
                 now: Cell::new(Instant::now()),
                 shard: Cell::new((0, 1)),
+                peers: RefCell::new(None),
                 events: RefCell::new(Vec::with_capacity(1024)),
                 completions: RefCell::new(Vec::with_capacity(1024)),
                 pool: RefCell::new(BufferPool::default()),
                 resources: RefCell::new(slab::Slab::new()),
+                continuations: RefCell::new(slab::Slab::new()),
             }),
         })
     }
@@ -240,6 +252,29 @@ impl IoLoop {
 
     pub(crate) fn set_shard(&self, id: usize, count: usize) {
         self.inner.shard.set((id, count));
+    }
+
+    pub(crate) fn set_peers(&self, peers: Peers) {
+        *self.inner.peers.borrow_mut() = Some(peers);
+    }
+
+    /// The handle of shard `id` of this loop's [`Runtime`](crate::Runtime), to send it
+    /// work (see [`submit_to`](Self::submit_to)). Known once the runtime is built: not
+    /// yet inside `on_start` setup closures. `None` for a loop made alone.
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+    /// let ok = rt.invoke_on_all(|lp| {
+    ///     let next = (lp.shard_id() + 1) % lp.shard_count();
+    ///     lp.shard_handle(next).is_some()
+    /// }).unwrap();
+    /// assert_eq!(ok, vec![true, true]);
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shard_handle(&self, id: usize) -> Option<LoopHandle> {
+        self.inner.peers.borrow().as_ref()?.get()?.get(id).cloned()
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -515,11 +550,14 @@ impl IoLoop {
 
     /// Runs `f` on the loop behind `target`, then `then` with its answer back on this
     /// loop (Seastar's `submit_to`). Neither loop blocks; this is how shards ask each
-    /// other for things. Fails if `target`'s loop is closed; if this loop closes before
-    /// the answer arrives, the answer is dropped.
+    /// other for things. Only `f` and its answer cross threads: `then` stays here, so it
+    /// may hold this loop's state (an unfinished HTTP response, say). Fails if `target`'s
+    /// loop is closed; if `f` panics or `target` closes before running it, `then` is
+    /// dropped when this loop closes.
     ///
     /// ```
     /// use coreloop::IoLoop;
+    /// use std::rc::Rc;
     /// let a = IoLoop::new()?;
     /// std::thread::scope(|s| -> std::io::Result<()> {
     ///     let (tx, rx) = std::sync::mpsc::channel();
@@ -529,9 +567,10 @@ impl IoLoop {
     ///         b.start().unwrap();
     ///     });
     ///     let b = rx.recv().unwrap();
+    ///     let local = Rc::new("not Send"); // `then` may keep loop-local values
     ///     let b2 = b.clone();
     ///     a.submit_to(&b, |_b| 6 * 7, move |a, answer| {
-    ///         assert_eq!(answer, 42);
+    ///         assert_eq!((answer, *local), (42, "not Send"));
     ///         b2.stop().unwrap();
     ///         a.stop();
     ///     }).unwrap();
@@ -544,15 +583,32 @@ impl IoLoop {
     where
         T: Send + 'static,
         F: FnOnce(&IoLoop) -> T + Send + 'static,
-        G: FnOnce(&IoLoop, T) + Send + 'static,
+        G: FnOnce(&IoLoop, T) + 'static,
     {
+        let key = self.inner.continuations.borrow_mut().insert(Box::new(
+            move |lp, answer: Box<dyn Any + Send>| match answer.downcast::<T>() {
+                Ok(v) => then(lp, *v),
+                Err(_) => unreachable!("a submit_to answer has the type its sender made"),
+            },
+        ));
         let back = self.handle();
-        target.add_callback(move |remote| {
-            let answer = f(remote);
-            if back.add_callback(move |lp| then(lp, answer)).is_err() {
+        let sent = target.add_callback(move |remote| {
+            let answer: Box<dyn Any + Send> = Box::new(f(remote));
+            let r = back.add_callback(move |lp| {
+                let k = lp.inner.continuations.borrow_mut().try_remove(key);
+                if let Some(k) = k {
+                    k(lp, answer);
+                }
+            });
+            if r.is_err() {
                 log::debug!("coreloop: submit_to answer dropped: the asking loop is closed");
             }
-        })
+        });
+        if sent.is_err() {
+            let k = self.inner.continuations.borrow_mut().try_remove(key);
+            drop(k);
+        }
+        sent
     }
 
     // ---------------------------------------------------------------- running
@@ -638,7 +694,8 @@ impl IoLoop {
         }
         let callbacks = std::mem::take(&mut *self.inner.callbacks.borrow_mut());
         let timers = std::mem::take(&mut *self.inner.timers.borrow_mut());
-        drop((rx, handlers, callbacks, timers));
+        let continuations = std::mem::take(&mut *self.inner.continuations.borrow_mut());
+        drop((rx, handlers, callbacks, timers, continuations));
     }
 
     /// One iteration; see the module docs for the steps.

@@ -6,7 +6,7 @@
 //! which is how statistics are merged and how a service shards its state.
 
 use crate::handle::{LoopClosed, LoopHandle};
-use crate::ioloop::{panic_message, IoLoop};
+use crate::ioloop::{panic_message, IoLoop, Peers};
 use crate::poller::Backend;
 use std::fmt;
 use std::io;
@@ -114,9 +114,11 @@ impl RuntimeBuilder {
         let n = placement.len();
         let mut threads = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
+        let peers: Peers = Arc::default();
         for (shard, core) in placement.into_iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(1);
             let setups = self.setups.clone();
+            let peers = peers.clone();
             let backend = self.backend;
             let pin = self.pin;
             let spawned = std::thread::Builder::new()
@@ -135,6 +137,7 @@ impl RuntimeBuilder {
                         }
                     };
                     lp.set_shard(shard, n);
+                    lp.set_peers(peers);
                     let _ = tx.send(Ok(lp.handle()));
                     // Close the loop however this thread ends, so handles see it is gone.
                     let _close = CloseOnDrop(lp.clone());
@@ -165,6 +168,8 @@ impl RuntimeBuilder {
                 }
             }
         }
+        // Every loop sees every shard's handle from here on (IoLoop::shard_handle).
+        let _ = peers.set(handles.clone());
         let mut rt = Runtime {
             handles,
             threads,
