@@ -53,6 +53,18 @@ fn app() -> Application {
             Route::new().get(|_, _, mut r| r.write(vec![b'b'; 4 << 20])),
         )
         .route(
+            "/stream",
+            Route::new().get(|lp, _, mut r| {
+                r.set_header("Content-Type", "text/plain");
+                r.write("first;");
+                r.flush();
+                lp.call_later(Duration::from_millis(10), move |_| {
+                    r.write("second");
+                    r.finish();
+                });
+            }),
+        )
+        .route(
             "/query",
             Route::new().get(|_, req, mut r| r.write(req.query_arg("q").unwrap_or("-"))),
         )
@@ -444,6 +456,45 @@ fn slow_clients_time_out_and_others_are_served(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+fn streamed_responses_are_chunked(backend: Backend) {
+    let s = server(backend, 1, HttpConfig::default());
+    let mut c = connect(&s);
+    c.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Transfer-Encoding: chunked") && !head.contains("Content-Length"),
+        "{head}"
+    );
+    assert_eq!(body, "6\r\nfirst;\r\n6\r\nsecond\r\n0\r\n\r\n");
+    // Keep-alive goes on after a chunked response.
+    let c = connect(&s);
+    (&c).write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(c);
+    let mut chunked = String::new();
+    while !chunked.ends_with("0\r\n\r\n") {
+        let mut l = String::new();
+        assert!(r.read_line(&mut l).unwrap() > 0);
+        chunked.push_str(&l);
+    }
+    assert_eq!(read_resp(&mut r, false).unwrap().text(), "Hello, world");
+    // HTTP/1.0: no chunked coding; the body runs to the close.
+    let mut c = connect(&s);
+    c.write_all(b"GET /stream HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Connection: close") && !head.contains("chunked"),
+        "{head}"
+    );
+    assert_eq!(body, "first;second");
+    s.shutdown().unwrap();
+}
+
 fn curl_agrees(backend: Backend) {
     let Ok(out) = std::process::Command::new("curl").arg("--version").output() else {
         eprintln!("no curl here: nothing to check");
@@ -490,5 +541,6 @@ on_both_backends!(
     responses_finished_later_and_from_another_core,
     clients_that_reset_or_half_close,
     slow_clients_time_out_and_others_are_served,
+    streamed_responses_are_chunked,
     curl_agrees,
 );

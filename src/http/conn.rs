@@ -248,6 +248,16 @@ impl Conn {
         }
     }
 
+    /// Writes part of a streamed response.
+    pub(crate) fn write_part(&self, bytes: &[u8]) {
+        let _ = self.stream.write(bytes);
+    }
+
+    /// Closes at once (a streamed response that cannot be completed).
+    pub(crate) fn abort(&self) {
+        self.stream.close();
+    }
+
     fn close_after_flush(&self) {
         if self.stream.write_then(b"", |_, s| s.close()).is_err() {
             self.stream.close();

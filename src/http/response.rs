@@ -40,6 +40,9 @@ struct State {
     head_only: bool,
     keep_alive: bool,
     minor_version: u8,
+    /// The head has gone out (streaming): the body follows in chunks (1.1) or raw until
+    /// the connection closes (1.0).
+    streaming: bool,
 }
 
 impl Response {
@@ -58,7 +61,52 @@ impl Response {
                 head_only,
                 keep_alive,
                 minor_version,
+                streaming: false,
             })),
+        }
+    }
+
+    /// Sends the head and what was written so far, and keeps the response open: the
+    /// body is streamed with `Transfer-Encoding: chunked` (to an HTTP/1.0 client, raw
+    /// until the connection closes), each later `flush` sending another chunk. Status
+    /// and headers are fixed from the first flush on.
+    ///
+    /// ```
+    /// use coreloop::http::{Application, Route};
+    /// use std::time::Duration;
+    /// let app = Application::new().route("/ticks", Route::new().get(|lp, _, mut resp| {
+    ///     resp.write("tick 1\n");
+    ///     resp.flush();
+    ///     lp.call_later(Duration::from_millis(10), move |_| {
+    ///         resp.write("tick 2\n");
+    ///         resp.finish(); // the last chunk
+    ///     });
+    /// }));
+    /// # let _ = app;
+    /// ```
+    pub fn flush(&mut self) {
+        let st = self.st();
+        let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
+        let mut out = Vec::with_capacity(192 + st.body.len());
+        if !st.streaming {
+            st.streaming = true;
+            if st.minor_version == 0 {
+                st.keep_alive = false; // 1.0 has no chunked coding: the close ends it
+            }
+            write_head(st, &mut out, None);
+        }
+        if !no_body && !st.body.is_empty() {
+            if st.minor_version == 1 {
+                let _ = write!(out, "{:x}\r\n", st.body.len());
+                out.extend_from_slice(&st.body);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&st.body);
+            }
+        }
+        st.body.clear();
+        if !out.is_empty() {
+            st.conn.write_part(&out);
         }
     }
 
@@ -154,27 +202,34 @@ pub(crate) fn reason(code: u16) -> &'static str {
     }
 }
 
-/// Serializes and hands the response to its connection.
-fn send(st: State) {
-    let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
-    let mut out = Vec::with_capacity(192 + st.body.len());
+/// Writes the status line and headers; `content_length` `None` means streamed.
+fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>) {
+    let bodiless_status = matches!(st.status, 100..=199 | 204 | 304);
     let _ = write!(
         out,
         "HTTP/1.1 {} {}\r\nServer: coreloop\r\n",
         st.status,
         reason(st.status)
     );
-    append_date_line(&mut out);
-    if !st
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        && !matches!(st.status, 100..=199 | 204 | 304)
+    append_date_line(out);
+    if !bodiless_status
+        && !st
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
     {
         out.extend_from_slice(b"Content-Type: text/html; charset=UTF-8\r\n");
     }
-    if !matches!(st.status, 100..=199 | 204 | 304) {
-        let _ = write!(out, "Content-Length: {}\r\n", st.body.len());
+    if !bodiless_status {
+        match content_length {
+            Some(n) => {
+                let _ = write!(out, "Content-Length: {n}\r\n");
+            }
+            None if st.minor_version == 1 => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+            None => {}
+        }
     }
     if !st.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -185,8 +240,30 @@ fn send(st: State) {
         let _ = write!(out, "{k}: {v}\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !no_body {
-        out.extend_from_slice(&st.body);
+}
+
+/// Serializes the rest of the response and hands it to its connection.
+fn send(st: State) {
+    let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
+    let mut out = Vec::with_capacity(192 + st.body.len());
+    if st.streaming {
+        if !no_body {
+            if st.minor_version == 1 {
+                if !st.body.is_empty() {
+                    let _ = write!(out, "{:x}\r\n", st.body.len());
+                    out.extend_from_slice(&st.body);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                out.extend_from_slice(&st.body);
+            }
+        }
+    } else {
+        write_head(&st, &mut out, Some(st.body.len()));
+        if !no_body {
+            out.extend_from_slice(&st.body);
+        }
     }
     st.conn.respond(&out, !st.keep_alive);
 }
@@ -194,6 +271,11 @@ fn send(st: State) {
 impl Drop for Response {
     fn drop(&mut self) {
         let Some(mut st) = self.st.take() else { return };
+        if std::thread::panicking() && st.streaming {
+            // Part of the answer is out: all that can be done is to cut it off.
+            st.conn.abort();
+            return;
+        }
         if std::thread::panicking() {
             // The handler panicked: answer 500 and close (the loop logs the panic).
             st.status = 500;
