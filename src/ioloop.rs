@@ -90,9 +90,17 @@ struct Inner {
     resources: RefCell<slab::Slab<Rc<dyn Resource>>>,
     /// `submit_to` continuations waiting for their answer from another loop.
     continuations: RefCell<slab::Slab<Continuation>>,
+    /// Streams with writes to flush before the loop waits again.
+    flushes: RefCell<Vec<Rc<dyn Flush>>>,
 }
 
 type Continuation = Box<dyn FnOnce(&IoLoop, Box<dyn Any + Send>)>;
+
+/// Something with output to flush once the current step of the loop is over (so that
+/// the writes of one step go out in one syscall).
+pub(crate) trait Flush {
+    fn flush(self: Rc<Self>, lp: &IoLoop);
+}
 
 /// Something a loop keeps alive while it is open and closes when the loop closes.
 pub(crate) trait Resource {
@@ -194,6 +202,7 @@ impl IoLoop {
                 pool: RefCell::new(BufferPool::default()),
                 resources: RefCell::new(slab::Slab::new()),
                 continuations: RefCell::new(slab::Slab::new()),
+                flushes: RefCell::new(Vec::new()),
             }),
         })
     }
@@ -695,7 +704,8 @@ impl IoLoop {
         let callbacks = std::mem::take(&mut *self.inner.callbacks.borrow_mut());
         let timers = std::mem::take(&mut *self.inner.timers.borrow_mut());
         let continuations = std::mem::take(&mut *self.inner.continuations.borrow_mut());
-        drop((rx, handlers, callbacks, timers, continuations));
+        let flushes = std::mem::take(&mut *self.inner.flushes.borrow_mut());
+        drop((rx, handlers, callbacks, timers, continuations, flushes));
     }
 
     /// One iteration; see the module docs for the steps.
@@ -733,6 +743,9 @@ impl IoLoop {
             let Some(t) = due else { break };
             self.run_guarded("timer", t.at, || (t.f)(self));
         }
+
+        // Writes made by callbacks and timers go out before the wait.
+        self.run_flushes();
 
         // Wait for I/O.
         let shared = &inner.handle.shared;
@@ -777,6 +790,8 @@ impl IoLoop {
             self.run_guarded("completion", here, || sink(self, c));
         }
         *inner.completions.borrow_mut() = completions;
+        // Writes made while dispatching go out now, one send per stream.
+        self.run_flushes();
         polled
     }
 
@@ -836,6 +851,23 @@ impl IoLoop {
     /// inside `f`: the poller is borrowed.
     pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&mut Uring) -> R) -> Option<R> {
         self.inner.poller.borrow_mut().uring().map(f)
+    }
+
+    /// Flushes `f` once the current step is over, before the loop waits for I/O.
+    pub(crate) fn defer_flush(&self, f: Rc<dyn Flush>) {
+        self.inner.flushes.borrow_mut().push(f);
+    }
+
+    fn run_flushes(&self) {
+        loop {
+            let batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
+            if batch.is_empty() {
+                return;
+            }
+            for f in batch {
+                f.flush(self);
+            }
+        }
     }
 
     /// Keeps `r` alive until [`untrack`](Self::untrack) or the loop closes.

@@ -24,7 +24,7 @@
 //!   callbacks) until it is closed: by [`IoStream::close`], by an error, at end of file
 //!   (unless [`IoStream::set_close_on_eof`] says otherwise), or when its loop closes.
 
-use crate::ioloop::{IoLoop, Resource, WeakLoop};
+use crate::ioloop::{Flush, IoLoop, Resource, WeakLoop};
 use crate::transport::{SendNow, SockEvent, Transport};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -51,10 +51,38 @@ const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 /// then slows the peer) and resumes when a read is asked for.
 const PAUSE_READING_AT: usize = 64 * 1024;
 
+/// A delimiter, stored inline (no allocation per read).
+#[derive(Clone, Copy)]
+struct Delim {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Delim {
+    fn new(d: &[u8]) -> io::Result<Delim> {
+        if d.is_empty() || d.len() > 16 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a delimiter is 1 to 16 bytes",
+            ));
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..d.len()].copy_from_slice(d);
+        Ok(Delim {
+            bytes,
+            len: d.len() as u8,
+        })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 enum ReadKind {
     /// `close`: whether exceeding `max` closes the stream (Tornado) or leaves it open.
     Until {
-        delim: Vec<u8>,
+        delim: Delim,
         max: usize,
         close: bool,
     },
@@ -97,6 +125,8 @@ struct State {
     close_on_eof: bool,
     dispatching: bool,
     dispatch_scheduled: bool,
+    /// A flush is queued on the loop for the end of this step.
+    flush_scheduled: bool,
     resource_key: Option<usize>,
     /// Dropped when the stream closes (the acceptor's connection count).
     guard: Option<Box<dyn std::any::Any>>,
@@ -186,6 +216,7 @@ impl IoStream {
                     close_on_eof: true,
                     dispatching: false,
                     dispatch_scheduled: false,
+                    flush_scheduled: false,
                     resource_key: None,
                     guard: None,
                 }),
@@ -225,8 +256,9 @@ impl IoStream {
         Ok(())
     }
 
-    /// Reads up to and including `delimiter`. If the delimiter is not within the first
-    /// `max_bytes` bytes, the callback gets an `InvalidData` error and the stream closes.
+    /// Reads up to and including `delimiter` (1 to 16 bytes). If the delimiter is not
+    /// within the first `max_bytes` bytes, the callback gets an `InvalidData` error and
+    /// the stream closes.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
@@ -246,14 +278,8 @@ impl IoStream {
     where
         F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
     {
-        if delimiter.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "empty delimiter",
-            ));
-        }
         let kind = ReadKind::Until {
-            delim: delimiter.to_vec(),
+            delim: Delim::new(delimiter)?,
             max: max_bytes,
             close: true,
         };
@@ -284,14 +310,8 @@ impl IoStream {
     where
         F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
     {
-        if delimiter.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "empty delimiter",
-            ));
-        }
         let kind = ReadKind::Until {
-            delim: delimiter.to_vec(),
+            delim: Delim::new(delimiter)?,
             max: max_bytes,
             close: false,
         };
@@ -480,10 +500,62 @@ impl IoStream {
             self.close_with(&lp, Some(e));
             return Err(err);
         }
-        if self.inner.st.borrow().sending == 0 {
-            self.start_send(&lp);
-        }
+        self.schedule_flush(&lp);
         Ok(())
+    }
+
+    /// Appends to the write buffer through `f` (no intermediate copy): how a protocol
+    /// serializes a response straight into the stream. Errors as [`write`](Self::write).
+    ///
+    /// ```
+    /// # use coreloop::{IoLoop, IoStream};
+    /// # let lp = IoLoop::new()?;
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let s = IoStream::new(&lp, a)?;
+    /// s.write_with(|out| out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n"))?;
+    /// assert_eq!(s.write_buffer_len(), 19);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn write_with(&self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        let lp = self.lp().ok_or(io::ErrorKind::NotConnected)?;
+        let over = {
+            let mut st = self.inner.st.borrow_mut();
+            if st.closed {
+                return Err(st.closed_error());
+            }
+            if st.out.capacity() == 0 {
+                st.out = lp.with_pool(|p| p.take());
+            }
+            let before = st.out.len();
+            f(&mut st.out);
+            let added = st.out.len() - before;
+            st.written += added as u64;
+            buffered(&st) > st.max_write
+        };
+        if over {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                "write buffer over its limit (the peer is not reading)",
+            );
+            let err = io::Error::new(e.kind(), e.to_string());
+            self.close_with(&lp, Some(e));
+            return Err(err);
+        }
+        self.schedule_flush(&lp);
+        Ok(())
+    }
+
+    /// Sends what is buffered once the current step of the loop is over: the writes of
+    /// one step (a batch of pipelined responses, say) go out in one send.
+    fn schedule_flush(&self, lp: &IoLoop) {
+        {
+            let mut st = self.inner.st.borrow_mut();
+            if st.flush_scheduled || st.sending > 0 || st.closed {
+                return;
+            }
+            st.flush_scheduled = true;
+        }
+        lp.defer_flush(self.inner.clone());
     }
 
     /// Hands the queued bytes to the transport.
@@ -881,6 +953,7 @@ impl IoStream {
                     }
                 }
                 ReadKind::Until { delim, max, close } => {
+                    let delim = delim.as_slice();
                     let hay = &st.rbuf[st.rpos..];
                     let from = st.scanned.saturating_sub(delim.len() - 1);
                     let exceeded = || {
@@ -946,8 +1019,9 @@ fn max_exceeded() -> io::Error {
 /// Takes the first `n` unread bytes; an emptied buffer goes back to the pool.
 fn take_front(st: &mut State, lp: &IoLoop, n: usize) -> Vec<u8> {
     let unread = st.rbuf.len() - st.rpos;
-    if n == unread && st.rpos == 0 {
-        // All of it: hand the buffer over instead of copying.
+    if n == unread && st.rpos == 0 && n * 2 >= st.rbuf.capacity() {
+        // All of a mostly full buffer: hand it over instead of copying. (A small read
+        // is copied, and the pool-sized buffer goes back to the pool.)
         return std::mem::take(&mut st.rbuf);
     }
     let v = st.rbuf[st.rpos..st.rpos + n].to_vec();
@@ -984,6 +1058,13 @@ impl State {
             Some((kind, msg)) => io::Error::new(*kind, msg.clone()),
             None => io::Error::new(io::ErrorKind::NotConnected, "stream is closed"),
         }
+    }
+}
+
+impl Flush for Inner {
+    fn flush(self: Rc<Self>, lp: &IoLoop) {
+        self.st.borrow_mut().flush_scheduled = false;
+        IoStream { inner: self }.start_send(lp);
     }
 }
 

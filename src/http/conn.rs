@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a refused connection is drained before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -31,6 +31,9 @@ pub(crate) struct Conn {
     app: Arc<Application>,
     cfg: Arc<HttpConfig>,
     lp: WeakLoop,
+    /// When the connection is closed unless it makes progress (`None`: no limit now).
+    deadline: Cell<Option<Instant>>,
+    /// The one timer that enforces `deadline`, re-armed lazily when it fires early.
     timer: Cell<Option<TimeoutId>>,
     served: Cell<u64>,
     peer: Cell<Option<SocketAddr>>,
@@ -48,29 +51,55 @@ pub(crate) fn serve(lp: &IoLoop, stream: IoStream, app: Arc<Application>, cfg: A
         app,
         cfg,
         lp: lp.downgrade(),
+        deadline: Cell::new(None),
         timer: Cell::new(None),
         served: Cell::new(0),
+    });
+    let c = Rc::downgrade(&conn);
+    conn.stream.set_close_callback(move |lp, _| {
+        if let Some(c) = c.upgrade() {
+            c.deadline.set(None);
+            if let Some(id) = c.timer.take() {
+                lp.remove_timeout(id);
+            }
+        }
     });
     conn.read_head(lp);
 }
 
 impl Conn {
+    /// The loop's cached time (for deadlines and the Date header).
+    pub(crate) fn now(&self) -> Instant {
+        self.lp.upgrade().map_or_else(Instant::now, |lp| lp.time())
+    }
+
+    /// Closes the connection unless it makes progress within `after`. Setting a deadline
+    /// costs no timer operation: one timer per connection checks it when it fires and
+    /// re-arms itself for whatever is left.
     fn set_timer(self: &Rc<Self>, lp: &IoLoop, after: Duration) {
-        self.clear_timer(lp);
+        let deadline = lp.time() + after;
+        self.deadline.set(Some(deadline));
+        if self.timer.get().is_none() {
+            self.arm(lp, after);
+        }
+    }
+
+    fn arm(self: &Rc<Self>, lp: &IoLoop, after: Duration) {
         let weak = Rc::downgrade(self);
-        let id = lp.call_later(after, move |_| {
-            if let Some(c) = weak.upgrade() {
-                c.timer.set(None);
-                c.stream.close();
+        let id = lp.call_later(after, move |lp| {
+            let Some(c) = weak.upgrade() else { return };
+            c.timer.set(None);
+            match c.deadline.get() {
+                Some(d) if lp.time() >= d => c.stream.close(),
+                Some(d) => c.arm(lp, d - lp.time()),
+                None => {}
             }
         });
         self.timer.set(Some(id));
     }
 
-    fn clear_timer(&self, lp: &IoLoop) {
-        if let Some(id) = self.timer.take() {
-            lp.remove_timeout(id);
-        }
+    fn clear_timer(&self, _lp: &IoLoop) {
+        self.deadline.set(None);
     }
 
     fn read_head(self: &Rc<Self>, lp: &IoLoop) {
@@ -86,7 +115,7 @@ impl Conn {
                 .read_until_within(b"\r\n\r\n", self.cfg.max_head, move |lp, s, head| {
                     me.clear_timer(lp);
                     match head {
-                        Ok(head) => match parse_head(&head, &me.cfg) {
+                        Ok(head) => match parse_head(head, &me.cfg) {
                             Ok(h) => me.on_head(lp, h),
                             Err(Refused(code)) => me.refuse(lp, code),
                         },
@@ -211,15 +240,15 @@ impl Conn {
 
     /// Routes the request and runs its handler.
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
-        let found = self.app.find(&req.path);
-        let head = req.method == "HEAD";
+        let found = self.app.find(req.path());
+        let head = req.method() == "HEAD";
         let Some((route, params)) = found else {
             let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
             resp.set_status(404);
             resp.write("404: Not Found");
             return resp.finish();
         };
-        let Some((handler, via_get)) = route.handler(&req.method) else {
+        let Some((handler, via_get)) = route.handler(req.method()) else {
             let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
             resp.set_status(405);
             resp.set_header("Allow", route.allowed());
@@ -228,16 +257,16 @@ impl Conn {
         };
         req.params = params;
         let resp = Response::new(self.clone(), req.minor_version, keep_alive, head || via_get);
-        let handler = handler.clone();
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp))) {
             // The response was dropped while unwinding and has answered 500.
             log::error!("coreloop: HTTP handler panicked: {}", panic_message(&*p));
         }
     }
 
-    /// Called by a finished response: writes it, then reads the next request or closes.
-    pub(crate) fn respond(self: &Rc<Self>, bytes: &[u8], close: bool) {
-        if self.stream.write(bytes).is_err() {
+    /// Called by a finished response: writes its rest through `f` (straight into the
+    /// stream's buffer), then reads the next request or closes.
+    pub(crate) fn respond(self: Rc<Self>, f: impl FnOnce(&mut Vec<u8>), close: bool) {
+        if self.stream.write_with(f).is_err() {
             return; // the client went away meanwhile
         }
         self.served.set(self.served.get() + 1);
@@ -249,8 +278,8 @@ impl Conn {
     }
 
     /// Writes part of a streamed response.
-    pub(crate) fn write_part(&self, bytes: &[u8]) {
-        let _ = self.stream.write(bytes);
+    pub(crate) fn write_part(&self, f: impl FnOnce(&mut Vec<u8>)) {
+        let _ = self.stream.write_with(f);
     }
 
     /// Closes at once (a streamed response that cannot be completed).
@@ -275,7 +304,7 @@ impl Conn {
         out.extend_from_slice(
             format!("HTTP/1.1 {code} {}\r\nServer: coreloop\r\n", reason(code)).as_bytes(),
         );
-        super::date::append_date_line(&mut out);
+        super::date::append_date_line(&mut out, lp.time());
         out.extend_from_slice(
             format!(
                 "Content-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -1,22 +1,29 @@
 //! The `Date` header, formatted at most once per second per core.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 thread_local! {
-    /// (second it was formatted for, "Date: ...\r\n")
-    static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    /// (loop time until which the line is right, "Date: ...\r\n")
+    static CACHE: RefCell<(Option<Instant>, String)> = const { RefCell::new((None, String::new())) };
 }
 
-/// Appends this second's `Date: ...\r\n` line to `out`.
-pub(crate) fn append_date_line(out: &mut Vec<u8>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+/// Appends this second's `Date: ...\r\n` line to `out`. `now` is the loop's cached
+/// time, so most calls cost a comparison: the wall clock is read and the line formatted
+/// once per second per core.
+pub(crate) fn append_date_line(out: &mut Vec<u8>, now: Instant) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.0 != now {
-            *c = (now, format!("Date: {}\r\n", http_date(now)));
+        if c.0.is_none_or(|until| now >= until) {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let left =
+                Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
+            *c = (
+                Some(now + left),
+                format!("Date: {}\r\n", http_date(wall.as_secs())),
+            );
         }
         out.extend_from_slice(c.1.as_bytes());
     });
@@ -65,7 +72,7 @@ mod tests {
     #[test]
     fn date_line_is_cached_and_well_formed() {
         let mut a = Vec::new();
-        super::append_date_line(&mut a);
+        super::append_date_line(&mut a, std::time::Instant::now());
         let s = String::from_utf8(a).unwrap();
         assert!(s.starts_with("Date: ") && s.ends_with(" GMT\r\n"), "{s:?}");
     }

@@ -5,7 +5,14 @@
 use super::HttpConfig;
 use std::net::SocketAddr;
 
+/// A byte range of the request head.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Span(u32, u32);
+
 /// An HTTP request: method, target, headers, body, and the route's captures.
+///
+/// It keeps the bytes of its head and refers into them, so reading a request allocates
+/// little: the head, the list of header positions, and the body.
 ///
 /// ```
 /// # use coreloop::http::{Application, Route};
@@ -17,32 +24,42 @@ use std::net::SocketAddr;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) query: String,
+    head: Vec<u8>,
+    method: Span,
+    path: Span,
+    query: Span,
     pub(crate) minor_version: u8,
-    pub(crate) headers: Vec<(String, String)>,
+    headers: Vec<(Span, Span)>,
     pub(crate) body: Vec<u8>,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) peer: Option<SocketAddr>,
 }
 
 impl Request {
-    /// The method, upper case as sent (`GET`, `POST`, …).
+    fn bytes(&self, s: Span) -> &[u8] {
+        &self.head[s.0 as usize..s.1 as usize]
+    }
+
+    /// Method, target and header names are checked ASCII by the parser.
+    fn ascii(&self, s: Span) -> &str {
+        std::str::from_utf8(self.bytes(s)).unwrap_or("")
+    }
+
+    /// The method, as sent (`GET`, `POST`, …).
     pub fn method(&self) -> &str {
-        &self.method
+        self.ascii(self.method)
     }
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        &self.path
+        self.ascii(self.path)
     }
     /// The raw query string (after `?`), possibly empty.
     pub fn query(&self) -> &str {
-        &self.query
+        self.ascii(self.query)
     }
     /// The first value of query argument `name`, as sent (not percent-decoded).
     pub fn query_arg(&self, name: &str) -> Option<&str> {
-        self.query.split('&').find_map(|kv| {
+        self.query().split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             (k == name).then_some(v)
         })
@@ -51,16 +68,24 @@ impl Request {
     pub fn minor_version(&self) -> u8 {
         self.minor_version
     }
-    /// The first value of header `name` (case-insensitive).
+    /// The first value of header `name` (case-insensitive), if it is UTF-8 (see
+    /// [`header_bytes`](Self::header_bytes) for any value).
     pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+    /// The first value of header `name` (case-insensitive), as bytes.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| self.ascii(*k).eq_ignore_ascii_case(name))
+            .map(|(_, v)| self.bytes(*v))
     }
-    /// Every header, in order.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    /// Every header as (name, value), in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.headers
+            .iter()
+            .map(|(k, v)| (self.ascii(*k), self.bytes(*v)))
     }
     /// The body (de-chunked), empty if there was none.
     pub fn body(&self) -> &[u8] {
@@ -101,24 +126,38 @@ pub(crate) struct Head {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refused(pub u16);
 
-fn has_token(value: &str, token: &str) -> bool {
-    value
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// Where `part` (a slice of `base`) lies in `base`.
+fn span(base: &[u8], part: &[u8]) -> Span {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    Span(start as u32, (start + part.len()) as u32)
 }
 
-/// Parses a complete head (up to and including the blank line).
-pub(crate) fn parse_head(buf: &[u8], cfg: &HttpConfig) -> Result<Head, Refused> {
-    let mut headers = vec![httparse::EMPTY_HEADER; cfg.max_headers];
-    let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(buf) {
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Parses a complete head (up to and including the blank line); the request keeps it.
+pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused> {
+    const MAX: usize = 128;
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX];
+    let n_slots = cfg.max_headers.min(MAX);
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(&buf, &mut slots[..n_slots]) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(Refused(400)),
         Err(httparse::Error::TooManyHeaders) => return Err(Refused(431)),
         Err(httparse::Error::Version) => return Err(Refused(505)),
         Err(_) => return Err(Refused(400)),
     }
-    let method = parsed.method.ok_or(Refused(400))?.to_string();
+    let method = span(&buf, parsed.method.ok_or(Refused(400))?.as_bytes());
     let target = parsed.path.ok_or(Refused(400))?;
     let minor_version = parsed.version.ok_or(Refused(400))?;
     if target.len() > cfg.max_uri {
@@ -131,66 +170,72 @@ pub(crate) fn parse_head(buf: &[u8], cfg: &HttpConfig) -> Result<Head, Refused> 
         .strip_prefix("http://")
         .or_else(|| target.strip_prefix("https://"))
     {
-        rest.find('/').map_or("/", |i| &rest[i..])
+        rest.find('/').map_or("", |i| &rest[i..])
     } else {
         return Err(Refused(400));
     };
-    let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
+    let (path, query) = origin
+        .split_once('?')
+        .unwrap_or((origin, &origin[origin.len()..]));
+    let (path, query) = if path.is_empty() {
+        (Span::default(), Span::default()) // absolute-form without a path: "/" below
+    } else {
+        (span(&buf, path.as_bytes()), span(&buf, query.as_bytes()))
+    };
 
-    let mut out_headers = Vec::with_capacity(parsed.headers.len());
+    let mut headers = Vec::with_capacity(parsed.headers.len());
     let mut content_length: Option<u64> = None;
-    let mut transfer_encoding: Option<String> = None;
+    let mut chunked_only = true;
+    let mut te_seen = false;
     let (mut close, mut keep_alive_token, mut expect_continue, mut host) =
         (false, false, false, false);
     for h in parsed.headers.iter() {
-        // Header values must be visible ASCII or obs-text; httparse has checked the
-        // bytes; keep them as text (lossy for obs-text).
-        let value = String::from_utf8_lossy(h.value).trim().to_string();
         let name = h.name;
+        let value = trim(h.value);
         if name.eq_ignore_ascii_case("content-length") {
             // Each value (a list too) must be all digits, and all must agree.
-            for v in value.split(',') {
-                let v = v.trim();
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            for v in value.split(|&b| b == b',') {
+                let v = trim(v);
+                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
                     return Err(Refused(400));
                 }
-                let n: u64 = v.parse().map_err(|_| Refused(400))?;
+                let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
                 if content_length.is_some_and(|m| m != n) {
                     return Err(Refused(400));
                 }
                 content_length = Some(n);
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let te = transfer_encoding.get_or_insert_with(String::new);
-            if !te.is_empty() {
-                te.push(',');
+            // We decode chunked only; it must be the one coding.
+            for coding in value.split(|&b| b == b',') {
+                let coding = trim(coding);
+                if coding.is_empty() {
+                    continue;
+                }
+                chunked_only &= !te_seen && coding.eq_ignore_ascii_case(b"chunked");
+                te_seen = true;
             }
-            te.push_str(&value);
         } else if name.eq_ignore_ascii_case("connection") {
-            close |= has_token(&value, "close");
-            keep_alive_token |= has_token(&value, "keep-alive");
+            for t in value.split(|&b| b == b',') {
+                close |= trim(t).eq_ignore_ascii_case(b"close");
+                keep_alive_token |= trim(t).eq_ignore_ascii_case(b"keep-alive");
+            }
         } else if name.eq_ignore_ascii_case("expect") {
-            expect_continue |= value.eq_ignore_ascii_case("100-continue");
+            expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("host") {
             host = true;
         }
-        out_headers.push((name.to_string(), value));
+        headers.push((span(&buf, name.as_bytes()), span(&buf, value)));
     }
     if minor_version == 1 && !host {
         return Err(Refused(400)); // RFC 9112 3.2: a 1.1 request without Host
     }
-    let body = match (transfer_encoding, content_length) {
-        (Some(_), Some(_)) => return Err(Refused(400)),
-        (Some(te), None) => {
-            let codings: Vec<&str> = te.split(',').map(str::trim).collect();
-            match codings.as_slice() {
-                [only] if only.eq_ignore_ascii_case("chunked") => BodyKind::Chunked,
-                // chunked must come last; anything else (gzip, …) we do not decode.
-                _ => return Err(Refused(501)),
-            }
-        }
-        (None, Some(0)) | (None, None) => BodyKind::None,
-        (None, Some(n)) => BodyKind::Length(n),
+    let body = match (te_seen, content_length) {
+        (true, Some(_)) => return Err(Refused(400)),
+        (true, None) if chunked_only => BodyKind::Chunked,
+        (true, None) => return Err(Refused(501)),
+        (false, Some(0)) | (false, None) => BodyKind::None,
+        (false, Some(n)) => BodyKind::Length(n),
     };
     if let BodyKind::Length(n) = body {
         if n > cfg.max_body as u64 {
@@ -202,17 +247,27 @@ pub(crate) fn parse_head(buf: &[u8], cfg: &HttpConfig) -> Result<Head, Refused> 
     } else {
         keep_alive_token && !close
     };
+    drop(parsed);
+    let mut req = Request {
+        head: buf,
+        method,
+        path,
+        query,
+        minor_version,
+        headers,
+        body: Vec::new(),
+        params: Vec::new(),
+        peer: None,
+    };
+    if req.path.1 == 0 {
+        // No path in an absolute-form target: it means "/".
+        let at = req.head.len() as u32;
+        req.head.push(b'/');
+        req.path = Span(at, at + 1);
+        req.query = Span(at + 1, at + 1);
+    }
     Ok(Head {
-        req: Request {
-            method,
-            path: path.to_string(),
-            query: query.to_string(),
-            minor_version,
-            headers: out_headers,
-            body: Vec::new(),
-            params: Vec::new(),
-            peer: None,
-        },
+        req,
         body,
         keep_alive,
         expect_continue: expect_continue && minor_version == 1 && body != BodyKind::None,
@@ -238,7 +293,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Head, Refused> {
-        parse_head(s.as_bytes(), &HttpConfig::default())
+        parse_head(s.as_bytes().to_vec(), &HttpConfig::default())
     }
 
     #[test]
@@ -299,6 +354,12 @@ mod tests {
         assert_eq!(h.req.query_arg("z"), None);
         let h = parse("GET http://example.com/p?q HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((h.req.path(), h.req.query()), ("/p", "q"));
+        let h = parse("GET http://example.com HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!((h.req.path(), h.req.query()), ("/", ""));
+        let h = parse("GET / HTTP/1.1\r\nHost: x\r\nX-A:  spaced value \r\n\r\n").unwrap();
+        assert_eq!(h.req.header("x-a"), Some("spaced value"));
+        assert_eq!(h.req.headers().count(), 2);
+        assert_eq!(h.req.method(), "GET");
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
         assert_eq!(parse(&long).unwrap_err(), Refused(414));
         let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();

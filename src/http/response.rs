@@ -29,7 +29,7 @@ use std::rc::Rc;
 /// # let _ = app;
 /// ```
 pub struct Response {
-    st: Option<Box<State>>,
+    st: Option<State>,
 }
 
 struct State {
@@ -53,7 +53,7 @@ impl Response {
         head_only: bool,
     ) -> Response {
         Response {
-            st: Some(Box::new(State {
+            st: Some(State {
                 conn,
                 status: 200,
                 headers: Vec::new(),
@@ -62,7 +62,7 @@ impl Response {
                 keep_alive,
                 minor_version,
                 streaming: false,
-            })),
+            }),
         }
     }
 
@@ -87,27 +87,23 @@ impl Response {
     pub fn flush(&mut self) {
         let st = self.st();
         let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
-        let mut out = Vec::with_capacity(192 + st.body.len());
-        if !st.streaming {
+        let first = !st.streaming;
+        if first {
             st.streaming = true;
             if st.minor_version == 0 {
                 st.keep_alive = false; // 1.0 has no chunked coding: the close ends it
             }
-            write_head(st, &mut out, None);
         }
-        if !no_body && !st.body.is_empty() {
-            if st.minor_version == 1 {
-                let _ = write!(out, "{:x}\r\n", st.body.len());
-                out.extend_from_slice(&st.body);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(&st.body);
+        let st = &*st;
+        st.conn.write_part(|out| {
+            if first {
+                write_head(st, out, None);
             }
-        }
-        st.body.clear();
-        if !out.is_empty() {
-            st.conn.write_part(&out);
-        }
+            if !no_body && !st.body.is_empty() {
+                write_body_part(st, out);
+            }
+        });
+        self.st().body.clear();
     }
 
     fn st(&mut self) -> &mut State {
@@ -157,7 +153,7 @@ impl Response {
     /// closes once it has gone out.
     pub fn finish(mut self) {
         if let Some(st) = self.st.take() {
-            send(*st);
+            send(st);
         }
     }
 }
@@ -205,13 +201,17 @@ pub(crate) fn reason(code: u16) -> &'static str {
 /// Writes the status line and headers; `content_length` `None` means streamed.
 fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>) {
     let bodiless_status = matches!(st.status, 100..=199 | 204 | 304);
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\nServer: coreloop\r\n",
-        st.status,
-        reason(st.status)
-    );
-    append_date_line(out);
+    let mut num = itoa::Buffer::new();
+    if st.status == 200 {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(num.format(st.status).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason(st.status).as_bytes());
+        out.extend_from_slice(b"\r\nServer: coreloop\r\n");
+    }
+    append_date_line(out, st.conn.now());
     if !bodiless_status
         && !st
             .headers
@@ -223,7 +223,9 @@ fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>) {
     if !bodiless_status {
         match content_length {
             Some(n) => {
-                let _ = write!(out, "Content-Length: {n}\r\n");
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(num.format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
             None if st.minor_version == 1 => {
                 out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -237,35 +239,49 @@ fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>) {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     for (k, v) in &st.headers {
-        let _ = write!(out, "{k}: {v}\r\n");
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// Serializes the rest of the response and hands it to its connection.
+/// Writes the body so far as one chunk (1.1) or raw (1.0, until the close).
+fn write_body_part(st: &State, out: &mut Vec<u8>) {
+    if st.minor_version == 1 {
+        let _ = write!(out, "{:x}\r\n", st.body.len());
+        out.extend_from_slice(&st.body);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(&st.body);
+    }
+}
+
+/// Serializes the rest of the response into the connection's stream.
 fn send(st: State) {
     let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
-    let mut out = Vec::with_capacity(192 + st.body.len());
-    if st.streaming {
-        if !no_body {
-            if st.minor_version == 1 {
-                if !st.body.is_empty() {
-                    let _ = write!(out, "{:x}\r\n", st.body.len());
-                    out.extend_from_slice(&st.body);
-                    out.extend_from_slice(b"\r\n");
+    let close = !st.keep_alive;
+    st.conn.clone().respond(
+        |out| {
+            if st.streaming {
+                if !no_body {
+                    if !st.body.is_empty() {
+                        write_body_part(&st, out);
+                    }
+                    if st.minor_version == 1 {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    }
                 }
-                out.extend_from_slice(b"0\r\n\r\n");
             } else {
-                out.extend_from_slice(&st.body);
+                write_head(&st, out, Some(st.body.len()));
+                if !no_body {
+                    out.extend_from_slice(&st.body);
+                }
             }
-        }
-    } else {
-        write_head(&st, &mut out, Some(st.body.len()));
-        if !no_body {
-            out.extend_from_slice(&st.body);
-        }
-    }
-    st.conn.respond(&out, !st.keep_alive);
+        },
+        close,
+    );
 }
 
 impl Drop for Response {
@@ -283,7 +299,7 @@ impl Drop for Response {
             st.body = b"500: Internal Server Error".to_vec();
             st.keep_alive = false;
         }
-        send(*st);
+        send(st);
     }
 }
 
