@@ -247,7 +247,6 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
     } else {
         keep_alive_token && !close
     };
-    drop(parsed);
     let mut req = Request {
         head: buf,
         method,
