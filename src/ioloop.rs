@@ -780,18 +780,21 @@ impl IoLoop {
             shared.needs_wake.store(false, Ordering::Relaxed);
         }
         inner.now.set(Instant::now());
+        // The writes an event causes go out right after it (one send per stream for
+        // however many responses it produced), not after the whole batch: an early
+        // connection's answer does not wait for the rest of the batch.
         for ev in &events {
             self.dispatch(*ev);
+            self.run_flushes();
         }
         events.clear();
         *inner.events.borrow_mut() = events;
         let here = Location::caller();
         for (sink, c) in completions.drain(..) {
             self.run_guarded("completion", here, || sink(self, c));
+            self.run_flushes();
         }
         *inner.completions.borrow_mut() = completions;
-        // Writes made while dispatching go out now, one send per stream.
-        self.run_flushes();
         polled
     }
 
@@ -859,6 +862,9 @@ impl IoLoop {
     }
 
     fn run_flushes(&self) {
+        if self.inner.flushes.borrow().is_empty() {
+            return;
+        }
         loop {
             let batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
             if batch.is_empty() {

@@ -343,12 +343,20 @@ fn on_ready(st: &Rc<RefCell<State>>, lp: &IoLoop, readable: bool, writable: bool
             return;
         }
         let mut buf = lp.with_pool(|p| p.take());
+        let room = buf.capacity() - buf.len();
         let r = {
             let s = st.borrow();
             let Some(fd) = s.fd.as_ref() else { return };
             recv_into(fd.as_fd(), &mut buf)
         };
         match r {
+            // A short read drained the socket: readiness is level-triggered, so the
+            // next wait reports it if more arrives. Trying again here would only buy
+            // an EAGAIN, one syscall per request.
+            Ok(n) if n > 0 && n < room.min(4096) => {
+                report(st, lp, SockEvent::Data(buf));
+                return;
+            }
             Ok(0) => {
                 lp.with_pool(|p| p.give(buf));
                 st.borrow_mut().end();
