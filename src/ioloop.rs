@@ -92,6 +92,8 @@ struct Inner {
     continuations: RefCell<slab::Slab<Continuation>>,
     /// Streams with writes to flush before the loop waits again.
     flushes: RefCell<Vec<Rc<dyn Flush>>>,
+    /// Per-loop values by type (`IoLoop::local`).
+    locals: RefCell<std::collections::HashMap<std::any::TypeId, Rc<dyn Any>>>,
 }
 
 type Continuation = Box<dyn FnOnce(&IoLoop, Box<dyn Any + Send>)>;
@@ -203,6 +205,7 @@ impl IoLoop {
                 resources: RefCell::new(slab::Slab::new()),
                 continuations: RefCell::new(slab::Slab::new()),
                 flushes: RefCell::new(Vec::new()),
+                locals: RefCell::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -705,7 +708,16 @@ impl IoLoop {
         let timers = std::mem::take(&mut *self.inner.timers.borrow_mut());
         let continuations = std::mem::take(&mut *self.inner.continuations.borrow_mut());
         let flushes = std::mem::take(&mut *self.inner.flushes.borrow_mut());
-        drop((rx, handlers, callbacks, timers, continuations, flushes));
+        let locals = std::mem::take(&mut *self.inner.locals.borrow_mut());
+        drop((
+            rx,
+            handlers,
+            callbacks,
+            timers,
+            continuations,
+            flushes,
+            locals,
+        ));
     }
 
     /// One iteration; see the module docs for the steps.
@@ -873,6 +885,34 @@ impl IoLoop {
             for f in batch {
                 f.flush(self);
             }
+        }
+    }
+
+    /// This loop's value of type `T`, made with `T::default()` on first use: per-core
+    /// state of a service (a cache shard, counters, a registry) without a global and
+    /// without locks. Each loop has its own; other cores reach it by sending a callback.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::cell::Cell;
+    /// #[derive(Default)]
+    /// struct Hits(Cell<u64>);
+    /// let lp = IoLoop::new()?;
+    /// lp.local::<Hits>().0.set(1);
+    /// assert_eq!(lp.local::<Hits>().0.get(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local<T: Default + 'static>(&self) -> Rc<T> {
+        let id = std::any::TypeId::of::<T>();
+        let found = self.inner.locals.borrow().get(&id).cloned();
+        let any = found.unwrap_or_else(|| {
+            let v: Rc<dyn Any> = Rc::new(T::default());
+            self.inner.locals.borrow_mut().insert(id, v.clone());
+            v
+        });
+        match any.downcast::<T>() {
+            Ok(v) => v,
+            Err(_) => unreachable!("locals are keyed by their type"),
         }
     }
 

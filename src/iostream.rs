@@ -484,13 +484,19 @@ impl IoStream {
                 }
                 st.out.extend_from_slice(data);
                 st.written += data.len() as u64;
-                if let Some(cb) = cb {
-                    let at = st.written;
-                    st.write_cbs.push_back((at, cb));
-                }
                 false
             }
         };
+        if let Some(cb) = cb {
+            if !over {
+                let mut st = self.inner.st.borrow_mut();
+                let at = st.written;
+                st.write_cbs.push_back((at, cb));
+                drop(st);
+                // Due at once if nothing is left to send: the dispatch loop runs it.
+                self.schedule_dispatch();
+            }
+        }
         if over {
             let e = io::Error::new(
                 io::ErrorKind::InvalidData,

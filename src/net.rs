@@ -546,7 +546,12 @@ impl fmt::Debug for Acceptor {
 pub struct TcpServer {
     runtime: Runtime,
     local_addr: SocketAddr,
+    id: u64,
 }
+
+/// The acceptors each loop runs, by the id of the `TcpServer` they belong to.
+#[derive(Default)]
+struct LoopAcceptors(RefCell<Vec<(u64, Acceptor)>>);
 
 impl TcpServer {
     /// Starts `builder`'s runtime with a listener on `addr` on every core. Port 0 works:
@@ -561,6 +566,8 @@ impl TcpServer {
     where
         F: Fn(&IoLoop, IoStream) + Send + Sync + 'static,
     {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let bound: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let (tx, rx) = crossbeam_channel::unbounded::<io::Result<SocketAddr>>();
         let on_conn = Arc::new(on_conn);
@@ -574,7 +581,9 @@ impl TcpServer {
                     *b = Some(local);
                     drop(b);
                     let on_conn = on_conn.clone();
-                    Acceptor::start(lp, listener, opts.clone(), move |lp, s| on_conn(lp, s))?;
+                    let acc =
+                        Acceptor::start(lp, listener, opts.clone(), move |lp, s| on_conn(lp, s))?;
+                    lp.local::<LoopAcceptors>().0.borrow_mut().push((id, acc));
                     Ok(local)
                 })();
                 let _ = tx.send(result);
@@ -597,7 +606,44 @@ impl TcpServer {
         Ok(TcpServer {
             runtime,
             local_addr: local_addr.expect("at least one shard"),
+            id,
         })
+    }
+
+    /// Stops accepting on every core and closes the listeners; open connections go on.
+    /// Returns once every core has stopped.
+    pub fn stop_accepting(&self) -> Result<(), RuntimeError> {
+        let id = self.id;
+        self.runtime
+            .invoke_on_all(move |lp| {
+                let accs = lp.local::<LoopAcceptors>();
+                let mine: Vec<Acceptor> = accs
+                    .0
+                    .borrow()
+                    .iter()
+                    .filter(|(i, _)| *i == id)
+                    .map(|(_, a)| a.clone())
+                    .collect();
+                for a in mine {
+                    a.stop();
+                }
+            })
+            .map(drop)
+    }
+
+    /// Connections accepted by this server and still open, on all cores.
+    pub fn open_connections(&self) -> Result<usize, RuntimeError> {
+        let id = self.id;
+        let per_core = self.runtime.invoke_on_all(move |lp| {
+            lp.local::<LoopAcceptors>()
+                .0
+                .borrow()
+                .iter()
+                .filter(|(i, _)| *i == id)
+                .map(|(_, a)| a.connections())
+                .sum::<usize>()
+        })?;
+        Ok(per_core.into_iter().sum())
     }
 
     /// The address every core listens on.

@@ -2,8 +2,8 @@
 #[macro_use]
 mod util;
 
-use coreloop::http::{Application, HttpConfig, HttpServer, Route};
-use coreloop::{Backend, Cores, Runtime, TcpServer};
+use coreloop::http::{Application, HttpConfig, HttpServer, Route, RunningHttpServer};
+use coreloop::{Backend, Cores, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
@@ -70,7 +70,7 @@ fn app() -> Application {
         )
 }
 
-fn server(backend: Backend, cores: usize, cfg: HttpConfig) -> TcpServer {
+fn server(backend: Backend, cores: usize, cfg: HttpConfig) -> RunningHttpServer {
     HttpServer::new(app())
         .config(cfg)
         .listen(
@@ -82,7 +82,7 @@ fn server(backend: Backend, cores: usize, cfg: HttpConfig) -> TcpServer {
         .unwrap()
 }
 
-fn connect(s: &TcpServer) -> TcpStream {
+fn connect(s: &RunningHttpServer) -> TcpStream {
     let c = TcpStream::connect(s.local_addr()).unwrap();
     c.set_read_timeout(Some(util::HANG)).unwrap();
     c.set_nodelay(true).unwrap();
@@ -142,7 +142,7 @@ fn read_resp(r: &mut BufReader<TcpStream>, head_request: bool) -> Option<Resp> {
 }
 
 /// Sends `req` and reads one response.
-fn exchange(s: &TcpServer, req: &[u8]) -> Resp {
+fn exchange(s: &RunningHttpServer, req: &[u8]) -> Resp {
     let mut c = connect(s);
     c.write_all(req).unwrap();
     read_resp(&mut BufReader::new(c), req.starts_with(b"HEAD")).expect("a response")
@@ -495,6 +495,37 @@ fn streamed_responses_are_chunked(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+fn graceful_shutdown_finishes_requests_in_flight(backend: Backend) {
+    let s = server(backend, 2, HttpConfig::default());
+    let addr = s.local_addr();
+    // An idle kept-alive connection, and one whose request is being answered (/later
+    // answers after 20 ms).
+    let idle = connect(&s);
+    (&idle)
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut idle_r = BufReader::new(idle);
+    assert_eq!(read_resp(&mut idle_r, false).unwrap().status, 200);
+    let busy = connect(&s);
+    (&busy)
+        .write_all(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let left = s.graceful_shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(left, 0, "every connection ended before the deadline");
+    // The request in flight got its answer, marked as the last on its connection.
+    let mut busy_r = BufReader::new(busy);
+    let r = read_resp(&mut busy_r, false).unwrap();
+    assert_eq!(
+        (r.text().as_str(), r.header("connection")),
+        ("later", Some("close"))
+    );
+    assert!(closed_by_server(busy_r));
+    assert!(closed_by_server(idle_r));
+    // Nobody listens any more.
+    assert!(TcpStream::connect(addr).is_err());
+}
+
 fn curl_agrees(backend: Backend) {
     let Ok(out) = std::process::Command::new("curl").arg("--version").output() else {
         eprintln!("no curl here: nothing to check");
@@ -542,5 +573,6 @@ on_both_backends!(
     clients_that_reset_or_half_close,
     slow_clients_time_out_and_others_are_served,
     streamed_responses_are_chunked,
+    graceful_shutdown_finishes_requests_in_flight,
     curl_agrees,
 );

@@ -432,6 +432,21 @@ fn write_after_close_and_read_on_a_closed_stream_are_errors(backend: Backend) {
     assert_eq!(*got.borrow(), vec![Err(ErrorKind::UnexpectedEof)]);
 }
 
+/// Regression: `write_then` with nothing left to send used to wait for a send that
+/// would never come, when called outside the stream's own callbacks.
+fn write_then_with_nothing_buffered_runs_its_callback(backend: Backend) {
+    let lp = new_loop(backend);
+    let (s, _client) = tcp_pair(&lp);
+    lp.call_later(Duration::from_millis(5), move |_| {
+        s.write_then(b"", |lp, s| {
+            s.close();
+            lp.stop();
+        })
+        .unwrap();
+    });
+    run(&lp);
+}
+
 fn only_one_read_at_a_time(backend: Backend) {
     let lp = new_loop(backend);
     let (s, _client) = tcp_pair(&lp);
@@ -559,6 +574,7 @@ on_both_backends!(
     peer_reset_is_an_error_not_a_panic,
     write_after_close_and_read_on_a_closed_stream_are_errors,
     only_one_read_at_a_time,
+    write_then_with_nothing_buffered_runs_its_callback,
     a_stream_nobody_holds_stays_open_until_closed,
     dropped_with_operations_in_flight,
     closing_the_loop_closes_its_streams,

@@ -26,8 +26,47 @@ use std::time::{Duration, Instant};
 /// How long a refused connection is drained before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// The connections of one HTTP server on one loop, for graceful shutdown.
+#[derive(Default)]
+pub(crate) struct ServerConns {
+    draining: Cell<bool>,
+    conns: std::cell::RefCell<slab::Slab<std::rc::Weak<Conn>>>,
+}
+
+/// Every HTTP server's connections on this loop, by server id.
+#[derive(Default)]
+pub(crate) struct HttpLoop(std::cell::RefCell<std::collections::HashMap<u64, Rc<ServerConns>>>);
+
+impl HttpLoop {
+    fn server(&self, id: u64) -> Rc<ServerConns> {
+        self.0.borrow_mut().entry(id).or_default().clone()
+    }
+}
+
+/// Starts the graceful shutdown of server `id` on this loop: connections waiting for
+/// a request close now; the others close once their response has gone out.
+pub(crate) fn drain(lp: &IoLoop, id: u64) {
+    let sc = lp.local::<HttpLoop>().server(id);
+    sc.draining.set(true);
+    let conns: Vec<Rc<Conn>> = sc
+        .conns
+        .borrow()
+        .iter()
+        .filter_map(|(_, w)| w.upgrade())
+        .collect();
+    for c in conns {
+        if c.idle.get() && c.stream.read_buffer_len() == 0 {
+            c.close_after_flush();
+        }
+    }
+}
+
 pub(crate) struct Conn {
     stream: IoStream,
+    registry: Rc<ServerConns>,
+    key: Cell<usize>,
+    /// Waiting for the next request head.
+    idle: Cell<bool>,
     app: Arc<Application>,
     cfg: Arc<HttpConfig>,
     lp: WeakLoop,
@@ -39,8 +78,14 @@ pub(crate) struct Conn {
     peer: Cell<Option<SocketAddr>>,
 }
 
-/// Serves HTTP on an accepted stream.
-pub(crate) fn serve(lp: &IoLoop, stream: IoStream, app: Arc<Application>, cfg: Arc<HttpConfig>) {
+/// Serves HTTP for server `id` on an accepted stream.
+pub(crate) fn serve(
+    lp: &IoLoop,
+    id: u64,
+    stream: IoStream,
+    app: Arc<Application>,
+    cfg: Arc<HttpConfig>,
+) {
     // The connection decides when to close: a client that half-closes after its request
     // still gets its answer.
     stream.set_close_on_eof(false);
@@ -48,6 +93,9 @@ pub(crate) fn serve(lp: &IoLoop, stream: IoStream, app: Arc<Application>, cfg: A
     let conn = Rc::new(Conn {
         peer: Cell::new(stream.peer_addr().ok()),
         stream,
+        registry: lp.local::<HttpLoop>().server(id),
+        key: Cell::new(usize::MAX),
+        idle: Cell::new(true),
         app,
         cfg,
         lp: lp.downgrade(),
@@ -55,6 +103,12 @@ pub(crate) fn serve(lp: &IoLoop, stream: IoStream, app: Arc<Application>, cfg: A
         timer: Cell::new(None),
         served: Cell::new(0),
     });
+    conn.key.set(
+        conn.registry
+            .conns
+            .borrow_mut()
+            .insert(Rc::downgrade(&conn)),
+    );
     let c = Rc::downgrade(&conn);
     conn.stream.set_close_callback(move |lp, _| {
         if let Some(c) = c.upgrade() {
@@ -62,6 +116,7 @@ pub(crate) fn serve(lp: &IoLoop, stream: IoStream, app: Arc<Application>, cfg: A
             if let Some(id) = c.timer.take() {
                 lp.remove_timeout(id);
             }
+            c.registry.conns.borrow_mut().try_remove(c.key.get());
         }
     });
     conn.read_head(lp);
@@ -102,7 +157,17 @@ impl Conn {
         self.deadline.set(None);
     }
 
+    /// True once the server is shutting down gracefully: responses close their
+    /// connection.
+    pub(crate) fn draining(&self) -> bool {
+        self.registry.draining.get()
+    }
+
     fn read_head(self: &Rc<Self>, lp: &IoLoop) {
+        if self.draining() && self.stream.read_buffer_len() == 0 {
+            return self.close_after_flush();
+        }
+        self.idle.set(true);
         let wait = if self.served.get() == 0 {
             self.cfg.header_timeout
         } else {
@@ -114,6 +179,7 @@ impl Conn {
             self.stream
                 .read_until_within(b"\r\n\r\n", self.cfg.max_head, move |lp, s, head| {
                     me.clear_timer(lp);
+                    me.idle.set(false);
                     match head {
                         Ok(head) => match parse_head(head, &me.cfg) {
                             Ok(h) => me.on_head(lp, h),

@@ -19,7 +19,7 @@ mod server;
 pub use app::{Application, Handler, Route};
 pub use request::Request;
 pub use response::Response;
-pub use server::HttpServer;
+pub use server::{HttpServer, RunningHttpServer};
 
 use crate::net::ListenOptions;
 use std::time::Duration;

@@ -259,7 +259,10 @@ fn write_body_part(st: &State, out: &mut Vec<u8>) {
 }
 
 /// Serializes the rest of the response into the connection's stream.
-fn send(st: State) {
+fn send(mut st: State) {
+    if st.conn.draining() && !st.streaming {
+        st.keep_alive = false; // shutting down: this is the connection's last answer
+    }
     let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
     let close = !st.keep_alive;
     st.conn.clone().respond(

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP/1.1 Hello World: coreloop (io_uring and epoll) against tokio+hyper
+# (benches/tokio_hello) and, when built, the reference servers in ../shared/peers.
+#
+#   benches/http_compare.sh            # D=5 seconds per measurement
+#
+# Each server runs alone, pinned to CPU $SERVER_CPU with one core; wrk runs pinned to
+# CPU $CLIENT_CPU. For each: a warm-up, then wrk -t1 -c256 keep-alive, then 16-deep
+# pipelining at c=64 (../shared/peers/pipeline.lua, or a copy made here). Reported:
+# requests/s, p99 (keep-alive only: wrk's percentiles are wrong with pipelining), and
+# the server's CPU time per request (utime+stime from /proc/PID/stat over the run,
+# divided by the requests wrk completed), with ratios to tokio_hello from the same run.
+#
+# Loopback only, bounded in time (about 40 s per server with D=5). Needs wrk and curl
+# (installed from Debian's packages if missing and run as root).
+#
+# Environment: D=5 SERVER_CPU=0 CLIENT_CPU=1 BASE_PORT=25000 PEERS=../shared/peers
+#   PEERS_TARGET=/tmp/peers-target (where the peers were built; see their README)
+set -u
+cd "$(dirname "$0")/.."
+D=${D:-5}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+PORT=${BASE_PORT:-25000}
+PEERS=${PEERS:-../shared/peers}
+PEERS_TARGET=${PEERS_TARGET:-/tmp/peers-target}
+HZ=$(getconf CLK_TCK)
+
+for tool in wrk curl; do
+  if ! command -v "$tool" >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >/dev/null && apt-get install -y -qq "$tool" >/dev/null
+    fi
+    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install $tool)"; exit 1; }
+  fi
+done
+
+echo "building coreloop hello and tokio_hello (release)..."
+cargo build --release --quiet --example hello || exit 1
+(cd benches/tokio_hello && CARGO_TARGET_DIR=${TOKIO_TARGET:-/tmp/tokio-hello-target} cargo build --release --quiet) || exit 1
+TOKIO_BIN=${TOKIO_TARGET:-/tmp/tokio-hello-target}/release/tokio_hello
+
+LUA=$(mktemp --suffix .lua)
+cat >"$LUA" <<'EOF'
+init = function(args)
+  local depth = tonumber(args[1]) or 16
+  local r = {}
+  for i = 1, depth do r[i] = wrk.format(nil, "/") end
+  req = table.concat(r)
+end
+request = function() return req end
+EOF
+
+ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# measure NAME PID ARGS... -> "rps p99_ms server_us"
+measure() {
+  local pid=$1; shift
+  local t0 t1 out rps reqs p99
+  t0=$(ticks "$pid")
+  out=$(timeout $((D + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -d"${D}s" "$@" 2>&1)
+  t1=$(ticks "$pid")
+  rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')
+  awk -v r="${rps:-0}" -v n="${reqs:-0}" -v p="${p99:--}" -v dt=$((t1 - t0)) -v hz="$HZ" \
+    'BEGIN { printf "%.0f %s %.2f\n", r, p, (n > 0) ? dt / hz * 1e6 / n : 0 }'
+}
+
+RESULTS=$(mktemp)
+run() { # run NAME CMD... (the command gets the port as its last-but-one or via $PORT)
+  local name=$1; shift
+  taskset -c "$SERVER_CPU" "$@" >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 50); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  if ! curl -s --max-time 2 "http://127.0.0.1:$PORT/" | grep -q "Hello, world"; then
+    echo "SKIP $name: not serving Hello, world on $PORT"; kill "$pid" 2>/dev/null; return
+  fi
+  timeout 20 taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d2s "http://127.0.0.1:$PORT/" >/dev/null 2>&1
+  read -r ka_rps ka_p99 ka_us <<<"$(measure "$pid" -c256 --latency "http://127.0.0.1:$PORT/")"
+  read -r pl_rps _ pl_us <<<"$(measure "$pid" -c64 -s "$LUA" "http://127.0.0.1:$PORT/" -- 16)"
+  echo "$name $ka_rps $ka_p99 $ka_us $pl_rps $pl_us" | tee -a "$RESULTS"
+  kill -INT "$pid" 2>/dev/null; sleep 0.5; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  PORT=$((PORT + 1))
+}
+
+run tokio_hello "$TOKIO_BIN" "$PORT" 1
+run coreloop_uring ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring
+run coreloop_epoll ./target/release/examples/hello --port "$PORT" --cores 1 --backend epoll
+for peer in tokio_hyper bare_epoll bare_uring; do
+  if [ -x "$PEERS_TARGET/release/$peer" ]; then run "$peer" "$PEERS_TARGET/release/$peer" "$PORT" 1; fi
+done
+
+echo
+echo "server pinned to CPU $SERVER_CPU (1 core), wrk -t1 on CPU $CLIENT_CPU, ${D}s per row; ratios to tokio_hello from this run"
+echo
+echo "| server | keep-alive c=256 req/s | p99 ms | server us/req | vs tokio | pipelined x16 c=64 req/s | vs tokio | server us/req | vs tokio |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+awk 'NR == FNR && $1 == "tokio_hello" { kus = $4; prps = $5; pus = $6 }
+     NR != FNR { printf "| %s | %.0f | %s | %.2f | %.2f | %.0f | %.2f | %.2f | %.2f |\n",
+       $1, $2, $3, $4, (kus > 0) ? $4 / kus : 0, $5, (prps > 0) ? $5 / prps : 0, $6, (pus > 0) ? $6 / pus : 0 }' \
+  "$RESULTS" "$RESULTS"
+rm -f "$LUA" "$RESULTS"
