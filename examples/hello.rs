@@ -11,13 +11,15 @@
 //!
 //! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll]`
 //!
-//! Serves `Hello, world` on every core (one SO_REUSEPORT listener each); Ctrl-C stops it.
+//! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C stops it
+//! gracefully: no new connections, requests in flight finish (5 s at most).
 
 mod common;
 
 use coreloop::http::{Application, HttpServer, Route};
 use coreloop::Runtime;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 fn main() {
     let args = common::server_args("hello", 8888);
@@ -25,10 +27,7 @@ fn main() {
         "/",
         Route::new().get(|_lp, _req, mut resp| resp.write("Hello, world")),
     );
-    let runtime = Runtime::builder()
-        .cores(args.cores)
-        .backend(args.backend)
-        .stop_on_signals(true);
+    let runtime = Runtime::builder().cores(args.cores).backend(args.backend);
     let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
     let server = match HttpServer::new(app).listen(runtime, addr) {
         Ok(s) => s,
@@ -47,8 +46,9 @@ fn main() {
         backends.len(),
         backends.first().copied().unwrap_or("?")
     );
-    match server.wait() {
-        Ok(()) => println!("stopped"),
+    match server.run_until_signal(Duration::from_secs(5)) {
+        Ok(0) => println!("stopped"),
+        Ok(n) => println!("stopped; {n} connections were cut at the deadline"),
         Err(e) => {
             eprintln!("hello: {e}");
             std::process::exit(1);

@@ -103,6 +103,20 @@ impl RunningHttpServer {
         self.tcp.wait()
     }
 
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully (see
+    /// [`graceful_shutdown`](Self::graceful_shutdown)); returns what that returns. The
+    /// runtime should not also stop on signals itself (`stop_on_signals`), or the loops
+    /// stop at once instead.
+    pub fn run_until_signal(self, deadline: Duration) -> io::Result<usize> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        if let Some(sig) = signals.forever().next() {
+            log::info!("coreloop: signal {sig}: shutting down gracefully");
+        }
+        signals.handle().close();
+        self.graceful_shutdown(deadline).map_err(io::Error::other)
+    }
+
     /// Shuts down gracefully: stops accepting, closes the connections that wait for a
     /// request, lets the requests in flight finish (their responses say
     /// `Connection: close`), and stops every loop once no connection is left or
