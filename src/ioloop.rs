@@ -9,8 +9,10 @@
 //! 4. Fire every timer due now that was added before this step, earliest first, equal
 //!    deadlines in the order they were added. A timer cancelled by an earlier one does not
 //!    run.
-//! 5. Wait for I/O: not at all if callbacks are pending, else until the next deadline,
-//!    else until woken; then dispatch readiness to handlers.
+//! 5. Flush the stream writes made so far (one send per stream, however many writes).
+//! 6. Wait for I/O: not at all if callbacks are pending, else until the next deadline,
+//!    else until woken; then dispatch readiness to handlers and completions to their
+//!    owners (io_uring), flushing each one's writes right after it.
 //!
 //! User code is never called while loop state is borrowed: due timers, ready events and
 //! handlers are taken out, the borrow is released, then they run, so any callback may

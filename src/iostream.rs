@@ -470,48 +470,22 @@ impl IoStream {
     }
 
     fn write_inner(&self, data: &[u8], cb: Option<StreamCallback>) -> io::Result<()> {
-        let lp = self.lp().ok_or(io::ErrorKind::NotConnected)?;
-        let over = {
-            let mut st = self.inner.st.borrow_mut();
-            if st.closed {
-                return Err(st.closed_error());
-            }
-            if buffered(&st) + data.len() > st.max_write {
-                true
-            } else {
-                if st.out.capacity() == 0 {
-                    st.out = lp.with_pool(|p| p.take());
-                }
-                st.out.extend_from_slice(data);
-                st.written += data.len() as u64;
-                false
-            }
-        };
+        self.write_with(|out| out.extend_from_slice(data))?;
         if let Some(cb) = cb {
-            if !over {
-                let mut st = self.inner.st.borrow_mut();
-                let at = st.written;
-                st.write_cbs.push_back((at, cb));
-                drop(st);
-                // Due at once if nothing is left to send: the dispatch loop runs it.
-                self.schedule_dispatch();
-            }
+            let mut st = self.inner.st.borrow_mut();
+            let at = st.written;
+            st.write_cbs.push_back((at, cb));
+            drop(st);
+            // Due at once if nothing is left to send: the dispatch loop runs it.
+            self.schedule_dispatch();
         }
-        if over {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidData,
-                "write buffer over its limit (the peer is not reading)",
-            );
-            let err = io::Error::new(e.kind(), e.to_string());
-            self.close_with(&lp, Some(e));
-            return Err(err);
-        }
-        self.schedule_flush(&lp);
         Ok(())
     }
 
     /// Appends to the write buffer through `f` (no intermediate copy): how a protocol
-    /// serializes a response straight into the stream. Errors as [`write`](Self::write).
+    /// serializes a response straight into the stream. Errors as [`write`](Self::write);
+    /// the limit is checked after `f` ran, so the buffer passes it by one write at most
+    /// before the stream closes.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};

@@ -3,7 +3,9 @@
 //! Every core runs its own [`IoLoop`] (fd handlers, a timer heap, a callback queue) on
 //! io_uring, or epoll where io_uring is missing, and the loops share nothing on the hot
 //! path: they talk by sending callbacks through [`LoopHandle`]s. [`Runtime`] starts one
-//! pinned loop per core.
+//! pinned loop per core. On top: SO_REUSEPORT listening on every core ([`TcpServer`],
+//! [`Acceptor`]), Tornado's buffered [`IoStream`], and an HTTP/1.1 server
+//! ([`http::HttpServer`]).
 //!
 //! | Tornado | coreloop |
 //! |---|---|
