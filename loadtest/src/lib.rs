@@ -1,0 +1,315 @@
+//! A wrk/wrk2-style HTTP/1.1 load generator built on coreloop.
+//!
+//! ```sh
+//! cargo run --release -p loadtest -- -c 256 -d 10s -t 1 --latency http://127.0.0.1:8888/
+//! ```
+//!
+//! wrk's flags keep their meaning (`-c`, `-d`, `-t`, `-H`, `--timeout`, `--latency`).
+//! Beyond wrk: `-R/--rate` sends at a constant rate across all connections and measures
+//! each latency from when its request was *due* (wrk2's correction for coordinated
+//! omission), `--pipeline N`, `--method`, `--body`/`--body-file`, `--warmup`, `--hgrm FILE`
+//! (the percentile distribution HdrHistogram's plotter reads) and `--json`.
+//!
+//! Each thread is a pinned coreloop loop with its own connections and its own
+//! HdrHistogram; the histograms are merged at the end. Every response is parsed (status
+//! line, Content-Length or chunked framing): a non-2xx/3xx status is counted, and bytes
+//! that are not HTTP count as a read error and the connection is reopened.
+
+mod conn;
+mod report;
+
+pub use report::Report;
+
+use clap::Parser;
+use coreloop::{Backend, Cores, Runtime};
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The command line, with wrk's flags.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "A wrk/wrk2-style HTTP load generator on coreloop"
+)]
+pub struct Config {
+    /// Connections to keep open (across all threads).
+    #[arg(short = 'c', long = "connections", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+    /// How long to run (e.g. 10s, 500ms, 2m).
+    #[arg(short = 'd', long = "duration", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Threads, each a pinned coreloop loop.
+    #[arg(short = 't', long = "threads", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: u64,
+    /// An extra request header ("Name: value"); may be repeated.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// A response slower than this counts as a timeout (and its connection is reopened).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print the latency distribution (and the full percentile spectrum).
+    #[arg(long)]
+    pub latency: bool,
+    /// Constant rate, requests/s across all connections, with latency measured from
+    /// when each request was due (wrk2).
+    #[arg(short = 'R', long = "rate", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    /// Requests sent back to back on each connection before reading responses.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pipeline: u64,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Request body.
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Request body, from a file.
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+    /// Run this long first without recording.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Write the percentile distribution in HdrHistogram's .hgrm format.
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+    /// Print a JSON summary instead of wrk's layout.
+    #[arg(long)]
+    pub json: bool,
+    /// Event loop backend.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    pub backend: Backend,
+    /// http://host[:port][/path]
+    pub url: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "us" => n / 1e6,
+        _ => return Err(format!("unknown unit in {s:?} (use us, ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::parse(s).ok_or_else(|| format!("{s:?} is not auto, uring or epoll"))
+}
+
+impl Config {
+    /// Parses a command line (the first item is the program name).
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Config::try_parse_from(args)
+    }
+}
+
+/// What to connect to and what to send.
+pub(crate) struct Plan {
+    pub addr: SocketAddr,
+    /// `pipeline` requests back to back.
+    pub batch: Vec<u8>,
+    pub pipeline: usize,
+    pub timeout: Duration,
+    /// Per-connection interval between requests in rate mode.
+    pub interval: Option<Duration>,
+    pub record_from: Instant,
+    pub stop_at: Instant,
+}
+
+/// A URL's parts: `http://host[:port][/path]`.
+pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("{url:?}: bad port {p:?}"))?;
+            (h.trim_start_matches('[').trim_end_matches(']'), port)
+        }
+        _ => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok((host.to_string(), port, path.to_string()))
+}
+
+/// Runs the test described by `cfg` and returns what it measured.
+///
+/// ```
+/// use coreloop::http::{Application, HttpServer, Route};
+/// use coreloop::{Cores, Runtime};
+/// let app = Application::new().route("/", Route::new().get(|_, _, mut r| r.write("hi")));
+/// let server = HttpServer::new(app)
+///     .listen(Runtime::builder().cores(Cores::Count(1)), "127.0.0.1:0".parse().unwrap())
+///     .unwrap();
+/// let url = format!("http://{}/", server.local_addr());
+/// let cfg = loadtest::Config::from_args(["loadtest", "-c", "4", "-d", "200ms", &url]).unwrap();
+/// let report = loadtest::run(&cfg).unwrap();
+/// assert!(report.requests > 0 && report.read_errors == 0);
+/// server.shutdown().unwrap();
+/// ```
+pub fn run(cfg: &Config) -> Result<Report, String> {
+    let (host, port, path) = parse_url(&cfg.url)?;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to nothing"))?;
+    if cfg.connections < cfg.threads {
+        return Err("connections must be at least threads (each thread needs one)".into());
+    }
+    let body = match (&cfg.body, &cfg.body_file) {
+        (Some(b), _) => b.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let mut req = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\n",
+        cfg.method,
+        path,
+        authority_header(&host, port)
+    );
+    for h in &cfg.headers {
+        if !h.contains(':') || h.contains('\r') || h.contains('\n') {
+            return Err(format!("header {h:?} is not \"Name: value\""));
+        }
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if !body.is_empty()
+        || cfg.method.eq_ignore_ascii_case("POST")
+        || cfg.method.eq_ignore_ascii_case("PUT")
+    {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut one = req.into_bytes();
+    one.extend_from_slice(&body);
+    let pipeline = if cfg.rate.is_some() {
+        1
+    } else {
+        cfg.pipeline as usize
+    };
+    let batch = one.repeat(pipeline);
+
+    let start = Instant::now();
+    let plan = Arc::new(Plan {
+        addr,
+        batch,
+        pipeline,
+        timeout: cfg.timeout,
+        interval: cfg
+            .rate
+            .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r as f64)),
+        record_from: start + cfg.warmup,
+        stop_at: start + cfg.warmup + cfg.duration,
+    });
+    let threads = cfg.threads as usize;
+    let rt = Runtime::builder()
+        .cores(Cores::Count(threads))
+        .backend(cfg.backend)
+        .thread_name("loadtest")
+        .build()
+        .map_err(|e| format!("starting {threads} loops: {e}"))?;
+    let per = cfg.connections as usize / threads;
+    let extra = cfg.connections as usize % threads;
+    let p = plan.clone();
+    rt.invoke_on_all(move |lp| {
+        let n = per + usize::from(lp.shard_id() < extra);
+        conn::start_shard(lp, p.clone(), n);
+    })
+    .map_err(|e| e.to_string())?;
+    // Wait for the end; the loops stop sending at `stop_at` and drain what is in flight.
+    let now = Instant::now();
+    if plan.stop_at > now {
+        std::thread::sleep(plan.stop_at - now);
+    }
+    let drain_until = Instant::now() + cfg.timeout.min(Duration::from_secs(2));
+    loop {
+        let busy: usize = rt
+            .invoke_on_all(conn::outstanding)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .sum();
+        if busy == 0 || Instant::now() >= drain_until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let shards = rt.invoke_on_all(conn::collect).map_err(|e| e.to_string())?;
+    let _ = rt.shutdown();
+    Ok(Report::merge(shards, cfg.duration, cfg))
+}
+
+fn authority_header(host: &str, port: u16) -> String {
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 80 {
+        h
+    } else {
+        format!("{h}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:8888/").unwrap(),
+            ("127.0.0.1".into(), 8888, "/".into())
+        );
+        assert_eq!(parse_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
+        assert_eq!(
+            parse_url("http://[::1]:9/x?y").unwrap(),
+            ("::1".into(), 9, "/x?y".into())
+        );
+        assert!(parse_url("http:///path").is_err());
+        assert!(parse_url("http://").is_err());
+        assert!(parse_url("https://h/").is_err());
+        assert!(parse_url("http://h:99999/").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

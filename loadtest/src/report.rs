@@ -1,0 +1,306 @@
+//! The results, in wrk's layout (so scripts that parse wrk keep working), with wrk2's
+//! full percentile spectrum, HdrHistogram's `.hgrm` format, or JSON.
+
+use super::conn::ShardStats;
+use super::Config;
+use hdrhistogram::Histogram;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Everything one run measured, merged over its threads.
+pub struct Report {
+    /// Responses received whole (after the warm-up).
+    pub requests: u64,
+    /// Bytes of those responses.
+    pub bytes: u64,
+    /// Seconds measured (the test's duration).
+    pub seconds: f64,
+    /// Connections that could not be opened.
+    pub connect_errors: u64,
+    /// Connections that broke, or sent what is not HTTP, with requests in flight.
+    pub read_errors: u64,
+    /// Requests that could not be written.
+    pub write_errors: u64,
+    /// Responses slower than `--timeout`.
+    pub timeouts: u64,
+    /// Responses with a status outside 2xx and 3xx.
+    pub non_2xx_3xx: u64,
+    /// Latency, microseconds.
+    pub latency: Histogram<u64>,
+    /// Requests per second per thread, sampled every 100 ms.
+    pub req_per_sec: Histogram<u64>,
+    target: String,
+    threads: u64,
+    connections: u64,
+}
+
+impl Report {
+    pub(crate) fn merge(shards: Vec<ShardStats>, duration: Duration, cfg: &Config) -> Report {
+        let mut r = Report {
+            requests: 0,
+            bytes: 0,
+            seconds: duration.as_secs_f64(),
+            connect_errors: 0,
+            read_errors: 0,
+            write_errors: 0,
+            timeouts: 0,
+            non_2xx_3xx: 0,
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+            req_per_sec: Histogram::new_with_bounds(1, 100_000_000, 3).expect("bounds"),
+            target: cfg.url.clone(),
+            threads: cfg.threads,
+            connections: cfg.connections,
+        };
+        for s in shards {
+            r.requests += s.requests;
+            r.bytes += s.bytes;
+            r.connect_errors += s.connect_errors;
+            r.read_errors += s.read_errors;
+            r.write_errors += s.write_errors;
+            r.timeouts += s.timeouts;
+            r.non_2xx_3xx += s.non_2xx_3xx;
+            let _ = r.latency.add(&s.latency);
+            let _ = r.req_per_sec.add(&s.req_per_sec);
+        }
+        r
+    }
+
+    /// Requests per second over the measured time.
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    /// The latency at quantile `q` (0..=1), microseconds.
+    pub fn latency_us(&self, q: f64) -> u64 {
+        self.latency.value_at_quantile(q)
+    }
+
+    /// wrk's output (with the distribution and the spectrum when `--latency`).
+    pub fn wrk_text(&self, cfg: &Config) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "Running {} test @ {}",
+            fmt_secs(self.seconds),
+            self.target
+        );
+        let _ = writeln!(
+            o,
+            "  {} threads and {} connections",
+            self.threads, self.connections
+        );
+        let _ = writeln!(o, "  Thread Stats   Avg      Stdev     Max   +/- Stdev");
+        let l = &self.latency;
+        let _ = writeln!(
+            o,
+            "    Latency {:>9} {:>9} {:>9} {:>8.2}%",
+            fmt_us(l.mean()),
+            fmt_us(l.stdev()),
+            fmt_us(l.max() as f64),
+            within_stdev(l)
+        );
+        let q = &self.req_per_sec;
+        let _ = writeln!(
+            o,
+            "    Req/Sec {:>9} {:>9} {:>9} {:>8.2}%",
+            fmt_count(q.mean()),
+            fmt_count(q.stdev()),
+            fmt_count(q.max() as f64),
+            within_stdev(q)
+        );
+        if cfg.latency {
+            let _ = writeln!(o, "  Latency Distribution");
+            for p in [50.0, 75.0, 90.0, 99.0] {
+                let _ = writeln!(
+                    o,
+                    "  {:>3}% {:>9}",
+                    p as u32,
+                    fmt_us(l.value_at_percentile(p) as f64)
+                );
+            }
+            let _ = writeln!(o, "\n  Detailed Percentile spectrum:");
+            o.push_str(&self.hgrm());
+        }
+        let _ = writeln!(
+            o,
+            "  {} requests in {}, {} read",
+            self.requests,
+            fmt_secs(self.seconds),
+            fmt_bytes(self.bytes as f64)
+        );
+        if self.connect_errors + self.read_errors + self.write_errors + self.timeouts > 0 {
+            let _ = writeln!(
+                o,
+                "  Socket errors: connect {}, read {}, write {}, timeout {}",
+                self.connect_errors, self.read_errors, self.write_errors, self.timeouts
+            );
+        }
+        if self.non_2xx_3xx > 0 {
+            let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", self.non_2xx_3xx);
+        }
+        let _ = writeln!(o, "Requests/sec: {:>9.2}", self.rps());
+        let _ = writeln!(
+            o,
+            "Transfer/sec: {:>9}",
+            fmt_bytes(self.bytes as f64 / self.seconds.max(1e-9))
+        );
+        o
+    }
+
+    /// The percentile distribution in milliseconds, as HdrHistogram prints it and its
+    /// plotter reads it (`.hgrm`).
+    pub fn hgrm(&self) -> String {
+        let l = &self.latency;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "       Value   Percentile   TotalCount 1/(1-Percentile)\n"
+        );
+        let mut total = 0u64;
+        for v in l.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            if q < 1.0 {
+                let _ = writeln!(
+                    o,
+                    "{:12.3} {:12.6} {:12} {:14.2}",
+                    v.value_iterated_to() as f64 / 1000.0,
+                    q,
+                    total,
+                    1.0 / (1.0 - q)
+                );
+            } else {
+                let _ = writeln!(
+                    o,
+                    "{:12.3} {:12.6} {:12}",
+                    v.value_iterated_to() as f64 / 1000.0,
+                    q,
+                    total
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+            l.mean() / 1000.0,
+            l.stdev() / 1000.0
+        );
+        let _ = writeln!(
+            o,
+            "#[Max     = {:12.3}, Total count    = {:12}]",
+            l.max() as f64 / 1000.0,
+            l.len()
+        );
+        let _ = writeln!(
+            o,
+            "#[Buckets = {:12}, SubBuckets     = {:12}]",
+            l.buckets(),
+            l.distinct_values()
+        );
+        o
+    }
+
+    /// A one-object JSON summary.
+    pub fn json(&self) -> String {
+        let l = &self.latency;
+        format!(
+            concat!(
+                "{{\"requests\":{},\"seconds\":{:.3},\"requests_per_sec\":{:.2},\"bytes\":{},",
+                "\"errors\":{{\"connect\":{},\"read\":{},\"write\":{},\"timeout\":{},\"status\":{}}},",
+                "\"latency_us\":{{\"mean\":{:.1},\"stdev\":{:.1},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}"
+            ),
+            self.requests,
+            self.seconds,
+            self.rps(),
+            self.bytes,
+            self.connect_errors,
+            self.read_errors,
+            self.write_errors,
+            self.timeouts,
+            self.non_2xx_3xx,
+            l.mean(),
+            l.stdev(),
+            l.value_at_quantile(0.5),
+            l.value_at_quantile(0.9),
+            l.value_at_quantile(0.99),
+            l.value_at_quantile(0.999),
+            l.max()
+        )
+    }
+}
+
+/// The share of recorded values within one standard deviation of the mean, percent.
+fn within_stdev(h: &Histogram<u64>) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    let (mean, sd) = (h.mean(), h.stdev());
+    let lo = (mean - sd).max(0.0) as u64;
+    let hi = (mean + sd) as u64;
+    let inside: u64 = h
+        .iter_recorded()
+        .filter(|v| (lo..=hi).contains(&v.value_iterated_to()))
+        .map(|v| v.count_at_value())
+        .sum();
+    100.0 * inside as f64 / h.len() as f64
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{:.2}s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{:.2}ms", us / 1e3)
+    } else {
+        format!("{us:.2}us")
+    }
+}
+
+fn fmt_count(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.2}k", n / 1e3)
+    } else {
+        format!("{n:.2}")
+    }
+}
+
+fn fmt_bytes(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}GB", b / 1024.0 / 1024.0 / 1024.0)
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.2}MB", b / 1024.0 / 1024.0)
+    } else if b >= 1024.0 {
+        format!("{:.2}KB", b / 1024.0)
+    } else {
+        format!("{b:.2}B")
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    format!("{s:.2}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_as_wrk_prints_them() {
+        assert_eq!(fmt_us(635.91), "635.91us");
+        assert_eq!(fmt_us(6320.0), "6.32ms");
+        assert_eq!(fmt_us(1_500_000.0), "1.50s");
+        assert_eq!(fmt_bytes(15.21 * 1024.0 * 1024.0), "15.21MB");
+        assert_eq!(fmt_count(12_340.0), "12.34k");
+    }
+
+    #[test]
+    fn within_one_stdev_of_a_uniform_spread() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1000, 3).unwrap();
+        for v in 1..=100 {
+            h.record(v).unwrap();
+        }
+        let w = within_stdev(&h);
+        assert!((55.0..=60.0).contains(&w), "{w}");
+    }
+}
