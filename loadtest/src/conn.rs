@@ -11,7 +11,7 @@ use coreloop::{IoLoop, IoStream};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io;
+
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,10 @@ struct Conn {
     next_due: Cell<Instant>,
     /// Bumped on every reconnect: callbacks of an older stream are ignored.
     generation: Cell<u64>,
+    /// Received bytes not yet parsed into whole responses.
+    pending: RefCell<Vec<u8>>,
+    /// A read is waiting for data.
+    reading: Cell<bool>,
 }
 
 /// Starts `n` connections on this loop.
@@ -89,6 +93,8 @@ pub(crate) fn start_shard(lp: &IoLoop, plan: Arc<Plan>, n: usize) {
             sent: RefCell::new(VecDeque::new()),
             next_due: Cell::new(now + offset),
             generation: Cell::new(0),
+            pending: RefCell::new(Vec::new()),
+            reading: Cell::new(false),
         });
         ctx.conns.borrow_mut().push(c.clone());
         c.connect(lp);
@@ -169,13 +175,6 @@ pub(crate) fn collect(lp: &IoLoop) -> ShardStats {
     stats
 }
 
-/// How a response's body is framed.
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
 impl Conn {
     fn connect(self: &Rc<Self>, lp: &IoLoop) {
         if self.ctx.stopping.get() {
@@ -204,6 +203,8 @@ impl Conn {
     fn reconnect(self: &Rc<Self>, lp: &IoLoop) {
         self.generation.set(self.generation.get() + 1);
         self.sent.borrow_mut().clear();
+        self.pending.borrow_mut().clear();
+        self.reading.set(false);
         if let Some(s) = self.stream.borrow_mut().take() {
             s.close();
         }
@@ -252,77 +253,90 @@ impl Conn {
             self.ctx.stats.borrow_mut().write_errors += 1;
             return self.reconnect(lp);
         }
-        let first = self.sent.borrow().is_empty();
         self.sent
             .borrow_mut()
             .extend(std::iter::repeat_n(start, count));
-        if first {
-            self.read_response(lp, &s);
-        }
+        self.read_more(lp, &s);
     }
 
-    fn read_response(self: &Rc<Self>, lp: &IoLoop, s: &IoStream) {
-        let _ = lp;
+    /// Reads whatever has arrived and parses every whole response in it (as wrk does
+    /// over its read buffer): one read callback per batch, not two per response.
+    fn read_more(self: &Rc<Self>, lp: &IoLoop, s: &IoStream) {
+        if self.reading.get() {
+            return;
+        }
+        self.reading.set(true);
         let me = self.clone();
         let generation = self.generation.get();
-        let r = s.read_until_within(b"\r\n\r\n", 64 * 1024, move |lp, s, head| {
+        let r = s.read_bytes_partial(256 * 1024, move |lp, s, data| {
             if me.generation.get() != generation {
                 return;
             }
-            let head = match head {
-                Ok(h) => h,
-                Err(_) => return me.failed(lp),
-            };
-            match parse_head(&head) {
-                Some((status, framing, close)) => {
-                    me.read_body(lp, s, status, framing, close, head.len())
+            me.reading.set(false);
+            match data {
+                Ok(data) => {
+                    {
+                        let mut p = me.pending.borrow_mut();
+                        if p.is_empty() {
+                            *p = data;
+                        } else {
+                            p.extend_from_slice(&data);
+                        }
+                    }
+                    me.parse_pending(lp, s);
                 }
-                None => me.failed(lp), // not HTTP: a read error, as wrk counts it
+                // The server closed: a body framed by the close ends here.
+                Err(_) => me.at_close(lp),
             }
         });
         if r.is_err() {
+            self.reading.set(false);
             self.failed(lp);
         }
     }
 
-    fn read_body(
-        self: &Rc<Self>,
-        lp: &IoLoop,
-        s: &IoStream,
-        status: u16,
-        framing: Framing,
-        close: bool,
-        head_len: usize,
-    ) {
-        let me = self.clone();
+    /// Completes every whole response at the front of `pending`.
+    fn parse_pending(self: &Rc<Self>, lp: &IoLoop, s: &IoStream) {
         let generation = self.generation.get();
-        let done = move |lp: &IoLoop, body: io::Result<usize>| {
-            if me.generation.get() != generation {
-                return;
-            }
-            match body {
-                Ok(n) => me.complete(lp, status, head_len + n, close),
-                Err(_) => me.failed(lp),
-            }
-        };
-        match framing {
-            Framing::Length(0) => done(lp, Ok(0)),
-            Framing::Length(n) => {
-                if s.read_bytes(n, move |lp, _, b| done(lp, b.map(|b| b.len())))
-                    .is_err()
-                {
-                    self.failed(lp);
+        let mut at = 0;
+        loop {
+            let parsed = {
+                let p = self.pending.borrow();
+                if at == p.len() {
+                    break;
+                }
+                parse_response(&p[at..])
+            };
+            match parsed {
+                Parsed::Partial | Parsed::ToClose => break,
+                Parsed::Garbage => return self.failed(lp),
+                Parsed::Whole { status, len, close } => {
+                    at += len;
+                    self.complete(lp, status, len, close);
+                    if self.generation.get() != generation {
+                        return; // it reconnected
+                    }
                 }
             }
-            Framing::UntilClose => {
-                if s.read_until_close(move |lp, _, b| done(lp, b.map(|b| b.len())))
-                    .is_err()
-                {
-                    self.failed(lp);
-                }
-            }
-            Framing::Chunked => read_chunks(s, 0, Box::new(done)),
         }
+        self.pending.borrow_mut().drain(..at);
+        if !self.sent.borrow().is_empty() {
+            self.read_more(lp, s);
+        }
+    }
+
+    /// The server closed the connection.
+    fn at_close(self: &Rc<Self>, lp: &IoLoop) {
+        let to_close = matches!(parse_response(&self.pending.borrow()), Parsed::ToClose);
+        if to_close {
+            let (status, len) = {
+                let p = self.pending.borrow();
+                (status_of(&p), p.len())
+            };
+            self.pending.borrow_mut().clear();
+            return self.complete(lp, status, len, true);
+        }
+        self.failed(lp);
     }
 
     /// A response arrived whole.
@@ -346,15 +360,14 @@ impl Conn {
         if close {
             return self.reconnect(lp);
         }
-        let Some(s) = self.stream.borrow().clone() else {
-            return;
-        };
-        if !self.sent.borrow().is_empty() {
-            self.read_response(lp, &s);
-        } else if self.ctx.stopping.get() {
-            s.close();
-        } else {
-            self.send(lp);
+        if self.sent.borrow().is_empty() {
+            if self.ctx.stopping.get() {
+                if let Some(s) = self.stream.borrow().clone() {
+                    s.close();
+                }
+            } else {
+                self.send(lp);
+            }
         }
     }
 
@@ -367,76 +380,182 @@ impl Conn {
     }
 }
 
-type BodyDone = Box<dyn FnOnce(&IoLoop, io::Result<usize>)>;
-
-/// Reads a chunked body; `done` gets its decoded length.
-fn read_chunks(s: &IoStream, total: usize, done: BodyDone) {
-    let r = s.read_until_within(b"\r\n", 1024, move |lp, s, line| {
-        let size = line.ok().and_then(|l| {
-            let l = l.strip_suffix(b"\r\n")?;
-            let hex = l.split(|&b| b == b';').next()?;
-            usize::from_str_radix(std::str::from_utf8(hex).ok()?.trim(), 16).ok()
-        });
-        match size {
-            None => done(lp, Err(io::ErrorKind::InvalidData.into())),
-            Some(0) => skip_trailers(s, total, done),
-            Some(n) => {
-                let r = s.read_bytes(n + 2, move |lp, s, data| match data {
-                    Ok(d) if d.ends_with(b"\r\n") => read_chunks(s, total + n, done),
-                    _ => done(lp, Err(io::ErrorKind::InvalidData.into())),
-                });
-                if let Err(e) = r {
-                    let _ = e; // over the stream's limit: treated as garbage
-                }
-            }
-        }
-    });
-    let _ = r;
+/// What the front of the receive buffer holds.
+enum Parsed {
+    /// Not a whole response yet.
+    Partial,
+    /// Not HTTP.
+    Garbage,
+    /// A whole response of `len` bytes.
+    Whole {
+        status: u16,
+        len: usize,
+        close: bool,
+    },
+    /// A response whose body runs until the server closes.
+    ToClose,
 }
 
-fn skip_trailers(s: &IoStream, total: usize, done: BodyDone) {
-    let _ = s.read_until_within(b"\r\n", 8192, move |lp, s, line| match line {
-        Ok(l) if l == b"\r\n" => done(lp, Ok(total)),
-        Ok(_) => skip_trailers(s, total, done),
-        Err(e) => done(lp, Err(e)),
-    });
-}
-
-/// Status, framing and whether the server closes after this response.
-fn parse_head(head: &[u8]) -> Option<(u16, Framing, bool)> {
+fn status_of(buf: &[u8]) -> u16 {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
+    match resp.parse(buf) {
+        Ok(_) => resp.code.unwrap_or(0),
+        Err(_) => 0,
     }
-    let status = resp.code?;
-    let mut framing = None;
+}
+
+/// Parses the response at the front of `buf`: status line and headers (httparse), then
+/// the body by Content-Length or chunked framing.
+fn parse_response(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Garbage,
+    };
+    let Some(status) = resp.code else {
+        return Parsed::Garbage;
+    };
+    let mut length = None;
+    let mut chunked = false;
     let mut close = resp.version == Some(0);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
-            framing = Some(Framing::Length(n));
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-            && h.value.eq_ignore_ascii_case(b"chunked")
-        {
-            framing = Some(Framing::Chunked);
+            match std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                Some(n) => length = Some(n),
+                None => return Parsed::Garbage,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h.value.eq_ignore_ascii_case(b"chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.contains("close") {
+            if contains_token(h.value, b"close") {
                 close = true;
-            } else if v.contains("keep-alive") {
+            } else if contains_token(h.value, b"keep-alive") {
                 close = false;
             }
         }
     }
-    let framing = match framing {
-        Some(f) => f,
-        None if matches!(status, 100..=199 | 204 | 304) => Framing::Length(0),
-        None => {
-            close = true;
-            Framing::UntilClose
+    let body = &buf[head_len..];
+    let body_len = if matches!(status, 100..=199 | 204 | 304) {
+        0
+    } else if chunked {
+        match chunked_len(body) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Parsed::Partial,
+            Err(()) => return Parsed::Garbage,
         }
+    } else if let Some(n) = length {
+        if body.len() < n {
+            return Parsed::Partial;
+        }
+        n
+    } else {
+        return Parsed::ToClose;
     };
-    Some((status, framing, close))
+    Parsed::Whole {
+        status,
+        len: head_len + body_len,
+        close,
+    }
+}
+
+fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The encoded length of a whole chunked body at the front of `b` (trailers included),
+/// `None` if it is not all there yet.
+fn chunked_len(b: &[u8]) -> Result<Option<usize>, ()> {
+    let mut at = 0;
+    loop {
+        let Some(eol) = find_crlf(&b[at..]) else {
+            return Ok(None);
+        };
+        let line = &b[at..at + eol];
+        let hex = line
+            .split(|&c| c == b';')
+            .next()
+            .unwrap_or(line)
+            .trim_ascii();
+        let size = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .ok_or(())?;
+        at += eol + 2;
+        if size == 0 {
+            // Trailers, up to an empty line.
+            loop {
+                let Some(eol) = find_crlf(&b[at..]) else {
+                    return Ok(None);
+                };
+                at += eol + 2;
+                if eol == 0 {
+                    return Ok(Some(at));
+                }
+            }
+        }
+        if b.len() < at + size + 2 {
+            return Ok(None);
+        }
+        if &b[at + size..at + size + 2] != b"\r\n" {
+            return Err(());
+        }
+        at += size + 2;
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_parse_from_the_front_of_a_buffer() {
+        let two = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        let Parsed::Whole {
+            status: 200,
+            len,
+            close: false,
+        } = parse_response(two)
+        else {
+            panic!("first response");
+        };
+        assert_eq!(len, 40);
+        assert!(matches!(
+            parse_response(&two[len..]),
+            Parsed::Whole { status: 404, .. }
+        ));
+        assert!(matches!(parse_response(&two[..30]), Parsed::Partial));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert!(
+            matches!(parse_response(chunked), Parsed::Whole { len, .. } if len == chunked.len())
+        );
+        assert!(matches!(
+            parse_response(&chunked[..chunked.len() - 2]),
+            Parsed::Partial
+        ));
+        assert!(matches!(
+            parse_response(b"garbage\r\n\r\n"),
+            Parsed::Garbage
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.0 200 OK\r\n\r\nbody"),
+            Parsed::ToClose
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+            Parsed::Whole { close: true, .. }
+        ));
+    }
 }
