@@ -24,12 +24,15 @@ pub(crate) struct Span(u32, u32);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The head's bytes. `text` is the same bytes as a `String` when they are UTF-8 (the
+    /// usual case: validated once here, so accessors slice without re-validating).
     head: Vec<u8>,
+    text: Option<String>,
     method: Span,
     path: Span,
     query: Span,
     pub(crate) minor_version: u8,
-    headers: Vec<(Span, Span)>,
+    headers: smallvec::SmallVec<[(Span, Span); 6]>,
     pub(crate) body: Vec<u8>,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) peer: Option<SocketAddr>,
@@ -37,12 +40,20 @@ pub struct Request {
 
 impl Request {
     fn bytes(&self, s: Span) -> &[u8] {
-        &self.head[s.0 as usize..s.1 as usize]
+        let all = match &self.text {
+            Some(t) => t.as_bytes(),
+            None => &self.head,
+        };
+        &all[s.0 as usize..s.1 as usize]
     }
 
-    /// Method, target and header names are checked ASCII by the parser.
+    /// Method, target and header names are ASCII (the parser checked), so their spans
+    /// are char boundaries of `text`.
     fn ascii(&self, s: Span) -> &str {
-        std::str::from_utf8(self.bytes(s)).unwrap_or("")
+        match &self.text {
+            Some(t) => t.get(s.0 as usize..s.1 as usize).unwrap_or(""),
+            None => std::str::from_utf8(self.bytes(s)).unwrap_or(""),
+        }
     }
 
     /// The method, as sent (`GET`, `POST`, …).
@@ -71,8 +82,14 @@ impl Request {
     /// The first value of header `name` (case-insensitive), if it is UTF-8 (see
     /// [`header_bytes`](Self::header_bytes) for any value).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_bytes(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
+        let (_, v) = self
+            .headers
+            .iter()
+            .find(|(k, _)| self.ascii(*k).eq_ignore_ascii_case(name))?;
+        match &self.text {
+            Some(t) => t.get(v.0 as usize..v.1 as usize),
+            None => std::str::from_utf8(self.bytes(*v)).ok(),
+        }
     }
     /// The first value of header `name` (case-insensitive), as bytes.
     pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
@@ -183,7 +200,7 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
         (span(&buf, path.as_bytes()), span(&buf, query.as_bytes()))
     };
 
-    let mut headers = Vec::with_capacity(parsed.headers.len());
+    let mut headers = smallvec::SmallVec::new();
     let mut content_length: Option<u64> = None;
     let mut chunked_only = true;
     let mut te_seen = false;
@@ -247,8 +264,14 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
     } else {
         keep_alive_token && !close
     };
+    // One UTF-8 validation for the whole head; the usual head passes and becomes `text`.
+    let (head, text) = match String::from_utf8(buf) {
+        Ok(t) => (Vec::new(), Some(t)),
+        Err(e) => (e.into_bytes(), None),
+    };
     let mut req = Request {
-        head: buf,
+        head,
+        text,
         method,
         path,
         query,
@@ -260,8 +283,16 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
     };
     if req.path.1 == 0 {
         // No path in an absolute-form target: it means "/".
-        let at = req.head.len() as u32;
-        req.head.push(b'/');
+        let at = match &mut req.text {
+            Some(t) => {
+                t.push('/');
+                t.len() as u32 - 1
+            }
+            None => {
+                req.head.push(b'/');
+                req.head.len() as u32 - 1
+            }
+        };
         req.path = Span(at, at + 1);
         req.query = Span(at + 1, at + 1);
     }
@@ -359,6 +390,13 @@ mod tests {
         assert_eq!(h.req.header("x-a"), Some("spaced value"));
         assert_eq!(h.req.headers().count(), 2);
         assert_eq!(h.req.method(), "GET");
+        // A header value that is not UTF-8 (obs-text): still parsed, bytes kept.
+        let raw = b"GET /x HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\n\r\n".to_vec();
+        let h = parse_head(raw, &HttpConfig::default()).unwrap();
+        assert_eq!((h.req.method(), h.req.path()), ("GET", "/x"));
+        assert_eq!(h.req.header("x-latin"), None);
+        assert_eq!(h.req.header_bytes("x-latin"), Some(&b"caf\xe9"[..]));
+        assert_eq!(h.req.header("host"), Some("x"));
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
         assert_eq!(parse(&long).unwrap_err(), Refused(414));
         let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();

@@ -36,7 +36,7 @@ struct State {
     conn: Rc<Conn>,
     status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    body: smallvec::SmallVec<[u8; 32]>,
     head_only: bool,
     keep_alive: bool,
     minor_version: u8,
@@ -57,7 +57,7 @@ impl Response {
                 conn,
                 status: 200,
                 headers: Vec::new(),
-                body: Vec::new(),
+                body: smallvec::SmallVec::new(),
                 head_only,
                 keep_alive,
                 minor_version,
@@ -299,7 +299,7 @@ impl Drop for Response {
             // The handler panicked: answer 500 and close (the loop logs the panic).
             st.status = 500;
             st.headers.clear();
-            st.body = b"500: Internal Server Error".to_vec();
+            st.body = smallvec::SmallVec::from_slice(b"500: Internal Server Error");
             st.keep_alive = false;
         }
         send(st);
