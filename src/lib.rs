@@ -54,8 +54,8 @@ mod transport;
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub use ioloop::{IoLoop, REMOTE_BATCH};
 pub use iostream::{
-    IoStream, ReadCallback, StreamCallback, DEFAULT_HIGH_WATER, DEFAULT_MAX_BUFFER,
-    DEFAULT_MAX_WRITE_BUFFER,
+    ConnectCallback, IoStream, ReadCallback, StreamCallback, DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_BUFFER, DEFAULT_MAX_WRITE_BUFFER,
 };
 pub use net::{bind_reuseport, Acceptor, ListenOptions, TcpServer};
 pub use poller::{Backend, Interest, Ready};

@@ -447,6 +447,50 @@ fn write_then_with_nothing_buffered_runs_its_callback(backend: Backend) {
     run(&lp);
 }
 
+fn connect_without_blocking_the_loop(backend: Backend) {
+    let lp = new_loop(backend);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let got: Got = Rc::default();
+    let g = got.clone();
+    IoStream::connect(&lp, addr, Duration::from_secs(5), move |_, r| {
+        let s = r.expect("connected");
+        assert!(s.nodelay().unwrap());
+        s.write(b"ping\n").unwrap();
+        s.read_until(b"\n", 64, move |lp, _, r| {
+            g.borrow_mut().push(r.map_err(|e| e.kind()));
+            lp.stop();
+        })
+        .unwrap();
+    })
+    .unwrap();
+    let server = thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).unwrap();
+        c.write_all(&b).unwrap();
+        c
+    });
+    run(&lp);
+    assert_eq!(*got.borrow(), vec![Ok(b"ping\n".to_vec())]);
+    drop(server.join());
+
+    // Nobody listens on a port just freed: the error comes through the callback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = Rc::new(Cell::new(None));
+    let e = err.clone();
+    IoStream::connect(&lp, port, Duration::from_secs(5), move |lp, r| {
+        e.set(Some(r.unwrap_err().kind()));
+        lp.stop();
+    })
+    .unwrap();
+    run(&lp);
+    assert_eq!(err.get(), Some(ErrorKind::ConnectionRefused));
+}
+
 fn only_one_read_at_a_time(backend: Backend) {
     let lp = new_loop(backend);
     let (s, _client) = tcp_pair(&lp);
@@ -574,6 +618,7 @@ on_both_backends!(
     peer_reset_is_an_error_not_a_panic,
     write_after_close_and_read_on_a_closed_stream_are_errors,
     only_one_read_at_a_time,
+    connect_without_blocking_the_loop,
     write_then_with_nothing_buffered_runs_its_callback,
     a_stream_nobody_holds_stays_open_until_closed,
     dropped_with_operations_in_flight,

@@ -176,28 +176,40 @@ pub(crate) fn collect(lp: &IoLoop) -> ShardStats {
 }
 
 impl Conn {
+    /// Opens the connection without blocking the loop, and starts sending.
     fn connect(self: &Rc<Self>, lp: &IoLoop) {
         if self.ctx.stopping.get() {
             return;
         }
-        let stream = std::net::TcpStream::connect(self.ctx.plan.addr)
-            .and_then(|s| {
-                s.set_nodelay(true)?;
-                Ok(s)
-            })
-            .and_then(|s| IoStream::new(lp, s));
-        match stream {
-            Ok(s) => {
-                *self.stream.borrow_mut() = Some(s);
-                self.sent.borrow_mut().clear();
-                self.send(lp);
-            }
-            Err(_) => {
-                self.ctx.stats.borrow_mut().connect_errors += 1;
-                let me = self.clone();
-                lp.call_later(Duration::from_millis(10), move |lp| me.connect(lp));
-            }
+        let me = self.clone();
+        let generation = self.generation.get();
+        let r = IoStream::connect(
+            lp,
+            self.ctx.plan.addr,
+            self.ctx.plan.timeout,
+            move |lp, s| {
+                if me.generation.get() != generation {
+                    return; // superseded meanwhile
+                }
+                match s {
+                    Ok(s) => {
+                        *me.stream.borrow_mut() = Some(s);
+                        me.sent.borrow_mut().clear();
+                        me.send(lp);
+                    }
+                    Err(_) => me.connect_failed(lp),
+                }
+            },
+        );
+        if r.is_err() {
+            self.connect_failed(lp);
         }
+    }
+
+    fn connect_failed(self: &Rc<Self>, lp: &IoLoop) {
+        self.ctx.stats.borrow_mut().connect_errors += 1;
+        let me = self.clone();
+        lp.call_later(Duration::from_millis(10), move |lp| me.connect(lp));
     }
 
     fn reconnect(self: &Rc<Self>, lp: &IoLoop) {
