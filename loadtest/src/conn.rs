@@ -144,6 +144,18 @@ fn tick(lp: &IoLoop, ctx: Rc<Ctx>, last_count: u64) {
     }
 }
 
+/// Responses so far and errors so far on this loop (for the live line).
+pub(crate) fn progress(lp: &IoLoop) -> (u64, u64) {
+    let Some(ctx) = lp.local::<Shard>().0.borrow().clone() else {
+        return (0, 0);
+    };
+    let st = ctx.stats.borrow();
+    (
+        st.requests,
+        st.connect_errors + st.read_errors + st.write_errors + st.timeouts,
+    )
+}
+
 /// Requests in flight on this loop.
 pub(crate) fn outstanding(lp: &IoLoop) -> usize {
     let Some(ctx) = lp.local::<Shard>().0.borrow().clone() else {

@@ -247,10 +247,33 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         conn::start_shard(lp, p.clone(), n);
     })
     .map_err(|e| e.to_string())?;
-    // Wait for the end; the loops stop sending at `stop_at` and drain what is in flight.
-    let now = Instant::now();
-    if plan.stop_at > now {
-        std::thread::sleep(plan.stop_at - now);
+    // Wait for the end (the loops stop sending at `stop_at` and drain what is in
+    // flight), with one live line a second on a terminal.
+    let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        let now = Instant::now();
+        if now >= plan.stop_at {
+            break;
+        }
+        std::thread::sleep((plan.stop_at - now).min(Duration::from_secs(1)));
+        if live {
+            let counts = rt
+                .invoke_on_all(conn::progress)
+                .map_err(|e| e.to_string())?;
+            let (done, errors) = counts.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+            let dt = last.0.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r  {:>6.1}s  {:>10.0} req/s  {:>8} errors   ",
+                start.elapsed().as_secs_f64(),
+                (done - last.1) as f64 / dt,
+                errors
+            );
+            last = (Instant::now(), done);
+        }
+    }
+    if live {
+        eprintln!();
     }
     let drain_until = Instant::now() + cfg.timeout.min(Duration::from_secs(2));
     loop {
