@@ -8,7 +8,8 @@
 //! Beyond wrk: `-R/--rate` sends at a constant rate across all connections and measures
 //! each latency from when its request was *due* (wrk2's correction for coordinated
 //! omission), `--pipeline N`, `--method`, `--body`/`--body-file`, `--warmup`, `--hgrm FILE`
-//! (the percentile distribution HdrHistogram's plotter reads) and `--json`.
+//! (the percentile distribution HdrHistogram's plotter reads), `--plot FILE.svg` (latency by
+//! percentile) and `--json`. On a terminal it prints a live line each second.
 //!
 //! Each thread is a pinned coreloop loop with its own connections and its own
 //! HdrHistogram; the histograms are merged at the end. Every response is parsed (status
@@ -78,6 +79,9 @@ pub struct Config {
     /// Write the percentile distribution in HdrHistogram's .hgrm format.
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
+    /// Draw latency by percentile (log scale of 1/(1-p)) to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Print a JSON summary instead of wrk's layout.
     #[arg(long)]
     pub json: bool,

@@ -15,6 +15,12 @@ fn main() {
             } else {
                 print!("{}", report.wrk_text(&cfg));
             }
+            if let Some(path) = &cfg.plot {
+                if let Err(e) = report.plot(path) {
+                    eprintln!("loadtest: {e}");
+                    std::process::exit(1);
+                }
+            }
             if let Some(path) = &cfg.hgrm {
                 if let Err(e) = std::fs::write(path, report.hgrm()) {
                     eprintln!("loadtest: writing {}: {e}", path.display());

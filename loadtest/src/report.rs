@@ -200,6 +200,59 @@ impl Report {
         o
     }
 
+    /// Draws latency by percentile to an SVG file, the x axis a log scale of
+    /// 1/(1-percentile) as HdrHistogram's plotter draws it, so the tail is as readable as
+    /// the median.
+    pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
+        use plotters::prelude::*;
+        let points: Vec<(f64, f64)> = self
+            .latency
+            .iter_quantiles(5)
+            .map(|v| {
+                (
+                    v.quantile_iterated_to(),
+                    v.value_iterated_to() as f64 / 1000.0,
+                )
+            })
+            .filter(|(q, _)| *q < 1.0)
+            .map(|(q, ms)| (1.0 / (1.0 - q), ms))
+            .collect();
+        if points.is_empty() {
+            return Err("no latencies recorded: nothing to plot".into());
+        }
+        let max_x = points.iter().map(|p| p.0).fold(10.0, f64::max) * 1.5;
+        let max_y = points.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
+        let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| format!("plotting to {}: {e}", path.display());
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Latency by percentile: {}", self.target),
+                ("sans-serif", 18),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((1.0..max_x).log_scale(), 0.0..max_y)
+            .map_err(|e| err(&e))?;
+        let pct = |x: &f64| {
+            let p = 100.0 * (1.0 - 1.0 / x);
+            let digits = format!("{p:.4}");
+            format!("{}%", digits.trim_end_matches('0').trim_end_matches('.'))
+        };
+        chart
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .x_label_formatter(&pct)
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(points, &BLUE))
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))
+    }
+
     /// A one-object JSON summary.
     pub fn json(&self) -> String {
         let l = &self.latency;
