@@ -322,6 +322,8 @@ impl Conn {
     /// Completes every whole response at the front of `pending`.
     fn parse_pending(self: &Rc<Self>, lp: &IoLoop, s: &IoStream) {
         let generation = self.generation.get();
+        // Every response in this buffer arrived by now: one clock read for all of them.
+        let now = Instant::now();
         let mut at = 0;
         loop {
             let parsed = {
@@ -336,7 +338,7 @@ impl Conn {
                 Parsed::Garbage => return self.failed(lp),
                 Parsed::Whole { status, len, close } => {
                     at += len;
-                    self.complete(lp, status, len, close);
+                    self.complete(lp, status, len, close, now);
                     if self.generation.get() != generation {
                         return; // it reconnected
                     }
@@ -358,17 +360,23 @@ impl Conn {
                 (status_of(&p), p.len())
             };
             self.pending.borrow_mut().clear();
-            return self.complete(lp, status, len, true);
+            return self.complete(lp, status, len, true, Instant::now());
         }
         self.failed(lp);
     }
 
     /// A response arrived whole.
-    fn complete(self: &Rc<Self>, lp: &IoLoop, status: u16, bytes: usize, close: bool) {
+    fn complete(
+        self: &Rc<Self>,
+        lp: &IoLoop,
+        status: u16,
+        bytes: usize,
+        close: bool,
+        now: Instant,
+    ) {
         let Some(start) = self.sent.borrow_mut().pop_front() else {
             return;
         };
-        let now = Instant::now();
         {
             let mut st = self.ctx.stats.borrow_mut();
             if now >= self.ctx.plan.record_from {
