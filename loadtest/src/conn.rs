@@ -6,9 +6,9 @@
 //! that due time, so a stalled server shows in the latency of every request that should
 //! have gone out during the stall, not only of the few that were in flight.
 
+use super::report::Totals;
 use super::Plan;
 use coreloop::{IoLoop, IoStream};
-use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
@@ -16,40 +16,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What one thread measured.
-pub struct ShardStats {
-    pub requests: u64,
-    pub bytes: u64,
-    pub connect_errors: u64,
-    pub read_errors: u64,
-    pub write_errors: u64,
-    pub timeouts: u64,
-    pub non_2xx_3xx: u64,
-    /// Latency in microseconds.
-    pub latency: Histogram<u64>,
-    /// Requests per second, sampled every 100 ms.
-    pub req_per_sec: Histogram<u64>,
-}
-
-impl ShardStats {
-    fn new() -> ShardStats {
-        ShardStats {
-            requests: 0,
-            bytes: 0,
-            connect_errors: 0,
-            read_errors: 0,
-            write_errors: 0,
-            timeouts: 0,
-            non_2xx_3xx: 0,
-            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
-            req_per_sec: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
-        }
-    }
-}
-
 struct Ctx {
     plan: Arc<Plan>,
-    stats: RefCell<ShardStats>,
+    stats: RefCell<Totals>,
     stopping: Cell<bool>,
     conns: RefCell<Vec<Rc<Conn>>>,
 }
@@ -76,7 +45,7 @@ struct Conn {
 pub(crate) fn start_shard(lp: &IoLoop, plan: Arc<Plan>, n: usize) {
     let ctx = Rc::new(Ctx {
         plan: plan.clone(),
-        stats: RefCell::new(ShardStats::new()),
+        stats: RefCell::new(Totals::new()),
         stopping: Cell::new(false),
         conns: RefCell::new(Vec::new()),
     });
@@ -172,9 +141,9 @@ pub(crate) fn outstanding(lp: &IoLoop) -> usize {
 }
 
 /// Closes this loop's connections and hands over what they measured.
-pub(crate) fn collect(lp: &IoLoop) -> ShardStats {
+pub(crate) fn collect(lp: &IoLoop) -> Totals {
     let Some(ctx) = lp.local::<Shard>().0.borrow_mut().take() else {
-        return ShardStats::new();
+        return Totals::new();
     };
     ctx.stopping.set(true);
     for c in ctx.conns.borrow_mut().drain(..) {
@@ -183,7 +152,7 @@ pub(crate) fn collect(lp: &IoLoop) -> ShardStats {
             s.close();
         }
     }
-    let stats = std::mem::replace(&mut *ctx.stats.borrow_mut(), ShardStats::new());
+    let stats = std::mem::replace(&mut *ctx.stats.borrow_mut(), Totals::new());
     stats
 }
 

@@ -19,7 +19,7 @@
 mod conn;
 mod report;
 
-pub use report::Report;
+pub use report::{Report, Totals};
 
 use clap::Parser;
 use coreloop::{Backend, Cores, Runtime};
@@ -177,7 +177,7 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), String> {
 /// let url = format!("http://{}/", server.local_addr());
 /// let cfg = loadtest::Config::from_args(["loadtest", "-c", "4", "-d", "200ms", &url]).unwrap();
 /// let report = loadtest::run(&cfg).unwrap();
-/// assert!(report.requests > 0 && report.read_errors == 0);
+/// assert!(report.totals.requests > 0 && report.totals.read_errors == 0);
 /// server.shutdown().unwrap();
 /// ```
 pub fn run(cfg: &Config) -> Result<Report, String> {

@@ -1,20 +1,17 @@
 //! The results, in wrk's layout (so scripts that parse wrk keep working), with wrk2's
 //! full percentile spectrum, HdrHistogram's `.hgrm` format, or JSON.
 
-use super::conn::ShardStats;
 use super::Config;
 use hdrhistogram::Histogram;
 use std::fmt::Write;
 use std::time::Duration;
 
-/// Everything one run measured, merged over its threads.
-pub struct Report {
+/// What was counted and recorded: by each thread, then merged over the threads.
+pub struct Totals {
     /// Responses received whole (after the warm-up).
     pub requests: u64,
     /// Bytes of those responses.
     pub bytes: u64,
-    /// Seconds measured (the test's duration).
-    pub seconds: f64,
     /// Connections that could not be opened.
     pub connect_errors: u64,
     /// Connections that broke, or sent what is not HTTP, with requests in flight.
@@ -29,50 +26,71 @@ pub struct Report {
     pub latency: Histogram<u64>,
     /// Requests per second per thread, sampled every 100 ms.
     pub req_per_sec: Histogram<u64>,
+}
+
+impl Totals {
+    pub(crate) fn new() -> Totals {
+        Totals {
+            requests: 0,
+            bytes: 0,
+            connect_errors: 0,
+            read_errors: 0,
+            write_errors: 0,
+            timeouts: 0,
+            non_2xx_3xx: 0,
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+            req_per_sec: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
+        }
+    }
+
+    fn add(&mut self, o: &Totals) {
+        self.requests += o.requests;
+        self.bytes += o.bytes;
+        self.connect_errors += o.connect_errors;
+        self.read_errors += o.read_errors;
+        self.write_errors += o.write_errors;
+        self.timeouts += o.timeouts;
+        self.non_2xx_3xx += o.non_2xx_3xx;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency.add(&o.latency);
+        let _ = self.req_per_sec.add(&o.req_per_sec);
+    }
+}
+
+/// Everything one run measured, merged over its threads.
+pub struct Report {
+    /// The counts and histograms of all threads.
+    pub totals: Totals,
+    /// Seconds measured (the test's duration).
+    pub seconds: f64,
     target: String,
     threads: u64,
     connections: u64,
 }
 
 impl Report {
-    pub(crate) fn merge(shards: Vec<ShardStats>, duration: Duration, cfg: &Config) -> Report {
-        let mut r = Report {
-            requests: 0,
-            bytes: 0,
+    pub(crate) fn merge(shards: Vec<Totals>, duration: Duration, cfg: &Config) -> Report {
+        let mut totals = Totals::new();
+        for s in &shards {
+            totals.add(s);
+        }
+        Report {
+            totals,
             seconds: duration.as_secs_f64(),
-            connect_errors: 0,
-            read_errors: 0,
-            write_errors: 0,
-            timeouts: 0,
-            non_2xx_3xx: 0,
-            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
-            req_per_sec: Histogram::new_with_bounds(1, 100_000_000, 3).expect("bounds"),
             target: cfg.url.clone(),
             threads: cfg.threads,
             connections: cfg.connections,
-        };
-        for s in shards {
-            r.requests += s.requests;
-            r.bytes += s.bytes;
-            r.connect_errors += s.connect_errors;
-            r.read_errors += s.read_errors;
-            r.write_errors += s.write_errors;
-            r.timeouts += s.timeouts;
-            r.non_2xx_3xx += s.non_2xx_3xx;
-            let _ = r.latency.add(&s.latency);
-            let _ = r.req_per_sec.add(&s.req_per_sec);
         }
-        r
     }
 
     /// Requests per second over the measured time.
     pub fn rps(&self) -> f64 {
-        self.requests as f64 / self.seconds.max(1e-9)
+        self.totals.requests as f64 / self.seconds.max(1e-9)
     }
 
     /// The latency at quantile `q` (0..=1), microseconds.
     pub fn latency_us(&self, q: f64) -> u64 {
-        self.latency.value_at_quantile(q)
+        self.totals.latency.value_at_quantile(q)
     }
 
     /// wrk's output (with the distribution and the spectrum when `--latency`).
@@ -90,7 +108,7 @@ impl Report {
             self.threads, self.connections
         );
         let _ = writeln!(o, "  Thread Stats   Avg      Stdev     Max   +/- Stdev");
-        let l = &self.latency;
+        let l = &self.totals.latency;
         let _ = writeln!(
             o,
             "    Latency {:>9} {:>9} {:>9} {:>8.2}%",
@@ -99,7 +117,7 @@ impl Report {
             fmt_us(l.max() as f64),
             within_stdev(l)
         );
-        let q = &self.req_per_sec;
+        let q = &self.totals.req_per_sec;
         let _ = writeln!(
             o,
             "    Req/Sec {:>9} {:>9} {:>9} {:>8.2}%",
@@ -124,25 +142,33 @@ impl Report {
         let _ = writeln!(
             o,
             "  {} requests in {}, {} read",
-            self.requests,
+            self.totals.requests,
             fmt_secs(self.seconds),
-            fmt_bytes(self.bytes as f64)
+            fmt_bytes(self.totals.bytes as f64)
         );
-        if self.connect_errors + self.read_errors + self.write_errors + self.timeouts > 0 {
+        if self.totals.connect_errors
+            + self.totals.read_errors
+            + self.totals.write_errors
+            + self.totals.timeouts
+            > 0
+        {
             let _ = writeln!(
                 o,
                 "  Socket errors: connect {}, read {}, write {}, timeout {}",
-                self.connect_errors, self.read_errors, self.write_errors, self.timeouts
+                self.totals.connect_errors,
+                self.totals.read_errors,
+                self.totals.write_errors,
+                self.totals.timeouts
             );
         }
-        if self.non_2xx_3xx > 0 {
-            let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", self.non_2xx_3xx);
+        if self.totals.non_2xx_3xx > 0 {
+            let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", self.totals.non_2xx_3xx);
         }
         let _ = writeln!(o, "Requests/sec: {:>9.2}", self.rps());
         let _ = writeln!(
             o,
             "Transfer/sec: {:>9}",
-            fmt_bytes(self.bytes as f64 / self.seconds.max(1e-9))
+            fmt_bytes(self.totals.bytes as f64 / self.seconds.max(1e-9))
         );
         o
     }
@@ -150,7 +176,7 @@ impl Report {
     /// The percentile distribution in milliseconds, as HdrHistogram prints it and its
     /// plotter reads it (`.hgrm`).
     pub fn hgrm(&self) -> String {
-        let l = &self.latency;
+        let l = &self.totals.latency;
         let mut o = String::new();
         let _ = writeln!(
             o,
@@ -206,6 +232,7 @@ impl Report {
     pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
         use plotters::prelude::*;
         let points: Vec<(f64, f64)> = self
+            .totals
             .latency
             .iter_quantiles(5)
             .map(|v| {
@@ -255,22 +282,22 @@ impl Report {
 
     /// A one-object JSON summary.
     pub fn json(&self) -> String {
-        let l = &self.latency;
+        let l = &self.totals.latency;
         format!(
             concat!(
                 "{{\"requests\":{},\"seconds\":{:.3},\"requests_per_sec\":{:.2},\"bytes\":{},",
                 "\"errors\":{{\"connect\":{},\"read\":{},\"write\":{},\"timeout\":{},\"status\":{}}},",
                 "\"latency_us\":{{\"mean\":{:.1},\"stdev\":{:.1},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}"
             ),
-            self.requests,
+            self.totals.requests,
             self.seconds,
             self.rps(),
-            self.bytes,
-            self.connect_errors,
-            self.read_errors,
-            self.write_errors,
-            self.timeouts,
-            self.non_2xx_3xx,
+            self.totals.bytes,
+            self.totals.connect_errors,
+            self.totals.read_errors,
+            self.totals.write_errors,
+            self.totals.timeouts,
+            self.totals.non_2xx_3xx,
             l.mean(),
             l.stdev(),
             l.value_at_quantile(0.5),

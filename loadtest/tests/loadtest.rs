@@ -55,13 +55,16 @@ fn successes_equal_what_the_server_answered(backend: &str) {
         args.push(&url);
         let r = run(&cfg(&args)).unwrap();
         let answered = count.load(Ordering::Relaxed) - before;
-        assert!(r.requests > 1000, "{} requests", r.requests);
+        assert!(r.totals.requests > 1000, "{} requests", r.totals.requests);
         assert_eq!(
-            r.requests, answered,
+            r.totals.requests, answered,
             "client and server disagree ({extra:?})"
         );
         assert_eq!(
-            r.read_errors + r.write_errors + r.connect_errors + r.non_2xx_3xx,
+            r.totals.read_errors
+                + r.totals.write_errors
+                + r.totals.connect_errors
+                + r.totals.non_2xx_3xx,
             0
         );
     }
@@ -137,7 +140,10 @@ fn a_stall_shows_at_a_constant_rate_and_hides_in_a_closed_loop(backend: &str) {
         p99_closed < 100_000,
         "closed loop p99 {p99_closed} us should hide it"
     );
-    assert!(closed.latency.max() >= 900_000, "but its max shows it");
+    assert!(
+        closed.totals.latency.max() >= 900_000,
+        "but its max shows it"
+    );
 }
 
 fn garbage_and_error_statuses_are_counted_not_taken_as_success(backend: &str) {
@@ -167,8 +173,8 @@ fn garbage_and_error_statuses_are_counted_not_taken_as_success(backend: &str) {
         &format!("http://{addr}/"),
     ]))
     .unwrap();
-    assert_eq!(r.requests, 0);
-    assert!(r.read_errors > 0);
+    assert_eq!(r.totals.requests, 0);
+    assert!(r.totals.read_errors > 0);
     // 404s are responses, counted as non-2xx/3xx.
     let s = server(Application::new());
     let url = format!("http://{}/missing", s.local_addr());
@@ -182,8 +188,8 @@ fn garbage_and_error_statuses_are_counted_not_taken_as_success(backend: &str) {
         &url,
     ]))
     .unwrap();
-    assert!(r.requests > 0);
-    assert_eq!(r.non_2xx_3xx, r.requests);
+    assert!(r.totals.requests > 0);
+    assert_eq!(r.totals.non_2xx_3xx, r.totals.requests);
     s.shutdown().unwrap();
 }
 
