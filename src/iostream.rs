@@ -343,12 +343,7 @@ impl IoStream {
     where
         F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
     {
-        let kind = ReadKind::Until {
-            delim: Delim::new(delimiter)?,
-            max: max_bytes,
-            close: true,
-        };
-        self.start_read(kind, Box::new(cb))
+        self.read_until_kind(delimiter, max_bytes, true, Box::new(cb))
     }
 
     /// Like [`read_until`](Self::read_until), but when the delimiter is not within
@@ -375,12 +370,18 @@ impl IoStream {
     where
         F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
     {
-        let kind = ReadKind::Until {
-            delim: Delim::new(delimiter)?,
-            max: max_bytes,
-            close: false,
-        };
-        self.start_read(kind, Box::new(cb))
+        self.read_until_kind(delimiter, max_bytes, false, Box::new(cb))
+    }
+
+    fn read_until_kind(
+        &self,
+        delimiter: &[u8],
+        max: usize,
+        close: bool,
+        cb: ReadCallback,
+    ) -> io::Result<()> {
+        let delim = Delim::new(delimiter)?;
+        self.start_read(ReadKind::Until { delim, max, close }, cb)
     }
 
     /// A copy of up to `max` unread bytes, without consuming them.
