@@ -526,6 +526,50 @@ fn graceful_shutdown_finishes_requests_in_flight(backend: Backend) {
     assert!(TcpStream::connect(addr).is_err());
 }
 
+/// Many short connections leave nothing behind on the loop: no open resources, no
+/// pending timers, no connection in the server's registry.
+fn closed_connections_leave_nothing_behind(backend: Backend) {
+    // Timeouts far beyond the test's bound: a timer left behind would not go away by
+    // firing before the check below gives up.
+    let cfg = HttpConfig {
+        header_timeout: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(600),
+        ..HttpConfig::default()
+    };
+    let s = server(backend, 1, cfg);
+    for _ in 0..300 {
+        let r = exchange(
+            &s,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+    }
+    for _ in 0..300 {
+        let mut c = connect(&s);
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        assert_eq!(read_resp(&mut r, false).unwrap().status, 200);
+        drop(c); // the client closes a kept-alive connection
+    }
+    let deadline = std::time::Instant::now() + util::HANG;
+    loop {
+        let left = s
+            .runtime()
+            .invoke_on_all(|lp| (lp.open_resources(), lp.pending_timers()))
+            .unwrap();
+        // One open resource: the acceptor. Timers: none per connection.
+        if left == vec![(1, 0)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.shutdown().unwrap();
+}
+
 fn curl_agrees(backend: Backend) {
     let Ok(out) = std::process::Command::new("curl").arg("--version").output() else {
         eprintln!("no curl here: nothing to check");
@@ -574,5 +618,6 @@ on_both_backends!(
     slow_clients_time_out_and_others_are_served,
     streamed_responses_are_chunked,
     graceful_shutdown_finishes_requests_in_flight,
+    closed_connections_leave_nothing_behind,
     curl_agrees,
 );

@@ -109,17 +109,19 @@ pub(crate) fn serve(
             .borrow_mut()
             .insert(Rc::downgrade(&conn)),
     );
-    let c = Rc::downgrade(&conn);
-    conn.stream.set_close_callback(move |lp, _| {
-        if let Some(c) = c.upgrade() {
-            c.deadline.set(None);
-            if let Some(id) = c.timer.take() {
-                lp.remove_timeout(id);
-            }
-            c.registry.conns.borrow_mut().try_remove(c.key.get());
-        }
-    });
     conn.read_head(lp);
+}
+
+impl Drop for Conn {
+    /// The connection's timer and registry entry go with it. (Not in the stream's close
+    /// callback: by then the connection is usually gone, and its entries would stay:
+    /// the registry's `Weak` would even keep its allocation.)
+    fn drop(&mut self) {
+        self.registry.conns.borrow_mut().try_remove(self.key.get());
+        if let (Some(id), Some(lp)) = (self.timer.take(), self.lp.upgrade()) {
+            lp.remove_timeout(id);
+        }
+    }
 }
 
 impl Conn {
