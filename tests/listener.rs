@@ -170,6 +170,42 @@ fn a_stopped_acceptor_refuses_new_connections(backend: Backend) {
     assert_eq!(lp.open_resources(), 0);
 }
 
+/// Many short connections, closed by either side, leave nothing open on the loop.
+fn closed_connections_leave_nothing_behind(backend: Backend) {
+    let server = TcpServer::bind(
+        Runtime::builder().backend(backend).cores(Cores::Count(1)),
+        "127.0.0.1:0".parse().unwrap(),
+        ListenOptions::default(),
+        |_, s| echo_lines(&s),
+    )
+    .unwrap();
+    for i in 0..400 {
+        let mut c = TcpStream::connect(server.local_addr()).unwrap();
+        c.write_all(b"x\n").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        if i % 2 == 0 {
+            // Reset instead of a clean close, half of the time.
+            socket2::SockRef::from(&c)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+    }
+    let deadline = Instant::now() + util::HANG;
+    loop {
+        let open = server
+            .runtime()
+            .invoke_on_all(|lp| lp.open_resources())
+            .unwrap();
+        if open == vec![1] && server.open_connections().unwrap() == 0 {
+            break; // the acceptor only
+        }
+        assert!(Instant::now() < deadline, "left open: {open:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.shutdown().unwrap();
+}
+
 /// Runs the child below with RLIMIT_NOFILE lowered to 48, opens more connections than
 /// it has descriptors for, and checks that it pauses instead of spinning, logs once,
 /// and serves again once descriptors are free.
@@ -291,4 +327,5 @@ on_both_backends!(
     the_connection_limit_stops_accepting_until_one_closes,
     a_stopped_acceptor_refuses_new_connections,
     fd_exhaustion_pauses_accepting_then_resumes,
+    closed_connections_leave_nothing_behind,
 );
