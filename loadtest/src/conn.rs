@@ -409,9 +409,12 @@ fn status_of(buf: &[u8]) -> u16 {
 /// Parses the response at the front of `buf`: status line and headers (httparse), then
 /// the body by Content-Length or chunked framing.
 fn parse_response(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
+    // Uninitialised slots: zeroing 64 headers cost more than parsing a small response.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp, buf, &mut slots,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Garbage,
@@ -424,10 +427,7 @@ fn parse_response(buf: &[u8]) -> Parsed {
     let mut close = resp.version == Some(0);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-            {
+            match parse_length(h.value) {
                 Some(n) => length = Some(n),
                 None => return Parsed::Garbage,
             }
@@ -463,6 +463,17 @@ fn parse_response(buf: &[u8]) -> Parsed {
         len: head_len + body_len,
         close,
     }
+}
+
+/// A Content-Length value: digits only (surrounding blanks allowed), no overflow.
+fn parse_length(v: &[u8]) -> Option<usize> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 18 {
+        return None;
+    }
+    v.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
 }
 
 fn contains_token(value: &[u8], token: &[u8]) -> bool {
