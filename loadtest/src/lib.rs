@@ -16,6 +16,8 @@
 //! line, Content-Length or chunked framing): a non-2xx/3xx status is counted, and bytes
 //! that are not HTTP count as a read error and the connection is reopened.
 
+#![warn(missing_docs)]
+
 mod conn;
 mod report;
 
