@@ -13,6 +13,17 @@ use util::{new_loop, run, run_for, tcp_pair};
 
 type Got = Rc<RefCell<Vec<Result<Vec<u8>, ErrorKind>>>>;
 
+/// Records a read's outcome, then stops the loop.
+fn record_then_stop(
+    got: &Got,
+) -> impl FnOnce(&IoLoop, &IoStream, std::io::Result<Vec<u8>>) + 'static {
+    let g = got.clone();
+    move |lp, _, r| {
+        g.borrow_mut().push(r.map_err(|e| e.kind()));
+        lp.stop();
+    }
+}
+
 fn record(got: &Got) -> impl FnOnce(&IoLoop, &IoStream, std::io::Result<Vec<u8>>) + 'static {
     let g = got.clone();
     move |_, _, r| g.borrow_mut().push(r.map_err(|e| e.kind()))
@@ -116,12 +127,7 @@ fn read_bytes_zero_completes_at_once(backend: Backend) {
     let lp = new_loop(backend);
     let (s, _client) = tcp_pair(&lp);
     let got: Got = Rc::default();
-    let g = got.clone();
-    s.read_bytes(0, move |lp, _, r| {
-        g.borrow_mut().push(r.map_err(|e| e.kind()));
-        lp.stop();
-    })
-    .unwrap();
+    s.read_bytes(0, record_then_stop(&got)).unwrap();
     run(&lp);
     assert_eq!(*got.borrow(), vec![Ok(vec![])]);
 }
@@ -134,12 +140,7 @@ fn read_bytes_and_partial_reads(backend: Backend) {
     let g = got.clone();
     s.read_bytes(7, move |_, s, r| {
         g.borrow_mut().push(r.map_err(|e| e.kind()));
-        let g = g.clone();
-        s.read_bytes_partial(100, move |lp, _, r| {
-            g.borrow_mut().push(r.map_err(|e| e.kind()));
-            lp.stop();
-        })
-        .unwrap();
+        s.read_bytes_partial(100, record_then_stop(&g)).unwrap();
     })
     .unwrap();
     run(&lp);
@@ -194,12 +195,7 @@ fn read_until_close_gets_everything(backend: Backend) {
     let (s, client) = tcp_pair(&lp);
     let t = trickle(client, &[b"one ", b"two ", b"three"], true);
     let got: Got = Rc::default();
-    let g = got.clone();
-    s.read_until_close(move |lp, _, r| {
-        g.borrow_mut().push(r.map_err(|e| e.kind()));
-        lp.stop();
-    })
-    .unwrap();
+    s.read_until_close(record_then_stop(&got)).unwrap();
     run(&lp);
     assert_eq!(*got.borrow(), vec![Ok(b"one two three".to_vec())]);
     drop(t.join());
@@ -228,12 +224,7 @@ fn max_bytes_exceeded_closes_with_an_error(backend: Backend) {
     let (s, mut client) = tcp_pair(&lp);
     client.write_all(&[b'x'; 100]).unwrap();
     let got: Got = Rc::default();
-    let g = got.clone();
-    s.read_until(b"\n", 16, move |lp, _, r| {
-        g.borrow_mut().push(r.map_err(|e| e.kind()));
-        lp.stop();
-    })
-    .unwrap();
+    s.read_until(b"\n", 16, record_then_stop(&got)).unwrap();
     run(&lp);
     assert_eq!(*got.borrow(), vec![Err(ErrorKind::InvalidData)]);
     assert!(s.closed());
@@ -245,12 +236,7 @@ fn a_delimiter_found_past_max_bytes_is_an_error(backend: Backend) {
     let (s, mut client) = tcp_pair(&lp);
     client.write_all(b"0123456789\n").unwrap();
     let got: Got = Rc::default();
-    let g = got.clone();
-    s.read_until(b"\n", 5, move |lp, _, r| {
-        g.borrow_mut().push(r.map_err(|e| e.kind()));
-        lp.stop();
-    })
-    .unwrap();
+    s.read_until(b"\n", 5, record_then_stop(&got)).unwrap();
     run(&lp);
     assert_eq!(*got.borrow(), vec![Err(ErrorKind::InvalidData)]);
 }
@@ -265,12 +251,8 @@ fn a_read_buffer_over_its_maximum_closes_the_stream(backend: Backend) {
         let _ = client.write_all(&vec![b'y'; 1 << 20]);
     });
     let got: Got = Rc::default();
-    let g = got.clone();
-    s.read_until(b"\n", usize::MAX, move |lp, _, r| {
-        g.borrow_mut().push(r.map_err(|e| e.kind()));
-        lp.stop();
-    })
-    .unwrap();
+    s.read_until(b"\n", usize::MAX, record_then_stop(&got))
+        .unwrap();
     run(&lp);
     assert_eq!(*got.borrow(), vec![Err(ErrorKind::InvalidData)]);
     assert!(s.closed());
@@ -422,12 +404,7 @@ fn write_after_close_and_read_on_a_closed_stream_are_errors(backend: Backend) {
         ErrorKind::NotConnected
     );
     let got: Got = Rc::default();
-    let g = got.clone();
-    s.read_bytes(1, move |lp, _, r| {
-        g.borrow_mut().push(r.map_err(|e| e.kind()));
-        lp.stop();
-    })
-    .unwrap();
+    s.read_bytes(1, record_then_stop(&got)).unwrap();
     run(&lp);
     assert_eq!(*got.borrow(), vec![Err(ErrorKind::UnexpectedEof)]);
 }
@@ -457,11 +434,7 @@ fn connect_without_blocking_the_loop(backend: Backend) {
         let s = r.expect("connected");
         assert!(s.nodelay().unwrap());
         s.write(b"ping\n").unwrap();
-        s.read_until(b"\n", 64, move |lp, _, r| {
-            g.borrow_mut().push(r.map_err(|e| e.kind()));
-            lp.stop();
-        })
-        .unwrap();
+        s.read_until(b"\n", 64, record_then_stop(&g)).unwrap();
     })
     .unwrap();
     let server = thread::spawn(move || {

@@ -155,7 +155,7 @@ impl Conn {
         self.timer.set(Some(id));
     }
 
-    fn clear_timer(&self, _lp: &IoLoop) {
+    fn clear_timer(&self) {
         self.deadline.set(None);
     }
 
@@ -180,7 +180,7 @@ impl Conn {
         let r =
             self.stream
                 .read_until_within(b"\r\n\r\n", self.cfg.max_head, move |lp, s, head| {
-                    me.clear_timer(lp);
+                    me.clear_timer();
                     me.idle.set(false);
                     match head {
                         Ok(head) => match parse_head(head, &me.cfg) {
@@ -221,7 +221,7 @@ impl Conn {
                 self.set_timer(lp, self.cfg.body_timeout);
                 let me = self.clone();
                 let r = self.stream.read_bytes(n as usize, move |lp, _, data| {
-                    me.clear_timer(lp);
+                    me.clear_timer();
                     match data {
                         Ok(data) => {
                             req.body = data;
@@ -287,7 +287,7 @@ impl Conn {
             .stream
             .read_until_within(b"\r\n", max, move |lp, _, line| match line {
                 Ok(line) if line == b"\r\n" => {
-                    me.clear_timer(lp);
+                    me.clear_timer();
                     me.dispatch(lp, req, keep_alive);
                 }
                 Ok(line) => me.read_trailers(req, keep_alive, seen + line.len()),
@@ -366,7 +366,7 @@ impl Conn {
     /// moment, so that closing with unread data does not reset the connection and
     /// destroy the answer in flight.
     fn refuse(self: &Rc<Self>, lp: &IoLoop, code: u16) {
-        self.clear_timer(lp);
+        self.clear_timer();
         let body = format!("{code}: {}", reason(code));
         let mut out = Vec::with_capacity(160 + body.len());
         out.extend_from_slice(
