@@ -24,11 +24,11 @@ pub(crate) struct Span(u32, u32);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The head's bytes. `text` is the same bytes as a `String` when they are UTF-8 (the
-    /// usual case: validated once here, so accessors slice without re-validating).
+    /// The head's bytes. Method, target and header names are ASCII (httparse checked);
+    /// a header value is validated as UTF-8 only when asked for as `&str`.
     head: Vec<u8>,
-    text: Option<String>,
-    method: Span,
+    /// The method: one of the standard ones, or where it lies in the head.
+    method: Result<&'static str, Span>,
     path: Span,
     query: Span,
     pub(crate) minor_version: u8,
@@ -40,25 +40,21 @@ pub struct Request {
 
 impl Request {
     fn bytes(&self, s: Span) -> &[u8] {
-        let all = match &self.text {
-            Some(t) => t.as_bytes(),
-            None => &self.head,
-        };
-        &all[s.0 as usize..s.1 as usize]
+        &self.head[s.0 as usize..s.1 as usize]
     }
 
-    /// Method, target and header names are ASCII (the parser checked), so their spans
-    /// are char boundaries of `text`.
+    /// Method, target and header names are ASCII (the parser checked), so this
+    /// validation of a few bytes always succeeds.
     fn ascii(&self, s: Span) -> &str {
-        match &self.text {
-            Some(t) => t.get(s.0 as usize..s.1 as usize).unwrap_or(""),
-            None => std::str::from_utf8(self.bytes(s)).unwrap_or(""),
-        }
+        std::str::from_utf8(self.bytes(s)).unwrap_or("")
     }
 
     /// The method, as sent (`GET`, `POST`, …).
     pub fn method(&self) -> &str {
-        self.ascii(self.method)
+        match self.method {
+            Ok(m) => m,
+            Err(s) => self.ascii(s),
+        }
     }
     /// The path, without the query.
     pub fn path(&self) -> &str {
@@ -86,10 +82,7 @@ impl Request {
             .headers
             .iter()
             .find(|(k, _)| self.ascii(*k).eq_ignore_ascii_case(name))?;
-        match &self.text {
-            Some(t) => t.get(v.0 as usize..v.1 as usize),
-            None => std::str::from_utf8(self.bytes(*v)).ok(),
-        }
+        std::str::from_utf8(self.bytes(*v)).ok()
     }
     /// The first value of header `name` (case-insensitive), as bytes.
     pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
@@ -143,6 +136,12 @@ pub(crate) struct Head {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refused(pub u16);
 
+/// The methods of RFC 9110 and PATCH, kept as `&'static str` so that `method()` costs
+/// no UTF-8 check.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
 /// Where `part` (a slice of `base`) lies in `base`.
 fn span(base: &[u8], part: &[u8]) -> Span {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
@@ -174,7 +173,12 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
         Err(httparse::Error::Version) => return Err(Refused(505)),
         Err(_) => return Err(Refused(400)),
     }
-    let method = span(&buf, parsed.method.ok_or(Refused(400))?.as_bytes());
+    let method = parsed.method.ok_or(Refused(400))?;
+    let method = STANDARD_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .ok_or_else(|| span(&buf, method.as_bytes()));
     let target = parsed.path.ok_or(Refused(400))?;
     let minor_version = parsed.version.ok_or(Refused(400))?;
     if target.len() > cfg.max_uri {
@@ -191,9 +195,10 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
     } else {
         return Err(Refused(400));
     };
-    let (path, query) = origin
-        .split_once('?')
-        .unwrap_or((origin, &origin[origin.len()..]));
+    let (path, query) = match memchr::memchr(b'?', origin.as_bytes()) {
+        Some(i) => (&origin[..i], &origin[i + 1..]),
+        None => (origin, &origin[origin.len()..]),
+    };
     let (path, query) = if path.is_empty() {
         (Span::default(), Span::default()) // absolute-form without a path: "/" below
     } else {
@@ -209,7 +214,10 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
     for h in parsed.headers.iter() {
         let name = h.name;
         let value = trim(h.value);
-        if name.eq_ignore_ascii_case("content-length") {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("host") {
+            host = true;
+        } else if is("content-length") {
             // Each value (a list too) must be all digits, and all must agree.
             for v in value.split(|&b| b == b',') {
                 let v = trim(v);
@@ -222,7 +230,7 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
                 }
                 content_length = Some(n);
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if is("transfer-encoding") {
             // We decode chunked only; it must be the one coding.
             for coding in value.split(|&b| b == b',') {
                 let coding = trim(coding);
@@ -232,15 +240,13 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
                 chunked_only &= !te_seen && coding.eq_ignore_ascii_case(b"chunked");
                 te_seen = true;
             }
-        } else if name.eq_ignore_ascii_case("connection") {
+        } else if is("connection") {
             for t in value.split(|&b| b == b',') {
                 close |= trim(t).eq_ignore_ascii_case(b"close");
                 keep_alive_token |= trim(t).eq_ignore_ascii_case(b"keep-alive");
             }
-        } else if name.eq_ignore_ascii_case("expect") {
+        } else if is("expect") {
             expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-        } else if name.eq_ignore_ascii_case("host") {
-            host = true;
         }
         headers.push((span(&buf, name.as_bytes()), span(&buf, value)));
     }
@@ -264,14 +270,8 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
     } else {
         keep_alive_token && !close
     };
-    // One UTF-8 validation for the whole head; the usual head passes and becomes `text`.
-    let (head, text) = match String::from_utf8(buf) {
-        Ok(t) => (Vec::new(), Some(t)),
-        Err(e) => (e.into_bytes(), None),
-    };
     let mut req = Request {
-        head,
-        text,
+        head: buf,
         method,
         path,
         query,
@@ -283,16 +283,8 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
     };
     if req.path.1 == 0 {
         // No path in an absolute-form target: it means "/".
-        let at = match &mut req.text {
-            Some(t) => {
-                t.push('/');
-                t.len() as u32 - 1
-            }
-            None => {
-                req.head.push(b'/');
-                req.head.len() as u32 - 1
-            }
-        };
+        req.head.push(b'/');
+        let at = req.head.len() as u32 - 1;
         req.path = Span(at, at + 1);
         req.query = Span(at + 1, at + 1);
     }
