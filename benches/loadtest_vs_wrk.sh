@@ -8,7 +8,8 @@
 # runs pinned to CPU $CLIENT_CPU, one thread: keep-alive at 64 and 256 connections, and
 # 16-deep pipelining at 64. Reported: requests/s and the client's CPU time per request
 # (utime+stime of the client process over the run / requests it completed), with
-# loadtest/wrk ratios. Loopback only, about 10*D seconds. Needs wrk (Debian package).
+# loadtest/wrk ratios: medians of R=3 rounds, each running wrk then loadtest. Loopback
+# only, about 6*R*D seconds (90 s by default). Needs wrk (Debian package).
 set -u
 cd "$(dirname "$0")/.."
 D=${D:-5}
@@ -46,6 +47,10 @@ run_client() {
     /^CPU / { cpu = $2 + $3 }
     END { printf "%.0f %.2f\n", r, (n > 0) ? cpu * 1e6 / n : 0 }'
 }
+# Medians over R rounds, wrk and loadtest alternating within each: this machine's speed
+# drifts by 10-20% over minutes, and a pair run back to back drifts least.
+R=${R:-3}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 printf "| mode | wrk req/s | loadtest req/s | ratio | wrk client us/req | loadtest client us/req | ratio |\n|---|---:|---:|---:|---:|---:|---:|\n"
 for mode in "keep-alive c=64" "keep-alive c=256" "pipelined x16 c=64"; do
   case $mode in
@@ -53,11 +58,22 @@ for mode in "keep-alive c=64" "keep-alive c=256" "pipelined x16 c=64"; do
     "keep-alive c=256") w=(wrk -t1 -c256 -d"${D}s" "$URL"); l=(./target/release/loadtest -t1 -c256 -d"${D}s" "$URL") ;;
     *) w=(wrk -t1 -c64 -d"${D}s" -s "$LUA" "$URL" -- 16); l=(./target/release/loadtest -t1 -c64 -d"${D}s" --pipeline 16 "$URL") ;;
   esac
-  read -r wr wu <<<"$(run_client "${w[@]}")"
-  read -r lr lu <<<"$(run_client "${l[@]}")"
-  awk -v m="$mode" -v wr="$wr" -v wu="$wu" -v lr="$lr" -v lu="$lu" 'BEGIN {
-    printf "| %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |\n", m, wr, lr, (wr > 0) ? lr / wr : 0, wu, lu, (wu > 0) ? lu / wu : 0 }'
+  WR="" WU="" LR="" LU="" RR="" RU=""
+  for _ in $(seq 1 "$R"); do
+    read -r wr wu <<<"$(run_client "${w[@]}")"
+    read -r lr lu <<<"$(run_client "${l[@]}")"
+    WR+=" $wr" WU+=" $wu" LR+=" $lr" LU+=" $lu"
+    RR+=" $(awk -v a="$lr" -v b="$wr" 'BEGIN { print (b > 0) ? a / b : 0 }')"
+    RU+=" $(awk -v a="$lu" -v b="$wu" 'BEGIN { print (b > 0) ? a / b : 0 }')"
+  done
+  [ "$R" -gt 1 ] && echo "  ($mode, each round: req/s ratio$RR; CPU ratio$RU)" >&2
+  awk -v m="$mode" -v wr="$(median <<<"$WR")" -v wu="$(median <<<"$WU")" -v lr="$(median <<<"$LR")" \
+    -v lu="$(median <<<"$LU")" -v rr="$(median <<<"$RR")" -v ru="$(median <<<"$RU")" 'BEGIN {
+    printf "| %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |\n", m, wr, lr, rr, wu, lu, ru }'
 done
+if [ "$R" -gt 1 ]; then
+  echo "medians of $R rounds (ratios: median of the per-round ratios); client pinned to CPU $CLIENT_CPU"
+fi
 rm -f "$LUA"
 [ -n "$PID" ] && kill -INT "$PID" 2>/dev/null
 exit 0
