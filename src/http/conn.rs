@@ -13,7 +13,7 @@ use super::request::{parse_chunk_size, parse_head, BodyKind, Head, Refused, Requ
 use super::response::{reason, Response};
 use super::HttpConfig;
 use crate::ioloop::{panic_message, IoLoop, WeakLoop};
-use crate::iostream::IoStream;
+use crate::iostream::{IoStream, ReadHandler};
 use crate::timer::TimeoutId;
 use std::cell::Cell;
 use std::io;
@@ -124,6 +124,30 @@ impl Drop for Conn {
     }
 }
 
+/// The connection reads each request head by itself (no closure allocated per request).
+impl ReadHandler for Conn {
+    fn on_read(self: Rc<Self>, lp: &IoLoop, s: &IoStream, head: io::Result<Vec<u8>>) {
+        self.clear_timer();
+        self.idle.set(false);
+        match head {
+            Ok(head) => match parse_head(head, &self.cfg) {
+                Ok(h) => self.on_head(lp, h),
+                Err(Refused(code)) => self.refuse(lp, code),
+            },
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // Over the head limit: a request line that alone is too long is 414,
+                // otherwise the header section is: 431.
+                let start = s.peek(self.cfg.max_uri + 32);
+                let line_fits = memchr::memmem::find(&start, b"\r\n").is_some();
+                self.refuse(lp, if line_fits { 431 } else { 414 });
+            }
+            // End of file or an error between requests: done, once what was written has
+            // gone out.
+            Err(_) => self.close_after_flush(),
+        }
+    }
+}
+
 impl Conn {
     /// The loop's cached time (for deadlines and the Date header).
     pub(crate) fn now(&self) -> Instant {
@@ -176,29 +200,11 @@ impl Conn {
             self.cfg.idle_timeout
         };
         self.set_timer(lp, wait);
-        let me = self.clone();
-        let r =
-            self.stream
-                .read_until_within(b"\r\n\r\n", self.cfg.max_head, move |lp, s, head| {
-                    me.clear_timer();
-                    me.idle.set(false);
-                    match head {
-                        Ok(head) => match parse_head(head, &me.cfg) {
-                            Ok(h) => me.on_head(lp, h),
-                            Err(Refused(code)) => me.refuse(lp, code),
-                        },
-                        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                            // Over the head limit: a request line that alone is too long is
-                            // 414, otherwise the header section is: 431.
-                            let start = s.peek(me.cfg.max_uri + 32);
-                            let line_fits = memchr::memmem::find(&start, b"\r\n").is_some();
-                            me.refuse(lp, if line_fits { 431 } else { 414 });
-                        }
-                        // End of file or an error between requests: done, once what was
-                        // written has gone out.
-                        Err(_) => me.close_after_flush(),
-                    }
-                });
+        let r = self.stream.read_until_within_by(
+            b"\r\n\r\n",
+            self.cfg.max_head,
+            self.clone() as Rc<dyn ReadHandler>,
+        );
         if r.is_err() {
             self.stream.close();
         }

@@ -3,30 +3,56 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-thread_local! {
-    /// (loop time until which the line is right, "Date: ...\r\n")
-    static CACHE: RefCell<(Option<Instant>, String)> = const { RefCell::new((None, String::new())) };
+/// What is formatted once per second: the `Date` line, and the head of the usual
+/// answer (200, no headers of the handler's own) up to its Content-Length value.
+struct Cache {
+    /// The loop time until which the lines are right (`None`: never formatted).
+    until: Option<Instant>,
+    date_line: String,
+    ok_head: Vec<u8>,
 }
 
-/// Appends this second's `Date: ...\r\n` line to `out`. `now` is the loop's cached
-/// time, so most calls cost a comparison: the wall clock is read and the line formatted
-/// once per second per core.
-pub(crate) fn append_date_line(out: &mut Vec<u8>, now: Instant) {
+/// The start of the usual answer's head, before the date line.
+const OK_HEAD_START: &[u8] = b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n";
+/// After the date line, up to the Content-Length value.
+const OK_HEAD_END: &[u8] = b"Content-Type: text/html; charset=UTF-8\r\nContent-Length: ";
+
+thread_local! {
+    static CACHE: RefCell<Cache> = const {
+        RefCell::new(Cache { until: None, date_line: String::new(), ok_head: Vec::new() })
+    };
+}
+
+/// Runs `f` on this second's cache. `now` is the loop's cached time, so most calls cost
+/// a comparison: the wall clock is read and the lines formatted once per second per
+/// core.
+fn with_cache<R>(now: Instant, f: impl FnOnce(&Cache) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.0.is_none_or(|until| now >= until) {
+        if c.until.is_none_or(|until| now >= until) {
             let wall = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             let left =
                 Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
-            *c = (
-                Some(now + left),
-                format!("Date: {}\r\n", http_date(wall.as_secs())),
-            );
+            c.until = Some(now + left);
+            c.date_line = format!("Date: {}\r\n", http_date(wall.as_secs()));
+            c.ok_head = [OK_HEAD_START, c.date_line.as_bytes(), OK_HEAD_END].concat();
         }
-        out.extend_from_slice(c.1.as_bytes());
-    });
+        f(&c)
+    })
+}
+
+/// Appends this second's `Date: ...\r\n` line to `out`.
+pub(crate) fn append_date_line(out: &mut Vec<u8>, now: Instant) {
+    with_cache(now, |c| out.extend_from_slice(c.date_line.as_bytes()));
+}
+
+/// Appends the head of a 200 answer with the default headers (`Server`, `Date`,
+/// `Content-Type: text/html; charset=UTF-8`), up to the value of its `Content-Length`,
+/// which the caller writes.
+pub(crate) fn append_ok_head(out: &mut Vec<u8>, now: Instant) {
+    with_cache(now, |c| out.extend_from_slice(&c.ok_head));
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110's IMF-fixdate) for seconds since 1970.

@@ -1,10 +1,11 @@
 //! `Response`: status, headers and body of one answer, written when it is finished.
 
 use super::conn::Conn;
-use super::date::append_date_line;
+use super::date::{append_date_line, append_ok_head};
 use std::fmt;
 use std::io::Write;
 use std::rc::Rc;
+use std::time::Instant;
 
 /// The response to one request. Set the status and headers, write the body, then
 /// [`finish`](Response::finish) it, at once or later (keep it in a timer's closure, or
@@ -200,51 +201,91 @@ pub(crate) fn reason(code: u16) -> &'static str {
 
 /// Writes the status line and headers; `content_length` `None` means streamed.
 fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>) {
-    let bodiless_status = matches!(st.status, 100..=199 | 204 | 304);
-    let mut num = itoa::Buffer::new();
-    if st.status == 200 {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n");
-    } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(num.format(st.status).as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason(st.status).as_bytes());
-        out.extend_from_slice(b"\r\nServer: coreloop\r\n");
-    }
-    append_date_line(out, st.conn.now());
-    if !bodiless_status
-        && !st
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-    {
-        out.extend_from_slice(b"Content-Type: text/html; charset=UTF-8\r\n");
-    }
-    if !bodiless_status {
-        match content_length {
-            Some(n) => {
-                out.extend_from_slice(b"Content-Length: ");
-                out.extend_from_slice(num.format(n).as_bytes());
-                out.extend_from_slice(b"\r\n");
+    let head = Head {
+        status: st.status,
+        headers: &st.headers,
+        keep_alive: st.keep_alive,
+        minor_version: st.minor_version,
+        content_length,
+    };
+    head.write(out, st.conn.now());
+}
+
+/// What goes into a response head.
+struct Head<'a> {
+    status: u16,
+    headers: &'a [(String, String)],
+    keep_alive: bool,
+    minor_version: u8,
+    /// `None`: the body is streamed.
+    content_length: Option<usize>,
+}
+
+impl Head<'_> {
+    fn write(&self, out: &mut Vec<u8>, now: Instant) {
+        match self.content_length {
+            // The usual answer: its head up to the length is formatted once a second.
+            Some(n)
+                if self.status == 200
+                    && self.headers.is_empty()
+                    && self.keep_alive
+                    && self.minor_version == 1 =>
+            {
+                append_ok_head(out, now);
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n\r\n");
             }
-            None if st.minor_version == 1 => {
-                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-            }
-            None => {}
+            _ => self.write_general(out, now),
         }
     }
-    if !st.keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if st.minor_version == 0 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    for (k, v) in &st.headers {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
+
+    fn write_general(&self, out: &mut Vec<u8>, now: Instant) {
+        let bodiless_status = matches!(self.status, 100..=199 | 204 | 304);
+        let mut num = itoa::Buffer::new();
+        if self.status == 200 {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n");
+        } else {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(num.format(self.status).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(reason(self.status).as_bytes());
+            out.extend_from_slice(b"\r\nServer: coreloop\r\n");
+        }
+        append_date_line(out, now);
+        if !bodiless_status
+            && !self
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            out.extend_from_slice(b"Content-Type: text/html; charset=UTF-8\r\n");
+        }
+        if !bodiless_status {
+            match self.content_length {
+                Some(n) => {
+                    out.extend_from_slice(b"Content-Length: ");
+                    out.extend_from_slice(num.format(n).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                None if self.minor_version == 1 => {
+                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                }
+                None => {}
+            }
+        }
+        if !self.keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if self.minor_version == 0 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        for (k, v) in self.headers {
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the body so far as one chunk (1.1) or raw (1.0, until the close).
@@ -312,5 +353,33 @@ impl fmt::Debug for Response {
             .field("status", &self.status())
             .field("finished", &self.st.is_none())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Head;
+    use std::time::Instant;
+
+    /// The once-a-second head of the usual answer is byte for byte the general one.
+    #[test]
+    fn the_cached_head_is_the_general_head() {
+        let now = Instant::now();
+        for n in [0, 12, 100_000] {
+            let head = Head {
+                status: 200,
+                headers: &[],
+                keep_alive: true,
+                minor_version: 1,
+                content_length: Some(n),
+            };
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            head.write(&mut fast, now);
+            head.write_general(&mut general, now);
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(general).unwrap()
+            );
+        }
     }
 }
