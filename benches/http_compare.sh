@@ -9,16 +9,21 @@
 # pipelining at c=64 (../shared/peers/pipeline.lua, or a copy made here). Reported:
 # requests/s, p99 (keep-alive only: wrk's percentiles are wrong with pipelining), and
 # the server's CPU time per request (utime+stime from /proc/PID/stat over the run,
-# divided by the requests wrk completed), with ratios to tokio_hello from the same run.
+# divided by the requests wrk completed), with ratios to $BASE: the peers' tokio_hyper
+# when built, else tokio_hello. R rounds (3) run every server once each; the table
+# gives medians, and the ratios are taken within a round before the median.
 #
-# Loopback only, bounded in time (about 40 s per server with D=5). Needs wrk and curl
-# (installed from Debian's packages if missing and run as root).
+# Loopback only, bounded in time (about 15 s per server and round with D=5: some 4.5
+# minutes with the peers built). Needs wrk and curl (installed from Debian's packages
+# if missing and run as root).
 #
-# Environment: D=5 SERVER_CPU=0 CLIENT_CPU=1 BASE_PORT=25000 PEERS=../shared/peers
+# Environment: D=5 R=3 SERVER_CPU=0 CLIENT_CPU=1 BASE_PORT=25000 PEERS=../shared/peers
 #   PEERS_TARGET=/tmp/peers-target (where the peers were built; see their README)
+#   BASE=tokio_hyper|tokio_hello|... (the row ratios are taken against)
 set -u
 cd "$(dirname "$0")/.."
 D=${D:-5}
+R=${R:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${BASE_PORT:-25000}
@@ -79,25 +84,58 @@ run() { # run NAME CMD... (the command gets the port as its last-but-one or via 
   timeout 20 taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d2s "http://127.0.0.1:$PORT/" >/dev/null 2>&1
   read -r ka_rps ka_p99 ka_us <<<"$(measure "$pid" -c256 --latency "http://127.0.0.1:$PORT/")"
   read -r pl_rps _ pl_us <<<"$(measure "$pid" -c64 -s "$LUA" "http://127.0.0.1:$PORT/" -- 16)"
-  echo "$name $ka_rps $ka_p99 $ka_us $pl_rps $pl_us" | tee -a "$RESULTS"
+  echo "$ROUND $name $ka_rps $ka_p99 $ka_us $pl_rps $pl_us" | tee -a "$RESULTS"
   kill -INT "$pid" 2>/dev/null; sleep 0.5; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   PORT=$((PORT + 1))
 }
 
-run tokio_hello "$TOKIO_BIN" "$PORT" 1
-run coreloop_uring ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring
-run coreloop_epoll ./target/release/examples/hello --port "$PORT" --cores 1 --backend epoll
-for peer in tokio_hyper bare_epoll bare_uring; do
-  if [ -x "$PEERS_TARGET/release/$peer" ]; then run "$peer" "$PEERS_TARGET/release/$peer" "$PORT" 1; fi
+# R rounds, every server once per round, in the same order: this machine's speed drifts
+# by 10-20% over minutes, so each ratio is taken within a round and the median of the
+# rounds' ratios reported.
+for round in $(seq 1 "$R"); do
+  ROUND=$round
+  run tokio_hello "$TOKIO_BIN" "$PORT" 1
+  run coreloop_uring ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring
+  run coreloop_epoll ./target/release/examples/hello --port "$PORT" --cores 1 --backend epoll
+  for peer in tokio_hyper bare_epoll bare_uring; do
+    if [ -x "$PEERS_TARGET/release/$peer" ]; then run "$peer" "$PEERS_TARGET/release/$peer" "$PORT" 1; fi
+  done
 done
+BASE=${BASE:-$(grep -q '^[0-9]* tokio_hyper ' "$RESULTS" && echo tokio_hyper || echo tokio_hello)}
 
 echo
-echo "server pinned to CPU $SERVER_CPU (1 core), wrk -t1 on CPU $CLIENT_CPU, ${D}s per row; ratios to tokio_hello from this run"
+echo "server pinned to CPU $SERVER_CPU (1 core), wrk -t1 on CPU $CLIENT_CPU, ${D}s per row;"
+echo "medians of $R rounds; ratios to $BASE within each round, then their median"
 echo
-echo "| server | keep-alive c=256 req/s | p99 ms | server us/req | vs tokio | pipelined x16 c=64 req/s | vs tokio | server us/req | vs tokio |"
+echo "| server | keep-alive c=256 req/s | p99 ms | server us/req | vs $BASE | pipelined x16 c=64 req/s | vs $BASE | server us/req | vs $BASE |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-awk 'NR == FNR && $1 == "tokio_hello" { kus = $4; prps = $5; pus = $6 }
-     NR != FNR { printf "| %s | %.0f | %s | %.2f | %.2f | %.0f | %.2f | %.2f | %.2f |\n",
-       $1, $2, $3, $4, (kus > 0) ? $4 / kus : 0, $5, (prps > 0) ? $5 / prps : 0, $6, (pus > 0) ? $6 / pus : 0 }' \
-  "$RESULTS" "$RESULTS"
+# Result lines: ROUND NAME ka_rps ka_p99 ka_us pl_rps pl_us
+awk -v base="$BASE" '
+  function median(list,   n, v, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  NR == FNR { if ($2 == base) { bk[$1] = $5; bp[$1] = $6; bu[$1] = $7 }; next }
+  {
+    if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 }
+    ka[$2] = ka[$2] " " $3; p99[$2] = p99[$2] " " $4; kus[$2] = kus[$2] " " $5
+    pl[$2] = pl[$2] " " $6; pus[$2] = pus[$2] " " $7
+    if (bk[$1] > 0) rk[$2] = rk[$2] " " $5 / bk[$1]
+    if (bp[$1] > 0) rp[$2] = rp[$2] " " $6 / bp[$1]
+    if (bu[$1] > 0) ru[$2] = ru[$2] " " $7 / bu[$1]
+  }
+  END {
+    for (i = 1; i <= n; i++) {
+      s = order[i]
+      printf "| %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f | %.2f | %.2f |\n", s, median(ka[s]), median(p99[s]),
+        median(kus[s]), median(rk[s]), median(pl[s]), median(rp[s]), median(pus[s]), median(ru[s])
+    }
+  }' "$RESULTS" "$RESULTS"
+if [ "$R" -gt 1 ]; then
+  echo
+  echo "each round (server: keep-alive us/req ratio, pipelined req/s ratio, pipelined us/req ratio):"
+  awk -v base="$BASE" 'NR == FNR { if ($2 == base) { bk[$1] = $5; bp[$1] = $6; bu[$1] = $7 }; next }
+    { printf "  round %s %s: %.2f %.2f %.2f\n", $1, $2, (bk[$1] > 0) ? $5 / bk[$1] : 0, (bp[$1] > 0) ? $6 / bp[$1] : 0, (bu[$1] > 0) ? $7 / bu[$1] : 0 }' "$RESULTS" "$RESULTS"
+fi
 rm -f "$LUA" "$RESULTS"
