@@ -337,8 +337,10 @@ impl IoStream {
             st.scanned = 0;
             st.read = Some(PendingRead { kind, cb });
         }
-        if let Some(lp) = self.lp() {
-            self.inner.transport.set_reading(&lp, true);
+        if self.inner.transport.would_change_reading(true) {
+            if let Some(lp) = self.lp() {
+                self.inner.transport.set_reading(&lp, true);
+            }
         }
         self.schedule_dispatch();
         Ok(())
@@ -1094,7 +1096,8 @@ fn find_delim(hay: &[u8], delim: &[u8]) -> Option<usize> {
     let mut at = 0;
     while at + delim.len() <= hay.len() {
         let i = at + memchr::memchr(first, &hay[at..hay.len() - rest.len()])?;
-        if &hay[i + 1..i + delim.len()] == rest {
+        // Byte by byte: a call to memcmp for the 3 bytes of "\r\n\r\n" cost more.
+        if hay[i + 1..i + delim.len()].iter().eq(rest) {
             return Some(i);
         }
         at = i + 1;

@@ -159,7 +159,7 @@ impl Transport {
     pub(crate) fn set_reading(&self, lp: &IoLoop, on: bool) {
         let (uring, recv_op) = {
             let mut st = self.st.borrow_mut();
-            if st.sink.is_none() || st.ended || st.reading == on {
+            if !changes_reading(&st, on) {
                 return;
             }
             st.reading = on;
@@ -174,6 +174,12 @@ impl Transport {
         } else if let Err(e) = self.arm_recv(lp) {
             report(&self.st, lp, SockEvent::Error(e));
         }
+    }
+
+    /// Whether [`set_reading`](Self::set_reading)`(on)` would change anything (checked
+    /// before the caller gets hold of the loop).
+    pub(crate) fn would_change_reading(&self, on: bool) -> bool {
+        changes_reading(&self.st.borrow(), on)
     }
 
     /// Sends all of `buf`. At most one send may be pending at a time.
@@ -486,4 +492,8 @@ fn on_send_done(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
             report(&st, lp, SockEvent::Error(e));
         }
     }
+}
+
+fn changes_reading(st: &State, on: bool) -> bool {
+    st.sink.is_some() && !st.ended && st.reading != on
 }

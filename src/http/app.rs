@@ -78,7 +78,9 @@ impl Route {
 
     /// The handler for `method`, and whether it is GET standing in for HEAD.
     pub(crate) fn handler(&self, method: &str) -> Option<(&Handler, bool)> {
-        if let Some((_, h)) = self.methods.iter().find(|(m, _)| m == method) {
+        // Byte by byte: method names are a few bytes, shorter than a call to memcmp.
+        let is = |m: &str| m.len() == method.len() && m.bytes().eq(method.bytes());
+        if let Some((_, h)) = self.methods.iter().find(|(m, _)| is(m)) {
             return Some((h, false));
         }
         if method == "HEAD" {

@@ -338,15 +338,18 @@ impl Conn {
     }
 
     /// Called by a finished response: writes its rest through `f` (straight into the
-    /// stream's buffer), then reads the next request or closes.
-    pub(crate) fn respond(self: Rc<Self>, f: impl FnOnce(&mut Vec<u8>), close: bool) {
-        if self.stream.write_with(f).is_err() {
+    /// stream's buffer; `f` gets the loop's time for the Date header), then reads the
+    /// next request or closes.
+    pub(crate) fn respond(self: Rc<Self>, f: impl FnOnce(&mut Vec<u8>, Instant), close: bool) {
+        let lp = self.lp.upgrade();
+        let now = lp.as_ref().map_or_else(Instant::now, IoLoop::time);
+        if self.stream.write_with(|out| f(out, now)).is_err() {
             return; // the client went away meanwhile
         }
         self.served.set(self.served.get() + 1);
         if close {
             self.close_after_flush();
-        } else if let Some(lp) = self.lp.upgrade() {
+        } else if let Some(lp) = lp {
             self.read_head(&lp);
         }
     }

@@ -98,7 +98,7 @@ impl Response {
         let st = &*st;
         st.conn.write_part(|out| {
             if first {
-                write_head(st, out, None);
+                write_head(st, out, None, st.conn.now());
             }
             if !no_body && !st.body.is_empty() {
                 write_body_part(st, out);
@@ -200,7 +200,7 @@ pub(crate) fn reason(code: u16) -> &'static str {
 }
 
 /// Writes the status line and headers; `content_length` `None` means streamed.
-fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>) {
+fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>, now: Instant) {
     let head = Head {
         status: st.status,
         headers: &st.headers,
@@ -208,7 +208,7 @@ fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>) {
         minor_version: st.minor_version,
         content_length,
     };
-    head.write(out, st.conn.now());
+    head.write(out, now);
 }
 
 /// What goes into a response head.
@@ -307,7 +307,7 @@ fn send(mut st: State) {
     let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
     let close = !st.keep_alive;
     st.conn.clone().respond(
-        |out| {
+        |out, now| {
             if st.streaming {
                 if !no_body {
                     if !st.body.is_empty() {
@@ -318,7 +318,7 @@ fn send(mut st: State) {
                     }
                 }
             } else {
-                write_head(&st, out, Some(st.body.len()));
+                write_head(&st, out, Some(st.body.len()), now);
                 if !no_body {
                     out.extend_from_slice(&st.body);
                 }
