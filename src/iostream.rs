@@ -419,6 +419,24 @@ impl IoStream {
         self.read_until_kind(delimiter, max_bytes, false, Reader::Handler(handler))
     }
 
+    /// Takes the unread bytes up to and including `delimiter` at once, if they are
+    /// buffered (within `max_bytes`) and no read is pending; `None` otherwise, and then
+    /// the caller asks with a read. For an owner that reads message after message and
+    /// would otherwise go through a pending read and the dispatch loop for each.
+    pub(crate) fn take_until_now(
+        &self,
+        lp: &IoLoop,
+        delimiter: &[u8],
+        max_bytes: usize,
+    ) -> Option<Vec<u8>> {
+        let mut st = self.inner.st.borrow_mut();
+        if st.read.is_some() || st.closed {
+            return None;
+        }
+        let n = find_delim(&st.rbuf[st.rpos..], delimiter)? + delimiter.len();
+        (n <= max_bytes).then(|| take_front(&mut st, lp, n))
+    }
+
     /// A copy of up to `max` unread bytes, without consuming them.
     pub fn peek(&self, max: usize) -> Vec<u8> {
         let st = self.inner.st.borrow();

@@ -76,6 +76,10 @@ pub(crate) struct Conn {
     timer: Cell<Option<TimeoutId>>,
     served: Cell<u64>,
     peer: Cell<Option<SocketAddr>>,
+    /// `read_head` is running its loop (further down this stack).
+    reading_heads: Cell<bool>,
+    /// Asked for the next head while `reading_heads`: the loop takes it.
+    want_head: Cell<bool>,
 }
 
 /// Serves HTTP for server `id` on an accepted stream.
@@ -102,6 +106,8 @@ pub(crate) fn serve(
         deadline: Cell::new(None),
         timer: Cell::new(None),
         served: Cell::new(0),
+        reading_heads: Cell::new(false),
+        want_head: Cell::new(false),
     });
     conn.key.set(
         conn.registry
@@ -126,25 +132,8 @@ impl Drop for Conn {
 
 /// The connection reads each request head by itself (no closure allocated per request).
 impl ReadHandler for Conn {
-    fn on_read(self: Rc<Self>, lp: &IoLoop, s: &IoStream, head: io::Result<Vec<u8>>) {
-        self.clear_timer();
-        self.idle.set(false);
-        match head {
-            Ok(head) => match parse_head(head, &self.cfg) {
-                Ok(h) => self.on_head(lp, h),
-                Err(Refused(code)) => self.refuse(lp, code),
-            },
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                // Over the head limit: a request line that alone is too long is 414,
-                // otherwise the header section is: 431.
-                let start = s.peek(self.cfg.max_uri + 32);
-                let line_fits = memchr::memmem::find(&start, b"\r\n").is_some();
-                self.refuse(lp, if line_fits { 431 } else { 414 });
-            }
-            // End of file or an error between requests: done, once what was written has
-            // gone out.
-            Err(_) => self.close_after_flush(),
-        }
+    fn on_read(self: Rc<Self>, lp: &IoLoop, _: &IoStream, head: io::Result<Vec<u8>>) {
+        self.head_loop(lp, Some(head));
     }
 }
 
@@ -200,13 +189,69 @@ impl Conn {
             self.cfg.idle_timeout
         };
         self.set_timer(lp, wait);
-        let r = self.stream.read_until_within_by(
-            b"\r\n\r\n",
-            self.cfg.max_head,
-            self.clone() as Rc<dyn ReadHandler>,
-        );
-        if r.is_err() {
-            self.stream.close();
+        if self.reading_heads.get() {
+            // A response finished inside the loop below: it takes the next head.
+            self.want_head.set(true);
+            return;
+        }
+        self.head_loop(lp, None);
+    }
+
+    /// Handles heads while they are buffered (pipelined requests whose responses finish
+    /// at once go round this loop, not through a pending read each), starting with
+    /// `first` if a read delivered one; then waits for the next with a read.
+    fn head_loop(self: &Rc<Self>, lp: &IoLoop, first: Option<io::Result<Vec<u8>>>) {
+        self.reading_heads.set(true);
+        let mut next = first;
+        loop {
+            let head = match next.take() {
+                Some(head) => head,
+                None => match self
+                    .stream
+                    .take_until_now(lp, b"\r\n\r\n", self.cfg.max_head)
+                {
+                    Some(head) => Ok(head),
+                    None => {
+                        let r = self.stream.read_until_within_by(
+                            b"\r\n\r\n",
+                            self.cfg.max_head,
+                            self.clone() as Rc<dyn ReadHandler>,
+                        );
+                        if r.is_err() {
+                            self.stream.close();
+                        }
+                        break;
+                    }
+                },
+            };
+            self.want_head.set(false);
+            self.on_head_bytes(lp, head);
+            if !self.want_head.get() {
+                break; // the response is not finished yet, or the connection closes
+            }
+        }
+        self.want_head.set(false);
+        self.reading_heads.set(false);
+    }
+
+    fn on_head_bytes(self: &Rc<Self>, lp: &IoLoop, head: io::Result<Vec<u8>>) {
+        self.clear_timer();
+        self.idle.set(false);
+        match head {
+            Ok(head) => match parse_head(head, &self.cfg) {
+                Ok(h) => self.on_head(lp, h),
+                Err(Refused(code)) => self.refuse(lp, code),
+            },
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // Over the head limit: a request line that alone is too long is 414,
+                // otherwise the header section is: 431.
+                let start = self.stream.peek(self.cfg.max_uri + 32);
+                let line_fits = memchr::memmem::find(&start, b"\r\n").is_some();
+                self.refuse(lp, if line_fits { 431 } else { 414 });
+            }
+            // End of file or an error between requests: done, once what was written has
+            // gone out.
+            Err(_) => self.close_after_flush(),
         }
     }
 
