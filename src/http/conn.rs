@@ -75,7 +75,7 @@ pub(crate) struct Conn {
     /// The one timer that enforces `deadline`, re-armed lazily when it fires early.
     timer: Cell<Option<TimeoutId>>,
     served: Cell<u64>,
-    peer: Cell<Option<SocketAddr>>,
+    peer: Option<Arc<SocketAddr>>,
     /// `read_head` is running its loop (further down this stack).
     reading_heads: Cell<bool>,
     /// Asked for the next head while `reading_heads`: the loop takes it.
@@ -95,7 +95,7 @@ pub(crate) fn serve(
     stream.set_close_on_eof(false);
     stream.set_max_buffer_size(cfg.max_body.max(cfg.max_head) + 64 * 1024);
     let conn = Rc::new(Conn {
-        peer: Cell::new(stream.peer_addr().ok()),
+        peer: stream.peer_addr().ok().map(Arc::new),
         stream,
         registry: lp.local::<HttpLoop>().server(id),
         key: Cell::new(usize::MAX),
@@ -262,7 +262,7 @@ impl Conn {
             keep_alive,
             expect_continue,
         } = h;
-        req.peer = self.peer.get();
+        req.peer = self.peer.clone();
         if expect_continue {
             let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -275,7 +275,7 @@ impl Conn {
                     me.clear_timer();
                     match data {
                         Ok(data) => {
-                            req.body = data;
+                            req.extra_mut().body = data;
                             me.dispatch(lp, req, keep_alive);
                         }
                         Err(_) => me.stream.close(),
@@ -307,7 +307,7 @@ impl Conn {
                 if size == 0 {
                     return me.read_trailers(req, keep_alive, 0);
                 }
-                if req.body.len() as u64 + size > me.cfg.max_body as u64 {
+                if req.body().len() as u64 + size > me.cfg.max_body as u64 {
                     return me.refuse(lp, 413);
                 }
                 let me2 = me.clone();
@@ -318,7 +318,9 @@ impl Conn {
                     if !data.ends_with(b"\r\n") {
                         return me2.refuse(lp, 400);
                     }
-                    req.body.extend_from_slice(&data[..data.len() - 2]);
+                    req.extra_mut()
+                        .body
+                        .extend_from_slice(&data[..data.len() - 2]);
                     me2.read_chunk(req, keep_alive);
                 });
                 if r.is_err() {
@@ -374,7 +376,9 @@ impl Conn {
             resp.write("405: Method Not Allowed");
             return resp.finish();
         };
-        req.params = params;
+        if !params.is_empty() {
+            req.extra_mut().params = params;
+        }
         let resp = Response::new(self.clone(), req.minor_version, keep_alive, head || via_get);
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp))) {
             // The response was dropped while unwinding and has answered 500.

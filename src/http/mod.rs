@@ -24,6 +24,16 @@ pub use server::{HttpServer, RunningHttpServer};
 use crate::net::ListenOptions;
 use std::time::Duration;
 
+/// The largest request head any configuration allows, bytes (64 KiB less 2: a request
+/// refers to its head with 16-bit offsets, which keeps it small).
+///
+/// ```
+/// use coreloop::http::{HttpConfig, MAX_HEAD_LIMIT};
+/// let cfg = HttpConfig { max_head: 48 * 1024, ..HttpConfig::default() };
+/// assert!(cfg.max_head <= MAX_HEAD_LIMIT);
+/// ```
+pub const MAX_HEAD_LIMIT: usize = u16::MAX as usize - 1;
+
 /// Limits and timeouts of an [`HttpServer`].
 ///
 /// ```
@@ -35,7 +45,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     /// Largest request head (request line and headers), bytes: past it, 431 (or 414 if
-    /// the request line alone is too long).
+    /// the request line alone is too long). At most [`MAX_HEAD_LIMIT`]; a larger value
+    /// counts as that.
     pub max_head: usize,
     /// Longest request target, bytes: past it, 414.
     pub max_uri: usize,

@@ -2,17 +2,33 @@
 //! rules of RFC 9112 (Content-Length, Transfer-Encoding, Connection, Expect), each
 //! failure mapped to its status code.
 
-use super::HttpConfig;
+use super::{HttpConfig, MAX_HEAD_LIMIT};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-/// A byte range of the request head.
+/// A byte range of the request head (which is at most [`MAX_HEAD_LIMIT`] bytes long).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Span(u32, u32);
+pub(crate) struct Span(u16, u16);
+
+/// The method: one of [`STANDARD_METHODS`] by index, or where it lies in the head.
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Standard(u8),
+    Sent(Span),
+}
+
+/// What few requests have: a body, the route's captures.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extra {
+    pub body: Vec<u8>,
+    pub params: Vec<(String, String)>,
+}
 
 /// An HTTP request: method, target, headers, body, and the route's captures.
 ///
 /// It keeps the bytes of its head and refers into them, so reading a request allocates
-/// little: the head, the list of header positions, and the body.
+/// little: the head, and the body if there is one. It is small (it moves from the
+/// parser to the handler without a call to memcpy).
 ///
 /// ```
 /// # use coreloop::http::{Application, Route};
@@ -27,15 +43,13 @@ pub struct Request {
     /// The head's bytes. Method, target and header names are ASCII (httparse checked);
     /// a header value is validated as UTF-8 only when asked for as `&str`.
     head: Vec<u8>,
-    /// The method: one of the standard ones, or where it lies in the head.
-    method: Result<&'static str, Span>,
+    method: Method,
     path: Span,
     query: Span,
     pub(crate) minor_version: u8,
-    headers: smallvec::SmallVec<[(Span, Span); 6]>,
-    pub(crate) body: Vec<u8>,
-    pub(crate) params: Vec<(String, String)>,
-    pub(crate) peer: Option<SocketAddr>,
+    headers: smallvec::SmallVec<[(Span, Span); 4]>,
+    pub(crate) extra: Option<Box<Extra>>,
+    pub(crate) peer: Option<Arc<SocketAddr>>,
 }
 
 impl Request {
@@ -52,8 +66,8 @@ impl Request {
     /// The method, as sent (`GET`, `POST`, …).
     pub fn method(&self) -> &str {
         match self.method {
-            Ok(m) => m,
-            Err(s) => self.ascii(s),
+            Method::Standard(i) => STANDARD_METHODS[usize::from(i)],
+            Method::Sent(s) => self.ascii(s),
         }
     }
     /// The path, without the query.
@@ -99,18 +113,25 @@ impl Request {
     }
     /// The body (de-chunked), empty if there was none.
     pub fn body(&self) -> &[u8] {
-        &self.body
+        self.extra.as_ref().map_or(&[], |e| &e.body)
     }
     /// A capture of the route's pattern (`{id}` in `/user/{id}`).
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
+        self.extra
+            .as_ref()?
+            .params
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
     /// The client's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
+        self.peer.as_deref().copied()
+    }
+
+    /// The body and captures, made on first use.
+    pub(crate) fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 }
 
@@ -145,7 +166,7 @@ const STANDARD_METHODS: [&str; 9] = [
 /// Where `part` (a slice of `base`) lies in `base`.
 fn span(base: &[u8], part: &[u8]) -> Span {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    Span(start as u32, (start + part.len()) as u32)
+    Span(start as u16, (start + part.len()) as u16)
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -162,6 +183,9 @@ fn trim(b: &[u8]) -> &[u8] {
 
 /// Parses a complete head (up to and including the blank line); the request keeps it.
 pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused> {
+    if buf.len() > MAX_HEAD_LIMIT {
+        return Err(Refused(431)); // spans are 16-bit (the server never reads more)
+    }
     const MAX: usize = 128;
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX];
     let n_slots = cfg.max_headers.min(MAX);
@@ -174,11 +198,10 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
         Err(_) => return Err(Refused(400)),
     }
     let method = parsed.method.ok_or(Refused(400))?;
-    let method = STANDARD_METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .ok_or_else(|| span(&buf, method.as_bytes()));
+    let method = match STANDARD_METHODS.iter().position(|m| *m == method) {
+        Some(i) => Method::Standard(i as u8),
+        None => Method::Sent(span(&buf, method.as_bytes())),
+    };
     let target = parsed.path.ok_or(Refused(400))?;
     let minor_version = parsed.version.ok_or(Refused(400))?;
     if target.len() > cfg.max_uri {
@@ -277,14 +300,13 @@ pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused
         query,
         minor_version,
         headers,
-        body: Vec::new(),
-        params: Vec::new(),
+        extra: None,
         peer: None,
     };
     if req.path.1 == 0 {
         // No path in an absolute-form target: it means "/".
         req.head.push(b'/');
-        let at = req.head.len() as u32 - 1;
+        let at = req.head.len() as u16 - 1;
         req.path = Span(at, at + 1);
         req.query = Span(at + 1, at + 1);
     }

@@ -47,7 +47,8 @@ impl HttpServer {
     }
 
     /// Replaces the limits and timeouts.
-    pub fn config(mut self, cfg: HttpConfig) -> HttpServer {
+    pub fn config(mut self, mut cfg: HttpConfig) -> HttpServer {
+        cfg.max_head = cfg.max_head.min(super::MAX_HEAD_LIMIT);
         self.cfg = Arc::new(cfg);
         self
     }
