@@ -75,7 +75,7 @@ pub(crate) struct Conn {
     /// The one timer that enforces `deadline`, re-armed lazily when it fires early.
     timer: Cell<Option<TimeoutId>>,
     served: Cell<u64>,
-    peer: Option<Arc<SocketAddr>>,
+    peer: Option<SocketAddr>,
     /// `read_head` is running its loop (further down this stack).
     reading_heads: Cell<bool>,
     /// Asked for the next head while `reading_heads`: the loop takes it.
@@ -95,7 +95,7 @@ pub(crate) fn serve(
     stream.set_close_on_eof(false);
     stream.set_max_buffer_size(cfg.max_body.max(cfg.max_head) + 64 * 1024);
     let conn = Rc::new(Conn {
-        peer: stream.peer_addr().ok().map(Arc::new),
+        peer: stream.peer_addr().ok(),
         stream,
         registry: lp.local::<HttpLoop>().server(id),
         key: Cell::new(usize::MAX),
@@ -262,7 +262,7 @@ impl Conn {
             keep_alive,
             expect_continue,
         } = h;
-        req.peer = self.peer.clone();
+        req.peer = self.peer;
         if expect_continue {
             let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
