@@ -179,7 +179,7 @@ impl Conn {
                     Ok(s) => {
                         *me.stream.borrow_mut() = Some(s);
                         me.sent.borrow_mut().clear();
-                        me.send(lp);
+                        me.send(lp, Instant::now());
                     }
                     Err(_) => me.connect_failed(lp),
                 }
@@ -208,34 +208,28 @@ impl Conn {
     }
 
     /// Sends the next request(s): at once in a closed loop, when due at a constant rate.
-    fn send(self: &Rc<Self>, lp: &IoLoop) {
+    /// `now`: the clock read when the previous response was taken in, a moment ago
+    /// (one clock read per response, not two).
+    fn send(self: &Rc<Self>, lp: &IoLoop, now: Instant) {
         if self.ctx.stopping.get() {
             return;
         }
-        match self.ctx.plan.interval {
-            None => {
-                let now = Instant::now();
-                self.write(
-                    lp,
-                    &self.ctx.plan.batch.clone(),
-                    now,
-                    self.ctx.plan.pipeline,
-                );
-            }
+        let plan = &self.ctx.plan;
+        match plan.interval {
+            None => self.write(lp, &plan.batch, now, plan.pipeline),
             Some(iv) => {
                 let due = self.next_due.get();
                 self.next_due.set(due + iv);
-                let now = Instant::now();
                 if due > now {
                     let me = self.clone();
                     let generation = self.generation.get();
                     lp.call_later(due - now, move |lp| {
                         if me.generation.get() == generation && !me.ctx.stopping.get() {
-                            me.write(lp, &me.ctx.plan.batch.clone(), due, 1);
+                            me.write(lp, &me.ctx.plan.batch, due, 1);
                         }
                     });
                 } else {
-                    self.write(lp, &self.ctx.plan.batch.clone(), due, 1);
+                    self.write(lp, &plan.batch, due, 1);
                 }
             }
         }
@@ -370,7 +364,7 @@ impl Conn {
                     s.close();
                 }
             } else {
-                self.send(lp);
+                self.send(lp, now);
             }
         }
     }
