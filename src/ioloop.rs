@@ -880,12 +880,18 @@ impl IoLoop {
             return;
         }
         loop {
-            let batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
+            let mut batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
             if batch.is_empty() {
                 return;
             }
-            for f in batch {
+            for f in batch.drain(..) {
                 f.flush(self);
+            }
+            // The list's allocation is kept for the next step (unless flushing queued
+            // more meanwhile): a fresh one per step was a malloc per keep-alive request.
+            let mut list = self.inner.flushes.borrow_mut();
+            if list.is_empty() {
+                *list = batch;
             }
         }
     }

@@ -696,7 +696,16 @@ impl IoStream {
         if more {
             self.start_send(lp);
         }
-        self.schedule_dispatch();
+        // Only what waits on sends needs the dispatch loop: write and drain callbacks,
+        // and a close that waits for the buffer to empty. (Scheduling it regardless cost
+        // a boxed callback per keep-alive response.)
+        let waiting = {
+            let st = self.inner.st.borrow();
+            !st.write_cbs.is_empty() || st.drain_cb.is_some() || st.eof || st.closed
+        };
+        if waiting {
+            self.schedule_dispatch();
+        }
     }
 
     /// Bytes written and not yet handed to the kernel.
