@@ -880,10 +880,13 @@ impl IoLoop {
             return;
         }
         loop {
-            let mut batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
-            if batch.is_empty() {
-                return;
-            }
+            let mut batch = {
+                let mut list = self.inner.flushes.borrow_mut();
+                if list.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut *list)
+            };
             for f in batch.drain(..) {
                 f.flush(self);
             }
