@@ -13,7 +13,10 @@
 # when built, else tokio_hello. R rounds (3) run every server once each; the table
 # gives medians, and the ratios are taken within a round before the median.
 #
-# Loopback only, bounded in time (about 15 s per server and round with D=5: some 4.5
+# coreloop runs three ways: io_uring, epoll, and io_uring with a 100 us batch wait
+# (Runtime::batch_wait: less CPU per request under load, up to 100 us more latency).
+#
+# Loopback only, bounded in time (about 15 s per server and round with D=5: some 5.5
 # minutes with the peers built). Needs wrk and curl (installed from Debian's packages
 # if missing and run as root).
 #
@@ -97,6 +100,8 @@ for round in $(seq 1 "$R"); do
   run tokio_hello "$TOKIO_BIN" "$PORT" 1
   run coreloop_uring ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring
   run coreloop_epoll ./target/release/examples/hello --port "$PORT" --cores 1 --backend epoll
+  # io_uring gathering completions for up to 100 us once one has come (Runtime::batch_wait)
+  run coreloop_uring_batch ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring --batch-wait-us 100
   for peer in tokio_hyper bare_epoll bare_uring; do
     if [ -x "$PEERS_TARGET/release/$peer" ]; then run "$peer" "$PEERS_TARGET/release/$peer" "$PORT" 1; fi
   done

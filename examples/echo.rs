@@ -9,15 +9,14 @@
 mod common;
 
 use common::echo::echo;
-use coreloop::{IoStream, ListenOptions, Runtime, TcpServer};
+use coreloop::{IoStream, ListenOptions, TcpServer};
 use std::net::SocketAddr;
 
 fn main() {
     let args = common::server_args("echo", 8889);
     let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
-    let builder = Runtime::builder()
-        .cores(args.cores)
-        .backend(args.backend)
+    let builder = args
+        .runtime()
         .stop_on_signals(true)
         .on_start(|lp, shard| println!("shard {shard}: {}", lp.backend_detail()));
     let on_conn = |_: &coreloop::IoLoop, s: IoStream| {

@@ -9,7 +9,8 @@
 //! app.listen(8888)
 //! ```
 //!
-//! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll]`
+//! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll
+//! --batch-wait-us U]`
 //!
 //! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C stops it
 //! gracefully: no new connections, requests in flight finish (5 s at most).
@@ -17,7 +18,6 @@
 mod common;
 
 use coreloop::http::{Application, HttpServer, Route};
-use coreloop::Runtime;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ fn main() {
         "/",
         Route::new().get(|_lp, _req, mut resp| resp.write("Hello, world")),
     );
-    let runtime = Runtime::builder().cores(args.cores).backend(args.backend);
+    let runtime = args.runtime();
     let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
     let server = match HttpServer::new(app).listen(runtime, addr) {
         Ok(s) => s,

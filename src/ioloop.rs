@@ -249,6 +249,26 @@ impl IoLoop {
         self.inner.poller.borrow().describe()
     }
 
+    /// Trades latency for CPU under load: each wait for I/O, once a completion has
+    /// come, gathers more for up to `wait` (up to 64) before the loop runs, so a busy
+    /// loop wakes less often and does more per wake-up. The time counts from the start
+    /// of the wait: a loop that was idle for longer runs at once, and a timer due sooner
+    /// than `wait` is not delayed. Answers (and callbacks from other threads) can be up
+    /// to `wait` later. io_uring on Linux 6.12 or later only (IORING_FEAT_MIN_TIMEOUT):
+    /// returns whether it took effect; `Duration::ZERO` turns it off.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::time::Duration;
+    /// let lp = IoLoop::new()?;
+    /// let batching = lp.set_batch_wait(Duration::from_micros(100));
+    /// println!("batch wait on {}: {batching}", lp.backend_detail());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_batch_wait(&self, wait: Duration) -> bool {
+        self.inner.poller.borrow_mut().set_batch_wait(wait)
+    }
+
     /// A handle other threads can use to send callbacks to this loop or stop it.
     pub fn handle(&self) -> LoopHandle {
         self.inner.handle.clone()

@@ -1,4 +1,5 @@
-//! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`.
+//! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`,
+//! `--batch-wait-us`.
 
 #![allow(dead_code)]
 
@@ -10,17 +11,30 @@ pub struct ServerArgs {
     pub port: u16,
     pub cores: Cores,
     pub backend: Backend,
+    /// `Runtime::batch_wait` (zero: off).
+    pub batch_wait: std::time::Duration,
 }
 
-/// Parses `--port P --cores N --backend auto|uring|epoll`; exits with a message on bad
-/// input.
+impl ServerArgs {
+    /// A runtime builder with these cores, backend and batch wait.
+    pub fn runtime(&self) -> coreloop::RuntimeBuilder {
+        coreloop::Runtime::builder()
+            .cores(self.cores.clone())
+            .backend(self.backend)
+            .batch_wait(self.batch_wait)
+    }
+}
+
+/// Parses `--port P --cores N --backend auto|uring|epoll --batch-wait-us U`; exits with
+/// a message on bad input.
 pub fn server_args(name: &str, default_port: u16) -> ServerArgs {
     match parse(default_port) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{name}: {e}");
             eprintln!(
-                "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll]"
+                "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll] \
+                 [--batch-wait-us U]"
             );
             std::process::exit(2);
         }
@@ -32,6 +46,7 @@ fn parse(default_port: u16) -> Result<ServerArgs, String> {
         port: default_port,
         cores: Cores::All,
         backend: Backend::Auto,
+        batch_wait: std::time::Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -49,6 +64,12 @@ fn parse(default_port: u16) -> Result<ServerArgs, String> {
                 let v = value()?;
                 args.backend = Backend::parse(&v)
                     .ok_or(format!("--backend takes auto, uring or epoll, not {v:?}"))?;
+            }
+            "--batch-wait-us" => {
+                let us: u64 = value()?
+                    .parse()
+                    .map_err(|e| format!("--batch-wait-us: {e}"))?;
+                args.batch_wait = std::time::Duration::from_micros(us);
             }
             "-h" | "--help" => return Err("help".into()),
             _ => return Err(format!("unknown argument {a:?}")),

@@ -399,6 +399,14 @@ impl Poller {
         }
     }
 
+    /// See [`IoLoop::set_batch_wait`](crate::IoLoop::set_batch_wait).
+    pub(crate) fn set_batch_wait(&mut self, wait: Duration) -> bool {
+        match self {
+            Poller::Uring(p) => p.set_batch_wait(wait),
+            Poller::Epoll(_) => false,
+        }
+    }
+
     /// The io_uring backend, for completion ops; `None` on epoll.
     pub(crate) fn uring(&mut self) -> Option<&mut uring::Uring> {
         match self {
