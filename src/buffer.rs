@@ -5,6 +5,7 @@
 //! the loop's pool when data arrives and go back when it is consumed, so an idle
 //! connection costs no buffer memory (DESIGN.md, "Streams").
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsFd;
 
@@ -41,6 +42,48 @@ impl BufferPool {
     }
 }
 
+/// Capacity of a small buffer (most often an HTTP request head).
+pub(crate) const SMALL_SIZE: usize = 512;
+/// Free small buffers a thread keeps (128 KiB); more are freed.
+const MAX_SMALL_FREE: usize = 256;
+
+thread_local! {
+    /// This thread's free small buffers. Per thread rather than per loop: a request,
+    /// which holds one, may be dropped on any thread.
+    static SMALL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A copy of `bytes` in a small buffer from this thread's free list (a fresh one if it
+/// is empty): a request head costs no malloc and free in the steady state. Longer than
+/// [`SMALL_SIZE`]: an exact allocation.
+pub(crate) fn small_copy(bytes: &[u8]) -> Vec<u8> {
+    if bytes.len() > SMALL_SIZE {
+        return bytes.to_vec();
+    }
+    let mut v = SMALL
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(SMALL_SIZE));
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Gives a buffer from [`small_copy`] back to this thread's free list (any other, or
+/// one past the list's limit, is freed).
+pub(crate) fn recycle_small(mut v: Vec<u8>) {
+    if v.capacity() != SMALL_SIZE {
+        return;
+    }
+    v.clear();
+    let _ = SMALL.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SMALL_FREE {
+            s.push(v);
+        }
+    });
+}
+
 /// Receives once from a socket into `buf`'s spare capacity (growing it to at least
 /// 4 KiB of spare room first), appending what arrived. `Ok(0)` is end of file.
 pub(crate) fn recv_into(fd: impl AsFd, buf: &mut Vec<u8>) -> io::Result<usize> {
@@ -65,6 +108,31 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn small_buffers_are_reused_and_bounded() {
+        let a = small_copy(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(a, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(a.capacity(), SMALL_SIZE);
+        let at = a.as_ptr();
+        recycle_small(a);
+        let b = small_copy(b"x");
+        assert_eq!(
+            (b.as_slice(), b.as_ptr()),
+            (&b"x"[..], at),
+            "the same buffer, cleared"
+        );
+        // Too long to be small: exact, and not kept when given back.
+        let long = small_copy(&[7; SMALL_SIZE + 1]);
+        assert_eq!(long.len(), SMALL_SIZE + 1);
+        recycle_small(long);
+        assert_eq!(SMALL.with(|s| s.borrow().len()), 0);
+        // At most MAX_SMALL_FREE are kept.
+        let many: Vec<_> = (0..MAX_SMALL_FREE + 10).map(|_| small_copy(b"y")).collect();
+        many.into_iter().for_each(recycle_small);
+        assert_eq!(SMALL.with(|s| s.borrow().len()), MAX_SMALL_FREE);
+        recycle_small(b);
+    }
 
     #[test]
     fn pool_reuses_pool_sized_buffers_only() {

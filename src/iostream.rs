@@ -100,7 +100,9 @@ struct PendingRead {
 
 /// An owner that takes the result of each read it asks for itself, so asking costs no
 /// allocation (the HTTP connection reads every request head this way; a boxed closure
-/// per read was about 5% of a pipelined request's instructions).
+/// per read was about 5% of a pipelined request's instructions). What it reads comes
+/// in a small recycled buffer ([`crate::buffer::small_copy`]) when short: give it back
+/// with [`crate::buffer::recycle_small`].
 pub(crate) trait ReadHandler {
     /// The read asked for with [`IoStream::read_until_within_by`] completed.
     fn on_read(self: Rc<Self>, lp: &IoLoop, s: &IoStream, r: io::Result<Vec<u8>>);
@@ -421,7 +423,8 @@ impl IoStream {
 
     /// Takes the unread bytes up to and including `delimiter` at once, if they are
     /// buffered (within `max_bytes`) and no read is pending; `None` otherwise, and then
-    /// the caller asks with a read. For an owner that reads message after message and
+    /// the caller asks with a read. Short, they come in a recycled small buffer, as for
+    /// a [`ReadHandler`]. For an owner that reads message after message and
     /// would otherwise go through a pending read and the dispatch loop for each.
     pub(crate) fn take_until_now(
         &self,
@@ -434,7 +437,7 @@ impl IoStream {
             return None;
         }
         let n = find_delim(&st.rbuf[st.rpos..], delimiter)? + delimiter.len();
-        (n <= max_bytes).then(|| take_front(&mut st, lp, n))
+        (n <= max_bytes).then(|| take_front(&mut st, lp, n, true))
     }
 
     /// A copy of up to `max` unread bytes, without consuming them.
@@ -1094,7 +1097,10 @@ impl IoStream {
             let read = st.read.take().expect("checked above");
             st.scanned = 0;
             match outcome {
-                Ok(n) => Some((read.cb, Ok(take_front(st, lp, n)))),
+                Ok(n) => {
+                    let small = matches!(read.cb, Reader::Handler(_));
+                    Some((read.cb, Ok(take_front(st, lp, n, small))))
+                }
                 Err(e) => {
                     if e.kind() == io::ErrorKind::InvalidData {
                         if e.to_string() != KEEP_OPEN {
@@ -1142,15 +1148,21 @@ fn max_exceeded() -> io::Error {
     )
 }
 
-/// Takes the first `n` unread bytes; an emptied buffer goes back to the pool.
-fn take_front(st: &mut State, lp: &IoLoop, n: usize) -> Vec<u8> {
+/// Takes the first `n` unread bytes; an emptied buffer goes back to the pool. `small`:
+/// copy them into a recycled small buffer (for an owner that gives it back).
+fn take_front(st: &mut State, lp: &IoLoop, n: usize, small: bool) -> Vec<u8> {
     let unread = st.rbuf.len() - st.rpos;
     if n == unread && st.rpos == 0 && n * 2 >= st.rbuf.capacity() {
         // All of a mostly full buffer: hand it over instead of copying. (A small read
         // is copied, and the pool-sized buffer goes back to the pool.)
         return std::mem::take(&mut st.rbuf);
     }
-    let v = st.rbuf[st.rpos..st.rpos + n].to_vec();
+    let bytes = &st.rbuf[st.rpos..st.rpos + n];
+    let v = if small {
+        crate::buffer::small_copy(bytes)
+    } else {
+        bytes.to_vec()
+    };
     st.rpos += n;
     if st.rpos == st.rbuf.len() {
         let old = std::mem::take(&mut st.rbuf);
