@@ -297,7 +297,10 @@ impl Conn {
                 if at == p.len() {
                     break;
                 }
-                self.ctx.known.borrow_mut().parse(&p[at..])
+                self.ctx
+                    .known
+                    .borrow_mut()
+                    .parse(&p[at..], self.ctx.plan.head)
             };
             match parsed {
                 Parsed::Partial | Parsed::ToClose => break,
@@ -319,7 +322,10 @@ impl Conn {
 
     /// The server closed the connection.
     fn at_close(self: &Rc<Self>, lp: &IoLoop) {
-        let to_close = matches!(parse_response(&self.pending.borrow()), Parsed::ToClose);
+        let to_close = matches!(
+            parse_response(&self.pending.borrow(), self.ctx.plan.head),
+            Parsed::ToClose
+        );
         if to_close {
             let (status, len) = {
                 let p = self.pending.borrow();
@@ -410,7 +416,7 @@ impl Known {
     /// Responses larger than this are always parsed (and not kept).
     const MAX: usize = 4096;
 
-    fn parse(&mut self, buf: &[u8]) -> Parsed {
+    fn parse(&mut self, buf: &[u8], head: bool) -> Parsed {
         if !self.bytes.is_empty() && buf.starts_with(&self.bytes) {
             return Parsed::Whole {
                 status: self.status,
@@ -418,7 +424,7 @@ impl Known {
                 close: self.close,
             };
         }
-        let parsed = parse_response(buf);
+        let parsed = parse_response(buf, head);
         if let Parsed::Whole { status, len, close } = parsed {
             self.bytes.clear();
             if len <= Self::MAX {
@@ -440,8 +446,9 @@ fn status_of(buf: &[u8]) -> u16 {
 }
 
 /// Parses the response at the front of `buf`: status line and headers (httparse), then
-/// the body by Content-Length or chunked framing.
-fn parse_response(buf: &[u8]) -> Parsed {
+/// the body by Content-Length or chunked framing; `head`: it answers a HEAD request,
+/// so it has no body whatever its framing headers say (RFC 9110 9.3.2).
+fn parse_response(buf: &[u8], head: bool) -> Parsed {
     // Uninitialised slots: zeroing 64 headers cost more than parsing a small response.
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
     let mut resp = httparse::Response::new(&mut []);
@@ -475,7 +482,7 @@ fn parse_response(buf: &[u8]) -> Parsed {
         }
     }
     let body = &buf[head_len..];
-    let body_len = if matches!(status, 100..=199 | 204 | 304) {
+    let body_len = if head || matches!(status, 100..=199 | 204 | 304) {
         0
     } else if chunked {
         match chunked_len(body) {
@@ -571,36 +578,50 @@ mod tests {
             status: 200,
             len,
             close: false,
-        } = parse_response(two)
+        } = parse_response(two, false)
         else {
             panic!("first response");
         };
         assert_eq!(len, 40);
         assert!(matches!(
-            parse_response(&two[len..]),
+            parse_response(&two[len..], false),
             Parsed::Whole { status: 404, .. }
         ));
-        assert!(matches!(parse_response(&two[..30]), Parsed::Partial));
+        assert!(matches!(parse_response(&two[..30], false), Parsed::Partial));
         let chunked =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         assert!(
-            matches!(parse_response(chunked), Parsed::Whole { len, .. } if len == chunked.len())
+            matches!(parse_response(chunked, false), Parsed::Whole { len, .. } if len == chunked.len())
         );
         assert!(matches!(
-            parse_response(&chunked[..chunked.len() - 2]),
+            parse_response(&chunked[..chunked.len() - 2], false),
             Parsed::Partial
         ));
         assert!(matches!(
-            parse_response(b"garbage\r\n\r\n"),
+            parse_response(b"garbage\r\n\r\n", false),
             Parsed::Garbage
         ));
         assert!(matches!(
-            parse_response(b"HTTP/1.0 200 OK\r\n\r\nbody"),
+            parse_response(b"HTTP/1.0 200 OK\r\n\r\nbody", false),
             Parsed::ToClose
         ));
         assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false
+            ),
             Parsed::Whole { close: true, .. }
+        ));
+        // The answer to HEAD: Content-Length but no body; the next response follows.
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nHTTP/1.1 200 OK\r\n";
+        assert!(matches!(
+            parse_response(head, true),
+            Parsed::Whole { len: 39, .. }
+        ));
+        // Taken for a GET answer, 12 bytes of the next response would be its body.
+        assert!(matches!(
+            parse_response(head, false),
+            Parsed::Whole { len: 51, .. }
         ));
     }
 
@@ -639,10 +660,10 @@ mod tests {
         for before in &inputs {
             for input in &inputs {
                 let mut known = Known::default();
-                known.parse(before);
-                let got = known.parse(input);
+                known.parse(before, false);
+                let got = known.parse(input, false);
                 assert!(
-                    same(&got, &parse_response(input)),
+                    same(&got, &parse_response(input, false)),
                     "{:?} after {:?}",
                     String::from_utf8_lossy(input),
                     String::from_utf8_lossy(before)
@@ -650,7 +671,7 @@ mod tests {
             }
         }
         let mut known = Known::default();
-        known.parse(ok);
+        known.parse(ok, false);
         assert_eq!(known.bytes, ok, "a whole response is remembered");
     }
 }

@@ -133,6 +133,8 @@ pub(crate) struct Plan {
     /// `pipeline` requests back to back.
     pub batch: Vec<u8>,
     pub pipeline: usize,
+    /// The requests are HEAD: their answers have no body.
+    pub head: bool,
     pub timeout: Duration,
     /// Per-connection interval between requests in rate mode.
     pub interval: Option<Duration>,
@@ -231,6 +233,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         addr,
         batch,
         pipeline,
+        head: cfg.method.eq_ignore_ascii_case("HEAD"),
         timeout: cfg.timeout,
         interval: cfg
             .rate

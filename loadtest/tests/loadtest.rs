@@ -45,10 +45,18 @@ fn counted_server() -> (RunningHttpServer, Arc<AtomicU64>) {
     (server(app), n)
 }
 
+/// Every response is counted once and only once, with and without pipelining, for GET
+/// and for HEAD.
 fn successes_equal_what_the_server_answered(backend: &str) {
     let (s, count) = counted_server();
     let url = format!("http://{}/", s.local_addr());
-    for extra in [&[][..], &["--pipeline", "8"][..]] {
+    // HEAD: answers carry a Content-Length and no body (RFC 9110 9.3.2).
+    for extra in [
+        &[][..],
+        &["--pipeline", "8"][..],
+        &["--method", "HEAD"][..],
+        &["--method", "HEAD", "--pipeline", "8"][..],
+    ] {
         let before = count.load(Ordering::Relaxed);
         let mut args = vec!["-c", "8", "-d", "1s", "--backend", backend];
         args.extend_from_slice(extra);
