@@ -14,23 +14,41 @@ pub(crate) const BUF_SIZE: usize = 16 * 1024;
 /// Free buffers a pool keeps; more are freed.
 const MAX_FREE: usize = 64;
 
-/// A loop's free read buffers. Single-threaded, like the loop.
-#[derive(Default)]
+/// Free buffers of one size: a loop's read and write buffers ([`BUF_SIZE`]), or a
+/// thread's small buffers ([`SMALL_SIZE`]). Single-threaded.
 pub(crate) struct BufferPool {
     free: Vec<Vec<u8>>,
+    size: usize,
+    max_free: usize,
+}
+
+impl Default for BufferPool {
+    /// A loop's pool: [`BUF_SIZE`] buffers, at most [`MAX_FREE`] kept.
+    fn default() -> Self {
+        BufferPool::new(BUF_SIZE, MAX_FREE)
+    }
 }
 
 impl BufferPool {
-    /// An empty buffer with capacity [`BUF_SIZE`].
+    /// A pool of `size`-byte buffers keeping at most `max_free`.
+    const fn new(size: usize, max_free: usize) -> Self {
+        BufferPool {
+            free: Vec::new(),
+            size,
+            max_free,
+        }
+    }
+
+    /// An empty buffer with the pool's capacity.
     pub(crate) fn take(&mut self) -> Vec<u8> {
         self.free
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+            .unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
     /// Returns a buffer; kept if it is a pool-sized one and the pool is not full.
     pub(crate) fn give(&mut self, mut v: Vec<u8>) {
-        if v.capacity() == BUF_SIZE && self.free.len() < MAX_FREE {
+        if v.capacity() == self.size && self.free.len() < self.max_free {
             v.clear();
             self.free.push(v);
         }
@@ -50,38 +68,28 @@ const MAX_SMALL_FREE: usize = 256;
 thread_local! {
     /// This thread's free small buffers. Per thread rather than per loop: a request,
     /// which holds one, may be dropped on any thread.
-    static SMALL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SMALL: RefCell<BufferPool> =
+        const { RefCell::new(BufferPool::new(SMALL_SIZE, MAX_SMALL_FREE)) };
 }
 
-/// A copy of `bytes` in a small buffer from this thread's free list (a fresh one if it
-/// is empty): a request head costs no malloc and free in the steady state. Longer than
+/// A copy of `bytes` in a small buffer from this thread's pool (a fresh one if it is
+/// empty): a request head costs no malloc and free in the steady state. Longer than
 /// [`SMALL_SIZE`]: an exact allocation.
 pub(crate) fn small_copy(bytes: &[u8]) -> Vec<u8> {
     if bytes.len() > SMALL_SIZE {
         return bytes.to_vec();
     }
     let mut v = SMALL
-        .try_with(|s| s.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(SMALL_SIZE));
+        .try_with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|_| Vec::with_capacity(SMALL_SIZE));
     v.extend_from_slice(bytes);
     v
 }
 
-/// Gives a buffer from [`small_copy`] back to this thread's free list (any other, or
-/// one past the list's limit, is freed).
-pub(crate) fn recycle_small(mut v: Vec<u8>) {
-    if v.capacity() != SMALL_SIZE {
-        return;
-    }
-    v.clear();
-    let _ = SMALL.try_with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < MAX_SMALL_FREE {
-            s.push(v);
-        }
-    });
+/// Gives a buffer from [`small_copy`] back to this thread's pool (any other, or one
+/// past the pool's limit, is freed).
+pub(crate) fn recycle_small(v: Vec<u8>) {
+    let _ = SMALL.try_with(|p| p.borrow_mut().give(v));
 }
 
 /// Receives once from a socket into `buf`'s spare capacity (growing it to at least
@@ -126,11 +134,11 @@ mod tests {
         let long = small_copy(&[7; SMALL_SIZE + 1]);
         assert_eq!(long.len(), SMALL_SIZE + 1);
         recycle_small(long);
-        assert_eq!(SMALL.with(|s| s.borrow().len()), 0);
+        assert_eq!(SMALL.with(|p| p.borrow().free_count()), 0);
         // At most MAX_SMALL_FREE are kept.
         let many: Vec<_> = (0..MAX_SMALL_FREE + 10).map(|_| small_copy(b"y")).collect();
         many.into_iter().for_each(recycle_small);
-        assert_eq!(SMALL.with(|s| s.borrow().len()), MAX_SMALL_FREE);
+        assert_eq!(SMALL.with(|p| p.borrow().free_count()), MAX_SMALL_FREE);
         recycle_small(b);
     }
 
