@@ -96,8 +96,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Each loop gathers completions for up to `wait` once one has come (default: off):
-    /// less CPU per request under load for up to `wait` more latency; see
+    /// Each loop, while busy, gathers completions for up to `wait` once one has come
+    /// (default: off): less CPU per request near saturation for up to `wait` more
+    /// latency there, none at moderate load; see
     /// [`IoLoop::set_batch_wait`] (io_uring on Linux 6.12 or later; ignored elsewhere).
     ///
     /// ```

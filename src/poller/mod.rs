@@ -28,6 +28,7 @@
 //! The backends use `unsafe` for the raw syscalls and the ring; each block says why it
 //! holds. Nothing above this module needs `unsafe`.
 
+mod batch;
 mod bufring;
 pub(crate) mod epoll;
 pub(crate) mod uring;

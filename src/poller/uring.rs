@@ -33,6 +33,7 @@
 //! re-arm SQE rides in the submit that waits, so it costs no extra syscall. The waker,
 //! which is drained on every completion, uses multishot.
 
+use super::batch::BatchWait;
 use super::bufring::{self, BufRing};
 use super::{event_mask, ready_of_mask, Completion, Event, Interest, Ready, Sink, Waker};
 use crate::buffer::BufferPool;
@@ -163,8 +164,8 @@ pub(crate) struct Uring {
     waker: Arc<Waker>,
     waker_armed: bool,
     setup: &'static str,
-    /// Batch wait, microseconds (0: off): see [`Uring::set_batch_wait`].
-    batch_wait_us: u32,
+    /// The batch wait, and whether the loop is busy enough to use it.
+    batch: BatchWait,
     /// The registered file table of the sockets transports use.
     fixed: FixedFiles,
 }
@@ -297,20 +298,21 @@ impl Uring {
             waker: waker.clone(),
             waker_armed: false,
             setup,
-            batch_wait_us: 0,
+            batch: BatchWait::default(),
             fixed,
         })
     }
 
     /// Waits for I/O gather completions for up to `wait` (up to 64 of them) once the
-    /// first has come, if the kernel can (IORING_FEAT_MIN_TIMEOUT, Linux 6.12); says
-    /// whether it can. The time counts from the start of the wait, so a loop that was
-    /// idle longer than `wait` runs at once; and a timer due sooner is not delayed.
+    /// first has come, while the loop is busy (see [`BatchWait`]), if the kernel can
+    /// (IORING_FEAT_MIN_TIMEOUT, Linux 6.12); says whether it can. The time counts from
+    /// the start of the wait, so a loop that was idle longer than `wait` runs at once;
+    /// and a timer due sooner is not delayed.
     pub(crate) fn set_batch_wait(&mut self, wait: Duration) -> bool {
         if !self.ring.params().is_feature_min_timeout() {
             return false;
         }
-        self.batch_wait_us = u32::try_from(wait.as_micros()).unwrap_or(u32::MAX);
+        self.batch.set(wait);
         true
     }
 
@@ -497,21 +499,23 @@ impl Uring {
             Some(d) => {
                 // Nanosecond timeout: never shorter than asked.
                 let ts = types::Timespec::from(d);
-                // A batch wait longer than the timeout would make a timer late.
-                let batch = u64::from(self.batch_wait_us) <= d.as_micros() as u64;
+                let wait_us = self.batch.next_wait_us();
                 let args = types::SubmitArgs::new().timespec(&ts);
-                if batch && self.batch_wait_us > 0 {
-                    let args = args.min_wait_usec(self.batch_wait_us);
+                // A batch wait longer than the timeout would make a timer late.
+                if wait_us > 0 && u64::from(wait_us) <= d.as_micros() as u64 {
+                    let args = args.min_wait_usec(wait_us);
                     self.ring.submitter().submit_with_args(BATCH, &args)
                 } else {
                     self.ring.submitter().submit_with_args(1, &args)
                 }
             }
-            None if self.batch_wait_us > 0 => {
-                let args = types::SubmitArgs::new().min_wait_usec(self.batch_wait_us);
-                self.ring.submitter().submit_with_args(BATCH, &args)
-            }
-            None => self.ring.submit_and_wait(1),
+            None => match self.batch.next_wait_us() {
+                0 => self.ring.submit_and_wait(1),
+                wait_us => {
+                    let args = types::SubmitArgs::new().min_wait_usec(wait_us);
+                    self.ring.submitter().submit_with_args(BATCH, &args)
+                }
+            },
         };
         match res {
             Ok(_) => Ok(()),
@@ -845,6 +849,47 @@ mod tests {
         u.poll(&mut events, &mut done, &mut pool, Some(Duration::ZERO))
             .expect("poll");
         assert_eq!(peer.read(&mut got).expect("end of file"), 0);
+    }
+
+    /// A busy loop's wait gathers for the batch wait once a completion has come; a
+    /// wait with a sooner timeout (a timer) ends on time all the same.
+    #[test]
+    fn a_busy_loop_batches_but_not_past_a_timer() {
+        let waker = Arc::new(Waker::new().expect("eventfd"));
+        let mut u = match Uring::new(&waker) {
+            Ok(u) => u,
+            Err(e) => return eprintln!("skipped: no io_uring here ({e})"),
+        };
+        if !u.set_batch_wait(Duration::from_millis(400)) {
+            return eprintln!("skipped: no IORING_FEAT_MIN_TIMEOUT here");
+        }
+        u.batch.force_busy();
+        let (mut events, mut done, mut pool) = (Vec::new(), Vec::new(), BufferPool::default());
+        // Nothing comes: the 30 ms timeout ends the wait, not the 400 ms batch.
+        let start = Instant::now();
+        u.poll(
+            &mut events,
+            &mut done,
+            &mut pool,
+            Some(Duration::from_millis(30)),
+        )
+        .expect("poll");
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(200),
+            "timed wait took {took:?}"
+        );
+        // One wake-up comes at once: the busy loop still waits out its batch.
+        waker.wake().expect("wake");
+        u.batch.force_busy();
+        let start = Instant::now();
+        u.poll(&mut events, &mut done, &mut pool, None)
+            .expect("poll");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(200),
+            "batch wait took {took:?}"
+        );
     }
 
     #[test]
