@@ -14,7 +14,8 @@
 # gives medians, and the ratios are taken within a round before the median.
 #
 # coreloop runs three ways: io_uring, epoll, and io_uring with a 100 us batch wait
-# (Runtime::batch_wait: less CPU per request under load, up to 100 us more latency).
+# (Runtime::batch_wait: while a loop is busy, less CPU per request for up to 100 us more
+# latency; none below 60% of its core).
 #
 # Loopback only, bounded in time (about 15 s per server and round with D=5: some 5.5
 # minutes with the peers built). Needs wrk and curl (installed from Debian's packages
