@@ -63,19 +63,21 @@ fn an_idle_loop_runs_at_once(backend: Backend) {
     sent.join().unwrap();
 }
 
+/// Echoes every line back, for as long as the stream is open.
+fn echo(s: &IoStream) {
+    let _ = s.read_until(b"\n", 1024, |_, s, line| {
+        if let Ok(line) = line {
+            let _ = s.write(&line);
+            echo(s);
+        }
+    });
+}
+
 /// Streams behave as without it: 200 round trips of an echo, each answered.
 fn streams_echo_with_a_batch_wait(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_batch_wait(Duration::from_micros(200));
     let (stream, mut theirs) = tcp_pair(&lp);
-    fn echo(s: &IoStream) {
-        let _ = s.read_until(b"\n", 1024, |_, s, line| {
-            if let Ok(line) = line {
-                let _ = s.write(&line);
-                echo(s);
-            }
-        });
-    }
     echo(&stream);
     let client = std::thread::spawn(move || {
         for i in 0..200 {
@@ -102,14 +104,6 @@ fn a_lightly_loaded_loop_is_not_delayed(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_batch_wait(Duration::from_millis(300));
     let (stream, mut theirs) = tcp_pair(&lp);
-    fn echo(s: &IoStream) {
-        let _ = s.read_until(b"\n", 1024, |_, s, line| {
-            if let Ok(line) = line {
-                let _ = s.write(&line);
-                echo(s);
-            }
-        });
-    }
     echo(&stream);
     let client = std::thread::spawn(move || {
         let start = Instant::now();

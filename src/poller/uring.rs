@@ -800,15 +800,25 @@ mod tests {
         assert_eq!(ops.in_flight(), 0);
     }
 
+    /// A ring and its waker, or `None` (and a note) where io_uring is unavailable.
+    fn test_ring() -> Option<(Uring, Arc<Waker>)> {
+        let waker = Arc::new(Waker::new().expect("eventfd"));
+        match Uring::new(&waker) {
+            Ok(u) => Some((u, waker)),
+            Err(e) => {
+                eprintln!("skipped: no io_uring here ({e})");
+                None
+            }
+        }
+    }
+
     /// Sends and closes through the ring on one end of a socket pair; the peer gets the
     /// bytes, then end of file: the table's reference does not outlive `close_fd`.
     #[test]
     fn transport_sockets_use_the_file_table_and_leave_it_on_close() {
         use std::io::Read;
-        let waker = Arc::new(Waker::new().expect("eventfd"));
-        let mut u = match Uring::new(&waker) {
-            Ok(u) => u,
-            Err(e) => return eprintln!("skipped: no io_uring here ({e})"),
+        let Some((mut u, _waker)) = test_ring() else {
+            return;
         };
         if u.fixed.installed.is_empty() {
             return eprintln!("skipped: no registered file table here");
@@ -855,10 +865,8 @@ mod tests {
     /// wait with a sooner timeout (a timer) ends on time all the same.
     #[test]
     fn a_busy_loop_batches_but_not_past_a_timer() {
-        let waker = Arc::new(Waker::new().expect("eventfd"));
-        let mut u = match Uring::new(&waker) {
-            Ok(u) => u,
-            Err(e) => return eprintln!("skipped: no io_uring here ({e})"),
+        let Some((mut u, waker)) = test_ring() else {
+            return;
         };
         if !u.set_batch_wait(Duration::from_millis(400)) {
             return eprintln!("skipped: no IORING_FEAT_MIN_TIMEOUT here");
