@@ -361,9 +361,10 @@ impl Conn {
 
     /// Routes the request and runs its handler.
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
-        let found = self.app.find(req.path());
+        let mut params = Vec::new();
+        let found = self.app.find(req.path(), &mut params);
         let head = req.method() == "HEAD";
-        let Some((route, params)) = found else {
+        let Some(route) = found else {
             let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
             resp.set_status(404);
             resp.write("404: Not Found");
