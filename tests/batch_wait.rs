@@ -11,7 +11,7 @@
 #[macro_use]
 mod util;
 
-use coreloop::{Backend, IoStream};
+use coreloop::{Backend, IoLoop, IoStream};
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::rc::Rc;
@@ -73,45 +73,19 @@ fn echo(s: &IoStream) {
     });
 }
 
-/// Streams behave as without it: 200 round trips of an echo, each answered.
-fn streams_echo_with_a_batch_wait(backend: Backend) {
-    let lp = new_loop(backend);
-    lp.set_batch_wait(Duration::from_micros(200));
-    let (stream, mut theirs) = tcp_pair(&lp);
+/// Runs `lp` with an echoing stream while a client thread makes `n` round trips one
+/// after the other, each answered with its own line; how long they took.
+fn echo_round_trips(lp: &IoLoop, n: usize) -> Duration {
+    let (stream, mut theirs) = tcp_pair(lp);
     echo(&stream);
     let client = std::thread::spawn(move || {
-        for i in 0..200 {
+        let start = Instant::now();
+        for i in 0..n {
             let msg = format!("line {i}\n");
             theirs.write_all(msg.as_bytes()).unwrap();
             let mut got = vec![0; msg.len()];
             theirs.read_exact(&mut got).unwrap();
             assert_eq!(got, msg.as_bytes());
-        }
-    });
-    let h = lp.handle();
-    let waiter = std::thread::spawn(move || {
-        client.join().unwrap();
-        let _ = h.stop();
-    });
-    run(&lp);
-    waiter.join().unwrap();
-}
-
-/// A lightly loaded loop answers at once: 20 round trips one after the other with a
-/// 300 ms batch wait take far less than 20 x 300 ms (a batch wait applied to every wait
-/// would hold each answer until its time is up).
-fn a_lightly_loaded_loop_is_not_delayed(backend: Backend) {
-    let lp = new_loop(backend);
-    lp.set_batch_wait(Duration::from_millis(300));
-    let (stream, mut theirs) = tcp_pair(&lp);
-    echo(&stream);
-    let client = std::thread::spawn(move || {
-        let start = Instant::now();
-        for i in 0..20 {
-            let msg = format!("ping {i}\n");
-            theirs.write_all(msg.as_bytes()).unwrap();
-            let mut got = vec![0; msg.len()];
-            theirs.read_exact(&mut got).unwrap();
         }
         start.elapsed()
     });
@@ -121,8 +95,24 @@ fn a_lightly_loaded_loop_is_not_delayed(backend: Backend) {
         let _ = h.stop();
         took
     });
-    run(&lp);
-    let took = waiter.join().unwrap();
+    run(lp);
+    waiter.join().unwrap()
+}
+
+/// Streams behave as without it: 200 round trips of an echo, each answered.
+fn streams_echo_with_a_batch_wait(backend: Backend) {
+    let lp = new_loop(backend);
+    lp.set_batch_wait(Duration::from_micros(200));
+    echo_round_trips(&lp, 200);
+}
+
+/// A lightly loaded loop answers at once: 20 round trips one after the other with a
+/// 300 ms batch wait take far less than 20 x 300 ms (a batch wait applied to every wait
+/// would hold each answer until its time is up).
+fn a_lightly_loaded_loop_is_not_delayed(backend: Backend) {
+    let lp = new_loop(backend);
+    lp.set_batch_wait(Duration::from_millis(300));
+    let took = echo_round_trips(&lp, 20);
     assert!(
         took < Duration::from_secs(3),
         "20 round trips took {took:?}"
