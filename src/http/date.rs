@@ -1,5 +1,6 @@
 //! The `Date` header, formatted at most once per second per core.
 
+use super::response::{CONTENT_LENGTH, DEFAULT_CONTENT_TYPE, OK_START};
 use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,11 +12,6 @@ struct Cache {
     date_line: String,
     ok_head: Vec<u8>,
 }
-
-/// The start of the usual answer's head, before the date line.
-const OK_HEAD_START: &[u8] = b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n";
-/// After the date line, up to the Content-Length value.
-const OK_HEAD_END: &[u8] = b"Content-Type: text/html; charset=UTF-8\r\nContent-Length: ";
 
 thread_local! {
     static CACHE: RefCell<Cache> = const {
@@ -37,7 +33,14 @@ fn with_cache<R>(now: Instant, f: impl FnOnce(&Cache) -> R) -> R {
                 Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
             c.until = Some(now + left);
             c.date_line = format!("Date: {}\r\n", http_date(wall.as_secs()));
-            c.ok_head = [OK_HEAD_START, c.date_line.as_bytes(), OK_HEAD_END].concat();
+            // The same pieces, in the same order, as Response's general head.
+            c.ok_head = [
+                OK_START,
+                c.date_line.as_bytes(),
+                DEFAULT_CONTENT_TYPE,
+                CONTENT_LENGTH,
+            ]
+            .concat();
         }
         f(&c)
     })

@@ -211,6 +211,13 @@ fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>, now:
     head.write(out, now);
 }
 
+/// How every 200 head starts: its status line and the `Server` header.
+pub(super) const OK_START: &[u8] = b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n";
+/// The `Content-Type` of a response that sets none.
+pub(super) const DEFAULT_CONTENT_TYPE: &[u8] = b"Content-Type: text/html; charset=UTF-8\r\n";
+/// The `Content-Length` header's name, up to its value.
+pub(super) const CONTENT_LENGTH: &[u8] = b"Content-Length: ";
+
 /// What goes into a response head.
 struct Head<'a> {
     status: u16,
@@ -243,7 +250,7 @@ impl Head<'_> {
         let bodiless_status = matches!(self.status, 100..=199 | 204 | 304);
         let mut num = itoa::Buffer::new();
         if self.status == 200 {
-            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n");
+            out.extend_from_slice(OK_START);
         } else {
             out.extend_from_slice(b"HTTP/1.1 ");
             out.extend_from_slice(num.format(self.status).as_bytes());
@@ -258,12 +265,12 @@ impl Head<'_> {
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
         {
-            out.extend_from_slice(b"Content-Type: text/html; charset=UTF-8\r\n");
+            out.extend_from_slice(DEFAULT_CONTENT_TYPE);
         }
         if !bodiless_status {
             match self.content_length {
                 Some(n) => {
-                    out.extend_from_slice(b"Content-Length: ");
+                    out.extend_from_slice(CONTENT_LENGTH);
                     out.extend_from_slice(num.format(n).as_bytes());
                     out.extend_from_slice(b"\r\n");
                 }
