@@ -8,8 +8,9 @@
 //! The time bounds below are wide (the batch wait is 300-500 ms, the bounds half of
 //! that): they tell "waited for the batch" from "did not", not how fast anything is.
 
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, IoLoop, IoStream};
 use std::cell::Cell;
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 use util::{new_loop, run, tcp_pair};
 
 /// Taken on io_uring (this kernel has IORING_FEAT_MIN_TIMEOUT), refused on epoll.
+#[on_both_backends]
+#[test]
 fn taken_where_the_kernel_can(backend: Backend) {
     let lp = new_loop(backend);
     let taken = lp.set_batch_wait(Duration::from_micros(100));
@@ -28,6 +31,8 @@ fn taken_where_the_kernel_can(backend: Backend) {
 }
 
 /// A timer due sooner than the batch wait fires on time.
+#[on_both_backends]
+#[test]
 fn a_timer_sooner_than_the_batch_wait_is_not_late(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_batch_wait(Duration::from_millis(500));
@@ -44,6 +49,8 @@ fn a_timer_sooner_than_the_batch_wait_is_not_late(backend: Backend) {
 }
 
 /// A loop idle for longer than the batch wait handles the next wake-up at once.
+#[on_both_backends]
+#[test]
 fn an_idle_loop_runs_at_once(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_batch_wait(Duration::from_millis(300));
@@ -100,6 +107,8 @@ fn echo_round_trips(lp: &IoLoop, n: usize) -> Duration {
 }
 
 /// Streams behave as without it: 200 round trips of an echo, each answered.
+#[on_both_backends]
+#[test]
 fn streams_echo_with_a_batch_wait(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_batch_wait(Duration::from_micros(200));
@@ -109,6 +118,8 @@ fn streams_echo_with_a_batch_wait(backend: Backend) {
 /// A lightly loaded loop answers at once: 20 round trips one after the other with a
 /// 300 ms batch wait take far less than 20 x 300 ms (a batch wait applied to every wait
 /// would hold each answer until its time is up).
+#[on_both_backends]
+#[test]
 fn a_lightly_loaded_loop_is_not_delayed(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_batch_wait(Duration::from_millis(300));
@@ -118,11 +129,3 @@ fn a_lightly_loaded_loop_is_not_delayed(backend: Backend) {
         "20 round trips took {took:?}"
     );
 }
-
-on_both_backends!(
-    taken_where_the_kernel_can,
-    a_lightly_loaded_loop_is_not_delayed,
-    a_timer_sooner_than_the_batch_wait_is_not_late,
-    an_idle_loop_runs_at_once,
-    streams_echo_with_a_batch_wait,
-);

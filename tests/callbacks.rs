@@ -1,7 +1,8 @@
 //! Local callbacks: order, next-iteration rule, no starvation of I/O and timers,
 //! panics caught.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, Interest, IoLoop};
 use std::cell::{Cell, RefCell};
@@ -12,6 +13,8 @@ use std::rc::Rc;
 use std::time::Duration;
 use util::{new_loop, run};
 
+#[on_both_backends]
+#[test]
 fn callbacks_run_in_the_order_added(backend: Backend) {
     let lp = new_loop(backend);
     let order = Rc::new(RefCell::new(Vec::new()));
@@ -26,6 +29,8 @@ fn callbacks_run_in_the_order_added(backend: Backend) {
 
 /// A callback added by a callback runs in the next iteration, after the I/O wait: a
 /// self-re-adding callback cannot starve a readable fd or a due timer.
+#[on_both_backends]
+#[test]
 fn a_callback_loop_does_not_starve_io_or_timers(backend: Backend) {
     let lp = new_loop(backend);
     let spins = Rc::new(Cell::new(0u64));
@@ -62,6 +67,8 @@ fn a_callback_loop_does_not_starve_io_or_timers(backend: Backend) {
     assert!(spins.get() > 10, "only {} spins", spins.get());
 }
 
+#[on_both_backends]
+#[test]
 fn callbacks_added_before_start_run_after_start(backend: Backend) {
     let lp = new_loop(backend);
     let ran = Rc::new(Cell::new(false));
@@ -75,6 +82,8 @@ fn callbacks_added_before_start_run_after_start(backend: Backend) {
     assert!(ran.get());
 }
 
+#[on_both_backends]
+#[test]
 fn a_panicking_callback_is_logged_and_the_next_one_runs(backend: Backend) {
     util::capture_logs();
     let lp = new_loop(backend);
@@ -94,10 +103,3 @@ fn a_panicking_callback_is_logged_and_the_next_one_runs(backend: Backend) {
         "{logs:?}"
     );
 }
-
-on_both_backends!(
-    callbacks_run_in_the_order_added,
-    a_callback_loop_does_not_starve_io_or_timers,
-    callbacks_added_before_start_run_after_start,
-    a_panicking_callback_is_logged_and_the_next_one_runs,
-);

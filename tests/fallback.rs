@@ -5,7 +5,6 @@
 //! run must never see io_uring vanish. `.ci/run` runs it alone, after everything else:
 //! `cargo test --test fallback -- --ignored`. It needs root; elsewhere it says so and
 //! passes without checking anything.
-#[macro_use]
 mod util;
 
 use coreloop::{Backend, IoLoop};

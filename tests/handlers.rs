@@ -1,7 +1,8 @@
 //! fd handlers: readiness on socketpairs and pipes, interest masks, level triggering,
 //! and adding/updating/removing handlers, also from inside handlers.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, Interest, IoLoop, Ready};
 use std::cell::{Cell, RefCell};
@@ -19,6 +20,8 @@ fn pair() -> (UnixStream, UnixStream) {
     (a, b)
 }
 
+#[on_both_backends]
+#[test]
 fn readable_on_a_socketpair(backend: Backend) {
     let lp = new_loop(backend);
     let (mut a, mut b) = pair();
@@ -40,6 +43,8 @@ fn readable_on_a_socketpair(backend: Backend) {
     assert_eq!(&*got.borrow(), b"hello");
 }
 
+#[on_both_backends]
+#[test]
 fn readable_on_a_pipe(backend: Backend) {
     let lp = new_loop(backend);
     let (mut r, mut w) = std::io::pipe().unwrap();
@@ -61,6 +66,8 @@ fn readable_on_a_pipe(backend: Backend) {
     assert_eq!(&*got.borrow(), b"through a pipe");
 }
 
+#[on_both_backends]
+#[test]
 fn pipe_write_end_reports_hup_when_reader_closes(backend: Backend) {
     let lp = new_loop(backend);
     let (r, w) = std::io::pipe().unwrap();
@@ -86,6 +93,8 @@ fn pipe_write_end_reports_hup_when_reader_closes(backend: Backend) {
     drop(w);
 }
 
+#[on_both_backends]
+#[test]
 fn writable_when_asked(backend: Backend) {
     let lp = new_loop(backend);
     let (a, _b) = pair();
@@ -101,6 +110,8 @@ fn writable_when_asked(backend: Backend) {
     assert!(seen.get().is_writable() && !seen.get().is_readable());
 }
 
+#[on_both_backends]
+#[test]
 fn readable_interest_never_reports_writable(backend: Backend) {
     let lp = new_loop(backend);
     let (a, mut b) = pair();
@@ -131,6 +142,8 @@ fn readable_interest_never_reports_writable(backend: Backend) {
 
 /// A handler that reads one byte per call still sees every byte: readiness is
 /// level-triggered on both backends (a multishot poll would hang here).
+#[on_both_backends]
+#[test]
 fn level_triggered_one_byte_per_call(backend: Backend) {
     let lp = new_loop(backend);
     let (mut a, mut b) = pair();
@@ -153,6 +166,8 @@ fn level_triggered_one_byte_per_call(backend: Backend) {
     assert_eq!(&*got.borrow(), b"0123456789");
 }
 
+#[on_both_backends]
+#[test]
 fn a_second_handler_for_one_fd_is_an_error(backend: Backend) {
     let lp = new_loop(backend);
     let (a, _b) = pair();
@@ -171,6 +186,8 @@ fn a_second_handler_for_one_fd_is_an_error(backend: Backend) {
 /// fds that are not open are refused, and a huge bogus number allocates nothing.
 /// (A closed fd's number could be reused at once by a test on another thread, so
 /// the numbers here are ones no open file has: negative, or beyond any fd limit.)
+#[on_both_backends]
+#[test]
 fn an_fd_that_is_not_open_is_refused(backend: Backend) {
     let lp = new_loop(backend);
     for fd in [-1, i32::MAX - 1, 1 << 30] {
@@ -188,6 +205,8 @@ fn an_fd_that_is_not_open_is_refused(backend: Backend) {
         .unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn removing_an_unknown_fd_is_a_no_op(backend: Backend) {
     let lp = new_loop(backend);
     lp.remove_handler(4000);
@@ -199,6 +218,8 @@ fn removing_an_unknown_fd_is_a_no_op(backend: Backend) {
         .is_err());
 }
 
+#[on_both_backends]
+#[test]
 fn remove_handler_from_inside_its_handler(backend: Backend) {
     let lp = new_loop(backend);
     let (mut a, b) = pair();
@@ -216,6 +237,8 @@ fn remove_handler_from_inside_its_handler(backend: Backend) {
 
 /// Two fds ready in the same iteration; whichever handler runs first removes the other,
 /// which must then not be called for the event already collected.
+#[on_both_backends]
+#[test]
 fn an_fd_removed_during_dispatch_is_not_dispatched(backend: Backend) {
     let lp = new_loop(backend);
     let (mut a1, b1) = pair();
@@ -240,6 +263,8 @@ fn an_fd_removed_during_dispatch_is_not_dispatched(backend: Backend) {
 
 /// A handler that removes its fd and registers a new handler on it: the new handler is
 /// not called for the event of the old registration, only for later readiness.
+#[on_both_backends]
+#[test]
 fn a_re_added_fd_gets_no_stale_event(backend: Backend) {
     let lp = new_loop(backend);
     let (mut a, b) = pair();
@@ -265,6 +290,8 @@ fn a_re_added_fd_gets_no_stale_event(backend: Backend) {
     drop(b);
 }
 
+#[on_both_backends]
+#[test]
 fn update_handler_changes_the_interest(backend: Backend) {
     let lp = new_loop(backend);
     let (a, _b) = pair();
@@ -284,6 +311,8 @@ fn update_handler_changes_the_interest(backend: Backend) {
     assert!(seen.borrow()[0].is_writable());
 }
 
+#[on_both_backends]
+#[test]
 fn hang_up_is_reported(backend: Backend) {
     let lp = new_loop(backend);
     let (a, b) = pair();
@@ -305,6 +334,8 @@ fn hang_up_is_reported(backend: Backend) {
     drop(b);
 }
 
+#[on_both_backends]
+#[test]
 fn a_panicking_handler_is_removed_and_the_loop_goes_on(backend: Backend) {
     util::capture_logs();
     let lp = new_loop(backend);
@@ -343,6 +374,8 @@ fn a_panicking_handler_is_removed_and_the_loop_goes_on(backend: Backend) {
 
 /// A handler that replaces itself with a new handler and then panics: the loop removes
 /// only the registration that panicked, never the new one.
+#[on_both_backends]
+#[test]
 fn a_panic_after_replacing_itself_leaves_the_new_handler(backend: Backend) {
     util::capture_logs();
     let lp = new_loop(backend);
@@ -376,6 +409,8 @@ fn a_panic_after_replacing_itself_leaves_the_new_handler(backend: Backend) {
     drop(b);
 }
 
+#[on_both_backends]
+#[test]
 fn many_fds_each_get_their_own_events(backend: Backend) {
     let lp = new_loop(backend);
     let pairs: Vec<_> = (0..200).map(|_| pair()).collect();
@@ -399,6 +434,8 @@ fn many_fds_each_get_their_own_events(backend: Backend) {
     assert!(hits.borrow().iter().all(|&n| n == 1), "{:?}", hits.borrow());
 }
 
+#[on_both_backends]
+#[test]
 fn handlers_see_the_loop_they_run_on(backend: Backend) {
     let lp = new_loop(backend);
     let (mut a, b) = pair();
@@ -420,24 +457,3 @@ fn handlers_see_the_loop_they_run_on(backend: Backend) {
     assert!(ok.get());
     drop(b);
 }
-
-on_both_backends!(
-    readable_on_a_socketpair,
-    readable_on_a_pipe,
-    pipe_write_end_reports_hup_when_reader_closes,
-    writable_when_asked,
-    readable_interest_never_reports_writable,
-    level_triggered_one_byte_per_call,
-    a_second_handler_for_one_fd_is_an_error,
-    an_fd_that_is_not_open_is_refused,
-    removing_an_unknown_fd_is_a_no_op,
-    remove_handler_from_inside_its_handler,
-    an_fd_removed_during_dispatch_is_not_dispatched,
-    a_re_added_fd_gets_no_stale_event,
-    update_handler_changes_the_interest,
-    hang_up_is_reported,
-    a_panicking_handler_is_removed_and_the_loop_goes_on,
-    a_panic_after_replacing_itself_leaves_the_new_handler,
-    many_fds_each_get_their_own_events,
-    handlers_see_the_loop_they_run_on,
-);

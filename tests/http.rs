@@ -1,6 +1,7 @@
 //! The HTTP/1.1 server over a raw socket client (exact bytes), on both backends.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::http::{Application, HttpConfig, HttpServer, Route, RunningHttpServer};
 use coreloop::{Backend, Cores, Runtime};
@@ -169,6 +170,8 @@ fn closed_by_server(mut r: BufReader<TcpStream>) -> bool {
     }
 }
 
+#[on_both_backends]
+#[test]
 fn hello_world_is_tornados(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let r = exchange(&s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -181,6 +184,8 @@ fn hello_world_is_tornados(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn keep_alive_by_version_and_connection_close(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     // 1.1: three requests on one connection.
@@ -220,6 +225,8 @@ fn keep_alive_by_version_and_connection_close(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn thirty_two_pipelined_requests_in_one_write(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let c = connect(&s);
@@ -240,6 +247,8 @@ fn thirty_two_pipelined_requests_in_one_write(backend: Backend) {
 /// Pipelined requests answered at once, later from a timer, from another core, with a
 /// body, streamed, and refused by a panic, all in one write: the answers come in
 /// request order, whichever way each was made.
+#[on_both_backends]
+#[test]
 fn pipelined_requests_of_every_kind_answer_in_order(backend: Backend) {
     let s = server(backend, 2, HttpConfig::default());
     let c = connect(&s);
@@ -276,6 +285,8 @@ fn pipelined_requests_of_every_kind_answer_in_order(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn a_request_split_one_byte_per_write(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let c = connect(&s);
@@ -289,6 +300,8 @@ fn a_request_split_one_byte_per_write(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn bodies_by_length_and_chunked(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let r = exchange(
@@ -304,6 +317,8 @@ fn bodies_by_length_and_chunked(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn bad_input_gets_the_right_status_and_a_close(backend: Backend) {
     let cfg = HttpConfig {
         max_body: 1024,
@@ -356,6 +371,8 @@ fn bad_input_gets_the_right_status_and_a_close(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn head_404_405_and_query(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let r = exchange(&s, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -380,6 +397,8 @@ fn head_404_405_and_query(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn expect_100_continue(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let c = connect(&s);
@@ -395,6 +414,8 @@ fn expect_100_continue(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn a_panicking_handler_gets_500_and_the_server_goes_on(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let mut c = connect(&s);
@@ -414,6 +435,8 @@ fn a_panicking_handler_gets_500_and_the_server_goes_on(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn responses_finished_later_and_from_another_core(backend: Backend) {
     let s = server(backend, 2, HttpConfig::default());
     // Several connections so that both cores accept some.
@@ -433,6 +456,8 @@ fn responses_finished_later_and_from_another_core(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn clients_that_reset_or_half_close(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     // Reset mid-request.
@@ -469,6 +494,8 @@ fn clients_that_reset_or_half_close(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn slow_clients_time_out_and_others_are_served(backend: Backend) {
     let cfg = HttpConfig {
         header_timeout: Duration::from_millis(300),
@@ -507,6 +534,8 @@ fn slow_clients_time_out_and_others_are_served(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn streamed_responses_are_chunked(backend: Backend) {
     let s = server(backend, 1, HttpConfig::default());
     let mut c = connect(&s);
@@ -546,6 +575,8 @@ fn streamed_responses_are_chunked(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn graceful_shutdown_finishes_requests_in_flight(backend: Backend) {
     let s = server(backend, 2, HttpConfig::default());
     let addr = s.local_addr();
@@ -579,6 +610,8 @@ fn graceful_shutdown_finishes_requests_in_flight(backend: Backend) {
 
 /// Many short connections leave nothing behind on the loop: no open resources, no
 /// pending timers, no connection in the server's registry.
+#[on_both_backends]
+#[test]
 fn closed_connections_leave_nothing_behind(backend: Backend) {
     // Timeouts far beyond the test's bound: a timer left behind would not go away by
     // firing before the check below gives up.
@@ -621,6 +654,8 @@ fn closed_connections_leave_nothing_behind(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn curl_agrees(backend: Backend) {
     let Ok(out) = std::process::Command::new("curl").arg("--version").output() else {
         eprintln!("no curl here: nothing to check");
@@ -653,23 +688,3 @@ fn curl_agrees(backend: Backend) {
     assert_eq!(String::from_utf8_lossy(&post.stdout), "curl body");
     s.shutdown().unwrap();
 }
-
-on_both_backends!(
-    hello_world_is_tornados,
-    keep_alive_by_version_and_connection_close,
-    thirty_two_pipelined_requests_in_one_write,
-    pipelined_requests_of_every_kind_answer_in_order,
-    a_request_split_one_byte_per_write,
-    bodies_by_length_and_chunked,
-    bad_input_gets_the_right_status_and_a_close,
-    head_404_405_and_query,
-    expect_100_continue,
-    a_panicking_handler_gets_500_and_the_server_goes_on,
-    responses_finished_later_and_from_another_core,
-    clients_that_reset_or_half_close,
-    slow_clients_time_out_and_others_are_served,
-    streamed_responses_are_chunked,
-    graceful_shutdown_finishes_requests_in_flight,
-    closed_connections_leave_nothing_behind,
-    curl_agrees,
-);

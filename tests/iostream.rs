@@ -1,6 +1,7 @@
 //! IoStream: Tornado's IOStream cases, on both backends, over TCP loopback.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, IoLoop, IoStream};
 use std::cell::{Cell, RefCell};
@@ -48,6 +49,8 @@ fn trickle(
     })
 }
 
+#[on_both_backends]
+#[test]
 fn delimiter_split_across_reads(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -72,6 +75,8 @@ fn delimiter_split_across_reads(backend: Backend) {
     drop(t.join());
 }
 
+#[on_both_backends]
+#[test]
 fn many_requests_in_one_packet_are_read_one_by_one(backend: Backend) {
     let lp = new_loop(backend);
     let (s, mut client) = tcp_pair(&lp);
@@ -99,6 +104,8 @@ fn many_requests_in_one_packet_are_read_one_by_one(backend: Backend) {
     assert_eq!(*lines.borrow(), want);
 }
 
+#[on_both_backends]
+#[test]
 fn eof_in_the_middle_of_a_delimiter(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -123,6 +130,8 @@ fn eof_in_the_middle_of_a_delimiter(backend: Backend) {
     drop(t.join());
 }
 
+#[on_both_backends]
+#[test]
 fn read_bytes_zero_completes_at_once(backend: Backend) {
     let lp = new_loop(backend);
     let (s, _client) = tcp_pair(&lp);
@@ -132,6 +141,8 @@ fn read_bytes_zero_completes_at_once(backend: Backend) {
     assert_eq!(*got.borrow(), vec![Ok(vec![])]);
 }
 
+#[on_both_backends]
+#[test]
 fn read_bytes_and_partial_reads(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -152,6 +163,8 @@ fn read_bytes_and_partial_reads(backend: Backend) {
     drop(t.join());
 }
 
+#[on_both_backends]
+#[test]
 fn data_before_close_is_delivered_before_the_close(backend: Backend) {
     let lp = new_loop(backend);
     let (s, mut client) = tcp_pair(&lp);
@@ -190,6 +203,8 @@ fn data_before_close_is_delivered_before_the_close(backend: Backend) {
     );
 }
 
+#[on_both_backends]
+#[test]
 fn read_until_close_gets_everything(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -201,6 +216,8 @@ fn read_until_close_gets_everything(backend: Backend) {
     drop(t.join());
 }
 
+#[on_both_backends]
+#[test]
 fn close_callback_fires_once_with_a_read_pending(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -219,6 +236,8 @@ fn close_callback_fires_once_with_a_read_pending(backend: Backend) {
     assert_eq!(closes.get(), 1);
 }
 
+#[on_both_backends]
+#[test]
 fn max_bytes_exceeded_closes_with_an_error(backend: Backend) {
     let lp = new_loop(backend);
     let (s, mut client) = tcp_pair(&lp);
@@ -231,6 +250,8 @@ fn max_bytes_exceeded_closes_with_an_error(backend: Backend) {
     assert_eq!(s.error().unwrap().kind(), ErrorKind::InvalidData);
 }
 
+#[on_both_backends]
+#[test]
 fn a_delimiter_found_past_max_bytes_is_an_error(backend: Backend) {
     let lp = new_loop(backend);
     let (s, mut client) = tcp_pair(&lp);
@@ -241,6 +262,8 @@ fn a_delimiter_found_past_max_bytes_is_an_error(backend: Backend) {
     assert_eq!(*got.borrow(), vec![Err(ErrorKind::InvalidData)]);
 }
 
+#[on_both_backends]
+#[test]
 fn a_read_buffer_over_its_maximum_closes_the_stream(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -259,6 +282,8 @@ fn a_read_buffer_over_its_maximum_closes_the_stream(backend: Backend) {
     t.join().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn a_delimiter_search_over_a_large_buffer_is_linear(backend: Backend) {
     // 4 MiB arriving in many small reads with the delimiter at the very end: a search
     // that restarted from the beginning on every read would scan ~hundreds of GiB.
@@ -286,6 +311,8 @@ fn a_delimiter_search_over_a_large_buffer_is_linear(backend: Backend) {
     drop(t.join());
 }
 
+#[on_both_backends]
+#[test]
 fn eight_mib_to_a_slow_reader_completes_and_flushes_once(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -322,6 +349,8 @@ fn eight_mib_to_a_slow_reader_completes_and_flushes_once(backend: Backend) {
     assert!(got == expect, "content differs");
 }
 
+#[on_both_backends]
+#[test]
 fn a_writer_waits_for_drain_instead_of_buffering(backend: Backend) {
     // The writer writes 64 KiB chunks while under the high-water mark and waits for
     // on_drain otherwise: its buffer never holds much more than the mark.
@@ -369,6 +398,8 @@ fn a_writer_waits_for_drain_instead_of_buffering(backend: Backend) {
     );
 }
 
+#[on_both_backends]
+#[test]
 fn peer_reset_is_an_error_not_a_panic(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -394,6 +425,8 @@ fn peer_reset_is_an_error_not_a_panic(backend: Backend) {
     assert!(s.write(b"x").is_err());
 }
 
+#[on_both_backends]
+#[test]
 fn write_after_close_and_read_on_a_closed_stream_are_errors(backend: Backend) {
     let lp = new_loop(backend);
     let (s, _client) = tcp_pair(&lp);
@@ -411,6 +444,8 @@ fn write_after_close_and_read_on_a_closed_stream_are_errors(backend: Backend) {
 
 /// Regression: `write_then` with nothing left to send used to wait for a send that
 /// would never come, when called outside the stream's own callbacks.
+#[on_both_backends]
+#[test]
 fn write_then_with_nothing_buffered_runs_its_callback(backend: Backend) {
     let lp = new_loop(backend);
     let (s, _client) = tcp_pair(&lp);
@@ -424,6 +459,8 @@ fn write_then_with_nothing_buffered_runs_its_callback(backend: Backend) {
     run(&lp);
 }
 
+#[on_both_backends]
+#[test]
 fn connect_without_blocking_the_loop(backend: Backend) {
     let lp = new_loop(backend);
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -464,6 +501,8 @@ fn connect_without_blocking_the_loop(backend: Backend) {
     assert_eq!(err.get(), Some(ErrorKind::ConnectionRefused));
 }
 
+#[on_both_backends]
+#[test]
 fn only_one_read_at_a_time(backend: Backend) {
     let lp = new_loop(backend);
     let (s, _client) = tcp_pair(&lp);
@@ -472,6 +511,8 @@ fn only_one_read_at_a_time(backend: Backend) {
     assert_eq!(err.kind(), ErrorKind::ResourceBusy);
 }
 
+#[on_both_backends]
+#[test]
 fn a_stream_nobody_holds_stays_open_until_closed(backend: Backend) {
     let lp = new_loop(backend);
     let (s, mut client) = tcp_pair(&lp);
@@ -501,6 +542,8 @@ fn a_stream_nobody_holds_stays_open_until_closed(backend: Backend) {
 /// A stream closed and dropped while io_uring still has a recv and a large send in
 /// flight: the send's buffer must stay alive until its CQE. (Run under valgrind, this
 /// is where a use-after-free would show.)
+#[on_both_backends]
+#[test]
 fn dropped_with_operations_in_flight(backend: Backend) {
     let lp = new_loop(backend);
     let (s, client) = tcp_pair(&lp);
@@ -525,6 +568,8 @@ fn dropped_with_operations_in_flight(backend: Backend) {
     drop(lp); // the ring drains its ops before freeing their memory
 }
 
+#[on_both_backends]
+#[test]
 fn closing_the_loop_closes_its_streams(backend: Backend) {
     let lp = new_loop(backend);
     let (s, mut client) = tcp_pair(&lp);
@@ -544,6 +589,8 @@ fn closing_the_loop_closes_its_streams(backend: Backend) {
     );
 }
 
+#[on_both_backends]
+#[test]
 fn unread_data_is_bounded_when_nobody_reads(backend: Backend) {
     // The peer sends 4 MiB; the owner reads nothing for a while. Receiving pauses, so the
     // stream buffers far less than was sent, and everything arrives once reading resumes.
@@ -572,29 +619,3 @@ fn unread_data_is_bounded_when_nobody_reads(backend: Backend) {
     assert_eq!(got.get(), 4 << 20);
     drop(t.join());
 }
-
-on_both_backends!(
-    delimiter_split_across_reads,
-    many_requests_in_one_packet_are_read_one_by_one,
-    eof_in_the_middle_of_a_delimiter,
-    read_bytes_zero_completes_at_once,
-    read_bytes_and_partial_reads,
-    data_before_close_is_delivered_before_the_close,
-    read_until_close_gets_everything,
-    close_callback_fires_once_with_a_read_pending,
-    max_bytes_exceeded_closes_with_an_error,
-    a_delimiter_found_past_max_bytes_is_an_error,
-    a_read_buffer_over_its_maximum_closes_the_stream,
-    a_delimiter_search_over_a_large_buffer_is_linear,
-    eight_mib_to_a_slow_reader_completes_and_flushes_once,
-    a_writer_waits_for_drain_instead_of_buffering,
-    peer_reset_is_an_error_not_a_panic,
-    write_after_close_and_read_on_a_closed_stream_are_errors,
-    only_one_read_at_a_time,
-    connect_without_blocking_the_loop,
-    write_then_with_nothing_buffered_runs_its_callback,
-    a_stream_nobody_holds_stays_open_until_closed,
-    dropped_with_operations_in_flight,
-    closing_the_loop_closes_its_streams,
-    unread_data_is_bounded_when_nobody_reads,
-);

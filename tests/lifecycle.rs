@@ -1,6 +1,7 @@
 //! start/stop/close and IoLoop::current.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, IoLoop};
 use std::cell::Cell;
@@ -9,6 +10,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use util::{new_loop, run};
 
+#[on_both_backends]
+#[test]
 fn start_inside_a_running_loop_is_an_error_not_a_deadlock(backend: Backend) {
     let lp = new_loop(backend);
     let kinds = Rc::new(Cell::new(None));
@@ -24,6 +27,8 @@ fn start_inside_a_running_loop_is_an_error_not_a_deadlock(backend: Backend) {
     assert_eq!(kinds.get(), Some(ErrorKind::ResourceBusy));
 }
 
+#[on_both_backends]
+#[test]
 fn stop_before_start_makes_the_next_start_return_at_once(backend: Backend) {
     let lp = new_loop(backend);
     let ran = Rc::new(Cell::new(false));
@@ -39,6 +44,8 @@ fn stop_before_start_makes_the_next_start_return_at_once(backend: Backend) {
     run(&lp);
 }
 
+#[on_both_backends]
+#[test]
 fn a_loop_can_be_started_again_after_stop(backend: Backend) {
     let lp = new_loop(backend);
     let n = Rc::new(Cell::new(0));
@@ -53,6 +60,8 @@ fn a_loop_can_be_started_again_after_stop(backend: Backend) {
     assert_eq!(n.get(), 3);
 }
 
+#[on_both_backends]
+#[test]
 fn current_is_the_running_loop_only_while_it_runs(backend: Backend) {
     assert!(IoLoop::current().is_none());
     let lp = new_loop(backend);
@@ -70,6 +79,8 @@ fn current_is_the_running_loop_only_while_it_runs(backend: Backend) {
     assert!(!lp.is_running());
 }
 
+#[on_both_backends]
+#[test]
 fn close_drops_everything_and_refuses_start(backend: Backend) {
     let lp = new_loop(backend);
     let dropped = Rc::new(Cell::new(0));
@@ -92,6 +103,8 @@ fn close_drops_everything_and_refuses_start(backend: Backend) {
     assert_eq!(lp.start().unwrap_err().kind(), ErrorKind::NotConnected);
 }
 
+#[on_both_backends]
+#[test]
 fn backend_detail_names_the_ring_flags(backend: Backend) {
     let lp = new_loop(backend);
     let d = lp.backend_detail();
@@ -104,15 +117,6 @@ fn backend_detail_names_the_ring_flags(backend: Backend) {
         ),
     }
 }
-
-on_both_backends!(
-    start_inside_a_running_loop_is_an_error_not_a_deadlock,
-    stop_before_start_makes_the_next_start_return_at_once,
-    a_loop_can_be_started_again_after_stop,
-    current_is_the_running_loop_only_while_it_runs,
-    close_drops_everything_and_refuses_start,
-    backend_detail_names_the_ring_flags,
-);
 
 #[test]
 fn auto_resolves_to_a_real_backend_and_env_forces_one() {

@@ -1,6 +1,7 @@
 //! Listening on every core, accepting, the connection limit, and fd exhaustion.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{
     bind_reuseport, Acceptor, Backend, Cores, IoStream, ListenOptions, Runtime, TcpServer,
@@ -33,6 +34,8 @@ fn echo_lines(s: &IoStream) {
     });
 }
 
+#[on_both_backends]
+#[test]
 fn port_zero_on_two_cores_shares_one_port_and_both_accept(backend: Backend) {
     let per_shard = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let nodelay = Arc::new(AtomicUsize::new(0));
@@ -84,6 +87,8 @@ fn port_zero_on_two_cores_shares_one_port_and_both_accept(backend: Backend) {
     server.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn ipv6_listeners_work_too(backend: Backend) {
     let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
         eprintln!("no IPv6 loopback here: nothing to check");
@@ -106,6 +111,8 @@ fn ipv6_listeners_work_too(backend: Backend) {
     server.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn a_taken_port_is_an_error_not_a_panic(backend: Backend) {
     // A plain listener without SO_REUSEPORT holds the port.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -119,6 +126,8 @@ fn a_taken_port_is_an_error_not_a_panic(backend: Backend) {
     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
 }
 
+#[on_both_backends]
+#[test]
 fn the_connection_limit_stops_accepting_until_one_closes(backend: Backend) {
     let lp = new_loop(backend);
     let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 128).unwrap();
@@ -153,6 +162,8 @@ fn the_connection_limit_stops_accepting_until_one_closes(backend: Backend) {
     assert_eq!(*seen.borrow(), [(5, 5, true), (7, 5, true)]);
 }
 
+#[on_both_backends]
+#[test]
 fn a_stopped_acceptor_refuses_new_connections(backend: Backend) {
     let lp = new_loop(backend);
     let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 128).unwrap();
@@ -171,6 +182,8 @@ fn a_stopped_acceptor_refuses_new_connections(backend: Backend) {
 }
 
 /// Many short connections, closed by either side, leave nothing open on the loop.
+#[on_both_backends]
+#[test]
 fn closed_connections_leave_nothing_behind(backend: Backend) {
     let server = TcpServer::bind(
         Runtime::builder().backend(backend).cores(Cores::Count(1)),
@@ -209,6 +222,8 @@ fn closed_connections_leave_nothing_behind(backend: Backend) {
 /// Runs the child below with RLIMIT_NOFILE lowered to 48, opens more connections than
 /// it has descriptors for, and checks that it pauses instead of spinning, logs once,
 /// and serves again once descriptors are free.
+#[on_both_backends]
+#[test]
 fn fd_exhaustion_pauses_accepting_then_resumes(backend: Backend) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new("bash")
@@ -319,13 +334,3 @@ fn fd_exhaustion_child() {
     });
     lp.start().unwrap();
 }
-
-on_both_backends!(
-    port_zero_on_two_cores_shares_one_port_and_both_accept,
-    ipv6_listeners_work_too,
-    a_taken_port_is_an_error_not_a_panic,
-    the_connection_limit_stops_accepting_until_one_closes,
-    a_stopped_acceptor_refuses_new_connections,
-    fd_exhaustion_pauses_accepting_then_resumes,
-    closed_connections_leave_nothing_behind,
-);

@@ -1,7 +1,8 @@
 //! LoopHandle: waking a sleeping loop, many senders, ping-pong between loops (no lost
 //! wake-up), and handles whose loop is gone.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, IoLoop, LoopHandle};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +22,8 @@ fn spawn_loop(backend: Backend) -> (LoopHandle, JoinHandle<()>) {
     (rx.recv().unwrap(), t)
 }
 
+#[on_both_backends]
+#[test]
 fn a_sleeping_loop_is_woken_by_another_thread(backend: Backend) {
     let (h, t) = spawn_loop(backend);
     for _ in 0..20 {
@@ -38,6 +41,8 @@ fn a_sleeping_loop_is_woken_by_another_thread(backend: Backend) {
     t.join().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn stop_from_another_thread_wakes_the_loop(backend: Backend) {
     let (h, t) = spawn_loop(backend);
     std::thread::sleep(Duration::from_millis(10));
@@ -54,6 +59,8 @@ fn stop_from_another_thread_wakes_the_loop(backend: Backend) {
 
 /// 8 threads each send 100,000 callbacks: every one runs exactly once, and the callbacks
 /// of one sender run in the order it sent them.
+#[on_both_backends]
+#[test]
 fn eight_senders_100k_callbacks_each_none_lost(backend: Backend) {
     const SENDERS: usize = 8;
     const EACH: usize = 100_000;
@@ -100,6 +107,8 @@ fn eight_senders_100k_callbacks_each_none_lost(backend: Backend) {
 
 /// Two loops on two threads bounce one callback 100,000 times. Each hop finds the other
 /// loop asleep or about to sleep, which is where a lost wake-up would hang.
+#[on_both_backends]
+#[test]
 fn ping_pong_100k_between_two_loops(backend: Backend) {
     const HOPS: u64 = 100_000;
     let (b, tb) = spawn_loop(backend);
@@ -124,6 +133,8 @@ fn ping_pong_100k_between_two_loops(backend: Backend) {
     tb.join().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn a_handle_to_a_dropped_loop_errs_and_hands_the_callback_back(backend: Backend) {
     let (h, t) = spawn_loop(backend);
     h.stop().unwrap();
@@ -144,6 +155,8 @@ fn a_handle_to_a_dropped_loop_errs_and_hands_the_callback_back(backend: Backend)
     assert_eq!(ran.load(Ordering::Relaxed), 1);
 }
 
+#[on_both_backends]
+#[test]
 fn callbacks_from_threads_run_on_the_loop_thread(backend: Backend) {
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
@@ -168,12 +181,3 @@ fn callbacks_from_threads_run_on_the_loop_thread(backend: Backend) {
     h.stop().unwrap();
     t.join().unwrap();
 }
-
-on_both_backends!(
-    a_sleeping_loop_is_woken_by_another_thread,
-    stop_from_another_thread_wakes_the_loop,
-    eight_senders_100k_callbacks_each_none_lost,
-    ping_pong_100k_between_two_loops,
-    a_handle_to_a_dropped_loop_errs_and_hands_the_callback_back,
-    callbacks_from_threads_run_on_the_loop_thread,
-);

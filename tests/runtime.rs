@@ -1,7 +1,8 @@
 //! Runtime: cores and pinning, setup closures, broadcast and gather, shutdown, and
 //! panics reported on join.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, Cores, Runtime, RuntimeError, ShardError};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ fn cores_here() -> Vec<usize> {
     (0..n).collect()
 }
 
+#[on_both_backends]
+#[test]
 fn one_loop_per_core_by_default_each_pinned(backend: Backend) {
     let setups = Arc::new(Mutex::new(Vec::new()));
     let s = setups.clone();
@@ -40,6 +43,8 @@ fn one_loop_per_core_by_default_each_pinned(backend: Backend) {
     rt.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn count_and_list_choose_the_cores(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -72,6 +77,8 @@ fn count_and_list_choose_the_cores(backend: Backend) {
     assert!(Runtime::builder().cores(Cores::Count(0)).build().is_err());
 }
 
+#[on_both_backends]
+#[test]
 fn unpinned_loops_may_run_anywhere(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -87,6 +94,8 @@ fn unpinned_loops_may_run_anywhere(backend: Backend) {
     rt.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn broadcast_reaches_every_loop(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -105,6 +114,8 @@ fn broadcast_reaches_every_loop(backend: Backend) {
     rt.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn loops_talk_to_each_other_with_submit_to(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -129,6 +140,8 @@ fn loops_talk_to_each_other_with_submit_to(backend: Backend) {
     rt.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn gather_from_inside_a_loop_is_refused(backend: Backend) {
     let rt = Arc::new(
         Runtime::builder()
@@ -152,6 +165,8 @@ fn gather_from_inside_a_loop_is_refused(backend: Backend) {
     Arc::try_unwrap(rt).unwrap().shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn a_panicking_gather_callback_is_reported_and_the_loop_survives(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -177,6 +192,8 @@ fn a_panicking_gather_callback_is_reported_and_the_loop_survives(backend: Backen
     rt.shutdown().unwrap();
 }
 
+#[on_both_backends]
+#[test]
 fn a_panic_in_setup_is_reported_on_join(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -207,6 +224,8 @@ fn a_panic_in_setup_is_reported_on_join(backend: Backend) {
     }
 }
 
+#[on_both_backends]
+#[test]
 fn shutdown_stops_every_loop_and_closes_the_handles(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -231,6 +250,8 @@ fn shutdown_stops_every_loop_and_closes_the_handles(backend: Backend) {
     assert_eq!(ticks.load(Ordering::Relaxed), 0);
 }
 
+#[on_both_backends]
+#[test]
 fn dropping_a_runtime_stops_it(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
@@ -241,16 +262,3 @@ fn dropping_a_runtime_stops_it(backend: Backend) {
     drop(rt);
     assert!(h.is_closed());
 }
-
-on_both_backends!(
-    one_loop_per_core_by_default_each_pinned,
-    count_and_list_choose_the_cores,
-    unpinned_loops_may_run_anywhere,
-    broadcast_reaches_every_loop,
-    loops_talk_to_each_other_with_submit_to,
-    gather_from_inside_a_loop_is_refused,
-    a_panicking_gather_callback_is_reported_and_the_loop_survives,
-    a_panic_in_setup_is_reported_on_join,
-    shutdown_stops_every_loop_and_closes_the_handles,
-    dropping_a_runtime_stops_it,
-);

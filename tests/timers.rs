@@ -1,7 +1,8 @@
 //! Timers on a running loop: order, never early, cancellation (also by an earlier timer
 //! of the same iteration), stale ids, and bounded memory under add+cancel churn.
-#[macro_use]
 mod util;
+
+use coreloop_macros::on_both_backends;
 
 use coreloop::{Backend, TimeoutId, COMPACT_MIN};
 use std::cell::{Cell, RefCell};
@@ -13,6 +14,8 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+#[on_both_backends]
+#[test]
 fn earliest_first_and_equal_deadlines_in_order_added(backend: Backend) {
     let lp = new_loop(backend);
     let order = Rc::new(RefCell::new(Vec::new()));
@@ -26,6 +29,8 @@ fn earliest_first_and_equal_deadlines_in_order_added(backend: Backend) {
     assert_eq!(*order.borrow(), ["a1", "a2", "a3", "b", "c"]);
 }
 
+#[on_both_backends]
+#[test]
 fn a_timer_never_fires_early(backend: Backend) {
     let lp = new_loop(backend);
     let late = Rc::new(RefCell::new(Vec::new()));
@@ -53,6 +58,8 @@ fn a_timer_never_fires_early(backend: Backend) {
     }
 }
 
+#[on_both_backends]
+#[test]
 fn a_timer_cancelled_by_an_earlier_timer_of_the_same_iteration_does_not_run(backend: Backend) {
     let lp = new_loop(backend);
     let at = Instant::now() + ms(5);
@@ -69,6 +76,8 @@ fn a_timer_cancelled_by_an_earlier_timer_of_the_same_iteration_does_not_run(back
     assert!(!ran.get());
 }
 
+#[on_both_backends]
+#[test]
 fn cancelling_a_fired_or_unknown_timer_is_a_no_op(backend: Backend) {
     let lp = new_loop(backend);
     let fired = lp.call_later(Duration::ZERO, |_| {});
@@ -88,6 +97,8 @@ fn cancelling_a_fired_or_unknown_timer_is_a_no_op(backend: Backend) {
     assert!(ran.get(), "an old id cancelled a newer timer");
 }
 
+#[on_both_backends]
+#[test]
 fn timers_added_by_timers_wait_for_the_next_iteration(backend: Backend) {
     // A timer that re-arms itself with zero delay must not starve I/O: a remote callback
     // and a later timer still get their turn.
@@ -105,6 +116,8 @@ fn timers_added_by_timers_wait_for_the_next_iteration(backend: Backend) {
     assert!(spins.get() > 1);
 }
 
+#[on_both_backends]
+#[test]
 fn a_million_add_cancel_pairs_keep_the_heap_bounded(backend: Backend) {
     let lp = new_loop(backend);
     let keep: Vec<_> = (0..100)
@@ -126,6 +139,8 @@ fn a_million_add_cancel_pairs_keep_the_heap_bounded(backend: Backend) {
     run(&lp);
 }
 
+#[on_both_backends]
+#[test]
 fn loop_time_is_cached_and_monotonic(backend: Backend) {
     let lp = new_loop(backend);
     let seen = Rc::new(RefCell::new(Vec::new()));
@@ -146,6 +161,8 @@ fn loop_time_is_cached_and_monotonic(backend: Backend) {
     }
 }
 
+#[on_both_backends]
+#[test]
 fn a_panicking_timer_is_logged_and_the_loop_goes_on(backend: Backend) {
     util::capture_logs();
     let lp = new_loop(backend);
@@ -165,14 +182,3 @@ fn a_panicking_timer_is_logged_and_the_loop_goes_on(backend: Backend) {
         "{logs:?}"
     );
 }
-
-on_both_backends!(
-    earliest_first_and_equal_deadlines_in_order_added,
-    a_timer_never_fires_early,
-    a_timer_cancelled_by_an_earlier_timer_of_the_same_iteration_does_not_run,
-    cancelling_a_fired_or_unknown_timer_is_a_no_op,
-    timers_added_by_timers_wait_for_the_next_iteration,
-    a_million_add_cancel_pairs_keep_the_heap_bounded,
-    loop_time_is_cached_and_monotonic,
-    a_panicking_timer_is_logged_and_the_loop_goes_on,
-);

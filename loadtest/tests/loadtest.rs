@@ -2,17 +2,19 @@
 
 use coreloop::http::{Application, HttpServer, Route, RunningHttpServer};
 use coreloop::{Backend, Cores, Runtime};
+use coreloop_macros::on_both_backends;
 use loadtest::{run, Config};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod epoll { $( #[test] fn $name() { super::$name("epoll") } )* }
-        mod uring { $( #[test] fn $name() { super::$name("uring") } )* }
-    };
+/// loadtest's `--backend` value for a backend.
+fn backend_arg(b: Backend) -> &'static str {
+    match b {
+        Backend::Epoll => "epoll",
+        _ => "uring",
+    }
 }
 
 fn server(app: Application) -> RunningHttpServer {
@@ -47,7 +49,10 @@ fn counted_server() -> (RunningHttpServer, Arc<AtomicU64>) {
 
 /// Every response is counted once and only once, with and without pipelining, for GET
 /// and for HEAD.
-fn successes_equal_what_the_server_answered(backend: &str) {
+#[on_both_backends]
+#[test]
+fn successes_equal_what_the_server_answered(backend: Backend) {
+    let backend = backend_arg(backend);
     let (s, count) = counted_server();
     let url = format!("http://{}/", s.local_addr());
     // HEAD: answers carry a Content-Length and no body (RFC 9110 9.3.2).
@@ -79,7 +84,10 @@ fn successes_equal_what_the_server_answered(backend: &str) {
     s.shutdown().unwrap();
 }
 
-fn a_constant_rate_is_kept_within_five_percent(backend: &str) {
+#[on_both_backends]
+#[test]
+fn a_constant_rate_is_kept_within_five_percent(backend: Backend) {
+    let backend = backend_arg(backend);
     let (s, _) = counted_server();
     let url = format!("http://{}/", s.local_addr());
     let r = run(&cfg(&[
@@ -105,7 +113,10 @@ fn a_constant_rate_is_kept_within_five_percent(backend: &str) {
 /// wrk2's demonstration: the server stalls for 1 s once. At a constant rate, latency
 /// is measured from when each request was due, so the stall shows in p99; a closed
 /// loop only sees the few requests that were in flight, and its p99 hides it.
-fn a_stall_shows_at_a_constant_rate_and_hides_in_a_closed_loop(backend: &str) {
+#[on_both_backends]
+#[test]
+fn a_stall_shows_at_a_constant_rate_and_hides_in_a_closed_loop(backend: Backend) {
+    let backend = backend_arg(backend);
     let app = || {
         let calls = Arc::new(AtomicU64::new(0));
         Application::new().route(
@@ -154,7 +165,10 @@ fn a_stall_shows_at_a_constant_rate_and_hides_in_a_closed_loop(backend: &str) {
     );
 }
 
-fn garbage_and_error_statuses_are_counted_not_taken_as_success(backend: &str) {
+#[on_both_backends]
+#[test]
+fn garbage_and_error_statuses_are_counted_not_taken_as_success(backend: Backend) {
+    let backend = backend_arg(backend);
     // A server that answers every request with bytes that are not HTTP.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -201,7 +215,10 @@ fn garbage_and_error_statuses_are_counted_not_taken_as_success(backend: &str) {
     s.shutdown().unwrap();
 }
 
-fn output_in_wrks_layout_hgrm_and_json(backend: &str) {
+#[on_both_backends]
+#[test]
+fn output_in_wrks_layout_hgrm_and_json(backend: Backend) {
+    let backend = backend_arg(backend);
     let (s, _) = counted_server();
     let url = format!("http://{}/", s.local_addr());
     let c = cfg(&[
@@ -238,14 +255,6 @@ fn output_in_wrks_layout_hgrm_and_json(backend: &str) {
     );
     s.shutdown().unwrap();
 }
-
-on_both_backends!(
-    successes_equal_what_the_server_answered,
-    a_constant_rate_is_kept_within_five_percent,
-    a_stall_shows_at_a_constant_rate_and_hides_in_a_closed_loop,
-    garbage_and_error_statuses_are_counted_not_taken_as_success,
-    output_in_wrks_layout_hgrm_and_json,
-);
 
 #[test]
 fn bad_arguments_get_a_message_and_a_nonzero_exit() {

@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code, unused_macros)]
+#![allow(dead_code)]
 
 use coreloop::{Backend, IoLoop};
 use std::cell::Cell;
@@ -7,18 +7,6 @@ use std::rc::Rc;
 use std::sync::{Mutex, OnceLock};
 use std::thread::ThreadId;
 use std::time::Duration;
-
-/// Generates `epoll::NAME` and `uring::NAME` tests calling `NAME(Backend)` for each name.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            $( #[test] fn $name() { super::$name(coreloop::Backend::Epoll) } )*
-        }
-        mod uring {
-            $( #[test] fn $name() { super::$name(coreloop::Backend::Uring) } )*
-        }
-    };
-}
 
 /// The bound after which a test that waits for the loop counts as hung.
 pub const HANG: Duration = Duration::from_secs(20);
