@@ -41,26 +41,21 @@
 compile_error!("coreloop runs on Linux only (epoll and io_uring)");
 
 mod buffer;
-mod handle;
 pub mod http;
-mod ioloop;
 mod iostream;
 mod net;
 mod poller;
+mod reactor;
 mod runtime;
-mod timer;
-mod transport;
 
-pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
-pub use ioloop::{IoLoop, REMOTE_BATCH};
 pub use iostream::{
-    ConnectCallback, IoStream, ReadCallback, StreamCallback, DEFAULT_HIGH_WATER,
+    ConnectCallback, IoStream, ReadCallback, StreamCallback, StreamError, DEFAULT_HIGH_WATER,
     DEFAULT_MAX_BUFFER, DEFAULT_MAX_WRITE_BUFFER,
 };
 pub use net::{bind_reuseport, Acceptor, ListenOptions, TcpServer};
 pub use poller::{Backend, Interest, Ready};
+pub use reactor::{IoLoop, LoopClosed, LoopHandle, RemoteCallback, TimeoutId};
 pub use runtime::{Cores, Runtime, RuntimeBuilder, RuntimeError, ShardError};
-pub use timer::{TimeoutId, COMPACT_MIN};
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot drift.
 #[cfg(doctest)]

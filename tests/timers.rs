@@ -4,7 +4,7 @@ mod util;
 
 use coreloop_macros::on_both_backends;
 
-use coreloop::{Backend, TimeoutId, COMPACT_MIN};
+use coreloop::{Backend, TimeoutId};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -130,8 +130,10 @@ fn a_million_add_cancel_pairs_keep_the_heap_bounded(backend: Backend) {
         max_heap = max_heap.max(lp.timer_heap_len());
     }
     assert_eq!(lp.pending_timers(), keep.len());
+    // The bound IoLoop::timer_heap_len documents: 512 stale entries at most beyond
+    // the pending ones while they are fewer than half the heap.
     assert!(
-        max_heap <= keep.len() + COMPACT_MIN + 1,
+        max_heap <= (keep.len() + 513).max(2 * keep.len() + 1),
         "heap reached {max_heap} entries"
     );
     // The loop still works and fires nothing cancelled.

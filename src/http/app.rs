@@ -2,7 +2,7 @@
 
 use super::request::Request;
 use super::response::Response;
-use crate::ioloop::IoLoop;
+use crate::reactor::IoLoop;
 use std::fmt;
 use std::sync::Arc;
 

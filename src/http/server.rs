@@ -109,12 +109,8 @@ impl RunningHttpServer {
     /// runtime should not also stop on signals itself (`stop_on_signals`), or the loops
     /// stop at once instead.
     pub fn run_until_signal(self, deadline: Duration) -> io::Result<usize> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-        if let Some(sig) = signals.forever().next() {
-            log::info!("coreloop: signal {sig}: shutting down gracefully");
-        }
-        signals.handle().close();
+        let sig = crate::runtime::wait_for_stop_signal()?;
+        log::info!("coreloop: signal {sig}: shutting down gracefully");
         self.graceful_shutdown(deadline).map_err(io::Error::other)
     }
 

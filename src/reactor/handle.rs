@@ -11,7 +11,7 @@
 //! one `write(2)`; callbacks to a busy loop cost none. No wake-up is lost, and no poll
 //! timeout cap is needed to stay correct.
 
-use crate::ioloop::IoLoop;
+use super::IoLoop;
 use crate::poller::Waker;
 use crossbeam_channel::Sender;
 use std::fmt;

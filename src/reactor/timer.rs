@@ -1,7 +1,8 @@
-//! The timer heap: a binary min-heap keyed by `(deadline, sequence)`, with lazy
-//! cancellation, generation-checked ids and compaction.
+//! Timers: the loop's `add_timeout`, `call_at`, `call_later` and `remove_timeout`, and
+//! the timer heap under them, a binary min-heap keyed by `(deadline, sequence)`, with
+//! lazy cancellation, generation-checked ids and compaction.
 //!
-//! It is a plain data structure. The loop passes the time in (`pop_due(now, ..)`), so
+//! The heap is a plain data structure. The loop passes the time in (`pop_due(now, ..)`), so
 //! these tests never sleep and the queue has no clock of its own.
 //!
 //! - **Order**: earliest deadline first; equal deadlines in the order they were added
@@ -14,13 +15,125 @@
 //! - **Ids carry a generation**: a slot reused by a new timer has a new generation, so an
 //!   old [`TimeoutId`] can neither cancel nor identify the new timer.
 
+use super::callbacks::Queued;
+use super::IoLoop;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::panic::Location;
+use std::time::{Duration, Instant};
 
 /// Stale heap entries tolerated before compaction is considered (and only when they are
 /// also more than half of the heap).
-pub const COMPACT_MIN: usize = 512;
+pub(crate) const COMPACT_MIN: usize = 512;
+
+/// The loop's timers.
+#[derive(Default)]
+pub(super) struct Timers {
+    pub(super) queue: RefCell<TimerQueue<Queued>>,
+}
+
+impl IoLoop {
+    /// Runs `f` at `deadline` (never earlier), in the iteration after it passes.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::time::{Duration, Instant};
+    /// let lp = IoLoop::new()?;
+    /// let t0 = Instant::now();
+    /// lp.add_timeout(t0 + Duration::from_millis(5), move |lp| {
+    ///     assert!(Instant::now() >= t0 + Duration::from_millis(5));
+    ///     lp.stop();
+    /// });
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn add_timeout<F>(&self, deadline: Instant, f: F) -> TimeoutId
+    where
+        F: FnOnce(&IoLoop) + 'static,
+    {
+        let q = Queued {
+            f: Box::new(f),
+            at: Location::caller(),
+        };
+        self.inner.timers.queue.borrow_mut().insert(deadline, q)
+    }
+
+    /// The same as [`add_timeout`](Self::add_timeout) (Tornado's `call_at`).
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::time::{Duration, Instant};
+    /// let lp = IoLoop::new()?;
+    /// lp.call_at(Instant::now() + Duration::from_millis(1), |lp| lp.stop());
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn call_at<F>(&self, deadline: Instant, f: F) -> TimeoutId
+    where
+        F: FnOnce(&IoLoop) + 'static,
+    {
+        self.add_timeout(deadline, f)
+    }
+
+    /// Runs `f` once `delay` has passed from now (measured now, not from the cached
+    /// [`time`](Self::time), so it never fires early).
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::time::Duration;
+    /// let lp = IoLoop::new()?;
+    /// lp.call_later(Duration::from_millis(1), |lp| lp.stop());
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn call_later<F>(&self, delay: Duration, f: F) -> TimeoutId
+    where
+        F: FnOnce(&IoLoop) + 'static,
+    {
+        let deadline = Instant::now().checked_add(delay).unwrap_or_else(far_future);
+        self.add_timeout(deadline, f)
+    }
+
+    /// Cancels a timer. A no-op if it already fired, was cancelled, or `id` is unknown; an
+    /// old id never cancels a newer timer. Returns whether a pending timer was cancelled.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::time::Duration;
+    /// let lp = IoLoop::new()?;
+    /// let id = lp.call_later(Duration::from_secs(1), |_| panic!("cancelled"));
+    /// assert!(lp.remove_timeout(id));
+    /// assert!(!lp.remove_timeout(id));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn remove_timeout(&self, id: TimeoutId) -> bool {
+        let cancelled = self.inner.timers.queue.borrow_mut().cancel(id);
+        // The callback is dropped with no loop state borrowed.
+        cancelled.is_some()
+    }
+
+    /// Timers that will still fire.
+    pub fn pending_timers(&self) -> usize {
+        self.inner.timers.queue.borrow().len()
+    }
+
+    /// Entries in the timer heap, cancelled ones not yet dropped included. Cancellation
+    /// is lazy; cancelled entries are dropped once they are more than 512 and more than
+    /// half of the heap, so the heap never holds more than `2 * pending + 1` or
+    /// `pending + 513` entries, whichever is larger.
+    pub fn timer_heap_len(&self) -> usize {
+        self.inner.timers.queue.borrow().heap_len()
+    }
+}
+
+fn far_future() -> Instant {
+    // About 30 years: later than any deadline a program means.
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
 
 /// Identifies one timer; returned by `add_timeout`, `call_later` and `call_at`.
 ///

@@ -5,9 +5,15 @@
 //! [`Runtime::invoke_on_all`] gathers one answer from each (Seastar's `invoke_on_all`),
 //! which is how statistics are merged and how a service shards its state.
 
-use crate::handle::{LoopClosed, LoopHandle};
-use crate::ioloop::{panic_message, IoLoop, Peers};
+mod shard;
+mod signals;
+
+pub(crate) use signals::wait_for_stop_signal;
+
 use crate::poller::Backend;
+use crate::reactor::{panic_message, IoLoop, LoopClosed, LoopHandle};
+use shard::{set_shard, Peers};
+use signals::SignalWatcher;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -158,8 +164,7 @@ impl RuntimeBuilder {
                             return Ok(());
                         }
                     };
-                    lp.set_shard(shard, n);
-                    lp.set_peers(peers);
+                    set_shard(&lp, shard, n, peers);
                     let _ = tx.send(Ok(lp.handle()));
                     // Close the loop however this thread ends, so handles see it is gone.
                     let _close = CloseOnDrop(lp.clone());
@@ -198,7 +203,13 @@ impl RuntimeBuilder {
             signals: None,
         };
         if self.stop_on_signals {
-            rt.signals = Some(SignalWatcher::start(rt.handles.clone())?);
+            let loops = rt.handles.clone();
+            rt.signals = Some(SignalWatcher::start(move |sig| {
+                log::info!("coreloop: signal {sig}: stopping {} loops", loops.len());
+                for h in &loops {
+                    let _ = h.stop();
+                }
+            })?);
         }
         Ok(rt)
     }
@@ -501,33 +512,3 @@ impl fmt::Display for RuntimeError {
 }
 
 impl std::error::Error for RuntimeError {}
-
-/// A thread that turns SIGINT/SIGTERM into a stop of every loop.
-struct SignalWatcher {
-    handle: signal_hook::iterator::Handle,
-    thread: JoinHandle<()>,
-}
-
-impl SignalWatcher {
-    fn start(loops: Vec<LoopHandle>) -> io::Result<SignalWatcher> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-        let handle = signals.handle();
-        let thread = std::thread::Builder::new()
-            .name("coreloop-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    log::info!("coreloop: signal {sig}: stopping {} loops", loops.len());
-                    for h in &loops {
-                        let _ = h.stop();
-                    }
-                }
-            })?;
-        Ok(SignalWatcher { handle, thread })
-    }
-
-    fn close(self) {
-        self.handle.close();
-        let _ = self.thread.join();
-    }
-}

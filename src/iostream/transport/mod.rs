@@ -1,0 +1,158 @@
+//! Moving bytes between one connected socket and its owner (the stream), on the loop's
+//! backend: the backend is chosen once, when the transport is made, and each backend's
+//! half lives in its own file with its own state.
+//!
+//! | operation | io_uring (`uring.rs`) | epoll (`epoll.rs`) |
+//! |---|---|---|
+//! | receive | a multishot recv into the loop's provided-buffer ring, re-armed when it ends | a level-triggered readable handler that receives into pooled buffers until `WouldBlock` |
+//! | send | a send op that owns the buffer until its completion; short sends are resubmitted | a nonblocking send at once; what does not fit waits for writability |
+//! | close | cancel the ops, then a close queued behind every earlier op | remove the handler, then close |
+//!
+//! Either way the owner sees the same [`SockEvent`]s, in order, and never a buffer the
+//! kernel may still touch: a send buffer is handed back only with its completion, also
+//! when the transport was closed meanwhile (then the op frees it).
+
+mod epoll;
+mod uring;
+
+use crate::reactor::{IoLoop, WeakLoop};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+/// What a transport reports to its owner.
+pub(crate) enum SockEvent {
+    /// Bytes arrived (never empty).
+    Data(Vec<u8>),
+    /// The peer will send nothing more; receiving has stopped.
+    Eof,
+    /// A send that returned [`SendNow::Pending`] has gone out entirely; the buffer is
+    /// handed back for reuse.
+    Sent(Vec<u8>),
+    /// The socket failed; nothing more will be reported.
+    Error(io::Error),
+}
+
+/// How a transport reports to its owner.
+pub(crate) type EventSink = Rc<dyn Fn(&IoLoop, SockEvent)>;
+
+/// What became of a send at once.
+pub(crate) enum SendNow {
+    /// Everything went out; the buffer comes back.
+    Done(Vec<u8>),
+    /// The transport holds the buffer; [`SockEvent::Sent`] or `Error` follows.
+    Pending,
+    /// The send failed at once (the buffer is dropped).
+    Failed(io::Error),
+}
+
+/// What both halves keep about their socket.
+struct Sock {
+    fd: Option<OwnedFd>,
+    raw: RawFd,
+    lp: WeakLoop,
+    /// `None` once closed: nothing is reported after close.
+    sink: Option<EventSink>,
+    reading: bool,
+    /// End of file or an error was reported: receiving never restarts.
+    ended: bool,
+}
+
+impl Sock {
+    fn new(lp: &IoLoop, fd: OwnedFd, sink: EventSink) -> Sock {
+        Sock {
+            raw: fd.as_raw_fd(),
+            fd: Some(fd),
+            lp: lp.downgrade(),
+            sink: Some(sink),
+            reading: true,
+            ended: false,
+        }
+    }
+
+    /// Receiving is over for good (end of file or an error).
+    fn end(&mut self) {
+        self.reading = false;
+        self.ended = true;
+    }
+
+    /// Whether asking for `reading == on` changes anything.
+    fn changes_reading(&self, on: bool) -> bool {
+        self.sink.is_some() && !self.ended && self.reading != on
+    }
+}
+
+/// One connected socket's I/O. Cheap to clone (shared state); owned by one stream.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Uring(uring::UringTransport),
+    Epoll(epoll::EpollTransport),
+    /// A transport that never opened (for a stream whose setup failed).
+    Dead,
+}
+
+impl Transport {
+    /// Takes over `fd` (a nonblocking connected socket) and starts receiving, on the
+    /// half that fits the loop's backend.
+    pub(crate) fn new(lp: &IoLoop, fd: OwnedFd, sink: EventSink) -> io::Result<Transport> {
+        let sock = Sock::new(lp, fd, sink);
+        if lp.completes() {
+            uring::UringTransport::new(lp, sock).map(Transport::Uring)
+        } else {
+            epoll::EpollTransport::new(lp, sock).map(Transport::Epoll)
+        }
+    }
+
+    fn with_sock<R>(&self, f: impl FnOnce(&Sock) -> R) -> Option<R> {
+        match self {
+            Transport::Uring(t) => Some(t.with_sock(f)),
+            Transport::Epoll(t) => Some(t.with_sock(f)),
+            Transport::Dead => None,
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.with_sock(|s| s.raw).unwrap_or(-1)
+    }
+
+    /// Runs `f` on the socket, if it is still open.
+    pub(crate) fn with_fd<R>(&self, f: impl FnOnce(&OwnedFd) -> R) -> Option<R> {
+        self.with_sock(|s| s.fd.as_ref().map(f)).flatten()
+    }
+
+    /// Starts or stops receiving (backpressure: a stream with enough unread data stops
+    /// it). On io_uring stopping cancels the recv; starting again waits for that recv's
+    /// final completion, so that two recvs never run at once.
+    pub(crate) fn set_reading(&self, lp: &IoLoop, on: bool) {
+        match self {
+            Transport::Uring(t) => t.set_reading(lp, on),
+            Transport::Epoll(t) => t.set_reading(lp, on),
+            Transport::Dead => {}
+        }
+    }
+
+    /// Whether [`set_reading`](Self::set_reading)`(on)` would change anything (checked
+    /// before the caller gets hold of the loop).
+    pub(crate) fn would_change_reading(&self, on: bool) -> bool {
+        self.with_sock(|s| s.changes_reading(on)).unwrap_or(false)
+    }
+
+    /// Sends all of `buf`. At most one send may be pending at a time.
+    pub(crate) fn send(&self, lp: &IoLoop, buf: Vec<u8>) -> SendNow {
+        match self {
+            Transport::Uring(t) => t.send(lp, buf),
+            Transport::Epoll(t) => t.send(lp, buf),
+            Transport::Dead => SendNow::Failed(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Closes the socket. Nothing is reported afterwards. A send in flight on io_uring
+    /// keeps its buffer until its completion arrives.
+    pub(crate) fn close(&self, lp: &IoLoop) {
+        match self {
+            Transport::Uring(t) => t.close(lp),
+            Transport::Epoll(t) => t.close(lp),
+            Transport::Dead => {}
+        }
+    }
+}

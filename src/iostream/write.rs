@@ -1,0 +1,300 @@
+//! The write side of a stream: the write buffer, one send at a time, write callbacks,
+//! and back-pressure (the high-water mark and `on_drain`).
+
+use super::transport::SendNow;
+use super::{IoStream, StreamCallback, StreamError};
+use crate::reactor::IoLoop;
+use std::collections::VecDeque;
+use std::io;
+
+/// Default [`IoStream::set_high_water_mark`].
+pub const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
+/// Default [`IoStream::set_max_write_buffer`].
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 64 * 1024 * 1024;
+/// A write buffer larger than this is not kept for reuse once flushed.
+const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+
+/// The write buffer and what waits on it.
+pub(super) struct WriteSide {
+    /// Bytes not yet handed to the transport.
+    out: Vec<u8>,
+    /// Bytes handed to the transport and not yet sent (0 when no send is pending).
+    sending: usize,
+    /// Bytes written in all, and bytes sent in all.
+    written: u64,
+    flushed: u64,
+    /// Callbacks due once `flushed` reaches their mark.
+    write_cbs: VecDeque<(u64, StreamCallback)>,
+    high_water: usize,
+    max_write: usize,
+    drain_cb: Option<StreamCallback>,
+    /// A send is queued for the end of this step.
+    pub(super) flush_scheduled: bool,
+}
+
+impl Default for WriteSide {
+    fn default() -> Self {
+        WriteSide {
+            out: Vec::new(),
+            sending: 0,
+            written: 0,
+            flushed: 0,
+            write_cbs: VecDeque::new(),
+            high_water: DEFAULT_HIGH_WATER,
+            max_write: DEFAULT_MAX_WRITE_BUFFER,
+            drain_cb: None,
+            flush_scheduled: false,
+        }
+    }
+}
+
+impl WriteSide {
+    /// Bytes written and not yet handed to the kernel.
+    pub(super) fn buffered(&self) -> usize {
+        self.out.len() + self.sending
+    }
+
+    /// The first write callback whose bytes have all been sent.
+    pub(super) fn due_write_callback(&mut self) -> Option<StreamCallback> {
+        match self.write_cbs.front() {
+            Some((at, _)) if *at <= self.flushed => self.write_cbs.pop_front().map(|x| x.1),
+            _ => None,
+        }
+    }
+
+    /// The drain callback, if the buffer has drained to half the high-water mark.
+    pub(super) fn due_drain_callback(&mut self) -> Option<StreamCallback> {
+        if self.buffered() <= self.high_water / 2 {
+            self.drain_cb.take()
+        } else {
+            None
+        }
+    }
+
+    /// The stream closed: nothing waits on the buffer any more; its bytes are returned
+    /// (for the pool).
+    pub(super) fn on_close(&mut self) -> Vec<u8> {
+        self.write_cbs.clear();
+        self.drain_cb = None;
+        std::mem::take(&mut self.out)
+    }
+}
+
+impl IoStream {
+    /// Queues `data` to be written; it goes out while the loop runs (on epoll usually at
+    /// once, on io_uring with the loop's next submit). Errors if the stream is closed, or
+    /// (closing it, with [`StreamError::WriteBufferFull`]) if the write buffer would pass
+    /// [`set_max_write_buffer`](Self::set_max_write_buffer).
+    ///
+    /// ```
+    /// # use coreloop::{IoLoop, IoStream};
+    /// # use std::io::Read;
+    /// # use std::time::Duration;
+    /// # let lp = IoLoop::new()?;
+    /// # let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let s = IoStream::new(&lp, a)?;
+    /// s.write(b"hello")?;
+    /// lp.call_later(Duration::from_millis(5), |lp| lp.stop());
+    /// lp.start()?;
+    /// let mut got = [0u8; 5];
+    /// b.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn write(&self, data: &[u8]) -> io::Result<()> {
+        self.write_inner(data, None)
+    }
+
+    /// Like [`write`](Self::write), then `cb` once everything written so far has gone
+    /// to the kernel. Not called if the stream closes first.
+    ///
+    /// ```
+    /// # use coreloop::{IoLoop, IoStream};
+    /// # let lp = IoLoop::new()?;
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let s = IoStream::new(&lp, a)?;
+    /// s.write_then(b"bye", |lp, s| { s.close(); lp.stop(); })?;
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn write_then<F>(&self, data: &[u8], cb: F) -> io::Result<()>
+    where
+        F: FnOnce(&IoLoop, &IoStream) + 'static,
+    {
+        self.write_inner(data, Some(Box::new(cb)))
+    }
+
+    fn write_inner(&self, data: &[u8], cb: Option<StreamCallback>) -> io::Result<()> {
+        self.write_with(|out| out.extend_from_slice(data))?;
+        if let Some(cb) = cb {
+            let mut st = self.inner.st.borrow_mut();
+            let at = st.w.written;
+            st.w.write_cbs.push_back((at, cb));
+            drop(st);
+            // Due at once if nothing is left to send: the dispatch loop runs it.
+            self.schedule_dispatch();
+        }
+        Ok(())
+    }
+
+    /// Appends to the write buffer through `f` (no intermediate copy): how a protocol
+    /// serializes a response straight into the stream. Errors as [`write`](Self::write);
+    /// the limit is checked after `f` ran, so the buffer passes it by one write at most
+    /// before the stream closes.
+    ///
+    /// ```
+    /// # use coreloop::{IoLoop, IoStream};
+    /// # let lp = IoLoop::new()?;
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let s = IoStream::new(&lp, a)?;
+    /// s.write_with(|out| out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n"))?;
+    /// assert_eq!(s.write_buffer_len(), 19);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn write_with(&self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        let lp = self.lp().ok_or(io::ErrorKind::NotConnected)?;
+        let over = {
+            let mut st = self.inner.st.borrow_mut();
+            if st.closed {
+                return Err(st.closed_error());
+            }
+            let w = &mut st.w;
+            if w.out.capacity() == 0 {
+                w.out = lp.with_pool(|p| p.take());
+            }
+            let before = w.out.len();
+            f(&mut w.out);
+            w.written += (w.out.len() - before) as u64;
+            (w.buffered() > w.max_write).then_some(w.max_write)
+        };
+        if let Some(limit) = over {
+            let e = StreamError::WriteBufferFull { limit };
+            self.close_with(&lp, Some(&e.into()));
+            return Err(e.into());
+        }
+        self.schedule_flush(&lp);
+        Ok(())
+    }
+
+    /// Shuts down the writing side (the peer reads end of file) once what was written
+    /// has been handed to the kernel; reading goes on. For a lingering close: answer,
+    /// shut down, drain what the peer still sends, then close.
+    pub fn shutdown_write(&self) {
+        let _ = self.write_then(b"", |_, s| {
+            let _ = s
+                .inner
+                .transport
+                .with_fd(|fd| socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write));
+        });
+    }
+
+    /// Sends what is buffered once the current step of the loop is over: the writes of
+    /// one step (a batch of pipelined responses, say) go out in one send.
+    fn schedule_flush(&self, lp: &IoLoop) {
+        {
+            let mut st = self.inner.st.borrow_mut();
+            if st.w.flush_scheduled || st.w.sending > 0 || st.closed {
+                return;
+            }
+            st.w.flush_scheduled = true;
+        }
+        lp.at_step_end(self.inner.clone());
+    }
+
+    /// Hands the queued bytes to the transport.
+    pub(super) fn start_send(&self, lp: &IoLoop) {
+        let buf = {
+            let mut st = self.inner.st.borrow_mut();
+            if st.closed || st.w.sending > 0 || st.w.out.is_empty() {
+                return;
+            }
+            let buf = std::mem::take(&mut st.w.out);
+            st.w.sending = buf.len();
+            buf
+        };
+        match self.inner.transport.send(lp, buf) {
+            SendNow::Done(buf) => self.sent(lp, buf),
+            SendNow::Pending => {}
+            SendNow::Failed(e) => self.close_with(lp, Some(&e)),
+        }
+    }
+
+    /// A send finished: account for it, reuse or return its buffer, send more.
+    pub(super) fn sent(&self, lp: &IoLoop, mut buf: Vec<u8>) {
+        let (more, give_back) = {
+            let mut st = self.inner.st.borrow_mut();
+            let w = &mut st.w;
+            w.flushed += w.sending as u64;
+            w.sending = 0;
+            buf.clear();
+            let mut give_back = None;
+            if w.out.capacity() == 0 && buf.capacity() <= KEEP_WRITE_BUFFER {
+                // Nothing new was queued meanwhile: keep the buffer only while there is
+                // more to write; an idle stream returns it to the pool.
+                give_back = Some(buf);
+            }
+            (!w.out.is_empty(), give_back)
+        };
+        if let Some(buf) = give_back {
+            lp.with_pool(|p| p.give(buf));
+        }
+        if more {
+            self.start_send(lp);
+        }
+        // Only what waits on sends needs the dispatch loop: write and drain callbacks,
+        // and a close that waits for the buffer to empty. (Scheduling it regardless cost
+        // a boxed callback per keep-alive response.)
+        let waiting = {
+            let st = self.inner.st.borrow();
+            !st.w.write_cbs.is_empty() || st.w.drain_cb.is_some() || st.r.eof || st.closed
+        };
+        if waiting {
+            self.schedule_dispatch();
+        }
+    }
+
+    /// Bytes written and not yet handed to the kernel.
+    pub fn write_buffer_len(&self) -> usize {
+        self.inner.st.borrow().w.buffered()
+    }
+
+    /// True while more than the high-water mark is buffered: a writer should wait for
+    /// [`on_drain`](Self::on_drain) before writing more.
+    pub fn over_high_water(&self) -> bool {
+        let st = self.inner.st.borrow();
+        st.w.buffered() > st.w.high_water
+    }
+
+    /// Calls `cb` once the write buffer has drained to half the high-water mark or less
+    /// (at once, in a later step, if it already has). Replaces an earlier drain callback.
+    ///
+    /// ```
+    /// # use coreloop::{IoLoop, IoStream};
+    /// # let lp = IoLoop::new()?;
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let s = IoStream::new(&lp, a)?;
+    /// s.set_high_water_mark(64 * 1024);
+    /// s.write(&vec![0u8; 16 * 1024])?;
+    /// s.on_drain(|lp, s| { assert!(!s.over_high_water()); lp.stop(); });
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn on_drain<F>(&self, cb: F)
+    where
+        F: FnOnce(&IoLoop, &IoStream) + 'static,
+    {
+        self.inner.st.borrow_mut().w.drain_cb = Some(Box::new(cb));
+        self.schedule_dispatch();
+    }
+
+    /// Sets the high-water mark of the write buffer (default 1 MiB).
+    pub fn set_high_water_mark(&self, bytes: usize) {
+        self.inner.st.borrow_mut().w.high_water = bytes;
+    }
+
+    /// Sets the most bytes the write buffer may hold; a write past it closes the stream
+    /// (default 64 MiB). A guard against writers that ignore the high-water mark.
+    pub fn set_max_write_buffer(&self, bytes: usize) {
+        self.inner.st.borrow_mut().w.max_write = bytes;
+    }
+}

@@ -1,0 +1,16 @@
+//! Networking above the stream: listening sockets (`listen.rs`), accepting on one loop
+//! (`acceptor/`), a server on every core of a runtime (`server.rs`), and connecting
+//! (`connect.rs`).
+//!
+//! Every core binds its own socket to the same address with `SO_REUSEPORT`, so the
+//! kernel spreads new connections across cores and no accept lock exists. With port 0,
+//! the first core to bind gets a real port and the others bind that one.
+
+mod acceptor;
+mod connect;
+mod listen;
+mod server;
+
+pub use acceptor::Acceptor;
+pub use listen::{bind_reuseport, ListenOptions};
+pub use server::TcpServer;

@@ -1,0 +1,108 @@
+//! The run queue: callbacks added on the loop's thread (a plain queue push) and those
+//! sent from other threads (a crossbeam channel, moved into the queue once per
+//! iteration, a bounded batch at a time).
+
+use super::handle::Remote;
+use super::IoLoop;
+use crossbeam_channel::{Receiver, TryRecvError};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::panic::Location;
+
+/// Remote callbacks moved into the local queue per iteration at most, so a flood from
+/// other threads cannot starve I/O and timers.
+pub(crate) const REMOTE_BATCH: usize = 4096;
+
+pub(super) type Callback = Box<dyn FnOnce(&IoLoop)>;
+
+/// A callback and where it was added, for the panic log.
+pub(crate) struct Queued {
+    pub(super) f: Callback,
+    pub(super) at: &'static Location<'static>,
+}
+
+/// Callbacks waiting to run.
+pub(super) struct RunQueue {
+    local: RefCell<VecDeque<Queued>>,
+    /// `None` once the loop is closed.
+    remote: RefCell<Option<Receiver<Remote>>>,
+}
+
+impl RunQueue {
+    pub(super) fn new(remote: Receiver<Remote>) -> RunQueue {
+        RunQueue {
+            local: RefCell::new(VecDeque::new()),
+            remote: RefCell::new(Some(remote)),
+        }
+    }
+
+    /// Moves up to [`REMOTE_BATCH`] remote callbacks into the local queue; says whether
+    /// more are waiting.
+    pub(super) fn take_remote(&self) -> bool {
+        let remote = self.remote.borrow();
+        let Some(rx) = remote.as_ref() else {
+            return false;
+        };
+        let mut q = self.local.borrow_mut();
+        for _ in 0..REMOTE_BATCH {
+            match rx.try_recv() {
+                Ok(r) => q.push_back(Queued { f: r.f, at: r.at }),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        !rx.is_empty()
+    }
+
+    /// Whether a remote callback is waiting (checked right before the loop sleeps).
+    pub(super) fn remote_waiting(&self) -> bool {
+        self.remote
+            .borrow()
+            .as_ref()
+            .is_some_and(|rx| !rx.is_empty())
+    }
+
+    pub(super) fn local_len(&self) -> usize {
+        self.local.borrow().len()
+    }
+
+    pub(super) fn pop(&self) -> Option<Queued> {
+        self.local.borrow_mut().pop_front()
+    }
+
+    /// False once the loop is closed.
+    pub(super) fn is_open(&self) -> bool {
+        self.remote.borrow().is_some()
+    }
+
+    /// Closes the queue: returns what it held, for the caller to drop with nothing
+    /// borrowed.
+    pub(super) fn close(&self) -> (Option<Receiver<Remote>>, VecDeque<Queued>) {
+        let rx = self.remote.borrow_mut().take();
+        let local = std::mem::take(&mut *self.local.borrow_mut());
+        (rx, local)
+    }
+}
+
+impl IoLoop {
+    /// Runs `f` on this loop in its next iteration. On the loop's own thread this is a
+    /// queue push: no lock, no atomic, no syscall. From other threads use
+    /// [`LoopHandle::add_callback`](crate::LoopHandle::add_callback).
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// let lp = IoLoop::new()?;
+    /// lp.add_callback(|lp| lp.add_callback(|lp| lp.stop()));
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn add_callback<F>(&self, f: F)
+    where
+        F: FnOnce(&IoLoop) + 'static,
+    {
+        self.inner.queue.local.borrow_mut().push_back(Queued {
+            f: Box::new(f),
+            at: Location::caller(),
+        });
+    }
+}

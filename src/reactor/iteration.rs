@@ -1,0 +1,203 @@
+//! Running a loop: `start`, `stop`, `close`, and one iteration (the module docs of
+//! `reactor/mod.rs` list its steps).
+
+use super::{panic_message, IoLoop, CURRENT};
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+impl IoLoop {
+    /// Runs the loop until [`stop`](Self::stop) is called.
+    ///
+    /// Returns an error at once if a loop is already running on this thread (starting a
+    /// loop from inside a callback would block the outer one forever), or if the loop has
+    /// been closed; and the poller's error if waiting for I/O fails. If `stop()` was called
+    /// while the loop was not running, returns at once.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// let lp = IoLoop::new()?;
+    /// lp.add_callback(|lp| {
+    ///     assert!(lp.start().is_err()); // not a deadlock
+    ///     lp.stop();
+    /// });
+    /// lp.start()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn start(&self) -> io::Result<()> {
+        if self.inner.running.get() || CURRENT.with(|c| c.borrow().is_some()) {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "an IoLoop is already running on this thread",
+            ));
+        }
+        if !self.inner.queue.is_open() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the IoLoop has been closed",
+            ));
+        }
+        let _running = RunningGuard::enter(self);
+        let shared = &self.inner.handle.shared;
+        loop {
+            if shared.stop.load(Ordering::Relaxed) && shared.stop.swap(false, Ordering::AcqRel) {
+                return Ok(());
+            }
+            self.iterate()?;
+        }
+    }
+
+    /// Makes [`start`](Self::start) return after the iteration in progress; if the loop
+    /// is not running, its next `start()` returns at once. Any thread can do the same
+    /// through [`LoopHandle::stop`].
+    pub fn stop(&self) {
+        self.inner.handle.shared.stop.store(true, Ordering::Release);
+    }
+
+    /// Closes the loop: drops every handler, timer and queued callback, and makes every
+    /// [`LoopHandle`] return [`LoopClosed`](crate::LoopClosed) from now on. A running loop
+    /// stops after the iteration in progress. The fds of handlers are not closed (the loop
+    /// never owned them). Dropping the last `IoLoop` clone does the same.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// let lp = IoLoop::new()?;
+    /// let h = lp.handle();
+    /// lp.close();
+    /// assert!(h.is_closed() && lp.start().is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close(&self) {
+        let shared = &self.inner.handle.shared;
+        shared.closed.store(true, Ordering::Release);
+        shared.stop.store(true, Ordering::Release);
+        // Open streams and acceptors first: closing them removes their handlers and ops.
+        let open = self.inner.registry.take_resources();
+        for r in &open {
+            r.close_resource(self);
+        }
+        drop(open);
+        // Take everything out first, then drop it with nothing borrowed: destructors of
+        // user closures may call back into the loop.
+        let (fds, handlers) = self.inner.handlers.take_all();
+        for fd in fds {
+            let _ = self.inner.poller.borrow_mut().deregister(fd);
+        }
+        let queued = self.inner.queue.close();
+        let timers = std::mem::take(&mut *self.inner.timers.queue.borrow_mut());
+        let calls = self.inner.calls.take_all();
+        let registry = self.inner.registry.take_all();
+        drop((handlers, queued, timers, calls, registry));
+    }
+
+    /// One iteration; see the module docs for the steps.
+    fn iterate(&self) -> io::Result<()> {
+        let inner = &*self.inner;
+        inner.now.set(Instant::now());
+
+        // Callbacks from other threads join the local queue.
+        let remote_pending = inner.queue.take_remote();
+
+        // The callbacks queued before this point; later ones wait for the next iteration.
+        let n = inner.queue.local_len();
+        for _ in 0..n {
+            let Some(cb) = inner.queue.pop() else {
+                break;
+            };
+            self.run_guarded("callback", cb.at, || (cb.f)(self));
+        }
+
+        // Due timers, excluding those added by the timers themselves.
+        let now = Instant::now();
+        let limit = inner.timers.queue.borrow().next_seq();
+        loop {
+            let due = inner.timers.queue.borrow_mut().pop_due(now, limit);
+            let Some(t) = due else { break };
+            self.run_guarded("timer", t.at, || (t.f)(self));
+        }
+
+        // Writes made by callbacks and timers go out before the wait.
+        self.run_step_end();
+
+        // Wait for I/O.
+        let shared = &inner.handle.shared;
+        let mut timeout = if remote_pending || inner.queue.local_len() > 0 {
+            Some(Duration::ZERO)
+        } else {
+            let next = inner.timers.queue.borrow_mut().next_deadline();
+            next.map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        let may_sleep = timeout != Some(Duration::ZERO);
+        if may_sleep {
+            shared.needs_wake.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if inner.queue.remote_waiting() || shared.stop.load(Ordering::SeqCst) {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let mut events = std::mem::take(&mut *inner.handlers.events.borrow_mut());
+        let mut completions = std::mem::take(&mut *inner.completions.borrow_mut());
+        let polled = inner.poller.borrow_mut().poll(
+            &mut events,
+            &mut completions,
+            &mut inner.pool.borrow_mut(),
+            timeout,
+        );
+        if may_sleep {
+            shared.needs_wake.store(false, Ordering::Relaxed);
+        }
+        inner.now.set(Instant::now());
+        // The writes an event causes go out right after it (one send per stream for
+        // however many responses it produced), not after the whole batch: an early
+        // connection's answer does not wait for the rest of the batch.
+        for ev in &events {
+            self.dispatch(*ev);
+            self.run_step_end();
+        }
+        events.clear();
+        *inner.handlers.events.borrow_mut() = events;
+        let here = Location::caller();
+        for (sink, c) in completions.drain(..) {
+            self.run_guarded("completion", here, || sink(self, c));
+            self.run_step_end();
+        }
+        *inner.completions.borrow_mut() = completions;
+        polled
+    }
+
+    /// Runs user code, catching and logging a panic. Returns false if it panicked.
+    pub(super) fn run_guarded(&self, what: &str, at: &Location<'_>, f: impl FnOnce()) -> bool {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(()) => true,
+            Err(payload) => {
+                log::error!(
+                    "coreloop: exception in {what} added at {at}: {}",
+                    panic_message(&*payload)
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Marks the loop as running and current for the duration of `start()`, also when it
+/// unwinds.
+struct RunningGuard;
+
+impl RunningGuard {
+    fn enter(lp: &IoLoop) -> RunningGuard {
+        lp.inner.running.set(true);
+        CURRENT.with(|c| *c.borrow_mut() = Some(lp.clone()));
+        RunningGuard
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let lp = CURRENT.with(|c| c.borrow_mut().take());
+        if let Some(lp) = lp {
+            lp.inner.running.set(false);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What a loop keeps for the layers above it: per-loop values by type, resources it
+//! closes when it closes, and work deferred to the end of the current step.
+
+use super::IoLoop;
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+/// Work to do once the current step of the loop (a callback, a timer, one event or
+/// completion) is over, before the loop waits again: how the writes a stream gets
+/// within one step go out in one send.
+pub(crate) trait StepEnd {
+    fn run(self: Rc<Self>, lp: &IoLoop);
+}
+
+/// Something a loop keeps alive while it is open and closes when the loop closes (as
+/// Tornado's `IOLoop.close(all_fds=True)` closes what it watches).
+pub(crate) trait Resource {
+    /// Closes it; it untracks itself.
+    fn close_resource(&self, lp: &IoLoop);
+}
+
+/// A `TypeId` is already a hash: a map keyed by it needs no hashing of its own.
+#[derive(Default)]
+pub(super) struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_ne_bytes(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(super) type Locals = HashMap<TypeId, Rc<dyn Any>, BuildHasherDefault<TypeIdHasher>>;
+
+#[derive(Default)]
+pub(super) struct Registry {
+    /// Per-loop values by type (`IoLoop::local`).
+    locals: RefCell<Locals>,
+    /// Open resources: kept alive while open (as Tornado's loop keeps an IOStream
+    /// alive through its handler), closed by `close()`.
+    resources: RefCell<slab::Slab<Rc<dyn Resource>>>,
+    /// Work for the end of the current step.
+    step_end: RefCell<Vec<Rc<dyn StepEnd>>>,
+}
+
+impl Registry {
+    pub(super) fn has_resources(&self) -> bool {
+        !self.resources.borrow().is_empty()
+    }
+
+    /// Takes the open resources out (the loop is closing), to be closed with nothing
+    /// borrowed.
+    pub(super) fn take_resources(&self) -> Vec<Rc<dyn Resource>> {
+        self.resources.borrow_mut().drain().collect()
+    }
+
+    /// Takes the rest out (the loop is closing), for the caller to drop with nothing
+    /// borrowed: values' destructors may call back into the loop.
+    pub(super) fn take_all(&self) -> (Locals, Vec<Rc<dyn StepEnd>>) {
+        (
+            std::mem::take(&mut *self.locals.borrow_mut()),
+            std::mem::take(&mut *self.step_end.borrow_mut()),
+        )
+    }
+}
+
+impl IoLoop {
+    /// This loop's value of type `T`, made with `T::default()` on first use: per-core
+    /// state of a service (a cache shard, counters, a registry) without a global and
+    /// without locks. Each loop has its own; other cores reach it by sending a callback.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::cell::Cell;
+    /// #[derive(Default)]
+    /// struct Hits(Cell<u64>);
+    /// let lp = IoLoop::new()?;
+    /// lp.local::<Hits>().0.set(1);
+    /// assert_eq!(lp.local::<Hits>().0.get(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local<T: Default + 'static>(&self) -> Rc<T> {
+        let id = TypeId::of::<T>();
+        let found = self.inner.registry.locals.borrow().get(&id).cloned();
+        let any = found.unwrap_or_else(|| {
+            let v: Rc<dyn Any> = Rc::new(T::default());
+            self.inner
+                .registry
+                .locals
+                .borrow_mut()
+                .insert(id, v.clone());
+            v
+        });
+        match any.downcast::<T>() {
+            Ok(v) => v,
+            Err(_) => unreachable!("locals are keyed by their type"),
+        }
+    }
+
+    /// Sets this loop's value of type `T` (what [`local`](Self::local) returns from now
+    /// on), replacing any.
+    pub(crate) fn set_local<T: 'static>(&self, value: T) {
+        let old = self
+            .inner
+            .registry
+            .locals
+            .borrow_mut()
+            .insert(TypeId::of::<T>(), Rc::new(value));
+        drop(old);
+    }
+
+    /// Keeps `r` alive until [`untrack`](Self::untrack) or the loop closes.
+    pub(crate) fn track(&self, r: Rc<dyn Resource>) -> usize {
+        self.inner.registry.resources.borrow_mut().insert(r)
+    }
+
+    /// Forgets a tracked resource (dropped with nothing borrowed).
+    pub(crate) fn untrack(&self, key: usize) {
+        let r = self.inner.registry.resources.borrow_mut().try_remove(key);
+        drop(r);
+    }
+
+    /// Open streams and acceptors on this loop.
+    pub fn open_resources(&self) -> usize {
+        self.inner.registry.resources.borrow().len()
+    }
+
+    /// Runs `w` once the current step is over, before the loop waits for I/O.
+    pub(crate) fn at_step_end(&self, w: Rc<dyn StepEnd>) {
+        self.inner.registry.step_end.borrow_mut().push(w);
+    }
+
+    /// Runs the work deferred to the end of this step (and what it defers in turn).
+    pub(super) fn run_step_end(&self) {
+        let list = &self.inner.registry.step_end;
+        if list.borrow().is_empty() {
+            return;
+        }
+        loop {
+            let mut batch = {
+                let mut list = list.borrow_mut();
+                if list.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut *list)
+            };
+            for w in batch.drain(..) {
+                w.run(self);
+            }
+            // The list's allocation is kept for the next step (unless running it queued
+            // more meanwhile): a fresh one per step was a malloc per keep-alive request.
+            let mut list = list.borrow_mut();
+            if list.is_empty() {
+                *list = batch;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[derive(Default)]
+    struct A(Cell<u32>);
+    #[derive(Default)]
+    struct B(Cell<u32>);
+
+    #[test]
+    fn locals_are_one_per_type_and_loop() {
+        let lp = IoLoop::new().unwrap();
+        lp.local::<A>().0.set(1);
+        lp.local::<B>().0.set(2);
+        assert_eq!((lp.local::<A>().0.get(), lp.local::<B>().0.get()), (1, 2));
+        let other = IoLoop::new().unwrap();
+        assert_eq!(other.local::<A>().0.get(), 0, "another loop has its own");
+    }
+}
