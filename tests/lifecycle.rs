@@ -110,7 +110,8 @@ fn backend_detail_names_the_ring_flags(backend: Backend) {
     let d = lp.backend_detail();
     match backend {
         Backend::Epoll => assert!(d.starts_with("epoll"), "{d}"),
-        // This kernel (6.1 or newer) accepts the flags DESIGN.md asks for.
+        // This kernel (6.1 or newer) accepts the flags docs/ARCHITECTURE.md ("Backends")
+        // explains.
         _ => assert!(
             d.contains("DEFER_TASKRUN") && d.contains("SINGLE_ISSUER"),
             "{d}"

@@ -12,7 +12,7 @@ use super::app::Application;
 use super::request::{parse_chunk_size, parse_head, BodyKind, Head, Refused, Request};
 use super::response::{reason, Response};
 use super::HttpConfig;
-use crate::iostream::{IoStream, ReadHandler};
+use crate::iostream::{IoStream, ReadHandler, StreamError};
 use crate::reactor::{panic_message, IoLoop, TimeoutId, WeakLoop};
 use std::cell::Cell;
 use std::io;
@@ -241,7 +241,7 @@ impl Conn {
                 Ok(h) => self.on_head(lp, h),
                 Err(Refused(code)) => self.refuse(lp, code),
             },
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(e) if matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) => {
                 // Over the head limit: a request line that alone is too long is 414,
                 // otherwise the header section is: 431.
                 let start = self.stream.peek(self.cfg.max_uri + 32);
@@ -343,7 +343,9 @@ impl Conn {
                     me.dispatch(lp, req, keep_alive);
                 }
                 Ok(line) => me.read_trailers(req, keep_alive, seen + line.len()),
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => me.refuse(lp, 431),
+                Err(e) if matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) => {
+                    me.refuse(lp, 431)
+                }
                 Err(_) => me.stream.close(),
             });
         if r.is_err() {
