@@ -58,10 +58,12 @@ pub use iostream::{
     ConnectCallback, IoStream, ReadCallback, StreamCallback, StreamError, DEFAULT_HIGH_WATER,
     DEFAULT_MAX_BUFFER, DEFAULT_MAX_WRITE_BUFFER,
 };
-pub use net::{bind_reuseport, Acceptor, ListenOptions, TcpServer};
+pub use net::{bind_reuseport, Acceptor, ListenOptions, ServerHandle, TcpServer};
 pub use poller::{Backend, Interest, Ready};
-pub use reactor::{IoLoop, LoopClosed, LoopHandle, RemoteCallback, TimeoutId};
-pub use runtime::{Cores, Runtime, RuntimeBuilder, RuntimeError, ShardError};
+pub use reactor::{CallError, IoLoop, LoopClosed, LoopHandle, RemoteCallback, TimeoutId};
+pub use runtime::{
+    shard_of, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,
+};
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot drift.
 #[cfg(doctest)]

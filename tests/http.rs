@@ -42,11 +42,10 @@ fn app() -> Application {
                     &target,
                     |far| far.shard_id(),
                     move |_, far| {
-                        r.write(format!("from {here} via {far}"));
+                        r.write(format!("from {here} via {}", far.unwrap()));
                         r.finish();
                     },
-                )
-                .unwrap();
+                );
             }),
         )
         .route(
@@ -58,7 +57,7 @@ fn app() -> Application {
             Route::new().get(|lp, _, mut r| {
                 r.set_header("Content-Type", "text/plain");
                 r.write("first;");
-                r.flush();
+                r.flush().unwrap();
                 lp.call_later(Duration::from_millis(10), move |_| {
                     r.write("second");
                     r.finish();

@@ -132,11 +132,10 @@ fn loops_talk_to_each_other_with_submit_to(backend: Backend) {
                 move |a, answer| {
                     tx.send((a.shard_id(), answer)).unwrap();
                 },
-            )
-            .unwrap();
+            );
         })
         .unwrap();
-    assert_eq!(rx.recv_timeout(util::HANG).unwrap(), (0, 17));
+    assert_eq!(rx.recv_timeout(util::HANG).unwrap(), (0, Ok(17)));
     rt.shutdown().unwrap();
 }
 
@@ -183,7 +182,10 @@ fn a_panicking_gather_callback_is_reported_and_the_loop_survives(backend: Backen
         Err(RuntimeError::Shards(f)) => {
             assert_eq!(f.len(), 1);
             assert_eq!(f[0].0, 1);
-            assert!(matches!(f[0].1, ShardError::NoAnswer));
+            match &f[0].1 {
+                ShardError::Panicked(m) => assert_eq!(m, "shard 1 refuses"),
+                e => panic!("expected the panic's message, got {e}"),
+            }
         }
         other => panic!("expected a shard failure, got {other:?}"),
     }
@@ -194,34 +196,80 @@ fn a_panicking_gather_callback_is_reported_and_the_loop_survives(backend: Backen
 
 #[on_both_backends]
 #[test]
-fn a_panic_in_setup_is_reported_on_join(backend: Backend) {
-    let rt = Runtime::builder()
+fn a_panic_or_an_error_in_setup_fails_build_with_its_message(backend: Backend) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let err = Runtime::builder()
         .backend(backend)
         .cores(Cores::Count(2))
-        .on_start(|_, shard| {
+        .on_start(move |_, shard| {
+            s.fetch_add(1, Ordering::SeqCst);
             if shard == 1 {
                 panic!("setup of shard 1 failed");
             }
         })
         .build()
-        .unwrap();
-    // Shard 1's loop is closed once its thread unwinds.
-    let deadline = std::time::Instant::now() + util::HANG;
-    while !rt.handle(1).is_closed() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    match rt.shutdown() {
-        Err(RuntimeError::Shards(f)) => {
-            assert_eq!(f.len(), 1);
-            assert_eq!(f[0].0, 1);
-            match &f[0].1 {
-                ShardError::Panicked(m) => assert!(m.contains("setup of shard 1 failed"), "{m}"),
-                e => panic!("{e}"),
+        .expect_err("a panicking setup must fail build");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("shard 1") && msg.contains("setup of shard 1 failed"),
+        "{msg}"
+    );
+    assert_eq!(started.load(Ordering::SeqCst), 2, "both setups ran");
+    // An error returned by a setup, likewise; the message names the shard.
+    let err = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .on_start(|_, shard| {
+            if shard == 0 {
+                Err(format!("no configuration for shard {shard}"))
+            } else {
+                Ok(())
             }
-        }
-        other => panic!("expected shard 1's panic, got {other:?}"),
+        })
+        .build()
+        .expect_err("a failing setup must fail build");
+    assert!(
+        err.to_string()
+            .contains("shard 0: setup failed: no configuration for shard 0"),
+        "{err}"
+    );
+    match err.get_ref().and_then(|e| e.downcast_ref::<RuntimeError>()) {
+        Some(RuntimeError::Shards(f)) => assert!(matches!(&f[..], [(0, ShardError::Setup(_))])),
+        other => panic!("expected a RuntimeError inside, got {other:?}"),
     }
+}
+
+#[on_both_backends]
+#[test]
+fn setup_sees_every_shard_and_builds_per_core_state(backend: Backend) {
+    struct Config {
+        name: String,
+        peers: usize,
+    }
+    let prefix = String::from("store"); // configuration the state is built from
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(2))
+        .on_start(move |lp, shard| {
+            let peers = (0..lp.shard_count())
+                .filter(|&i| lp.shard_handle(i).is_some())
+                .count();
+            lp.set_local(Config {
+                name: format!("{prefix}-{shard}"),
+                peers,
+            });
+        })
+        .build()
+        .unwrap();
+    let got = rt
+        .invoke_on_all(|lp| {
+            let c = lp.get_local::<Config>().expect("set in setup");
+            (c.name.clone(), c.peers)
+        })
+        .unwrap();
+    assert_eq!(got, vec![("store-0".into(), 2), ("store-1".into(), 2)]);
+    rt.shutdown().unwrap();
 }
 
 #[on_both_backends]

@@ -13,8 +13,9 @@ use super::request::{parse_chunk_size, parse_head, BodyKind, Head, Refused, Requ
 use super::response::{reason, Response};
 use super::HttpConfig;
 use crate::iostream::{IoStream, ReadHandler, StreamError};
+use crate::net::ServerId;
 use crate::reactor::{panic_message, IoLoop, TimeoutId, WeakLoop};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,17 +35,19 @@ pub(crate) struct ServerConns {
 
 /// Every HTTP server's connections on this loop, by server id.
 #[derive(Default)]
-pub(crate) struct HttpLoop(std::cell::RefCell<std::collections::HashMap<u64, Rc<ServerConns>>>);
+pub(crate) struct HttpLoop(
+    std::cell::RefCell<std::collections::HashMap<ServerId, Rc<ServerConns>>>,
+);
 
 impl HttpLoop {
-    fn server(&self, id: u64) -> Rc<ServerConns> {
+    fn server(&self, id: ServerId) -> Rc<ServerConns> {
         self.0.borrow_mut().entry(id).or_default().clone()
     }
 }
 
 /// Starts the graceful shutdown of server `id` on this loop: connections waiting for
 /// a request close now; the others close once their response has gone out.
-pub(crate) fn drain(lp: &IoLoop, id: u64) {
+pub(crate) fn drain(lp: &IoLoop, id: ServerId) {
     let sc = lp.local::<HttpLoop>().server(id);
     sc.draining.set(true);
     let conns: Vec<Rc<Conn>> = sc
@@ -59,6 +62,9 @@ pub(crate) fn drain(lp: &IoLoop, id: u64) {
         }
     }
 }
+
+/// What a streamed response waiting for the client runs (with the response inside).
+type DrainWaiter = Box<dyn FnOnce(&IoLoop)>;
 
 pub(crate) struct Conn {
     stream: IoStream,
@@ -79,12 +85,24 @@ pub(crate) struct Conn {
     reading_heads: Cell<bool>,
     /// Asked for the next head while `reading_heads`: the loop takes it.
     want_head: Cell<bool>,
+    /// The handler of the current request is running (further down this stack): a
+    /// response it drops unfinished is finished, as Tornado finishes a synchronous
+    /// handler's; one dropped later was abandoned (500).
+    handling: Cell<bool>,
+    /// The current request's handler deadline (`HttpConfig::handler_timeout`).
+    handler_timer: Cell<Option<TimeoutId>>,
+    /// The handler missed its deadline and 503 went out: the late response is ignored.
+    timed_out: Cell<bool>,
+    /// Part of the current response went out already (streaming).
+    streamed: Cell<bool>,
+    /// A streamed response waiting for the write buffer to drain (or the client to go).
+    drain_waiter: RefCell<Option<DrainWaiter>>,
 }
 
 /// Serves HTTP for server `id` on an accepted stream.
 pub(crate) fn serve(
     lp: &IoLoop,
-    id: u64,
+    id: ServerId,
     stream: IoStream,
     app: Arc<Application>,
     cfg: Arc<HttpConfig>,
@@ -107,6 +125,18 @@ pub(crate) fn serve(
         served: Cell::new(0),
         reading_heads: Cell::new(false),
         want_head: Cell::new(false),
+        handling: Cell::new(false),
+        handler_timer: Cell::new(None),
+        timed_out: Cell::new(false),
+        streamed: Cell::new(false),
+        drain_waiter: RefCell::new(None),
+    });
+    // A response waiting for the buffer to drain learns the client went away.
+    let weak = Rc::downgrade(&conn);
+    conn.stream.set_close_callback(move |lp, _| {
+        if let Some(c) = weak.upgrade() {
+            c.wake_drain_waiter(lp);
+        }
     });
     conn.key.set(
         conn.registry
@@ -123,8 +153,13 @@ impl Drop for Conn {
     /// the registry's `Weak` would even keep its allocation.)
     fn drop(&mut self) {
         self.registry.conns.borrow_mut().try_remove(self.key.get());
-        if let (Some(id), Some(lp)) = (self.timer.take(), self.lp.upgrade()) {
-            lp.remove_timeout(id);
+        if let Some(lp) = self.lp.upgrade() {
+            for id in [self.timer.take(), self.handler_timer.take()]
+                .into_iter()
+                .flatten()
+            {
+                lp.remove_timeout(id);
+            }
         }
     }
 }
@@ -382,16 +417,59 @@ impl Conn {
             req.extra_mut().params = params;
         }
         let resp = Response::new(self.clone(), req.minor_version, keep_alive, head || via_get);
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp))) {
+        if let Some(limit) = self.cfg.handler_timeout {
+            self.arm_handler_deadline(lp, limit);
+        }
+        self.handling.set(true);
+        let r = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp)));
+        self.handling.set(false);
+        if let Err(p) = r {
             // The response was dropped while unwinding and has answered 500.
             log::error!("coreloop: HTTP handler panicked: {}", panic_message(&*p));
         }
+    }
+
+    /// True while the current request's handler is running (further down this stack).
+    pub(crate) fn in_handler(&self) -> bool {
+        self.handling.get()
+    }
+
+    /// Answers 503 and closes if the current response is not finished within `limit`.
+    fn arm_handler_deadline(self: &Rc<Self>, lp: &IoLoop, limit: Duration) {
+        let weak = Rc::downgrade(self);
+        let id = lp.call_later(limit, move |lp| {
+            let Some(c) = weak.upgrade() else { return };
+            c.handler_timer.set(None);
+            c.timed_out.set(true);
+            if c.streamed.get() {
+                // Part of the answer is out: all that can be done is to cut it off.
+                log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
+                c.stream.close();
+            } else {
+                log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
+                c.refuse(lp, 503);
+            }
+        });
+        self.handler_timer.set(Some(id));
+    }
+
+    /// The response of the current request is done with (finished, or cut off): its
+    /// deadline goes. False if the deadline already answered for it.
+    fn end_of_response(&self) -> bool {
+        if let (Some(id), Some(lp)) = (self.handler_timer.take(), self.lp.upgrade()) {
+            lp.remove_timeout(id);
+        }
+        self.streamed.set(false);
+        !self.timed_out.get()
     }
 
     /// Called by a finished response: writes its rest through `f` (straight into the
     /// stream's buffer; `f` gets the loop's time for the Date header), then reads the
     /// next request or closes.
     pub(crate) fn respond(self: Rc<Self>, f: impl FnOnce(&mut Vec<u8>, Instant), close: bool) {
+        if !self.end_of_response() {
+            return; // 503 went out at the handler's deadline; the connection is closing
+        }
         let lp = self.lp.upgrade();
         let now = lp.as_ref().map_or_else(Instant::now, IoLoop::time);
         if self.stream.write_with(|out| f(out, now)).is_err() {
@@ -405,14 +483,60 @@ impl Conn {
         }
     }
 
-    /// Writes part of a streamed response.
-    pub(crate) fn write_part(&self, f: impl FnOnce(&mut Vec<u8>)) {
-        let _ = self.stream.write_with(f);
+    /// Writes part of a streamed response: an error if the client has gone, the
+    /// handler's deadline answered already, or the write buffer is over its limit (then
+    /// the connection closes).
+    pub(crate) fn write_part(&self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        if self.timed_out.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the handler's deadline passed: 503 was answered",
+            ));
+        }
+        self.streamed.set(true);
+        self.stream.write_with(f)
     }
 
     /// Closes at once (a streamed response that cannot be completed).
     pub(crate) fn abort(&self) {
+        self.end_of_response();
         self.stream.close();
+    }
+
+    /// The client has gone (or the connection is closing): nothing more can reach it.
+    pub(crate) fn client_gone(&self) -> bool {
+        self.stream.closed() || self.timed_out.get()
+    }
+
+    /// More than the stream's high-water mark is waiting to be sent.
+    pub(crate) fn over_high_water(&self) -> bool {
+        self.stream.over_high_water()
+    }
+
+    /// Runs `f` once the write buffer has drained below half its high-water mark, or
+    /// the client has gone, whichever comes first.
+    pub(crate) fn when_drained(self: &Rc<Self>, f: DrainWaiter) {
+        *self.drain_waiter.borrow_mut() = Some(f);
+        if self.client_gone() {
+            if let Some(lp) = self.lp.upgrade() {
+                let me = self.clone();
+                lp.add_callback(move |lp| me.wake_drain_waiter(lp));
+            }
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        self.stream.on_drain(move |lp, _| {
+            if let Some(c) = weak.upgrade() {
+                c.wake_drain_waiter(lp);
+            }
+        });
+    }
+
+    fn wake_drain_waiter(&self, lp: &IoLoop) {
+        let f = self.drain_waiter.borrow_mut().take();
+        if let Some(f) = f {
+            f(lp);
+        }
     }
 
     fn close_after_flush(&self) {

@@ -19,7 +19,7 @@ mod server;
 pub use app::{Application, Handler, Route};
 pub use request::Request;
 pub use response::Response;
-pub use server::{HttpServer, RunningHttpServer};
+pub use server::{HttpServer, HttpServerHandle, RunningHttpServer};
 
 use crate::net::ListenOptions;
 use std::time::Duration;
@@ -60,6 +60,10 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// How long a handler may take to finish its response (`None`, the default: no
+    /// limit). Past it the request is answered 503 (a response already streaming is
+    /// cut off) and the connection closes; the late response is ignored.
+    pub handler_timeout: Option<Duration>,
     /// Listening: backlog, per-core connection limit, fd-exhaustion pause.
     pub listen: ListenOptions,
 }
@@ -74,6 +78,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            handler_timeout: None,
             listen: ListenOptions::default(),
         }
     }

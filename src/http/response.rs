@@ -2,6 +2,7 @@
 
 use super::conn::Conn;
 use super::date::{append_date_line, append_ok_head};
+use crate::reactor::IoLoop;
 use std::fmt;
 use std::io::Write;
 use std::rc::Rc;
@@ -10,8 +11,19 @@ use std::time::Instant;
 /// The response to one request. Set the status and headers, write the body, then
 /// [`finish`](Response::finish) it, at once or later (keep it in a timer's closure, or
 /// in the `then` of an [`IoLoop::submit_to`](crate::IoLoop::submit_to) to another core).
-/// Dropping an unfinished response finishes it; dropping it while a handler panics
-/// answers 500 instead and closes the connection.
+///
+/// Every request gets an answer: a response its handler drops before returning is
+/// finished (as Tornado finishes a synchronous handler's); one dropped unfinished later
+/// (the closure that held it was dropped, or forgot to finish it) answers 500 and is
+/// logged; one dropped while a handler panics answers 500 and closes the connection; and
+/// with [`HttpConfig::handler_timeout`](super::HttpConfig::handler_timeout) a response
+/// not finished in time is answered 503.
+///
+/// A streamed response ([`flush`](Response::flush)) has flow control: it can see that
+/// the client is not keeping up ([`over_high_water`](Response::over_high_water)) and wait
+/// for it ([`on_drain`](Response::on_drain)), and that the client has gone
+/// ([`client_gone`](Response::client_gone)); a part that cannot be sent is reported by
+/// `flush`.
 ///
 /// The body is sent with a `Content-Length`; HEAD requests and 1xx/204/304 statuses
 /// get no body. `Server`, `Date` and (unless set) `Content-Type: text/html;
@@ -77,7 +89,7 @@ impl Response {
     /// use std::time::Duration;
     /// let app = Application::new().route("/ticks", Route::new().get(|lp, _, mut resp| {
     ///     resp.write("tick 1\n");
-    ///     resp.flush();
+    ///     resp.flush().unwrap();
     ///     lp.call_later(Duration::from_millis(10), move |_| {
     ///         resp.write("tick 2\n");
     ///         resp.finish(); // the last chunk
@@ -85,7 +97,12 @@ impl Response {
     /// }));
     /// # let _ = app;
     /// ```
-    pub fn flush(&mut self) {
+    ///
+    /// Returns an error (and logs it) when the part cannot be sent: the client has gone,
+    /// or the connection's write buffer would pass its limit (the client is not reading;
+    /// the connection closes). A handler that streams much should wait for
+    /// [`on_drain`](Self::on_drain) whenever [`over_high_water`](Self::over_high_water).
+    pub fn flush(&mut self) -> std::io::Result<()> {
         let st = self.st();
         let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
         let first = !st.streaming;
@@ -96,7 +113,7 @@ impl Response {
             }
         }
         let st = &*st;
-        st.conn.write_part(|out| {
+        let sent = st.conn.write_part(|out| {
             if first {
                 write_head(st, out, None, st.conn.now());
             }
@@ -105,6 +122,62 @@ impl Response {
             }
         });
         self.st().body.clear();
+        if let Err(e) = &sent {
+            log::warn!("coreloop: part of a streamed HTTP response not sent: {e}");
+        }
+        sent
+    }
+
+    /// True while more than the connection's high-water mark (1 MiB) waits to be sent:
+    /// the client is slower than the handler, which should wait for
+    /// [`on_drain`](Self::on_drain) before writing more.
+    pub fn over_high_water(&self) -> bool {
+        self.st.as_ref().is_some_and(|s| s.conn.over_high_water())
+    }
+
+    /// True once the client has gone (or the connection is closing): nothing written
+    /// now reaches it, and a handler producing a stream can stop.
+    pub fn client_gone(&self) -> bool {
+        self.st.as_ref().is_none_or(|s| s.conn.client_gone())
+    }
+
+    /// Gives the response back to `f` once what was sent so far has drained to half the
+    /// high-water mark, or once the client has gone (then
+    /// [`client_gone`](Self::client_gone) is true), whichever comes first.
+    ///
+    /// ```
+    /// use coreloop::http::{Application, Response, Route};
+    /// use coreloop::IoLoop;
+    ///
+    /// // A 1,000-part stream that never buffers much more than the high-water mark.
+    /// fn send_parts(lp: &IoLoop, mut resp: Response, next: u32) {
+    ///     let mut i = next;
+    ///     while i < 1000 {
+    ///         if resp.client_gone() {
+    ///             return; // nobody to send to: stop producing
+    ///         }
+    ///         if resp.over_high_water() {
+    ///             return resp.on_drain(move |lp, resp| send_parts(lp, resp, i));
+    ///         }
+    ///         resp.write(format!("part {i}\n"));
+    ///         if resp.flush().is_err() {
+    ///             return;
+    ///         }
+    ///         i += 1;
+    ///     }
+    ///     resp.finish();
+    /// }
+    /// let app = Application::new().route("/parts", Route::new().get(|lp, _, resp| send_parts(lp, resp, 0)));
+    /// # let _ = app;
+    /// ```
+    pub fn on_drain<F>(self, f: F)
+    where
+        F: FnOnce(&IoLoop, Response) + 'static,
+    {
+        let Some(conn) = self.st.as_ref().map(|s| s.conn.clone()) else {
+            return;
+        };
+        conn.when_drained(Box::new(move |lp| f(lp, self)));
     }
 
     fn st(&mut self) -> &mut State {
@@ -338,13 +411,22 @@ fn send(mut st: State) {
 impl Drop for Response {
     fn drop(&mut self) {
         let Some(mut st) = self.st.take() else { return };
-        if std::thread::panicking() && st.streaming {
+        let panicking = std::thread::panicking();
+        let abandoned = !panicking && !st.conn.in_handler();
+        if abandoned {
+            log::warn!(
+                "coreloop: an HTTP response was dropped unfinished after its handler returned \
+                 (status {}): answering 500",
+                st.status
+            );
+        }
+        if (panicking || abandoned) && st.streaming {
             // Part of the answer is out: all that can be done is to cut it off.
             st.conn.abort();
             return;
         }
-        if std::thread::panicking() {
-            // The handler panicked: answer 500 and close (the loop logs the panic).
+        if panicking || abandoned {
+            // The work failed: answer 500 and close (the loop logs a panic).
             st.status = 500;
             st.headers.clear();
             st.body = smallvec::SmallVec::from_slice(b"500: Internal Server Error");

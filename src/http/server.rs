@@ -1,18 +1,25 @@
-//! `HttpServer`: an [`Application`] served on every core of a runtime.
+//! `HttpServer`: an [`Application`] served on every core of a runtime, on connections
+//! it accepts itself or on streams the service hands it.
 
 use super::app::Application;
 use super::conn::{drain, serve};
 use super::HttpConfig;
-use crate::net::TcpServer;
+use crate::iostream::IoStream;
+use crate::net::{ServerHandle, ServerId, TcpServer};
+use crate::reactor::IoLoop;
 use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Serves an [`Application`] over HTTP/1.1 on every core, each with its own
 /// SO_REUSEPORT listener (Tornado's `HTTPServer(app).listen(port)`).
+///
+/// [`serve`](Self::serve) attaches it to a runtime the service owns, beside its other
+/// servers; [`listen`](Self::listen) builds a runtime for it alone;
+/// [`serve_stream`](Self::serve_stream) speaks HTTP on a connection the service accepted
+/// itself.
 ///
 /// ```
 /// use coreloop::http::{Application, HttpServer, Route};
@@ -35,6 +42,8 @@ use std::time::{Duration, Instant};
 pub struct HttpServer {
     app: Arc<Application>,
     cfg: Arc<HttpConfig>,
+    /// The id the connections of `serve_stream` are registered under.
+    id: ServerId,
 }
 
 impl HttpServer {
@@ -43,6 +52,7 @@ impl HttpServer {
         HttpServer {
             app: Arc::new(app),
             cfg: Arc::new(HttpConfig::default()),
+            id: ServerId::next(),
         }
     }
 
@@ -53,40 +63,102 @@ impl HttpServer {
         self
     }
 
-    /// Starts `builder`'s runtime and serves on `addr` on every core; port 0 picks a
-    /// free port ([`TcpServer::local_addr`] says which).
+    /// Serves on `addr` on every core of `runtime`, beside whatever else it runs; port 0
+    /// picks a free port ([`HttpServerHandle::local_addr`] says which). Returns once every
+    /// core accepts, or the error of the core that cannot. Call it from a plain thread.
+    ///
+    /// ```
+    /// use coreloop::http::{Application, HttpServer, Route};
+    /// use coreloop::{Cores, Runtime};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+    /// let api = HttpServer::new(Application::new()
+    ///     .route("/", Route::new().get(|_, _, mut r| r.write("api"))));
+    /// let admin = HttpServer::new(Application::new()
+    ///     .route("/health", Route::new().get(|_, _, mut r| r.write("ok"))));
+    /// let any = "127.0.0.1:0".parse().unwrap();
+    /// let (api, admin) = (api.serve(&rt, any)?, admin.serve(&rt, any)?);
+    /// assert_ne!(api.local_addr(), admin.local_addr());
+    /// assert_eq!(admin.graceful_shutdown(Duration::from_secs(1)).unwrap(), 0);
+    /// // The api server is still serving here.
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn serve(&self, runtime: &Runtime, addr: SocketAddr) -> io::Result<HttpServerHandle> {
+        let id = ServerId::next();
+        let (app, cfg) = (self.app.clone(), self.cfg.clone());
+        let opts = cfg.listen.clone();
+        let tcp = TcpServer::serve_as(id, runtime.handles(), addr, opts, move |lp, stream| {
+            serve(lp, id, stream, app.clone(), cfg.clone());
+        })?;
+        Ok(HttpServerHandle { tcp })
+    }
+
+    /// Starts `builder`'s runtime and serves on `addr` on every core (the shortcut for a
+    /// process with one server); see [`serve`](Self::serve).
     pub fn listen(
         self,
         builder: RuntimeBuilder,
         addr: SocketAddr,
     ) -> io::Result<RunningHttpServer> {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let HttpServer { app, cfg } = self;
-        let opts = cfg.listen.clone();
-        let tcp = TcpServer::bind(builder, addr, opts, move |lp, stream| {
-            serve(lp, id, stream, app.clone(), cfg.clone());
-        })?;
-        Ok(RunningHttpServer { tcp, id })
+        let runtime = builder.build()?;
+        match self.serve(&runtime, addr) {
+            Ok(handle) => Ok(RunningHttpServer { runtime, handle }),
+            Err(e) => {
+                let _ = runtime.shutdown();
+                Err(e)
+            }
+        }
+    }
+
+    /// Speaks HTTP on `stream`, a connection the service accepted (or made) itself on
+    /// loop `lp`: requests are read, routed and answered as on the server's own
+    /// connections, until the stream closes.
+    ///
+    /// ```
+    /// use coreloop::http::{Application, HttpServer, Route};
+    /// use coreloop::{bind_reuseport, Acceptor, IoLoop, ListenOptions};
+    /// use std::io::{Read, Write};
+    ///
+    /// let http = HttpServer::new(Application::new()
+    ///     .route("/", Route::new().get(|_, _, mut r| r.write("mine"))));
+    /// let lp = IoLoop::new()?;
+    /// let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 128)?;
+    /// let addr = listener.local_addr()?;
+    /// Acceptor::start(&lp, listener, ListenOptions::default(), move |lp, stream| {
+    ///     // The service's own accept policy, then HTTP.
+    ///     http.serve_stream(lp, stream);
+    /// })?;
+    /// let stop = lp.handle();
+    /// let client = std::thread::spawn(move || {
+    ///     let mut c = std::net::TcpStream::connect(addr).unwrap();
+    ///     c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    ///     let mut got = String::new();
+    ///     c.read_to_string(&mut got).unwrap();
+    ///     stop.stop().unwrap();
+    ///     got
+    /// });
+    /// lp.start()?;
+    /// assert!(client.join().unwrap().ends_with("\r\n\r\nmine"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn serve_stream(&self, lp: &IoLoop, stream: IoStream) {
+        serve(lp, self.id, stream, self.app.clone(), self.cfg.clone());
     }
 }
 
-/// An [`HttpServer`] serving on every core of its runtime.
-#[derive(Debug)]
-pub struct RunningHttpServer {
-    tcp: TcpServer,
-    id: u64,
+/// One [`HttpServer`] attached to a runtime: stop it accepting, shut it down gracefully
+/// or at once, count its connections, while the runtime and its other servers go on.
+/// The methods wait for every core: call them from a plain thread.
+#[derive(Clone, Debug)]
+pub struct HttpServerHandle {
+    tcp: ServerHandle,
 }
 
-impl RunningHttpServer {
+impl HttpServerHandle {
     /// The address every core listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.tcp.local_addr()
-    }
-
-    /// The runtime it runs on.
-    pub fn runtime(&self) -> &Runtime {
-        self.tcp.runtime()
     }
 
     /// Connections open on all cores.
@@ -94,14 +166,69 @@ impl RunningHttpServer {
         self.tcp.open_connections()
     }
 
+    /// Connections open on each core, by shard id.
+    pub fn connections_per_core(&self) -> Result<Vec<usize>, RuntimeError> {
+        self.tcp.connections_per_core()
+    }
+
+    /// Stops accepting new connections; those open go on.
+    pub fn stop_accepting(&self) -> Result<(), RuntimeError> {
+        self.tcp.stop_accepting()
+    }
+
+    /// Shuts down gracefully: stops accepting, closes the connections that wait for a
+    /// request, lets the requests in flight finish (their responses say
+    /// `Connection: close`), and closes what is left once no connection is open or
+    /// `deadline` has passed. Returns how many connections were still open then (and
+    /// closed without their answer). The runtime goes on.
+    pub fn graceful_shutdown(&self, deadline: Duration) -> Result<usize, RuntimeError> {
+        let id = self.tcp.id();
+        self.tcp.drain_with(deadline, move |lp| drain(lp, id))
+    }
+
+    /// Stops accepting and closes every connection now.
+    pub fn shutdown(&self) -> Result<(), RuntimeError> {
+        self.tcp.shutdown()
+    }
+}
+
+/// An [`HttpServer`] serving on every core of a runtime it owns (what
+/// [`HttpServer::listen`] returns).
+#[derive(Debug)]
+pub struct RunningHttpServer {
+    runtime: Runtime,
+    handle: HttpServerHandle,
+}
+
+impl RunningHttpServer {
+    /// The address every core listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// The runtime it runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The server's handle.
+    pub fn handle(&self) -> &HttpServerHandle {
+        &self.handle
+    }
+
+    /// Connections open on all cores.
+    pub fn open_connections(&self) -> Result<usize, RuntimeError> {
+        self.handle.open_connections()
+    }
+
     /// Stops at once: every loop stops and closes its connections.
     pub fn shutdown(self) -> Result<(), RuntimeError> {
-        self.tcp.shutdown()
+        self.runtime.shutdown()
     }
 
     /// Waits until the loops stop (a signal with `stop_on_signals`, or a handle).
     pub fn wait(self) -> Result<(), RuntimeError> {
-        self.tcp.wait()
+        self.runtime.wait()
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully (see
@@ -114,11 +241,8 @@ impl RunningHttpServer {
         self.graceful_shutdown(deadline).map_err(io::Error::other)
     }
 
-    /// Shuts down gracefully: stops accepting, closes the connections that wait for a
-    /// request, lets the requests in flight finish (their responses say
-    /// `Connection: close`), and stops every loop once no connection is left or
-    /// `deadline` has passed. Returns how many connections were still open then (and
-    /// closed without their answer).
+    /// Shuts the server down gracefully ([`HttpServerHandle::graceful_shutdown`]), then
+    /// stops every loop. Returns how many connections were cut at the deadline.
     ///
     /// ```
     /// use coreloop::http::{Application, HttpServer, Route};
@@ -132,18 +256,8 @@ impl RunningHttpServer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn graceful_shutdown(self, deadline: Duration) -> Result<usize, RuntimeError> {
-        let end = Instant::now() + deadline;
-        self.tcp.stop_accepting()?;
-        let id = self.id;
-        self.tcp.runtime().invoke_on_all(move |lp| drain(lp, id))?;
-        let left = loop {
-            let open = self.tcp.open_connections()?;
-            if open == 0 || Instant::now() >= end {
-                break open;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        self.tcp.shutdown()?;
+        let left = self.handle.graceful_shutdown(deadline)?;
+        self.runtime.shutdown()?;
         Ok(left)
     }
 }

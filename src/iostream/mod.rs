@@ -161,6 +161,11 @@ impl IoStream {
         Ok(IoStream { inner })
     }
 
+    /// A reference that does not keep the stream alive.
+    pub(crate) fn downgrade(&self) -> WeakStream {
+        WeakStream(Rc::downgrade(&self.inner))
+    }
+
     fn lp(&self) -> Option<IoLoop> {
         self.inner.st.borrow().lp.upgrade()
     }
@@ -366,6 +371,16 @@ impl IoStream {
             break;
         }
         self.inner.st.borrow_mut().dispatching = false;
+    }
+}
+
+/// A stream that may be gone (an acceptor's list of its connections holds these).
+#[derive(Clone)]
+pub(crate) struct WeakStream(Weak<Inner>);
+
+impl WeakStream {
+    pub(crate) fn upgrade(&self) -> Option<IoStream> {
+        self.0.upgrade().map(|inner| IoStream { inner })
     }
 }
 

@@ -13,4 +13,5 @@ mod server;
 
 pub use acceptor::Acceptor;
 pub use listen::{bind_reuseport, ListenOptions};
-pub use server::TcpServer;
+pub(crate) use server::ServerId;
+pub use server::{ServerHandle, TcpServer};

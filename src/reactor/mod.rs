@@ -40,6 +40,8 @@ mod iteration;
 mod registry;
 mod timer;
 
+pub use calls::CallError;
+pub(crate) use calls::{send_call, Reply};
 pub(crate) use completion::Sink;
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub(crate) use registry::{Resource, StepEnd};

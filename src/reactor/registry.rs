@@ -109,9 +109,20 @@ impl IoLoop {
         }
     }
 
-    /// Sets this loop's value of type `T` (what [`local`](Self::local) returns from now
-    /// on), replacing any.
-    pub(crate) fn set_local<T: 'static>(&self, value: T) {
+    /// Sets this loop's value of type `T` (what [`local`](Self::local) and
+    /// [`get_local`](Self::get_local) return from now on), replacing any: per-core state
+    /// built with configuration, in a runtime's setup (`RuntimeBuilder::on_start`).
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// struct Limits { max_keys: usize }
+    /// let lp = IoLoop::new()?;
+    /// assert!(lp.get_local::<Limits>().is_none());
+    /// lp.set_local(Limits { max_keys: 10 });
+    /// assert_eq!(lp.get_local::<Limits>().unwrap().max_keys, 10);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_local<T: 'static>(&self, value: T) {
         let old = self
             .inner
             .registry
@@ -119,6 +130,19 @@ impl IoLoop {
             .borrow_mut()
             .insert(TypeId::of::<T>(), Rc::new(value));
         drop(old);
+    }
+
+    /// This loop's value of type `T`, if one was set (with [`set_local`](Self::set_local),
+    /// or made by [`local`](Self::local)).
+    pub fn get_local<T: 'static>(&self) -> Option<Rc<T>> {
+        let found = self
+            .inner
+            .registry
+            .locals
+            .borrow()
+            .get(&TypeId::of::<T>())
+            .cloned()?;
+        found.downcast::<T>().ok()
     }
 
     /// Keeps `r` alive until [`untrack`](Self::untrack) or the loop closes.

@@ -11,7 +11,7 @@ mod epoll;
 mod uring;
 
 use super::listen::ListenOptions;
-use crate::iostream::IoStream;
+use crate::iostream::{IoStream, WeakStream};
 use crate::poller::OpId;
 use crate::reactor::{IoLoop, Resource, WeakLoop};
 use socket2::SockRef;
@@ -49,7 +49,8 @@ struct AccState {
     lp: WeakLoop,
     opts: ListenOptions,
     on_conn: Option<OnConn>,
-    live: usize,
+    /// The connections accepted here and still open.
+    conns: slab::Slab<WeakStream>,
     accepted: u64,
     pause: Pause,
     mode: Mode,
@@ -123,7 +124,7 @@ impl Acceptor {
                     lp: lp.downgrade(),
                     opts,
                     on_conn: Some(Box::new(on_conn)),
-                    live: 0,
+                    conns: slab::Slab::new(),
                     accepted: 0,
                     pause: Pause::Running,
                     mode,
@@ -152,7 +153,23 @@ impl Acceptor {
 
     /// Connections accepted here and still open.
     pub fn connections(&self) -> usize {
-        self.inner.st.borrow().live
+        self.inner.st.borrow().conns.len()
+    }
+
+    /// Closes every connection accepted here that is still open (each stream's close
+    /// callback runs); accepting goes on unless [`stop`](Self::stop)ped.
+    pub fn close_connections(&self) {
+        let open: Vec<IoStream> = self
+            .inner
+            .st
+            .borrow()
+            .conns
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
+        for s in open {
+            s.close();
+        }
     }
 
     /// Connections accepted here in all.
@@ -195,14 +212,14 @@ impl AccInner {
                 return;
             }
         };
-        let full = {
+        let (full, key) = {
             let mut st = self.st.borrow_mut();
-            st.live += 1;
+            let key = st.conns.insert(stream.downgrade());
             st.accepted += 1;
             st.logged_exhaustion = false;
-            st.live >= st.opts.max_connections
+            (st.conns.len() >= st.opts.max_connections, key)
         };
-        stream.set_guard(Box::new(ConnGuard(Rc::downgrade(self))));
+        stream.set_guard(Box::new(ConnGuard(Rc::downgrade(self), key)));
         if full {
             self.pause(lp, Pause::Full);
         }
@@ -260,7 +277,7 @@ impl AccInner {
     fn resume(self: &Rc<Self>, lp: &IoLoop) {
         {
             let mut st = self.st.borrow_mut();
-            if st.pause == Pause::Stopped || st.live >= st.opts.max_connections {
+            if st.pause == Pause::Stopped || st.conns.len() >= st.opts.max_connections {
                 return;
             }
             st.pause = Pause::Running;
@@ -316,7 +333,7 @@ fn is_exhaustion(e: &io::Error) -> bool {
 }
 
 /// Dropped when an accepted stream closes: counts it out, resumes accepting if full.
-struct ConnGuard(Weak<AccInner>);
+struct ConnGuard(Weak<AccInner>, usize);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -325,9 +342,9 @@ impl Drop for ConnGuard {
         };
         let (resume, lp) = {
             let mut st = inner.st.borrow_mut();
-            st.live -= 1;
+            st.conns.try_remove(self.1);
             (
-                st.pause == Pause::Full && st.live < st.opts.max_connections,
+                st.pause == Pause::Full && st.conns.len() < st.opts.max_connections,
                 st.lp.upgrade(),
             )
         };
@@ -341,7 +358,7 @@ impl fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.inner.st.borrow();
         f.debug_struct("Acceptor")
-            .field("live", &st.live)
+            .field("live", &st.conns.len())
             .field("accepted", &st.accepted)
             .field("pause", &st.pause)
             .finish()

@@ -19,7 +19,7 @@ pub(super) fn arm(inner: &Rc<AccInner>, lp: &IoLoop) -> io::Result<()> {
     };
     let multishot = {
         let st = inner.st.borrow();
-        let room = st.opts.max_connections.saturating_sub(st.live);
+        let room = st.opts.max_connections.saturating_sub(st.conns.len());
         room > 2 * st.opts.backlog.max(1) as usize
     };
     let weak = Rc::downgrade(inner);

@@ -1,0 +1,365 @@
+//! `RuntimeBuilder`: which cores, which backend, and the setup each core runs before
+//! its loop starts.
+//!
+//! Starting is two-phase, so that nothing hangs and every failure reaches the caller:
+//! every thread builds its loop and reports its handle; once all exist, every loop
+//! learns every shard's handle and runs its setup closures, and reports how they went
+//! (an error or a panic message, by shard). Only when every setup succeeded does
+//! [`build`](RuntimeBuilder::build) return the runtime; otherwise it stops the loops,
+//! joins their threads and returns the first failure.
+
+use super::shard::{set_shard, Peers};
+use super::signals::SignalWatcher;
+use super::{Runtime, RuntimeError, ShardError};
+use crate::poller::Backend;
+use crate::reactor::{panic_message, IoLoop, LoopHandle};
+use std::fmt;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+type Setup = Arc<dyn Fn(&IoLoop, usize) -> Result<(), String> + Send + Sync + 'static>;
+
+/// What a setup closure may return: nothing, or a `Result` whose error (anything
+/// `Display`) makes [`RuntimeBuilder::build`] fail.
+///
+/// ```
+/// use coreloop::{Cores, Runtime};
+/// let err = Runtime::builder()
+///     .cores(Cores::Count(2))
+///     .on_start(|_lp, shard| if shard == 1 { Err("no config for shard 1") } else { Ok(()) })
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("shard 1") && err.to_string().contains("no config"));
+/// ```
+pub trait SetupResult {
+    /// `Err` with the message to report.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl SetupResult for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: fmt::Display> SetupResult for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Which cores a [`Runtime`] runs on.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Cores {
+    /// One loop on every core this process may run on.
+    #[default]
+    All,
+    /// This many loops, on the first cores (wrapping around if there are more loops than
+    /// cores).
+    Count(usize),
+    /// One loop on each of these core ids.
+    List(Vec<usize>),
+}
+
+/// Configures and starts a [`Runtime`].
+///
+/// ```
+/// use coreloop::{Backend, Cores, Runtime};
+/// let rt = Runtime::builder()
+///     .cores(Cores::Count(2))
+///     .backend(Backend::Auto)
+///     .pin(true)
+///     .on_start(|lp, shard| log::info!("shard {shard} on {:?}", lp.backend()))
+///     .build()?;
+/// assert_eq!(rt.shards(), 2);
+/// rt.shutdown().unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct RuntimeBuilder {
+    cores: Cores,
+    pin: bool,
+    backend: Backend,
+    setups: Vec<Setup>,
+    stop_on_signals: bool,
+    name: String,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            cores: Cores::All,
+            pin: true,
+            backend: Backend::Auto,
+            setups: Vec::new(),
+            stop_on_signals: false,
+            name: "coreloop".to_string(),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Which cores to run on (default: all).
+    pub fn cores(mut self, cores: Cores) -> Self {
+        self.cores = cores;
+        self
+    }
+
+    /// Pin each loop thread to its core (default: on). A failed pin is logged, not fatal.
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// The backend of every loop (default: `Auto`). A forced backend that cannot be set
+    /// up makes [`build`](Self::build) fail.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Runs `setup(loop, shard_id)` on each loop's thread before the loop starts: where a
+    /// service builds its per-core state (with [`IoLoop::set_local`]) and opens what the
+    /// core needs. Every shard's handle is known by then. Several setups run in the order
+    /// they were added. A setup may return `()` or a `Result`: an error, or a panic, on
+    /// any core makes [`build`](Self::build) fail with the shard and the message.
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// struct Cache { capacity: usize }
+    /// let capacity = 1024; // from the service's configuration
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(2))
+    ///     .on_start(move |lp, _shard| lp.set_local(Cache { capacity }))
+    ///     .build()?;
+    /// let caps = rt.invoke_on_all(|lp| lp.get_local::<Cache>().unwrap().capacity).unwrap();
+    /// assert_eq!(caps, vec![1024, 1024]);
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn on_start<F, R>(mut self, setup: F) -> Self
+    where
+        F: Fn(&IoLoop, usize) -> R + Send + Sync + 'static,
+        R: SetupResult,
+    {
+        self.setups
+            .push(Arc::new(move |lp, shard| setup(lp, shard).into_result()));
+        self
+    }
+
+    /// Each loop, while busy, gathers completions for up to `wait` once one has come
+    /// (default: off): less CPU per request near saturation for up to `wait` more
+    /// latency there, none at moderate load; see
+    /// [`IoLoop::set_batch_wait`] (io_uring on Linux 6.12 or later; ignored elsewhere).
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .batch_wait(Duration::from_micros(100))
+    ///     .build()?;
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn batch_wait(self, wait: Duration) -> Self {
+        self.on_start(move |lp, _| {
+            lp.set_batch_wait(wait);
+        })
+    }
+
+    /// Stop every loop gracefully on SIGINT or SIGTERM (default: off).
+    pub fn stop_on_signals(mut self, on: bool) -> Self {
+        self.stop_on_signals = on;
+        self
+    }
+
+    /// Prefix of the loop threads' names (`coreloop-0`, `coreloop-1`, …).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Starts the loops and runs every core's setup. Returns once every setup has
+    /// finished; if one failed or panicked, every loop is stopped and joined, and the
+    /// error names the shard and says why (an `io::Error` carrying a [`RuntimeError`]).
+    pub fn build(self) -> io::Result<Runtime> {
+        let placement = self.placement()?;
+        let n = placement.len();
+        let mut threads = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        let mut gos = Vec::with_capacity(n);
+        let peers: Peers = Arc::default();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Result<(), String>)>();
+        for (shard, core) in placement.into_iter().enumerate() {
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let (go_tx, go_rx) = crossbeam_channel::bounded::<bool>(1);
+            let setups = self.setups.clone();
+            let peers = peers.clone();
+            let done = done_tx.clone();
+            let backend = self.backend;
+            let pin = self.pin;
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{shard}", self.name))
+                .spawn(move || {
+                    if let (true, Some(core)) = (pin, core) {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            log::warn!("coreloop: could not pin shard {shard} to core {core}");
+                        }
+                    }
+                    let lp = match IoLoop::with_backend(backend) {
+                        Ok(lp) => lp,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    set_shard(&lp, shard, n, peers);
+                    // Close the loop however this thread ends, so handles see it is gone.
+                    let _close = CloseOnDrop(lp.clone());
+                    let _ = ready_tx.send(Ok(lp.handle()));
+                    if go_rx.recv() != Ok(true) {
+                        return Ok(()); // another shard failed to start
+                    }
+                    let outcome = run_setups(&lp, shard, &setups);
+                    let failed = outcome.is_err();
+                    let _ = done.send((shard, outcome));
+                    if failed {
+                        return Ok(());
+                    }
+                    lp.start()
+                });
+            let thread = match spawned {
+                Ok(t) => t,
+                Err(e) => {
+                    abort(&gos, &handles, threads);
+                    return Err(e);
+                }
+            };
+            threads.push(Some(thread));
+            gos.push(go_tx);
+            match ready_rx.recv() {
+                Ok(Ok(h)) => handles.push(h),
+                Ok(Err(e)) => {
+                    abort(&gos, &handles, threads);
+                    return Err(e);
+                }
+                Err(_) => {
+                    abort(&gos, &handles, threads);
+                    return Err(io::Error::other(format!(
+                        "coreloop: shard {shard} ended before its loop was built"
+                    )));
+                }
+            }
+        }
+        drop(done_tx);
+        // Every loop sees every shard's handle from here on (IoLoop::shard_handle), its
+        // setup included.
+        let _ = peers.set(handles.clone());
+        for go in &gos {
+            let _ = go.send(true);
+        }
+        let mut failures = Vec::new();
+        for _ in 0..n {
+            match done_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((shard, Err(msg))) => failures.push((shard, ShardError::Setup(msg))),
+                Err(_) => break, // a thread died outside its setup: join reports it
+            }
+        }
+        let mut rt = Runtime {
+            handles,
+            threads,
+            signals: None,
+        };
+        if !failures.is_empty() {
+            rt.stop();
+            let _ = rt.join_all();
+            failures.sort_by_key(|(s, _)| *s);
+            return Err(io::Error::other(RuntimeError::Shards(failures)));
+        }
+        if self.stop_on_signals {
+            let loops = rt.handles.clone();
+            rt.signals = Some(SignalWatcher::start(move |sig| {
+                log::info!("coreloop: signal {sig}: stopping {} loops", loops.len());
+                for h in &loops {
+                    let _ = h.stop();
+                }
+            })?);
+        }
+        Ok(rt)
+    }
+
+    /// The core of each shard (`None`: not pinned).
+    fn placement(&self) -> io::Result<Vec<Option<usize>>> {
+        let available: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let fallback_count = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        let placement = match &self.cores {
+            Cores::All if available.is_empty() => vec![None; fallback_count()],
+            Cores::All => available.iter().map(|&c| Some(c)).collect(),
+            Cores::Count(n) => (0..*n)
+                .map(|i| (!available.is_empty()).then(|| available[i % available.len()]))
+                .collect(),
+            Cores::List(list) => {
+                if let Some(bad) = list.iter().find(|c| !available.contains(c)) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("core {bad} is not one this process may run on: {available:?}"),
+                    ));
+                }
+                list.iter().map(|&c| Some(c)).collect()
+            }
+        };
+        if placement.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a runtime needs at least one core",
+            ));
+        }
+        Ok(placement)
+    }
+}
+
+/// Runs a shard's setups in order, catching a panic; the first failure ends them.
+fn run_setups(lp: &IoLoop, shard: usize, setups: &[Setup]) -> Result<(), String> {
+    for setup in setups {
+        match catch_unwind(AssertUnwindSafe(|| setup(lp, shard))) {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(msg),
+            Err(p) => return Err(format!("panicked: {}", panic_message(&*p))),
+        }
+    }
+    Ok(())
+}
+
+/// Closes a loop when its thread leaves, also by unwinding.
+struct CloseOnDrop(IoLoop);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Starting failed: the threads started so far are told not to go on, and joined.
+fn abort(
+    gos: &[crossbeam_channel::Sender<bool>],
+    handles: &[LoopHandle],
+    threads: Vec<Option<JoinHandle<io::Result<()>>>>,
+) {
+    for go in gos {
+        let _ = go.send(false);
+    }
+    for h in handles {
+        let _ = h.stop();
+    }
+    for t in threads.into_iter().flatten() {
+        let _ = t.join();
+    }
+}

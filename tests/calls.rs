@@ -1,0 +1,195 @@
+//! Calls between loops always answer: with the value, with the panic's message, or with
+//! `Closed` when the target loop is gone (before the call was sent, or before it ran);
+//! from a loop (`submit_to`, `submit_to_all`) and from a plain thread (`invoke_on`,
+//! `invoke_on_all`).
+mod util;
+
+use coreloop::{shard_of, Backend, CallError, Cores, IoLoop, Runtime, RuntimeError, ShardError};
+use coreloop_macros::on_both_backends;
+use std::sync::mpsc;
+use std::time::Duration;
+use util::{new_loop, run};
+
+fn runtime(backend: Backend, cores: usize) -> Runtime {
+    Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(cores))
+        .build()
+        .unwrap()
+}
+
+/// Runs `f` on shard `shard` of `rt` and waits for what it sends back.
+fn on_shard<T: Send + 'static>(
+    rt: &Runtime,
+    shard: usize,
+    f: impl FnOnce(&IoLoop, mpsc::Sender<T>) + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    rt.handle(shard).add_callback(move |lp| f(lp, tx)).unwrap();
+    rx.recv_timeout(util::HANG).expect("an answer")
+}
+
+#[on_both_backends]
+#[test]
+fn a_panic_on_the_target_comes_back_with_its_message_and_the_target_goes_on(backend: Backend) {
+    let rt = runtime(backend, 2);
+    let got = on_shard(&rt, 0, |lp, tx| {
+        let far = lp.shard_handle(1).unwrap();
+        lp.submit_to(
+            &far,
+            |_| -> u32 { panic!("key 7 is corrupt") },
+            move |lp, answer| tx.send((lp.shard_id(), answer)).unwrap(),
+        );
+    });
+    assert_eq!(
+        got,
+        (0, Err(CallError::Panicked("key 7 is corrupt".into()))),
+        "the continuation runs on the asking loop with the message"
+    );
+    // The target caught the panic and still serves calls.
+    assert_eq!(rt.invoke_on(1, |lp| lp.shard_id()).unwrap(), 1);
+    rt.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn a_closed_target_answers_closed_and_never_in_the_callers_stack(backend: Backend) {
+    let lp = new_loop(backend);
+    let dead = {
+        let other = new_loop(backend);
+        other.handle()
+    }; // dropped: closed
+    let answered = std::rc::Rc::new(std::cell::Cell::new(None));
+    let a = answered.clone();
+    lp.submit_to(
+        &dead,
+        |_| 1u8,
+        move |lp, answer| {
+            a.set(Some(answer));
+            lp.stop();
+        },
+    );
+    assert!(answered.take().is_none(), "not inside submit_to itself");
+    run(&lp);
+    assert_eq!(answered.take(), Some(Err(CallError::Closed)));
+}
+
+#[on_both_backends]
+#[test]
+fn a_target_that_closes_before_running_the_call_answers_closed(backend: Backend) {
+    let lp = new_loop(backend);
+    let (tx, rx) = mpsc::channel();
+    let (close_tx, close_rx) = mpsc::channel::<()>();
+    // A loop that never runs: it queues the call, then closes with it unrun.
+    let target = std::thread::spawn(move || {
+        let other = IoLoop::with_backend(backend).unwrap();
+        tx.send(other.handle()).unwrap();
+        close_rx.recv().unwrap();
+        other.close();
+    });
+    let far = rx.recv().unwrap();
+    let answered = std::rc::Rc::new(std::cell::Cell::new(None));
+    let a = answered.clone();
+    lp.submit_to(
+        &far,
+        |_| "ran",
+        move |lp, answer| {
+            a.set(Some(answer));
+            lp.stop();
+        },
+    );
+    close_tx.send(()).unwrap();
+    run(&lp);
+    target.join().unwrap();
+    assert_eq!(answered.take(), Some(Err(CallError::Closed)));
+}
+
+#[on_both_backends]
+#[test]
+fn gathering_from_every_core_inside_a_loop_keeps_each_outcome(backend: Backend) {
+    let rt = runtime(backend, 2);
+    let all = on_shard(&rt, 1, |lp, tx| {
+        lp.submit_to_all(
+            |far| {
+                if far.shard_id() == 0 {
+                    panic!("shard 0 is full");
+                }
+                far.shard_id() * 100
+            },
+            move |lp, all| tx.send((lp.shard_id(), all)).unwrap(),
+        );
+    });
+    assert_eq!(
+        all,
+        (
+            1,
+            vec![Err(CallError::Panicked("shard 0 is full".into())), Ok(100)]
+        )
+    );
+    rt.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn blocking_calls_from_a_plain_thread_answer_every_way(backend: Backend) {
+    let rt = runtime(backend, 2);
+    assert_eq!(rt.invoke_on(1, |lp| lp.shard_id() + 40).unwrap(), 41);
+    match rt.invoke_on(0, |_| -> () { panic!("refused") }) {
+        Err(RuntimeError::Shards(f)) => match &f[..] {
+            [(0, ShardError::Panicked(m))] => assert_eq!(m, "refused"),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        rt.invoke_on(2, |_| ()),
+        Err(RuntimeError::NoSuchShard(2))
+    ));
+    // A closed shard answers Closed for it, the others answer.
+    let h1 = rt.handle(1).clone();
+    rt.invoke_on(1, |lp| lp.close()).unwrap();
+    let deadline = std::time::Instant::now() + util::HANG;
+    while !h1.is_closed() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match rt.invoke_on_all(|lp| lp.shard_id()) {
+        Err(RuntimeError::Shards(f)) => assert!(matches!(&f[..], [(1, ShardError::Closed)])),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        rt.invoke_on(1, |_| ()),
+        Err(RuntimeError::Shards(f)) if matches!(&f[..], [(1, ShardError::Closed)])
+    ));
+    drop(rt);
+}
+
+#[test]
+fn keys_map_to_the_same_shard_everywhere_and_spread_evenly() {
+    let rt = runtime(Backend::Epoll, 2);
+    let keys: Vec<String> = (0..2000).map(|i| format!("key:{i}")).collect();
+    let here: Vec<usize> = keys.iter().map(|k| shard_of(k.as_str(), 2)).collect();
+    let k2 = keys.clone();
+    let there = rt
+        .invoke_on(1, move |lp| {
+            k2.iter()
+                .map(|k| lp.shard_of(k.as_str()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(here, there, "every core and thread agrees");
+    for shards in [2usize, 3, 8] {
+        let mut counts = vec![0usize; shards];
+        for k in &keys {
+            counts[shard_of(k.as_str(), shards)] += 1;
+        }
+        let mean = keys.len() / shards;
+        for c in &counts {
+            assert!(
+                c * 10 > mean * 8 && c * 10 < mean * 12,
+                "{shards} shards: {counts:?}"
+            );
+        }
+    }
+    rt.shutdown().unwrap();
+}
