@@ -53,16 +53,21 @@ mod net;
 mod poller;
 mod reactor;
 mod runtime;
+mod task;
 
 pub use iostream::{
     ConnectCallback, IoStream, ReadCallback, StreamCallback, StreamError, DEFAULT_HIGH_WATER,
     DEFAULT_MAX_BUFFER, DEFAULT_MAX_WRITE_BUFFER,
 };
-pub use net::{bind_reuseport, Acceptor, ListenOptions, ServerHandle, TcpServer};
+pub use net::{bind_reuseport, Acceptor, Incoming, ListenOptions, ServerHandle, TcpServer};
 pub use poller::{Backend, Interest, Ready};
 pub use reactor::{CallError, IoLoop, LoopClosed, LoopHandle, RemoteCallback, TimeoutId};
 pub use runtime::{
     shard_of, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,
+};
+pub use task::{
+    block_on, interval, sleep, sleep_until, spawn, timeout, Elapsed, Interval, JoinError,
+    JoinHandle, Sleep,
 };
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot drift.

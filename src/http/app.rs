@@ -4,6 +4,7 @@ use super::request::Request;
 use super::response::Response;
 use crate::reactor::IoLoop;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 /// A request handler: gets the loop, the request and the response to fill. It may
@@ -74,6 +75,80 @@ impl Route {
         F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
     {
         self.method("DELETE", h)
+    }
+
+    /// Handles `method` with an async handler: `h` gets the request and the response,
+    /// and its future resolves to the response (finished then, unless it already was).
+    /// The future runs on the connection's loop and need not be `Send`; it is polled at
+    /// once, so a handler that does not wait costs no extra turn of the loop. It may
+    /// await anything (a sleep, a call to another core, a stream) and stream its answer
+    /// across awaits. A panic in it answers 500, as in a callback handler.
+    ///
+    /// ```
+    /// use coreloop::http::{Application, Route};
+    /// use std::time::Duration;
+    /// let app = Application::new().route("/slow", Route::new().method_async("GET", |_req, mut resp| async move {
+    ///     coreloop::sleep(Duration::from_millis(10)).await;
+    ///     resp.write("awake");
+    ///     resp
+    /// }));
+    /// # let _ = app;
+    /// ```
+    pub fn method_async<F, Fut>(self, method: &str, h: F) -> Route
+    where
+        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + 'static,
+    {
+        self.method(method, move |lp, req, resp| {
+            let fut = h(req, resp);
+            lp.spawn_now(async move { fut.await.finish() }).detach();
+        })
+    }
+
+    /// Handles GET (and HEAD) with an async handler; see
+    /// [`method_async`](Self::method_async).
+    ///
+    /// ```
+    /// use coreloop::http::{Application, Route};
+    /// let app = Application::new().route("/", Route::new().get_async(|_req, mut resp| async move {
+    ///     resp.write("Hello, world");
+    ///     resp
+    /// }));
+    /// # let _ = app;
+    /// ```
+    pub fn get_async<F, Fut>(self, h: F) -> Route
+    where
+        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + 'static,
+    {
+        self.method_async("GET", h)
+    }
+
+    /// Handles POST with an async handler.
+    pub fn post_async<F, Fut>(self, h: F) -> Route
+    where
+        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + 'static,
+    {
+        self.method_async("POST", h)
+    }
+
+    /// Handles PUT with an async handler.
+    pub fn put_async<F, Fut>(self, h: F) -> Route
+    where
+        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + 'static,
+    {
+        self.method_async("PUT", h)
+    }
+
+    /// Handles DELETE with an async handler.
+    pub fn delete_async<F, Fut>(self, h: F) -> Route
+    where
+        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + 'static,
+    {
+        self.method_async("DELETE", h)
     }
 
     /// The handler for `method`, and whether it is GET standing in for HEAD.

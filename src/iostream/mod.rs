@@ -3,8 +3,9 @@
 //! The same API on both backends (the differences live in `transport/`):
 //! `read_until`, `read_bytes`, `read_bytes_partial`, `read_until_close`, `write` with a
 //! callback once flushed, a close callback, `close`, and the error that closed it. The
-//! read side is `read.rs`, the write side `write.rs`, the errors `error.rs`; this file
-//! holds the stream itself, closing, and the dispatch loop that runs callbacks.
+//! read side is `read.rs`, the write side `write.rs`, the errors `error.rs`, the async
+//! methods and `AsyncRead`/`AsyncWrite` for tasks `async_io.rs`; this file holds the
+//! stream itself, closing, and the dispatch loop that runs callbacks.
 //!
 //! # Rules
 //!
@@ -27,6 +28,7 @@
 //!   callbacks) until it is closed: by [`IoStream::close`], by an error, at end of file
 //!   (unless [`IoStream::set_close_on_eof`] says otherwise), or when its loop closes.
 
+mod async_io;
 mod error;
 mod read;
 mod transport;
@@ -224,6 +226,7 @@ impl IoStream {
             }
             st.closed = true;
             st.error = err.map(Failure::of);
+            st.r.wake_reader();
             (st.w.on_close(), st.resource_key.take(), st.guard.take())
         };
         self.inner.transport.close(lp);
@@ -287,7 +290,11 @@ impl IoStream {
         match ev {
             SockEvent::Data(v) => self.received(lp, v),
             SockEvent::Eof => {
-                self.inner.st.borrow_mut().r.eof = true;
+                {
+                    let mut st = self.inner.st.borrow_mut();
+                    st.r.eof = true;
+                    st.r.wake_reader();
+                }
                 self.dispatch(lp);
             }
             SockEvent::Sent(buf) => self.sent(lp, buf),
@@ -347,7 +354,7 @@ impl IoStream {
             }
             let close_cb = {
                 let mut st = self.inner.st.borrow_mut();
-                if st.closed && st.r.read.is_none() {
+                if st.closed && !st.r.wanted() {
                     st.close_cb.take()
                 } else {
                     None
@@ -419,6 +426,7 @@ impl Resource for Inner {
             }
             st.closed = true;
             st.r.read = None;
+            st.r.wake_reader();
             st.w.on_close();
             st.close_cb = None;
             st.resource_key = None; // the loop is dropping its whole table

@@ -1,7 +1,7 @@
 //! The read side of a stream: the read buffer, the one pending read, and how it
 //! completes.
 
-use super::{IoStream, StreamError, DEFAULT_MAX_BUFFER};
+use super::{IoStream, State, StreamError, DEFAULT_MAX_BUFFER};
 use crate::reactor::IoLoop;
 use std::io;
 use std::rc::Rc;
@@ -12,7 +12,7 @@ const PAUSE_READING_AT: usize = 64 * 1024;
 
 /// A delimiter, stored inline (no allocation per read).
 #[derive(Clone, Copy)]
-struct Delim {
+pub(super) struct Delim {
     bytes: [u8; 16],
     len: u8,
 }
@@ -35,7 +35,8 @@ impl Delim {
     }
 }
 
-enum ReadKind {
+#[derive(Clone, Copy)]
+pub(super) enum ReadKind {
     /// `close`: whether exceeding `max` closes the stream (Tornado) or leaves it open.
     Until {
         delim: Delim,
@@ -45,6 +46,17 @@ enum ReadKind {
     Bytes(usize),
     Partial(usize),
     UntilClose,
+}
+
+impl ReadKind {
+    /// A delimited read that closes the stream past `max` (Tornado's `read_until`).
+    pub(super) fn until(delimiter: &[u8], max: usize) -> Result<ReadKind, StreamError> {
+        Ok(ReadKind::Until {
+            delim: Delim::new(delimiter)?,
+            max,
+            close: true,
+        })
+    }
 }
 
 pub(super) struct PendingRead {
@@ -85,6 +97,9 @@ pub(super) struct ReadSide {
     /// Unread bytes already searched for the pending delimiter without a match.
     scanned: usize,
     pub(super) read: Option<PendingRead>,
+    /// A task waiting to read (the async methods, `AsyncRead`): woken when bytes or the
+    /// end of the stream arrive.
+    pub(super) waker: Option<std::task::Waker>,
     /// The peer will send nothing more.
     pub(super) eof: bool,
     /// A read failed because the stream ended: what is left unread can never complete
@@ -100,6 +115,7 @@ impl Default for ReadSide {
             rpos: 0,
             scanned: 0,
             read: None,
+            waker: None,
             eof: false,
             read_past_eof: false,
             max_buffer: DEFAULT_MAX_BUFFER,
@@ -108,8 +124,24 @@ impl Default for ReadSide {
 }
 
 impl ReadSide {
+    pub(super) fn max_buffer(&self) -> usize {
+        self.max_buffer
+    }
+
     pub(super) fn unread(&self) -> usize {
         self.rbuf.len() - self.rpos
+    }
+
+    /// Wakes the task waiting to read, if any.
+    pub(super) fn wake_reader(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Someone waits for bytes (a pending read, or a task).
+    pub(super) fn wanted(&self) -> bool {
+        self.read.is_some() || self.waker.is_some()
     }
 
     /// At end of file, everything before it has been read (or can no longer be) and no
@@ -149,7 +181,7 @@ impl IoStream {
     fn start_read(&self, kind: ReadKind, cb: Reader) -> io::Result<()> {
         {
             let mut st = self.inner.st.borrow_mut();
-            if st.r.read.is_some() {
+            if st.r.wanted() {
                 return Err(StreamError::ReadPending.into());
             }
             st.r.scanned = 0;
@@ -375,13 +407,14 @@ impl IoStream {
                 r.rbuf.extend_from_slice(&v);
                 lp.with_pool(|p| p.give(v));
             }
+            r.wake_reader();
             r.unread() > r.max_buffer
         };
         self.dispatch(lp);
         let (idle_and_full, over, limit) = {
             let r = &self.inner.st.borrow().r;
             (
-                r.read.is_none() && r.unread() >= PAUSE_READING_AT,
+                !r.wanted() && r.unread() >= PAUSE_READING_AT,
                 r.unread() > r.max_buffer,
                 r.max_buffer,
             )
@@ -398,77 +431,101 @@ impl IoStream {
     /// If the pending read can finish (with data or an error), takes it out with its
     /// result.
     pub(super) fn complete_read(&self, lp: &IoLoop) -> Option<(Reader, io::Result<Vec<u8>>)> {
-        let mut close_for: Option<io::Error> = None;
-        let out = {
+        let (read, result) = {
             let mut st = self.inner.st.borrow_mut();
-            let ended = st.r.eof || st.closed;
-            let ended_error = || st.ended_error();
-            let ended_error = ended.then(ended_error);
-            let r = &mut st.r;
-            let read = r.read.as_ref()?;
-            let unread = r.unread();
-            let outcome: Option<Result<usize, io::Error>> = match &read.kind {
-                ReadKind::Bytes(n) => {
-                    if unread >= *n {
-                        Some(Ok(*n))
-                    } else {
-                        ended_error.map(Err)
-                    }
+            let kind = st.r.read.as_ref()?.kind;
+            let outcome = outcome(&mut st, &kind)?;
+            let read = st.r.read.take().expect("checked above");
+            let small = matches!(read.cb, Reader::Handler(_));
+            (read, self.settle(&mut st, lp, outcome, small))
+        };
+        self.after_read(lp, &result);
+        Some((read.cb, result))
+    }
+
+    /// A read of `kind` done now, if the buffer (or the end of the stream) allows: for
+    /// an owner that polls instead of leaving a pending read (the async methods).
+    pub(super) fn try_read(&self, lp: &IoLoop, kind: &ReadKind) -> Option<io::Result<Vec<u8>>> {
+        let result = {
+            let mut st = self.inner.st.borrow_mut();
+            let outcome = outcome(&mut st, kind)?;
+            self.settle(&mut st, lp, outcome, false)
+        };
+        self.after_read(lp, &result);
+        Some(result)
+    }
+
+    /// Takes the bytes of a finished read (or notes why it failed).
+    fn settle(
+        &self,
+        st: &mut State,
+        lp: &IoLoop,
+        outcome: io::Result<usize>,
+        small: bool,
+    ) -> io::Result<Vec<u8>> {
+        st.r.scanned = 0;
+        match outcome {
+            Ok(n) => Ok(st.r.take_front(lp, n, small)),
+            Err(e) => {
+                if !matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) {
+                    st.r.read_past_eof = true;
                 }
-                ReadKind::Partial(max) => {
-                    if unread > 0 {
-                        Some(Ok(unread.min(*max)))
-                    } else {
-                        ended_error.map(Err)
-                    }
-                }
-                ReadKind::UntilClose => ended.then_some(Ok(unread)),
-                ReadKind::Until { delim, max, close } => {
-                    let delim = delim.as_slice();
-                    let hay = &r.rbuf[r.rpos..];
-                    let from = r.scanned.saturating_sub(delim.len() - 1);
-                    let too_long = StreamError::TooLong {
-                        max_bytes: *max,
-                        closed: *close,
-                    };
-                    match find_delim(&hay[from..], delim) {
-                        Some(i) if from + i + delim.len() <= *max => {
-                            Some(Ok(from + i + delim.len()))
-                        }
-                        Some(_) => Some(Err(too_long.into())),
-                        None if unread > *max => Some(Err(too_long.into())),
-                        None => {
-                            r.scanned = unread;
-                            ended_error.map(Err)
-                        }
-                    }
-                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Tornado's `read_until` closes the stream past its limit.
+    fn after_read(&self, lp: &IoLoop, result: &io::Result<Vec<u8>>) {
+        if let Err(e) = result {
+            if let Some(se @ StreamError::TooLong { closed: true, .. }) = StreamError::of(e) {
+                self.close_with(lp, Some(&se.into()));
+            }
+        }
+    }
+}
+
+/// Whether a read of `kind` can finish now: how many bytes it takes, or why it fails;
+/// `None` while it must wait.
+fn outcome(st: &mut State, kind: &ReadKind) -> Option<io::Result<usize>> {
+    let ended = st.r.eof || st.closed;
+    let ended_error = ended.then(|| st.ended_error());
+    let r = &mut st.r;
+    let unread = r.unread();
+    match kind {
+        ReadKind::Bytes(n) => {
+            if unread >= *n {
+                Some(Ok(*n))
+            } else {
+                ended_error.map(Err)
+            }
+        }
+        ReadKind::Partial(max) => {
+            if unread > 0 {
+                Some(Ok(unread.min(*max)))
+            } else {
+                ended_error.map(Err)
+            }
+        }
+        ReadKind::UntilClose => ended.then_some(Ok(unread)),
+        ReadKind::Until { delim, max, close } => {
+            let delim = delim.as_slice();
+            let hay = &r.rbuf[r.rpos..];
+            let from = r.scanned.saturating_sub(delim.len() - 1);
+            let too_long = StreamError::TooLong {
+                max_bytes: *max,
+                closed: *close,
             };
-            let outcome = outcome?;
-            let read = r.read.take().expect("checked above");
-            r.scanned = 0;
-            match outcome {
-                Ok(n) => {
-                    let small = matches!(read.cb, Reader::Handler(_));
-                    Some((read.cb, Ok(r.take_front(lp, n, small))))
-                }
-                Err(e) => {
-                    match StreamError::of(&e) {
-                        // Tornado's read_until closes the stream past its limit.
-                        Some(se @ StreamError::TooLong { closed: true, .. }) => {
-                            close_for = Some(se.into());
-                        }
-                        Some(StreamError::TooLong { .. }) => {}
-                        _ => r.read_past_eof = true,
-                    }
-                    Some((read.cb, Err(e)))
+            match find_delim(&hay[from..], delim) {
+                Some(i) if from + i + delim.len() <= *max => Some(Ok(from + i + delim.len())),
+                Some(_) => Some(Err(too_long.into())),
+                None if unread > *max => Some(Err(too_long.into())),
+                None => {
+                    r.scanned = unread;
+                    ended_error.map(Err)
                 }
             }
-        };
-        if let Some(e) = close_for {
-            self.close_with(lp, Some(&e));
         }
-        out
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) struct WriteSide {
     drain_cb: Option<StreamCallback>,
     /// A send is queued for the end of this step.
     pub(super) flush_scheduled: bool,
+    /// A task waiting for room below the high-water mark, or for the buffer to empty.
+    pub(super) waker: Option<std::task::Waker>,
 }
 
 impl Default for WriteSide {
@@ -44,6 +46,7 @@ impl Default for WriteSide {
             max_write: DEFAULT_MAX_WRITE_BUFFER,
             drain_cb: None,
             flush_scheduled: false,
+            waker: None,
         }
     }
 }
@@ -52,6 +55,17 @@ impl WriteSide {
     /// Bytes written and not yet handed to the kernel.
     pub(super) fn buffered(&self) -> usize {
         self.out.len() + self.sending
+    }
+
+    /// Wakes the task waiting to write or flush, if any.
+    pub(super) fn wake_writer(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub(super) fn high_water(&self) -> usize {
+        self.high_water
     }
 
     /// The first write callback whose bytes have all been sent.
@@ -76,6 +90,7 @@ impl WriteSide {
     pub(super) fn on_close(&mut self) -> Vec<u8> {
         self.write_cbs.clear();
         self.drain_cb = None;
+        self.wake_writer();
         std::mem::take(&mut self.out)
     }
 }
@@ -226,6 +241,7 @@ impl IoStream {
             let w = &mut st.w;
             w.flushed += w.sending as u64;
             w.sending = 0;
+            w.wake_writer();
             buf.clear();
             let mut give_back = None;
             if w.out.capacity() == 0 && buf.capacity() <= KEEP_WRITE_BUFFER {

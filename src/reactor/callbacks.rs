@@ -1,9 +1,11 @@
-//! The run queue: callbacks added on the loop's thread (a plain queue push) and those
-//! sent from other threads (a crossbeam channel, moved into the queue once per
-//! iteration, a bounded batch at a time).
+//! The run queue: one FIFO of jobs, callbacks and task polls alike. Jobs added on the
+//! loop's thread are a plain queue push; those sent from other threads (callbacks, and
+//! tasks woken there) come through a crossbeam channel and join the queue once per
+//! iteration, a bounded batch at a time.
 
 use super::handle::Remote;
 use super::IoLoop;
+use crate::task::Runnable;
 use crossbeam_channel::{Receiver, TryRecvError};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -21,9 +23,15 @@ pub(crate) struct Queued {
     pub(super) at: &'static Location<'static>,
 }
 
-/// Callbacks waiting to run.
+/// One step of work for the loop: a callback, or a poll of a task.
+pub(super) enum Job {
+    Callback(Queued),
+    Task(Runnable),
+}
+
+/// Jobs waiting to run.
 pub(super) struct RunQueue {
-    local: RefCell<VecDeque<Queued>>,
+    local: RefCell<VecDeque<Job>>,
     /// `None` once the loop is closed.
     remote: RefCell<Option<Receiver<Remote>>>,
 }
@@ -46,7 +54,8 @@ impl RunQueue {
         let mut q = self.local.borrow_mut();
         for _ in 0..REMOTE_BATCH {
             match rx.try_recv() {
-                Ok(r) => q.push_back(Queued { f: r.f, at: r.at }),
+                Ok(Remote::Callback { f, at }) => q.push_back(Job::Callback(Queued { f, at })),
+                Ok(Remote::Task(t)) => q.push_back(Job::Task(t)),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
@@ -65,8 +74,13 @@ impl RunQueue {
         self.local.borrow().len()
     }
 
-    pub(super) fn pop(&self) -> Option<Queued> {
+    pub(super) fn pop(&self) -> Option<Job> {
         self.local.borrow_mut().pop_front()
+    }
+
+    /// Queues a task poll (a wake on the loop's own thread).
+    pub(super) fn push_task(&self, t: Runnable) {
+        self.local.borrow_mut().push_back(Job::Task(t));
     }
 
     /// False once the loop is closed.
@@ -76,7 +90,7 @@ impl RunQueue {
 
     /// Closes the queue: returns what it held, for the caller to drop with nothing
     /// borrowed.
-    pub(super) fn close(&self) -> (Option<Receiver<Remote>>, VecDeque<Queued>) {
+    pub(super) fn close(&self) -> (Option<Receiver<Remote>>, VecDeque<Job>) {
         let rx = self.remote.borrow_mut().take();
         let local = std::mem::take(&mut *self.local.borrow_mut());
         (rx, local)
@@ -100,9 +114,13 @@ impl IoLoop {
     where
         F: FnOnce(&IoLoop) + 'static,
     {
-        self.inner.queue.local.borrow_mut().push_back(Queued {
-            f: Box::new(f),
-            at: Location::caller(),
-        });
+        self.inner
+            .queue
+            .local
+            .borrow_mut()
+            .push_back(Job::Callback(Queued {
+                f: Box::new(f),
+                at: Location::caller(),
+            }));
     }
 }

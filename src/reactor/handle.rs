@@ -13,16 +13,21 @@
 
 use super::IoLoop;
 use crate::poller::Waker;
+use crate::task::Runnable;
 use crossbeam_channel::Sender;
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// A callback sent from another thread, with where it was sent from.
-pub(crate) struct Remote {
-    pub(crate) f: RemoteCallback,
-    pub(crate) at: &'static Location<'static>,
+/// What other threads send a loop: a callback (with where it was sent from), or a task
+/// to poll (woken from another thread).
+pub(crate) enum Remote {
+    Callback {
+        f: RemoteCallback,
+        at: &'static Location<'static>,
+    },
+    Task(Runnable),
 }
 
 /// State shared by a loop and its handles.
@@ -111,19 +116,41 @@ impl LoopHandle {
     where
         F: FnOnce(&IoLoop) + Send + 'static,
     {
-        let remote = Remote {
-            f: Box::new(f),
+        let f: RemoteCallback = Box::new(f);
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LoopClosed(Some(f)));
+        }
+        let remote = Remote::Callback {
+            f,
             at: Location::caller(),
         };
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(LoopClosed(Some(remote.f)));
-        }
         match self.tx.send(remote) {
             Ok(()) => {
                 self.shared.notify();
                 Ok(())
             }
-            Err(e) => Err(LoopClosed(Some(e.into_inner().f))),
+            Err(e) => match e.into_inner() {
+                Remote::Callback { f, .. } => Err(LoopClosed(Some(f))),
+                Remote::Task(_) => unreachable!("a callback was sent"),
+            },
+        }
+    }
+
+    /// Queues a task to be polled on the loop (a wake from another thread); gives it
+    /// back if the loop is closed.
+    pub(crate) fn send_task(&self, task: Runnable) -> Result<(), Runnable> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(task);
+        }
+        match self.tx.send(Remote::Task(task)) {
+            Ok(()) => {
+                self.shared.notify();
+                Ok(())
+            }
+            Err(e) => match e.into_inner() {
+                Remote::Task(t) => Err(t),
+                Remote::Callback { .. } => unreachable!("a task was sent"),
+            },
         }
     }
 

@@ -1,6 +1,7 @@
 //! Running a loop: `start`, `stop`, `close`, and one iteration (the module docs of
 //! `reactor/mod.rs` list its steps).
 
+use super::callbacks::Job;
 use super::{panic_message, IoLoop, CURRENT};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -78,6 +79,8 @@ impl IoLoop {
             r.close_resource(self);
         }
         drop(open);
+        // Tasks' futures are dropped here, on the loop's thread (the only one allowed to).
+        self.drop_tasks();
         // Take everything out first, then drop it with nothing borrowed: destructors of
         // user closures may call back into the loop.
         let (fds, handlers) = self.inner.handlers.take_all();
@@ -102,10 +105,18 @@ impl IoLoop {
         // The callbacks queued before this point; later ones wait for the next iteration.
         let n = inner.queue.local_len();
         for _ in 0..n {
-            let Some(cb) = inner.queue.pop() else {
-                break;
-            };
-            self.run_guarded("callback", cb.at, || (cb.f)(self));
+            match inner.queue.pop() {
+                Some(Job::Callback(cb)) => {
+                    self.run_guarded("callback", cb.at, || (cb.f)(self));
+                }
+                Some(Job::Task(t)) => {
+                    let at = t.metadata().spawned_at;
+                    self.run_guarded("task", at, || {
+                        t.run();
+                    });
+                }
+                None => break,
+            }
         }
 
         // Due timers, excluding those added by the timers themselves.

@@ -4,7 +4,8 @@
 //!
 //! 1. Stop if asked to.
 //! 2. Move callbacks sent from other threads (at most a batch of them) into the queue.
-//! 3. Run the callbacks that are queued now; one added meanwhile runs next iteration
+//! 3. Run the jobs that are queued now (callbacks and polls of woken tasks, in the order
+//!    they were queued); one added meanwhile runs next iteration
 //!    (Tornado's rule: a busy producer cannot starve I/O or timers).
 //! 4. Fire every timer due now that was added before this step, earliest first, equal
 //!    deadlines in the order they were added. A timer cancelled by an earlier one does not
@@ -29,7 +30,8 @@
 //! local and remote), `calls.rs` (`submit_to` between loops), `handle.rs` (the
 //! cross-thread `LoopHandle` and its wake-up protocol), `registry.rs` (per-loop values,
 //! resources the loop closes with itself, work deferred to the end of a step) and
-//! `completion.rs` (completion ops for the layers above, on backends that have them).
+//! `completion.rs` (completion ops for the layers above, on backends that have them) and
+//! `tasks.rs` (where a woken task goes, and the tasks a loop has alive).
 
 mod callbacks;
 mod calls;
@@ -38,6 +40,7 @@ mod handle;
 mod handlers;
 mod iteration;
 mod registry;
+mod tasks;
 mod timer;
 
 pub use calls::CallError;
@@ -74,6 +77,7 @@ struct Inner {
     queue: RunQueue,
     calls: Calls,
     registry: Registry,
+    tasks: tasks::Tasks,
     handle: LoopHandle,
     running: Cell<bool>,
     now: Cell<Instant>,
@@ -147,7 +151,7 @@ impl IoLoop {
             tx,
             shared: Arc::new(Shared::new(waker)),
         };
-        Ok(IoLoop {
+        let lp = IoLoop {
             inner: Rc::new(Inner {
                 poller: RefCell::new(poller),
                 completions: RefCell::new(Vec::with_capacity(1024)),
@@ -157,11 +161,14 @@ impl IoLoop {
                 queue: RunQueue::new(rx),
                 calls: Calls::default(),
                 registry: Registry::default(),
+                tasks: tasks::Tasks::default(),
                 handle,
                 running: Cell::new(false),
                 now: Cell::new(Instant::now()),
             }),
-        })
+        };
+        tasks::register_loop(&lp);
+        Ok(lp)
     }
 
     /// The loop running on this thread, if one is (inside its callbacks, timers and

@@ -30,6 +30,8 @@ enum Pause {
     FdExhausted,
     /// `max_connections` reached: resumed when one closes.
     Full,
+    /// Its owner asked it to hold off (a queue of accepted connections is full).
+    Held,
     /// Stopped for good.
     Stopped,
 }
@@ -180,6 +182,24 @@ impl Acceptor {
     /// True while accepting is paused (out of fds, or at the connection limit).
     pub fn is_paused(&self) -> bool {
         self.inner.st.borrow().pause != Pause::Running
+    }
+
+    /// Holds off accepting (connections wait in the kernel's backlog) until
+    /// [`resume`](Self::resume).
+    pub(crate) fn hold(&self) {
+        let lp = self.inner.st.borrow().lp.upgrade();
+        if let Some(lp) = lp {
+            self.inner.pause(&lp, Pause::Held);
+        }
+    }
+
+    /// Accepts again after [`hold`](Self::hold).
+    pub(crate) fn resume(&self) {
+        let lp = self.inner.st.borrow().lp.upgrade();
+        let held = self.inner.st.borrow().pause == Pause::Held;
+        if let (Some(lp), true) = (lp, held) {
+            self.inner.resume(&lp);
+        }
     }
 
     /// Stops accepting and closes the listener; open connections are not touched.

@@ -1,0 +1,136 @@
+//! The loop's side of tasks: where a woken task goes, and the tasks a loop has alive.
+//!
+//! A task (a future polled by the loop, `task/`) is woken through a `Waker` that any
+//! thread may hold. Woken on the loop's own thread, it joins the run queue with a plain
+//! push: no lock, no atomic of ours, no syscall. Woken on another thread, it goes over
+//! the loop's channel, and the eventfd is written only if the loop may be asleep (the
+//! same path as `LoopHandle::add_callback`).
+//!
+//! A task's future must only be polled and dropped on its loop's thread. So when a loop
+//! closes it wakes every task it still has and drops them there, which drops their
+//! futures (and what they hold) on the right thread; a task woken from another thread
+//! after its loop closed is never dropped there: it is leaked instead (its loop, the only
+//! thread allowed to drop it, is gone).
+
+use super::{Inner, IoLoop, LoopHandle};
+use crate::task::Runnable;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::task::Waker;
+use std::thread::ThreadId;
+
+thread_local! {
+    /// The loops made on this thread, by id (usually one).
+    static LOOPS: RefCell<Vec<(u64, Weak<Inner>)>> = const { RefCell::new(Vec::new()) };
+    static THREAD: ThreadId = std::thread::current().id();
+}
+
+/// This thread's id, without cloning the thread handle.
+fn this_thread() -> Option<ThreadId> {
+    THREAD.try_with(|id| *id).ok()
+}
+
+/// Records `lp` as a loop of this thread (for wakes on this thread).
+pub(super) fn register_loop(lp: &IoLoop) {
+    LOOPS.with(|l| {
+        let mut l = l.borrow_mut();
+        l.retain(|(_, w)| w.strong_count() > 0);
+        l.push((lp.id(), Rc::downgrade(&lp.inner)));
+    });
+}
+
+/// The loop of this thread with id `id`, if it is still there.
+fn loop_by_id(id: u64) -> Option<IoLoop> {
+    LOOPS
+        .try_with(|l| {
+            l.borrow()
+                .iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, w)| w.upgrade())
+                .map(|inner| IoLoop { inner })
+        })
+        .ok()
+        .flatten()
+}
+
+/// Where a task of one loop goes when it is woken. `Send + Sync`: wakers are.
+#[derive(Clone)]
+pub(crate) struct TaskTarget {
+    handle: LoopHandle,
+    id: u64,
+    thread: ThreadId,
+}
+
+impl TaskTarget {
+    /// Queues `task` to be polled on its loop.
+    pub(crate) fn schedule(&self, task: Runnable) {
+        if this_thread() == Some(self.thread) {
+            match loop_by_id(self.id) {
+                Some(lp) => lp.inner.queue.push_task(task),
+                // The loop is gone; this is its thread, so the task may be dropped here.
+                None => drop(task),
+            }
+            return;
+        }
+        if let Err(task) = self.handle.send_task(task) {
+            // The loop is closed, and only its thread may drop the task's future.
+            log::debug!("coreloop: a task woken after its loop closed is leaked");
+            std::mem::forget(task);
+        }
+    }
+}
+
+/// The tasks a loop has alive: a waker for each, so that closing the loop can reach
+/// them all.
+#[derive(Default)]
+pub(super) struct Tasks {
+    alive: RefCell<slab::Slab<Waker>>,
+}
+
+impl IoLoop {
+    /// Where this loop's tasks go when woken.
+    pub(crate) fn task_target(&self) -> TaskTarget {
+        TaskTarget {
+            handle: self.handle(),
+            id: self.id(),
+            thread: this_thread().unwrap_or_else(|| std::thread::current().id()),
+        }
+    }
+
+    /// Records a live task (its waker); returns its key for [`task_ended`].
+    ///
+    /// [`task_ended`]: Self::task_ended
+    pub(crate) fn task_started(&self, waker: Waker) -> usize {
+        self.inner.tasks.alive.borrow_mut().insert(waker)
+    }
+
+    /// Forgets a task that finished or whose future was dropped.
+    pub(crate) fn task_ended(&self, key: usize) {
+        let w = self.inner.tasks.alive.borrow_mut().try_remove(key);
+        drop(w);
+    }
+
+    /// Tasks alive on this loop (spawned, not yet finished or dropped).
+    pub fn tasks(&self) -> usize {
+        self.inner.tasks.alive.borrow().len()
+    }
+
+    /// Closing: every task still alive is woken and then dropped here, which drops its
+    /// future on this thread; returns nothing, and leaves no task behind.
+    pub(super) fn drop_tasks(&self) {
+        loop {
+            let alive = std::mem::take(&mut *self.inner.tasks.alive.borrow_mut());
+            if alive.is_empty() {
+                return;
+            }
+            // Waking queues each idle task on this loop; dropping the queued runnables
+            // drops the futures. (Dropping can end more tasks, or start some: go round.)
+            for (_, w) in alive {
+                w.wake();
+            }
+            while let Some(job) = self.inner.queue.pop() {
+                drop(job);
+            }
+        }
+    }
+}
