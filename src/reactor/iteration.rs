@@ -8,6 +8,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
+/// Rounds of the run queue per iteration at most, before the loop polls for I/O.
+const MAX_ROUNDS: usize = 64;
+/// Jobs per iteration at most (counted at the end of a round), before the I/O poll.
+const MAX_JOBS: usize = 1024;
+
 impl IoLoop {
     /// Runs the loop until [`stop`](Self::stop) is called.
     ///
@@ -99,37 +104,28 @@ impl IoLoop {
         let inner = &*self.inner;
         inner.now.set(Instant::now());
 
-        // Callbacks from other threads join the local queue.
-        let remote_pending = inner.queue.take_remote();
-
-        // The callbacks queued before this point; later ones wait for the next iteration.
-        let n = inner.queue.local_len();
-        for _ in 0..n {
-            match inner.queue.pop() {
-                Some(Job::Callback(cb)) => {
-                    self.run_guarded("callback", cb.at, || (cb.f)(self));
-                }
-                Some(Job::Task(t)) => {
-                    let at = t.metadata().spawned_at;
-                    self.run_guarded("task", at, || {
-                        t.run();
-                    });
-                }
-                None => break,
+        // Rounds of the run queue, then one wait for I/O. A round runs the jobs queued
+        // before it (one added meanwhile waits for the next round: Tornado's rule),
+        // then the timers due, then the work deferred to the end of the step. More
+        // rounds follow while jobs keep coming, within a budget, so that a chain of
+        // jobs (a task waking another) costs no I/O poll per link, and a busy producer
+        // still cannot starve I/O or timers.
+        let mut rounds = 0;
+        let mut jobs = 0;
+        let remote_pending = loop {
+            let remote_pending = inner.queue.take_remote();
+            jobs += self.run_round();
+            rounds += 1;
+            let more = inner.queue.local_len() > 0 || remote_pending;
+            if !more
+                || rounds >= MAX_ROUNDS
+                || jobs >= MAX_JOBS
+                || inner.handle.shared.stop.load(Ordering::Relaxed)
+            {
+                break remote_pending;
             }
-        }
-
-        // Due timers, excluding those added by the timers themselves.
-        let now = Instant::now();
-        let limit = inner.timers.queue.borrow().next_seq();
-        loop {
-            let due = inner.timers.queue.borrow_mut().pop_due(now, limit);
-            let Some(t) = due else { break };
-            self.run_guarded("timer", t.at, || (t.f)(self));
-        }
-
-        // Writes made by callbacks and timers go out before the wait.
-        self.run_step_end();
+            inner.now.set(Instant::now());
+        };
 
         // Wait for I/O.
         let shared = &inner.handle.shared;
@@ -175,6 +171,40 @@ impl IoLoop {
         }
         *inner.completions.borrow_mut() = completions;
         polled
+    }
+
+    /// One round: the jobs queued now, the timers due now, the step's deferred work.
+    /// Returns how many jobs ran.
+    fn run_round(&self) -> usize {
+        let inner = &*self.inner;
+        let n = inner.queue.local_len();
+        for _ in 0..n {
+            match inner.queue.pop() {
+                Some(Job::Callback(cb)) => {
+                    self.run_guarded("callback", cb.at, || (cb.f)(self));
+                }
+                Some(Job::Task(t)) => {
+                    let at = t.metadata().spawned_at;
+                    self.run_guarded("task", at, || {
+                        t.run();
+                    });
+                }
+                None => break,
+            }
+        }
+
+        // Due timers, excluding those added by the timers themselves.
+        let now = Instant::now();
+        let limit = inner.timers.queue.borrow().next_seq();
+        loop {
+            let due = inner.timers.queue.borrow_mut().pop_due(now, limit);
+            let Some(t) = due else { break };
+            self.run_guarded("timer", t.at, || (t.f)(self));
+        }
+
+        // Writes made by jobs and timers go out before the wait.
+        self.run_step_end();
+        n
     }
 
     /// Runs user code, catching and logging a panic. Returns false if it panicked.

@@ -3,16 +3,19 @@
 //! # One iteration
 //!
 //! 1. Stop if asked to.
-//! 2. Move callbacks sent from other threads (at most a batch of them) into the queue.
+//! 2. Move jobs sent from other threads (at most a batch of them) into the queue.
 //! 3. Run the jobs that are queued now (callbacks and polls of woken tasks, in the order
-//!    they were queued); one added meanwhile runs next iteration
-//!    (Tornado's rule: a busy producer cannot starve I/O or timers).
+//!    they were queued); one added meanwhile runs in the next round (Tornado's rule:
+//!    a busy producer cannot starve I/O or timers).
 //! 4. Fire every timer due now that was added before this step, earliest first, equal
 //!    deadlines in the order they were added. A timer cancelled by an earlier one does not
 //!    run.
 //! 5. Run the work deferred to the end of a step (a stream's writes of this step go out
 //!    in one send).
-//! 6. Wait for I/O: not at all if callbacks are pending, else until the next deadline,
+//! 6. While jobs keep coming, steps 2-5 again, as another round, up to 64 rounds or
+//!    1,024 jobs (or until a stop is asked for): a chain of jobs, such as a task that
+//!    wakes another, costs no I/O poll per link.
+//! 7. Wait for I/O: not at all if jobs are pending, else until the next deadline,
 //!    else until woken; then dispatch readiness to handlers and completions to their
 //!    owners (io_uring), running each one's deferred work right after it.
 //!

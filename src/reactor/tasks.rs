@@ -104,6 +104,13 @@ impl IoLoop {
         self.inner.tasks.alive.borrow_mut().insert(waker)
     }
 
+    /// Sets the waker of the live task `key`.
+    pub(crate) fn task_waker(&self, key: usize, waker: Waker) {
+        if let Some(w) = self.inner.tasks.alive.borrow_mut().get_mut(key) {
+            *w = waker;
+        }
+    }
+
     /// Forgets a task that finished or whose future was dropped.
     pub(crate) fn task_ended(&self, key: usize) {
         let w = self.inner.tasks.alive.borrow_mut().try_remove(key);

@@ -196,13 +196,13 @@ async fn catching<F: Future>(
 /// dropped (it finished, was cancelled, or its loop is closing).
 struct LiveTask {
     lp: crate::reactor::WeakLoop,
-    key: Rc<std::cell::Cell<Option<usize>>>,
+    key: usize,
 }
 
 impl Drop for LiveTask {
     fn drop(&mut self) {
-        if let (Some(key), Some(lp)) = (self.key.take(), self.lp.upgrade()) {
-            lp.task_ended(key);
+        if let Some(lp) = self.lp.upgrade() {
+            lp.task_ended(self.key);
         }
     }
 }
@@ -279,15 +279,17 @@ impl IoLoop {
         F::Output: 'static,
     {
         let target = self.task_target();
-        let key = Rc::new(std::cell::Cell::new(None));
+        // The task's entry is made first (its waker filled in below), so that the
+        // future knows its key.
         let live = LiveTask {
             lp: self.downgrade(),
-            key: key.clone(),
+            key: self.task_started(Waker::noop().clone()),
         };
+        let key = live.key;
         let (runnable, task) = async_task::Builder::new()
             .metadata(TaskMeta { spawned_at: at })
             .spawn_local(move |_| guarded(fut, at, live), move |r| target.schedule(r));
-        key.set(Some(self.task_started(runnable.waker())));
+        self.task_waker(key, runnable.waker());
         (runnable, task.fallible())
     }
 

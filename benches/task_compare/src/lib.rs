@@ -1,0 +1,1 @@
+//! Nothing to see: the benchmarks are in `benches/tasks.rs`.
