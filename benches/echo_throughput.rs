@@ -1,9 +1,10 @@
 //! Echo throughput: 64 connections, each sending a 100-byte message and waiting for it
-//! to come back (closed loop), against the echo server on one core, on each backend in
-//! one run. The server is pinned to CPU 0, the client (a coreloop loop on epoll, the
-//! same for both rows) to CPU 1.
+//! to come back (closed loop), against the echo server on one core, on each backend and
+//! in each style (callbacks, and a task per connection with async reads and writes) in
+//! one run, R rounds alternating the rows. The server is pinned to CPU 0, the client (a
+//! coreloop loop on epoll, the same for every row) to CPU 1.
 //!
-//! `cargo bench --bench echo_throughput [-- --secs 5 --conns 64 --size 100]`
+//! `cargo bench --bench echo_throughput [-- --secs 5 --conns 64 --size 100 --rounds 3]`
 //!
 //! Prints messages/s and the server thread's CPU time per message (utime+stime of the
 //! loop thread from /proc, over the measured seconds only).
@@ -49,14 +50,21 @@ fn one_conn(stream: IoStream, msg: Rc<Vec<u8>>, count: Rc<Cell<u64>>) {
     round(&stream, msg, count);
 }
 
-fn run(backend: Backend, secs: u64, conns: u64, size: u64) {
+/// Returns (messages/s, server CPU us per message).
+fn run(backend: Backend, style_async: bool, secs: u64, conns: u64, size: u64) -> (f64, f64) {
     let server = TcpServer::bind(
         Runtime::builder()
             .backend(backend)
             .cores(Cores::List(vec![0])),
         "127.0.0.1:0".parse().unwrap(),
         ListenOptions::default(),
-        |_, s| echo::echo(&s),
+        move |lp, s| {
+            if style_async {
+                lp.spawn(echo::echo_async(s)).detach();
+            } else {
+                echo::echo(&s)
+            }
+        },
     )
     .expect("server");
     let addr = server.local_addr();
@@ -92,14 +100,22 @@ fn run(backend: Backend, secs: u64, conns: u64, size: u64) {
         .unwrap()
     });
     let hz = 100.0;
+    let (rate, us) = (msgs as f64 / elapsed, ticks as f64 / hz * 1e6 / msgs as f64);
     println!(
-        "| {:<6} | {:>10.0} | {:>8.2} | {} |",
+        "| {:<6} | {:<8} | {:>10.0} | {:>8.2} | {} |",
         format!("{backend:?}"),
-        msgs as f64 / elapsed,
-        ticks as f64 / hz * 1e6 / msgs as f64,
+        if style_async { "async" } else { "callback" },
+        rate,
+        us,
         detail
     );
     server.shutdown().unwrap();
+    (rate, us)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -108,10 +124,23 @@ fn main() {
     let secs = arg("--secs", if bench { 5 } else { 1 });
     let conns = arg("--conns", 64);
     let size = arg("--size", 100);
-    println!("echo: {conns} connections, {size}-byte messages, closed loop, {secs} s per row; server on CPU 0, client on CPU 1");
-    println!("| server | msgs/s | server us/msg | backend |");
-    println!("|---|---:|---:|---|");
-    for backend in [Backend::Epoll, Backend::Uring] {
-        run(backend, secs, conns, size);
+    let rounds = arg("--rounds", if bench { 3 } else { 1 });
+    println!("echo: {conns} connections, {size}-byte messages, closed loop, {secs} s per row, {rounds} rounds; server on CPU 0, client on CPU 1");
+    println!("| server | style | msgs/s | server us/msg | backend |");
+    println!("|---|---|---:|---:|---|");
+    let mut ratios = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, backend) in [Backend::Epoll, Backend::Uring].into_iter().enumerate() {
+            let (_, cb) = run(backend, false, secs, conns, size);
+            let (_, a) = run(backend, true, secs, conns, size);
+            ratios[i].push(a / cb);
+        }
+    }
+    for (i, backend) in [Backend::Epoll, Backend::Uring].into_iter().enumerate() {
+        println!(
+            "{backend:?}: async / callback server CPU per message, median of {rounds} rounds: {:.2} (rounds: {:?})",
+            median(ratios[i].clone()),
+            ratios[i].iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>()
+        );
     }
 }

@@ -13,7 +13,8 @@
 # when built, else tokio_hello. R rounds (3) run every server once each; the table
 # gives medians, and the ratios are taken within a round before the median.
 #
-# coreloop runs three ways: io_uring, epoll, and io_uring with a 100 us batch wait
+# coreloop runs five ways: io_uring and epoll, each with the callback handler (hello)
+# and the async one (hello_async), and io_uring with a 100 us batch wait
 # (Runtime::batch_wait: while a loop is busy, less CPU per request for up to 100 us more
 # latency; none below 60% of its core).
 #
@@ -45,7 +46,7 @@ for tool in wrk curl; do
 done
 
 echo "building coreloop hello and tokio_hello (release)..."
-cargo build --release --quiet --example hello || exit 1
+cargo build --release --quiet --example hello --example hello_async || exit 1
 (cd benches/tokio_hello && CARGO_TARGET_DIR=${TOKIO_TARGET:-/tmp/tokio-hello-target} cargo build --release --quiet) || exit 1
 TOKIO_BIN=${TOKIO_TARGET:-/tmp/tokio-hello-target}/release/tokio_hello
 
@@ -101,6 +102,9 @@ for round in $(seq 1 "$R"); do
   run tokio_hello "$TOKIO_BIN" "$PORT" 1
   run coreloop_uring ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring
   run coreloop_epoll ./target/release/examples/hello --port "$PORT" --cores 1 --backend epoll
+  # the same server with an async handler (examples/hello_async.rs)
+  run coreloop_async_uring ./target/release/examples/hello_async --port "$PORT" --cores 1 --backend uring
+  run coreloop_async_epoll ./target/release/examples/hello_async --port "$PORT" --cores 1 --backend epoll
   # io_uring gathering completions for up to 100 us once one has come (Runtime::batch_wait)
   run coreloop_uring_batch ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring --batch-wait-us 100
   for peer in tokio_hyper bare_epoll bare_uring; do

@@ -22,3 +22,17 @@ pub fn echo(stream: &IoStream) {
         stream.close();
     }
 }
+
+/// The same in a task: what arrives goes back, and a write waits while the buffer is
+/// over its high-water mark; returns at end of file or on an error.
+pub async fn echo_async(stream: IoStream) {
+    loop {
+        let data = match stream.read_some_async(64 * 1024).await {
+            Ok(d) if !d.is_empty() => d,
+            _ => return,
+        };
+        if stream.write_all_async(&data).await.is_err() {
+            return;
+        }
+    }
+}
