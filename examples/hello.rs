@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll
-//! --batch-wait-us U]`
+//! --batch-wait-us U --metrics PORT --no-recording]`: `--metrics` serves Prometheus
+//! metrics at `/metrics` on that port (a second server on the same runtime).
 //!
 //! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C stops it
 //! gracefully: no new connections, requests in flight finish (5 s at most).
@@ -36,6 +37,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let _metrics = args.serve_metrics("hello", server.runtime());
     let backends = server
         .runtime()
         .invoke_on_all(|lp| lp.backend_detail())

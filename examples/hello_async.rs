@@ -60,6 +60,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let _metrics = args.serve_metrics("hello_async", server.runtime());
     println!(
         "Hello World (async handlers) on http://{} ({} cores)",
         server.local_addr(),

@@ -49,6 +49,7 @@ compile_error!("coreloop runs on Linux only (epoll and io_uring)");
 mod buffer;
 pub mod http;
 mod iostream;
+pub mod metrics;
 mod net;
 mod poller;
 mod reactor;
@@ -61,7 +62,9 @@ pub use iostream::{
 };
 pub use net::{bind_reuseport, Acceptor, Incoming, ListenOptions, ServerHandle, TcpServer};
 pub use poller::{Backend, Interest, Ready};
-pub use reactor::{CallError, IoLoop, LoopClosed, LoopHandle, RemoteCallback, TimeoutId};
+pub use reactor::{
+    CallError, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback, TimeoutId,
+};
 pub use runtime::{
     shard_of, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,
 };

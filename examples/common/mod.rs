@@ -1,5 +1,5 @@
 //! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`,
-//! `--batch-wait-us`.
+//! `--batch-wait-us`, `--metrics PORT`, `--no-recording`.
 
 #![allow(dead_code)]
 
@@ -13,6 +13,10 @@ pub struct ServerArgs {
     pub backend: Backend,
     /// `Runtime::batch_wait` (zero: off).
     pub batch_wait: std::time::Duration,
+    /// Serve Prometheus metrics at `/metrics` on this port.
+    pub metrics: Option<u16>,
+    /// Record histograms (`--no-recording`: counters only, to see what recording costs).
+    pub recording: bool,
 }
 
 impl ServerArgs {
@@ -22,6 +26,29 @@ impl ServerArgs {
             .cores(self.cores.clone())
             .backend(self.backend)
             .batch_wait(self.batch_wait)
+            .recording(self.recording)
+    }
+
+    /// With `--metrics PORT`: serves `/metrics` on that port, on `rt` beside the example's
+    /// own server. Exits with a message if it cannot.
+    pub fn serve_metrics(
+        &self,
+        name: &str,
+        rt: &coreloop::Runtime,
+    ) -> Option<coreloop::http::HttpServerHandle> {
+        let port = self.metrics?;
+        let app = coreloop::http::Application::new().route("/metrics", coreloop::metrics::route());
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        match coreloop::http::HttpServer::new(app).serve(rt, addr) {
+            Ok(h) => {
+                println!("metrics on http://{}/metrics", h.local_addr());
+                Some(h)
+            }
+            Err(e) => {
+                eprintln!("{name}: cannot serve metrics on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
     }
 }
 
@@ -34,7 +61,7 @@ pub fn server_args(name: &str, default_port: u16) -> ServerArgs {
             eprintln!("{name}: {e}");
             eprintln!(
                 "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll] \
-                 [--batch-wait-us U]"
+                 [--batch-wait-us U] [--metrics PORT] [--no-recording]"
             );
             std::process::exit(2);
         }
@@ -47,6 +74,8 @@ fn parse(default_port: u16) -> Result<ServerArgs, String> {
         cores: Cores::All,
         backend: Backend::Auto,
         batch_wait: std::time::Duration::ZERO,
+        metrics: None,
+        recording: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -71,6 +100,10 @@ fn parse(default_port: u16) -> Result<ServerArgs, String> {
                     .map_err(|e| format!("--batch-wait-us: {e}"))?;
                 args.batch_wait = std::time::Duration::from_micros(us);
             }
+            "--metrics" => {
+                args.metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?)
+            }
+            "--no-recording" => args.recording = false,
             "-h" | "--help" => return Err("help".into()),
             _ => return Err(format!("unknown argument {a:?}")),
         }

@@ -81,9 +81,14 @@ pub fn on_both_backends(args: TokenStream, item: TokenStream) -> TokenStream {
             {attrs}
             #[test]
             fn uring() {{
-                if let ::std::result::Result::Err(e) =
-                    ::coreloop::IoLoop::with_backend(::coreloop::Backend::Uring)
-                {{
+                // Probed on a thread of its own: a ring made and dropped here could
+                // leave task work that interrupts this thread's next blocking call.
+                let probe = ::std::thread::spawn(|| {{
+                    ::coreloop::IoLoop::with_backend(::coreloop::Backend::Uring).map(drop)
+                }})
+                .join()
+                .expect(\"the io_uring probe thread\");
+                if let ::std::result::Result::Err(e) = probe {{
                     if ::std::env::var_os(\"CORELOOP_REQUIRE_URING\").is_some() {{
                         ::std::panic!(\"io_uring is unavailable ({{e}}) and CORELOOP_REQUIRE_URING is set\");
                     }}

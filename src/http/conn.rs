@@ -11,6 +11,7 @@
 use super::app::Application;
 use super::request::{parse_chunk_size, parse_head, BodyKind, Head, Refused, Request};
 use super::response::{reason, Response};
+use super::stats::{self, HttpStats, Recorder};
 use super::HttpConfig;
 use crate::iostream::{IoStream, ReadHandler, StreamError};
 use crate::net::ServerId;
@@ -26,11 +27,45 @@ use std::time::{Duration, Instant};
 /// How long a refused connection is drained before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// The connections of one HTTP server on one loop, for graceful shutdown.
+/// The connections of one HTTP server on one loop (for graceful shutdown), and what it
+/// records here.
 #[derive(Default)]
 pub(crate) struct ServerConns {
     draining: Cell<bool>,
     conns: std::cell::RefCell<slab::Slab<std::rc::Weak<Conn>>>,
+    /// What this server records on this loop.
+    pub(crate) stats: Rc<Recorder>,
+    /// Connections accepted (or handed over) on this loop.
+    accepted: Cell<u64>,
+}
+
+/// This loop's numbers of every HTTP server it serves.
+pub(crate) fn server_stats(lp: &IoLoop) -> Vec<HttpStats> {
+    let servers: Vec<Rc<ServerConns>> = lp
+        .local::<HttpLoop>()
+        .0
+        .borrow()
+        .values()
+        .cloned()
+        .collect();
+    servers
+        .iter()
+        .map(|sc| {
+            let conns = sc.conns.borrow();
+            let idle = conns
+                .iter()
+                .filter_map(|(_, w)| w.upgrade())
+                .filter(|c| c.idle.get())
+                .count();
+            sc.stats
+                .snapshot(sc.accepted.get(), conns.len() as u64, idle as u64)
+        })
+        .collect()
+}
+
+/// Names server `id`'s numbers on this loop (by the address it listens on).
+pub(crate) fn name_server(lp: &IoLoop, id: ServerId, name: String) {
+    *lp.local::<HttpLoop>().server(id).stats.server.borrow_mut() = name;
 }
 
 /// Every HTTP server's connections on this loop, by server id.
@@ -97,6 +132,10 @@ pub(crate) struct Conn {
     streamed: Cell<bool>,
     /// A streamed response waiting for the write buffer to drain (or the client to go).
     drain_waiter: RefCell<Option<DrainWaiter>>,
+    /// The current request's route (by index; `None`: no route matched), and when the
+    /// first byte of its head arrived.
+    route: Cell<Option<usize>>,
+    started: Cell<Instant>,
 }
 
 /// Serves HTTP for server `id` on an accepted stream.
@@ -111,10 +150,15 @@ pub(crate) fn serve(
     // still gets its answer.
     stream.set_close_on_eof(false);
     stream.set_max_buffer_size(cfg.max_body.max(cfg.max_head) + 64 * 1024);
+    let registry = lp.local::<HttpLoop>().server(id);
+    registry.accepted.set(registry.accepted.get() + 1);
+    if registry.stats.routes_unset() {
+        registry.stats.set_routes(app.patterns().to_vec());
+    }
     let conn = Rc::new(Conn {
         peer: stream.peer_addr().ok(),
         stream,
-        registry: lp.local::<HttpLoop>().server(id),
+        registry,
         key: Cell::new(usize::MAX),
         idle: Cell::new(true),
         app,
@@ -130,6 +174,8 @@ pub(crate) fn serve(
         timed_out: Cell::new(false),
         streamed: Cell::new(false),
         drain_waiter: RefCell::new(None),
+        route: Cell::new(None),
+        started: Cell::new(lp.time()),
     });
     // A response waiting for the buffer to drain learns the client went away.
     let weak = Rc::downgrade(&conn);
@@ -272,10 +318,14 @@ impl Conn {
         self.clear_timer();
         self.idle.set(false);
         match head {
-            Ok(head) => match parse_head(head, &self.cfg) {
-                Ok(h) => self.on_head(lp, h),
-                Err(Refused(code)) => self.refuse(lp, code),
-            },
+            Ok(head) => {
+                self.started.set(self.stream.unread_since());
+                self.registry.stats.request(head.len());
+                match parse_head(head, &self.cfg) {
+                    Ok(h) => self.on_head(lp, h),
+                    Err(Refused(code)) => self.refuse(lp, code),
+                }
+            }
             Err(e) if matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) => {
                 // Over the head limit: a request line that alone is too long is 414,
                 // otherwise the header section is: 431.
@@ -309,6 +359,7 @@ impl Conn {
                     me.clear_timer();
                     match data {
                         Ok(data) => {
+                            me.registry.stats.body_bytes(data.len());
                             req.extra_mut().body = data;
                             me.dispatch(lp, req, keep_alive);
                         }
@@ -400,7 +451,8 @@ impl Conn {
         let mut params = Vec::new();
         let found = self.app.find(req.path(), &mut params);
         let head = req.method() == "HEAD";
-        let Some(route) = found else {
+        self.route.set(found.map(|(i, _)| i));
+        let Some((index, route)) = found else {
             let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
             resp.set_status(404);
             resp.write("404: Not Found");
@@ -417,6 +469,9 @@ impl Conn {
             req.extra_mut().params = params;
         }
         let resp = Response::new(self.clone(), req.minor_version, keep_alive, head || via_get);
+        if let Some(pattern) = self.app.patterns().get(index) {
+            lp.set_activity(pattern);
+        }
         if let Some(limit) = self.cfg.handler_timeout {
             self.arm_handler_deadline(lp, limit);
         }
@@ -466,14 +521,35 @@ impl Conn {
     /// Called by a finished response: writes its rest through `f` (straight into the
     /// stream's buffer; `f` gets the loop's time for the Date header), then reads the
     /// next request or closes.
-    pub(crate) fn respond(self: Rc<Self>, f: impl FnOnce(&mut Vec<u8>, Instant), close: bool) {
+    pub(crate) fn respond(
+        self: Rc<Self>,
+        status: u16,
+        f: impl FnOnce(&mut Vec<u8>, Instant),
+        close: bool,
+    ) {
         if !self.end_of_response() {
             return; // 503 went out at the handler's deadline; the connection is closing
         }
         let lp = self.lp.upgrade();
         let now = lp.as_ref().map_or_else(Instant::now, IoLoop::time);
-        if self.stream.write_with(|out| f(out, now)).is_err() {
+        let mut written = 0;
+        let r = self.stream.write_with(|out| {
+            let before = out.len();
+            f(out, now);
+            written = out.len() - before;
+        });
+        if r.is_err() {
             return; // the client went away meanwhile
+        }
+        self.registry.stats.sent(written);
+        if let Some(lp) = &lp {
+            stats::response_end(
+                lp,
+                &self.registry.stats,
+                self.route.get(),
+                status,
+                self.started.get(),
+            );
         }
         self.served.set(self.served.get() + 1);
         if close {
@@ -494,7 +570,14 @@ impl Conn {
             ));
         }
         self.streamed.set(true);
-        self.stream.write_with(f)
+        let mut written = 0;
+        let r = self.stream.write_with(|out| {
+            let before = out.len();
+            f(out);
+            written = out.len() - before;
+        });
+        self.registry.stats.sent(written);
+        r
     }
 
     /// Closes at once (a streamed response that cannot be completed).
@@ -551,6 +634,7 @@ impl Conn {
     /// destroy the answer in flight.
     fn refuse(self: &Rc<Self>, lp: &IoLoop, code: u16) {
         self.clear_timer();
+        self.registry.stats.refused(code);
         let body = format!("{code}: {}", reason(code));
         let mut out = Vec::with_capacity(160 + body.len());
         out.extend_from_slice(

@@ -15,11 +15,15 @@ mod date;
 mod request;
 mod response;
 mod server;
+mod stats;
 
 pub use app::{Application, Handler, Route};
+pub(crate) use conn::server_stats;
 pub use request::Request;
 pub use response::Response;
 pub use server::{HttpServer, HttpServerHandle, RunningHttpServer};
+pub(crate) use stats::export as export_stats;
+pub use stats::{HttpStats, RouteLatency};
 
 use crate::net::ListenOptions;
 use std::time::Duration;

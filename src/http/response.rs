@@ -386,7 +386,9 @@ fn send(mut st: State) {
     }
     let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
     let close = !st.keep_alive;
+    let status = st.status;
     st.conn.clone().respond(
+        status,
         |out, now| {
             if st.streaming {
                 if !no_body {

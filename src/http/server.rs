@@ -2,7 +2,7 @@
 //! it accepts itself or on streams the service hands it.
 
 use super::app::Application;
-use super::conn::{drain, serve};
+use super::conn::{drain, name_server, serve};
 use super::HttpConfig;
 use crate::iostream::IoStream;
 use crate::net::{ServerHandle, ServerId, TcpServer};
@@ -91,6 +91,15 @@ impl HttpServer {
         let tcp = TcpServer::serve_as(id, runtime.handles(), addr, opts, move |lp, stream| {
             serve(lp, id, stream, app.clone(), cfg.clone());
         })?;
+        // Its numbers are named by its address on every core.
+        let name = tcp.local_addr().to_string();
+        let named = crate::runtime::invoke_all(runtime.handles(), move |lp| {
+            name_server(lp, id, name.clone())
+        });
+        if let Err(e) = named {
+            let _ = tcp.shutdown();
+            return Err(io::Error::other(e));
+        }
         Ok(HttpServerHandle { tcp })
     }
 

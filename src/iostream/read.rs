@@ -102,6 +102,10 @@ pub(super) struct ReadSide {
     pub(super) waker: Option<std::task::Waker>,
     /// The peer will send nothing more.
     pub(super) eof: bool,
+    /// When the oldest bytes buffered arrived (when bytes last came into an empty
+    /// buffer): how long a message has been arriving, for latency measured from its
+    /// first byte.
+    since: std::time::Instant,
     /// A read failed because the stream ended: what is left unread can never complete
     /// a read the owner is waiting for, so end of file may close the stream.
     read_past_eof: bool,
@@ -117,6 +121,7 @@ impl Default for ReadSide {
             read: None,
             waker: None,
             eof: false,
+            since: std::time::Instant::now(),
             read_past_eof: false,
             max_buffer: DEFAULT_MAX_BUFFER,
         }
@@ -382,6 +387,12 @@ impl IoStream {
         self.inner.st.borrow().r.read.is_some()
     }
 
+    /// When the bytes read last (or buffered now) began to arrive: the loop's time when
+    /// bytes last came into an empty read buffer.
+    pub(crate) fn unread_since(&self) -> std::time::Instant {
+        self.inner.st.borrow().r.since
+    }
+
     /// Bytes received and not yet read.
     pub fn read_buffer_len(&self) -> usize {
         self.inner.st.borrow().r.unread()
@@ -399,6 +410,7 @@ impl IoStream {
             let mut st = self.inner.st.borrow_mut();
             let r = &mut st.r;
             if r.rpos == r.rbuf.len() {
+                r.since = lp.time();
                 let old = std::mem::replace(&mut r.rbuf, v);
                 r.rpos = 0;
                 r.scanned = 0;

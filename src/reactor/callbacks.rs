@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::Location;
+use std::time::Instant;
 
 /// Remote callbacks moved into the local queue per iteration at most, so a flood from
 /// other threads cannot starve I/O and timers.
@@ -17,16 +18,18 @@ pub(crate) const REMOTE_BATCH: usize = 4096;
 
 pub(super) type Callback = Box<dyn FnOnce(&IoLoop)>;
 
-/// A callback and where it was added, for the panic log.
+/// A callback, where it was added (for the panic log) and its type (for stall reports).
 pub(crate) struct Queued {
     pub(super) f: Callback,
     pub(super) at: &'static Location<'static>,
+    pub(super) name: &'static str,
 }
 
-/// One step of work for the loop: a callback, or a poll of a task.
+/// One step of work for the loop: a callback, or a poll of a task. A job from another
+/// thread may carry when it was sent (sampled, for the remote-wait histogram).
 pub(super) enum Job {
-    Callback(Queued),
-    Task(Runnable),
+    Callback(Queued, Option<Instant>),
+    Task(Runnable, Option<Instant>),
 }
 
 /// Jobs waiting to run.
@@ -45,21 +48,24 @@ impl RunQueue {
     }
 
     /// Moves up to [`REMOTE_BATCH`] remote callbacks into the local queue; says whether
-    /// more are waiting.
-    pub(super) fn take_remote(&self) -> bool {
+    /// more are waiting, and how many came.
+    pub(super) fn take_remote(&self) -> (bool, usize) {
         let remote = self.remote.borrow();
         let Some(rx) = remote.as_ref() else {
-            return false;
+            return (false, 0);
         };
         let mut q = self.local.borrow_mut();
+        let before = q.len();
         for _ in 0..REMOTE_BATCH {
             match rx.try_recv() {
-                Ok(Remote::Callback { f, at }) => q.push_back(Job::Callback(Queued { f, at })),
-                Ok(Remote::Task(t)) => q.push_back(Job::Task(t)),
+                Ok(Remote::Callback { f, at, name, sent }) => {
+                    q.push_back(Job::Callback(Queued { f, at, name }, sent))
+                }
+                Ok(Remote::Task(t, sent)) => q.push_back(Job::Task(t, sent)),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        !rx.is_empty()
+        (!rx.is_empty(), q.len() - before)
     }
 
     /// Whether a remote callback is waiting (checked right before the loop sleeps).
@@ -80,7 +86,7 @@ impl RunQueue {
 
     /// Queues a task poll (a wake on the loop's own thread).
     pub(super) fn push_task(&self, t: Runnable) {
-        self.local.borrow_mut().push_back(Job::Task(t));
+        self.local.borrow_mut().push_back(Job::Task(t, None));
     }
 
     /// False once the loop is closed.
@@ -114,13 +120,13 @@ impl IoLoop {
     where
         F: FnOnce(&IoLoop) + 'static,
     {
-        self.inner
-            .queue
-            .local
-            .borrow_mut()
-            .push_back(Job::Callback(Queued {
+        self.inner.queue.local.borrow_mut().push_back(Job::Callback(
+            Queued {
                 f: Box::new(f),
                 at: Location::caller(),
-            }));
+                name: std::any::type_name::<F>(),
+            },
+            None,
+        ));
     }
 }

@@ -11,6 +11,7 @@
 //! one `write(2)`; callbacks to a busy loop cost none. No wake-up is lost, and no poll
 //! timeout cap is needed to stay correct.
 
+use super::stats::REMOTE_SAMPLE;
 use super::IoLoop;
 use crate::poller::Waker;
 use crate::task::Runnable;
@@ -19,6 +20,7 @@ use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What other threads send a loop: a callback (with where it was sent from), or a task
 /// to poll (woken from another thread).
@@ -26,8 +28,28 @@ pub(crate) enum Remote {
     Callback {
         f: RemoteCallback,
         at: &'static Location<'static>,
+        name: &'static str,
+        sent: Option<Instant>,
     },
-    Task(Runnable),
+    Task(Runnable, Option<Instant>),
+}
+
+thread_local! {
+    /// Counts this thread's sends to loops, to stamp one in `REMOTE_SAMPLE`.
+    static SENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The send time, for one send in `REMOTE_SAMPLE` (a clock read on every send would
+/// cost more than the rest of the send).
+fn sample_sent() -> Option<Instant> {
+    SENDS
+        .try_with(|n| {
+            let k = n.get().wrapping_add(1);
+            n.set(k);
+            (k % REMOTE_SAMPLE == 0).then(Instant::now)
+        })
+        .ok()
+        .flatten()
 }
 
 /// State shared by a loop and its handles.
@@ -123,6 +145,8 @@ impl LoopHandle {
         let remote = Remote::Callback {
             f,
             at: Location::caller(),
+            name: std::any::type_name::<F>(),
+            sent: sample_sent(),
         };
         match self.tx.send(remote) {
             Ok(()) => {
@@ -131,7 +155,7 @@ impl LoopHandle {
             }
             Err(e) => match e.into_inner() {
                 Remote::Callback { f, .. } => Err(LoopClosed(Some(f))),
-                Remote::Task(_) => unreachable!("a callback was sent"),
+                Remote::Task(..) => unreachable!("a callback was sent"),
             },
         }
     }
@@ -142,13 +166,13 @@ impl LoopHandle {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(task);
         }
-        match self.tx.send(Remote::Task(task)) {
+        match self.tx.send(Remote::Task(task, sample_sent())) {
             Ok(()) => {
                 self.shared.notify();
                 Ok(())
             }
             Err(e) => match e.into_inner() {
-                Remote::Task(t) => Err(t),
+                Remote::Task(t, _) => Err(t),
                 Remote::Callback { .. } => unreachable!("a task was sent"),
             },
         }

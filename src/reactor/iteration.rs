@@ -102,7 +102,10 @@ impl IoLoop {
     /// One iteration; see the module docs for the steps.
     fn iterate(&self) -> io::Result<()> {
         let inner = &*self.inner;
-        inner.now.set(Instant::now());
+        let start = Instant::now();
+        inner.now.set(start);
+        // The clock, read once between jobs: a job's time is the gap since the last read.
+        let mut clock = start;
 
         // Rounds of the run queue, then one wait for I/O. A round runs the jobs queued
         // before it (one added meanwhile waits for the next round: Tornado's rule),
@@ -113,8 +116,12 @@ impl IoLoop {
         let mut rounds = 0;
         let mut jobs = 0;
         let remote_pending = loop {
-            let remote_pending = inner.queue.take_remote();
-            jobs += self.run_round();
+            let (remote_pending, came) = inner.queue.take_remote();
+            if came > 0 {
+                let c = &inner.stats.counters.remote_jobs;
+                c.set(c.get() + came as u64);
+            }
+            jobs += self.run_round(&mut clock);
             rounds += 1;
             let more = inner.queue.local_len() > 0 || remote_pending;
             if !more
@@ -124,7 +131,7 @@ impl IoLoop {
             {
                 break remote_pending;
             }
-            inner.now.set(Instant::now());
+            inner.now.set(clock);
         };
 
         // Wait for I/O.
@@ -133,7 +140,7 @@ impl IoLoop {
             Some(Duration::ZERO)
         } else {
             let next = inner.timers.queue.borrow_mut().next_deadline();
-            next.map(|d| d.saturating_duration_since(Instant::now()))
+            next.map(|d| d.saturating_duration_since(clock))
         };
         let may_sleep = timeout != Some(Duration::ZERO);
         if may_sleep {
@@ -145,6 +152,7 @@ impl IoLoop {
         }
         let mut events = std::mem::take(&mut *inner.handlers.events.borrow_mut());
         let mut completions = std::mem::take(&mut *inner.completions.borrow_mut());
+        let wait_from = if may_sleep { Instant::now() } else { clock };
         let polled = inner.poller.borrow_mut().poll(
             &mut events,
             &mut completions,
@@ -154,52 +162,91 @@ impl IoLoop {
         if may_sleep {
             shared.needs_wake.store(false, Ordering::Relaxed);
         }
-        inner.now.set(Instant::now());
+        clock = Instant::now();
+        inner.now.set(clock);
+        let idle = may_sleep.then(|| clock.saturating_duration_since(wait_from));
+        let stats = &inner.stats;
         // The writes an event causes go out right after it (one send per stream for
         // however many responses it produced), not after the whole batch: an early
         // connection's answer does not wait for the rest of the batch.
         for ev in &events {
+            stats.activity.set(None);
             self.dispatch(*ev);
             self.run_step_end();
+            self.job_done(&mut clock, "fd handler", "");
         }
+        let c = &stats.counters;
+        c.events.set(c.events.get() + events.len() as u64);
+        c.completions
+            .set(c.completions.get() + completions.len() as u64);
         events.clear();
         *inner.handlers.events.borrow_mut() = events;
         let here = Location::caller();
         for (sink, c) in completions.drain(..) {
+            stats.activity.set(None);
             self.run_guarded("completion", here, || sink(self, c));
             self.run_step_end();
+            self.job_done(&mut clock, "completion", "");
         }
         *inner.completions.borrow_mut() = completions;
+        let total = clock.saturating_duration_since(start);
+        stats.iteration(total - idle.unwrap_or_default(), idle);
         polled
+    }
+
+    /// A job ended now: reads the clock, and reports a stall if the job took too long.
+    fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
+        let end = Instant::now();
+        self.inner.stats.job_done(what, name, *clock, end);
+        *clock = end;
     }
 
     /// One round: the jobs queued now, the timers due now, the step's deferred work.
     /// Returns how many jobs ran.
-    fn run_round(&self) -> usize {
+    fn run_round(&self, clock: &mut Instant) -> usize {
         let inner = &*self.inner;
+        let stats = &inner.stats;
         let n = inner.queue.local_len();
         for _ in 0..n {
+            stats.activity.set(None);
             match inner.queue.pop() {
-                Some(Job::Callback(cb)) => {
+                Some(Job::Callback(cb, sent)) => {
+                    if let Some(sent) = sent {
+                        stats.remote_wait(clock.saturating_duration_since(sent));
+                    }
+                    let c = &stats.counters.callbacks;
+                    c.set(c.get() + 1);
+                    let name = cb.name;
                     self.run_guarded("callback", cb.at, || (cb.f)(self));
+                    self.job_done(clock, "callback", name);
                 }
-                Some(Job::Task(t)) => {
-                    let at = t.metadata().spawned_at;
+                Some(Job::Task(t, sent)) => {
+                    if let Some(sent) = sent {
+                        stats.remote_wait(clock.saturating_duration_since(sent));
+                    }
+                    let c = &stats.counters.task_polls;
+                    c.set(c.get() + 1);
+                    let (at, name) = (t.metadata().spawned_at, t.metadata().name);
                     self.run_guarded("task", at, || {
                         t.run();
                     });
+                    self.job_done(clock, "task poll of", name);
                 }
                 None => break,
             }
         }
 
-        // Due timers, excluding those added by the timers themselves.
-        let now = Instant::now();
+        // Due timers (now: after the jobs above), excluding those added by the timers
+        // themselves.
         let limit = inner.timers.queue.borrow().next_seq();
         loop {
-            let due = inner.timers.queue.borrow_mut().pop_due(now, limit);
-            let Some(t) = due else { break };
+            let due = inner.timers.queue.borrow_mut().pop_due(*clock, limit);
+            let Some((deadline, t)) = due else { break };
+            stats.timer_lag(clock.saturating_duration_since(deadline));
+            stats.activity.set(None);
+            let name = t.name;
             self.run_guarded("timer", t.at, || (t.f)(self));
+            self.job_done(clock, "timer", name);
         }
 
         // Writes made by jobs and timers go out before the wait.

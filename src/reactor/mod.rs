@@ -43,6 +43,7 @@ mod handle;
 mod handlers;
 mod iteration;
 mod registry;
+mod stats;
 mod tasks;
 mod timer;
 
@@ -51,6 +52,8 @@ pub(crate) use calls::{send_call, Reply};
 pub(crate) use completion::Sink;
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub(crate) use registry::{Resource, StepEnd};
+pub use stats::LoopStats;
+pub(crate) use stats::{nanos, new_histogram};
 pub use timer::TimeoutId;
 
 use crate::buffer::BufferPool;
@@ -81,6 +84,7 @@ struct Inner {
     calls: Calls,
     registry: Registry,
     tasks: tasks::Tasks,
+    stats: stats::Stats,
     handle: LoopHandle,
     running: Cell<bool>,
     now: Cell<Instant>,
@@ -165,6 +169,7 @@ impl IoLoop {
                 calls: Calls::default(),
                 registry: Registry::default(),
                 tasks: tasks::Tasks::default(),
+                stats: stats::Stats::default(),
                 handle,
                 running: Cell::new(false),
                 now: Cell::new(Instant::now()),

@@ -56,6 +56,7 @@ impl IoLoop {
         let q = Queued {
             f: Box::new(f),
             at: Location::caller(),
+            name: std::any::type_name::<F>(),
         };
         self.inner.timers.queue.borrow_mut().insert(deadline, q)
     }
@@ -291,17 +292,17 @@ impl<T> TimerQueue<T> {
 
     /// Removes and returns the earliest timer due at `now` that was added before
     /// `seq_limit`.
-    pub(crate) fn pop_due(&mut self, now: Instant, seq_limit: u64) -> Option<T> {
+    pub(crate) fn pop_due(&mut self, now: Instant, seq_limit: u64) -> Option<(Instant, T)> {
         loop {
             self.skip_stale();
             let top = self.heap.peek()?;
             if top.deadline > now || top.seq >= seq_limit {
                 return None;
             }
-            let id = top.id;
+            let (id, deadline) = (top.id, top.deadline);
             self.heap.pop();
             if let Some(v) = self.release(id) {
-                return Some(v);
+                return Some((deadline, v));
             }
         }
     }
@@ -330,7 +331,7 @@ mod tests {
 
     fn drain(q: &mut TimerQueue<&'static str>, now: Instant) -> Vec<&'static str> {
         let limit = q.next_seq();
-        std::iter::from_fn(|| q.pop_due(now, limit)).collect()
+        std::iter::from_fn(|| q.pop_due(now, limit).map(|(_, v)| v)).collect()
     }
 
     #[test]
@@ -395,8 +396,8 @@ mod tests {
         q.insert(t0, "before");
         let limit = q.next_seq();
         q.insert(t0, "after");
-        assert_eq!(q.pop_due(t0, limit), Some("before"));
-        assert_eq!(q.pop_due(t0, limit), None);
+        assert_eq!(q.pop_due(t0, limit).map(|(_, v)| v), Some("before"));
+        assert_eq!(q.pop_due(t0, limit).map(|(_, v)| v), None);
         assert_eq!(drain(&mut q, t0), ["after"]);
     }
 
@@ -409,7 +410,8 @@ mod tests {
         q.cancel(a);
         assert_eq!(q.next_deadline(), Some(t0 + Duration::from_millis(5)));
         assert_eq!(
-            q.pop_due(t0 + Duration::from_millis(5), q.next_seq()),
+            q.pop_due(t0 + Duration::from_millis(5), q.next_seq())
+                .map(|(_, v)| v),
             Some("b")
         );
         assert_eq!(q.next_deadline(), None);

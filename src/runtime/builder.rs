@@ -170,6 +170,18 @@ impl RuntimeBuilder {
         })
     }
 
+    /// Whether every loop records its histograms (default: on; counters always count).
+    /// Off shows what recording costs; see [`IoLoop::set_recording`].
+    pub fn recording(self, on: bool) -> Self {
+        self.on_start(move |lp, _| lp.set_recording(on))
+    }
+
+    /// The stall threshold of every loop (default 50 ms); see
+    /// [`IoLoop::set_stall_threshold`].
+    pub fn stall_threshold(self, after: Duration) -> Self {
+        self.on_start(move |lp, _| lp.set_stall_threshold(after))
+    }
+
     /// Stop every loop gracefully on SIGINT or SIGTERM (default: off).
     pub fn stop_on_signals(mut self, on: bool) -> Self {
         self.stop_on_signals = on;

@@ -35,9 +35,11 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-/// What the loop knows of a task: where it was spawned (for the panic log).
+/// What the loop knows of a task: where it was spawned (for the panic log) and its
+/// future's type (for stall reports).
 pub(crate) struct TaskMeta {
     pub(crate) spawned_at: &'static Location<'static>,
+    pub(crate) name: &'static str,
 }
 
 /// A task ready to be polled, as the run queue holds it.
@@ -287,7 +289,10 @@ impl IoLoop {
         };
         let key = live.key;
         let (runnable, task) = async_task::Builder::new()
-            .metadata(TaskMeta { spawned_at: at })
+            .metadata(TaskMeta {
+                spawned_at: at,
+                name: std::any::type_name::<F>(),
+            })
             .spawn_local(move |_| guarded(fut, at, live), move |r| target.schedule(r));
         self.task_waker(key, runnable.waker());
         (runnable, task.fallible())

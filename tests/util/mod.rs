@@ -57,7 +57,13 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, r: &log::Record) {
-        let line = format!("{} {}", r.level(), r.args());
+        let thread = std::thread::current();
+        let line = format!(
+            "{}: {} {}",
+            thread.name().unwrap_or("?"),
+            r.level(),
+            r.args()
+        );
         self.0
             .lock()
             .unwrap()
@@ -90,6 +96,19 @@ pub fn logs_of_this_thread() -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|(t, _)| *t == me)
+        .map(|(_, l)| l.clone())
+        .collect()
+}
+
+/// The records logged so far by any thread whose name starts with `prefix` (a runtime's
+/// loop threads are `coreloop-N`).
+pub fn logs_of_threads(prefix: &str) -> Vec<String> {
+    capture()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| l.starts_with(prefix))
         .map(|(_, l)| l.clone())
         .collect()
 }

@@ -1,0 +1,403 @@
+//! What an HTTP server records on each core: requests, responses by status class,
+//! refusals by cause, bytes in and out, connections, and request latency by route and
+//! status class, from the first byte of the head to the response handed to the kernel.
+//!
+//! Written only by the core's own loop. A request's end is stamped once per step for
+//! all the responses of that step (one clock read per batch of pipelined responses), at
+//! the end of the step, after the stream's send.
+
+use crate::metrics::CoreStats;
+use crate::reactor::{nanos, new_histogram, IoLoop, StepEnd};
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// The statuses refused before any handler ran, counted by cause.
+pub(crate) const REFUSALS: [u16; 8] = [400, 408, 413, 414, 431, 501, 503, 505];
+
+/// One HTTP server's numbers on one core (see [`Snapshot`](crate::metrics::Snapshot)).
+#[derive(Clone, Debug)]
+pub struct HttpStats {
+    /// The server: the address it listens on, or `streams` for connections handed to
+    /// `HttpServer::serve_stream`.
+    pub server: String,
+    /// Requests whose head was read and routed.
+    pub requests: u64,
+    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub responses: [u64; 5],
+    /// Requests refused before a handler (bad framing, limits, timeouts), by status.
+    pub refusals: Vec<(u16, u64)>,
+    /// Bytes of request heads and bodies read.
+    pub bytes_in: u64,
+    /// Bytes of responses written.
+    pub bytes_out: u64,
+    /// Connections accepted on this core.
+    pub accepted: u64,
+    /// Connections open now, and how many of them wait for a request.
+    pub open: u64,
+    /// Open connections waiting for their next request.
+    pub idle: u64,
+    /// Request latency (nanoseconds) by route pattern and status class.
+    pub latency: Vec<RouteLatency>,
+}
+
+/// The latency of one route's responses of one status class.
+#[derive(Clone, Debug)]
+pub struct RouteLatency {
+    /// The route pattern (`/user/{id}`), or `-` for requests that matched none.
+    pub route: String,
+    /// The status class: 1 to 5.
+    pub class: u8,
+    /// From the first byte of the head to the last byte handed to the kernel, ns.
+    pub ns: Histogram<u64>,
+}
+
+impl HttpStats {
+    /// Adds `o`'s numbers (another core's, of the same server) to these.
+    pub fn merge(&mut self, o: &HttpStats) {
+        self.requests += o.requests;
+        for (a, b) in self.responses.iter_mut().zip(o.responses) {
+            *a += b;
+        }
+        for (code, n) in &o.refusals {
+            match self.refusals.iter_mut().find(|(c, _)| c == code) {
+                Some((_, m)) => *m += n,
+                None => self.refusals.push((*code, *n)),
+            }
+        }
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.accepted += o.accepted;
+        self.open += o.open;
+        self.idle += o.idle;
+        for r in &o.latency {
+            match self
+                .latency
+                .iter_mut()
+                .find(|x| x.route == r.route && x.class == r.class)
+            {
+                Some(x) => {
+                    let _ = x.ns.add(&r.ns);
+                }
+                None => self.latency.push(r.clone()),
+            }
+        }
+    }
+
+    /// Every route's and class's latency added up.
+    pub fn latency_total(&self) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for r in &self.latency {
+            let _ = h.add(&r.ns);
+        }
+        h
+    }
+}
+
+/// The recorder of one server on one core.
+pub(crate) struct Recorder {
+    pub(crate) server: RefCell<String>,
+    requests: Cell<u64>,
+    responses: [Cell<u64>; 5],
+    refusals: [Cell<u64>; REFUSALS.len()],
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    /// By route index (`usize::MAX` as the last slot: no route) and class.
+    latency: RefCell<Vec<Option<Histogram<u64>>>>,
+    /// The route patterns, by index (a copy from the application).
+    routes: RefCell<Vec<&'static str>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            server: RefCell::new(String::from("streams")),
+            requests: Cell::new(0),
+            responses: Default::default(),
+            refusals: Default::default(),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
+            latency: RefCell::new(Vec::new()),
+            routes: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+fn bump(c: &Cell<u64>, by: u64) {
+    c.set(c.get().wrapping_add(by));
+}
+
+impl Recorder {
+    pub(crate) fn routes_unset(&self) -> bool {
+        self.routes.borrow().is_empty()
+    }
+
+    pub(crate) fn set_routes(&self, routes: Vec<&'static str>) {
+        *self.routes.borrow_mut() = routes;
+    }
+
+    pub(crate) fn request(&self, head_bytes: usize) {
+        bump(&self.requests, 1);
+        bump(&self.bytes_in, head_bytes as u64);
+    }
+
+    pub(crate) fn body_bytes(&self, n: usize) {
+        bump(&self.bytes_in, n as u64);
+    }
+
+    pub(crate) fn sent(&self, n: usize) {
+        bump(&self.bytes_out, n as u64);
+    }
+
+    pub(crate) fn refused(&self, status: u16) {
+        if let Some(i) = REFUSALS.iter().position(|&c| c == status) {
+            bump(&self.refusals[i], 1);
+        }
+        self.responded(status);
+    }
+
+    pub(crate) fn responded(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        bump(&self.responses[class], 1);
+    }
+
+    /// Records one request's latency (route index, or `None`; status; `ns`).
+    fn latency(&self, route: Option<usize>, status: u16, ns: u64) {
+        let routes = self.routes.borrow().len();
+        let r = route.filter(|&r| r < routes).unwrap_or(routes);
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let idx = r * 5 + class;
+        let mut l = self.latency.borrow_mut();
+        if l.len() <= idx {
+            l.resize_with(idx + 1, || None);
+        }
+        let _ = l[idx].get_or_insert_with(new_histogram).record(ns);
+    }
+
+    /// A copy of the numbers, with the connection counts the caller knows.
+    pub(crate) fn snapshot(&self, accepted: u64, open: u64, idle: u64) -> HttpStats {
+        let routes = self.routes.borrow();
+        let latency = self
+            .latency
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let h = h.as_ref()?;
+                let route = routes.get(i / 5).map_or("-", |r| r).to_string();
+                Some(RouteLatency {
+                    route,
+                    class: (i % 5 + 1) as u8,
+                    ns: h.clone(),
+                })
+            })
+            .collect();
+        HttpStats {
+            server: self.server.borrow().clone(),
+            requests: self.requests.get(),
+            responses: std::array::from_fn(|i| self.responses[i].get()),
+            refusals: REFUSALS
+                .iter()
+                .zip(&self.refusals)
+                .filter(|(_, n)| n.get() > 0)
+                .map(|(c, n)| (*c, n.get()))
+                .collect(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            accepted,
+            open,
+            idle,
+            latency,
+        }
+    }
+}
+
+/// A response waiting for its end time: its server's recorder, route, status, start.
+type Pending = (Rc<Recorder>, Option<usize>, u16, Instant);
+
+/// What a metric family takes from one server's numbers.
+type Field = fn(&HttpStats) -> f64;
+
+/// Responses of this step waiting for their end time (per loop).
+#[derive(Default)]
+pub(crate) struct Ends {
+    pending: RefCell<Vec<Pending>>,
+    scheduled: Cell<bool>,
+}
+
+struct EndsStep(Rc<Ends>);
+
+impl StepEnd for EndsStep {
+    fn run(self: Rc<Self>, _lp: &IoLoop) {
+        let ends = &self.0;
+        ends.scheduled.set(false);
+        let now = Instant::now();
+        let list = std::mem::take(&mut *ends.pending.borrow_mut());
+        for (rec, route, status, start) in &list {
+            rec.latency(
+                *route,
+                *status,
+                nanos(now.saturating_duration_since(*start)),
+            );
+        }
+        let mut p = ends.pending.borrow_mut();
+        if p.is_empty() {
+            *p = list;
+            p.clear();
+        }
+    }
+}
+
+/// Notes a response handed to its stream now, to be stamped at the end of the step.
+pub(crate) fn response_end(
+    lp: &IoLoop,
+    rec: &Rc<Recorder>,
+    route: Option<usize>,
+    status: u16,
+    start: Instant,
+) {
+    rec.responded(status);
+    if !lp.recording() {
+        return;
+    }
+    let ends = lp.local::<Ends>();
+    ends.pending
+        .borrow_mut()
+        .push((rec.clone(), route, status, start));
+    if !ends.scheduled.replace(true) {
+        lp.at_step_end(Rc::new(EndsStep(ends)));
+    }
+}
+
+/// Writes every HTTP server's numbers in Prometheus's format.
+pub(crate) fn export(e: &mut crate::metrics::Exposition, cores: &[CoreStats], per_core: bool) {
+    use crate::metrics::labels;
+    // The series: (server, shard or "", stats).
+    let mut series: Vec<(String, String, HttpStats)> = Vec::new();
+    for c in cores {
+        for h in &c.http {
+            let shard = if per_core {
+                c.shard.to_string()
+            } else {
+                String::new()
+            };
+            match series
+                .iter_mut()
+                .find(|(s, sh, _)| *s == h.server && *sh == shard)
+            {
+                Some((_, _, t)) => t.merge(h),
+                None => series.push((h.server.clone(), shard, h.clone())),
+            }
+        }
+    }
+    let base = |server: &str, shard: &str| -> Vec<(&'static str, String)> {
+        let mut v = vec![("server", server.to_string())];
+        if !shard.is_empty() {
+            v.push(("shard", shard.to_string()));
+        }
+        v
+    };
+    let lbl = |pairs: &[(&'static str, String)]| {
+        let p: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        labels(&p)
+    };
+    let simple: [(&str, &str, &str, Field); 5] = [
+        (
+            "coreloop_http_requests_total",
+            "counter",
+            "Requests read and routed.",
+            |h| h.requests as f64,
+        ),
+        (
+            "coreloop_http_received_bytes_total",
+            "counter",
+            "Bytes of request heads and bodies read.",
+            |h| h.bytes_in as f64,
+        ),
+        (
+            "coreloop_http_sent_bytes_total",
+            "counter",
+            "Bytes of responses written.",
+            |h| h.bytes_out as f64,
+        ),
+        (
+            "coreloop_http_open_connections",
+            "gauge",
+            "Connections open.",
+            |h| h.open as f64,
+        ),
+        (
+            "coreloop_http_idle_connections",
+            "gauge",
+            "Open connections waiting for a request.",
+            |h| h.idle as f64,
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        e.family(name, kind, help);
+        for (server, shard, h) in &series {
+            e.sample(name, &lbl(&base(server, shard)), get(h));
+        }
+    }
+    e.family(
+        "coreloop_http_responses_total",
+        "counter",
+        "Responses by status class.",
+    );
+    for (server, shard, h) in &series {
+        for (i, n) in h.responses.iter().enumerate() {
+            let mut p = base(server, shard);
+            p.push(("class", format!("{}xx", i + 1)));
+            e.sample("coreloop_http_responses_total", &lbl(&p), *n as f64);
+        }
+    }
+    e.family(
+        "coreloop_http_refusals_total",
+        "counter",
+        "Requests refused before a handler ran, by status.",
+    );
+    for (server, shard, h) in &series {
+        for code in REFUSALS {
+            let n = h
+                .refusals
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map_or(0, |x| x.1);
+            let mut p = base(server, shard);
+            p.push(("status", code.to_string()));
+            e.sample("coreloop_http_refusals_total", &lbl(&p), n as f64);
+        }
+    }
+    // Accepted connections: always per core (how SO_REUSEPORT spread them).
+    e.family(
+        "coreloop_http_accepted_connections_total",
+        "counter",
+        "Connections accepted, by core.",
+    );
+    for c in cores {
+        for h in &c.http {
+            let p = [("server", h.server.clone()), ("shard", c.shard.to_string())];
+            e.sample(
+                "coreloop_http_accepted_connections_total",
+                &lbl(&p),
+                h.accepted as f64,
+            );
+        }
+    }
+    let name = "coreloop_http_request_duration_seconds";
+    e.family(
+        name,
+        "histogram",
+        "From the first byte of a request head to its response handed to the kernel.",
+    );
+    for (server, shard, h) in &series {
+        for r in &h.latency {
+            let mut p = base(server, shard);
+            p.push(("route", r.route.clone()));
+            p.push(("class", format!("{}xx", r.class)));
+            let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            e.histogram(name, &pairs, &r.ns);
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Metrics: what every loop (and every HTTP server on it) recorded, gathered from the
+//! cores through the loops themselves, merged, and exported.
+//!
+//! Recording happens where the work is, on each loop's own thread, without a lock or a
+//! shared cache line (`reactor/stats.rs` for the loop, `http/stats.rs` for the HTTP
+//! server). Nothing is shared until someone asks: [`Runtime::stats`] (from a plain
+//! thread) or [`IoLoop::gather_stats`] (from a loop, without blocking it) sends every
+//! core a call for a copy of its numbers, and a [`Snapshot`] keeps the per-core detail
+//! and adds the histograms up. [`Snapshot::to_prometheus`] writes Prometheus's text
+//! format (aggregated, or per core with a `shard` label); [`hgrm`] writes any histogram
+//! in HdrHistogram's percentile format.
+
+mod hgrm;
+mod prometheus;
+
+pub use hgrm::hgrm;
+pub use prometheus::LATENCY_BUCKETS;
+pub(crate) use prometheus::{labels, Exposition};
+
+use crate::http::HttpStats;
+use crate::reactor::{IoLoop, LoopStats};
+use crate::runtime::{Runtime, RuntimeError};
+use std::future::Future;
+
+/// What one core recorded: its loop, and each HTTP server it serves.
+#[derive(Clone, Debug)]
+pub struct CoreStats {
+    /// The core's shard id.
+    pub shard: usize,
+    /// The loop's counters and histograms.
+    pub reactor: LoopStats,
+    /// Each HTTP server on this core, by the address it listens on (or "streams" for
+    /// connections handed to `serve_stream`).
+    pub http: Vec<HttpStats>,
+}
+
+/// Every core's numbers at one moment (each core copied its own when asked).
+///
+/// ```
+/// use coreloop::{Cores, Runtime};
+/// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+/// let s = rt.stats().unwrap();
+/// assert_eq!(s.cores.len(), 2);
+/// let total = s.total();
+/// assert_eq!(total.iterations, s.cores[0].reactor.iterations + s.cores[1].reactor.iterations);
+/// let text = s.to_prometheus(false);
+/// assert!(text.contains("# TYPE coreloop_loop_iteration_seconds histogram"));
+/// rt.shutdown().unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The cores that answered, by shard id.
+    pub cores: Vec<CoreStats>,
+}
+
+/// What a counter family takes from a loop's numbers.
+type Counter = fn(&LoopStats) -> f64;
+/// What a histogram family takes from a loop's numbers.
+type Hist = fn(&LoopStats) -> &hdrhistogram::Histogram<u64>;
+
+/// A copy of what this loop recorded.
+fn core_stats(lp: &IoLoop) -> CoreStats {
+    CoreStats {
+        shard: lp.shard_id(),
+        reactor: lp.stats(),
+        http: crate::http::server_stats(lp),
+    }
+}
+
+impl Snapshot {
+    /// Every core's loop numbers added up.
+    pub fn total(&self) -> LoopStats {
+        let mut it = self.cores.iter();
+        let Some(first) = it.next() else {
+            return IoLoop::empty_stats();
+        };
+        let mut t = first.reactor.clone();
+        for c in it {
+            t.merge(&c.reactor);
+        }
+        t
+    }
+
+    /// Every core's numbers of the HTTP server listening on `name` (its address, as in
+    /// [`HttpStats::server`]) added up.
+    pub fn http_total(&self, name: &str) -> Option<HttpStats> {
+        let mut out: Option<HttpStats> = None;
+        for c in &self.cores {
+            for h in c.http.iter().filter(|h| h.server == name) {
+                match &mut out {
+                    Some(t) => t.merge(h),
+                    None => out = Some(h.clone()),
+                }
+            }
+        }
+        out
+    }
+
+    /// Prometheus's text exposition: aggregated over the cores, or with `per_core` one
+    /// series per core with a `shard` label (per-core series multiply quickly; the
+    /// default is the sum). Accepted connections are always per core (how SO_REUSEPORT
+    /// spread them).
+    pub fn to_prometheus(&self, per_core: bool) -> String {
+        let mut e = Exposition::default();
+        let series: Vec<(String, LoopStats)> = if per_core {
+            self.cores
+                .iter()
+                .map(|c| (c.shard.to_string(), c.reactor.clone()))
+                .collect()
+        } else {
+            vec![(String::new(), self.total())]
+        };
+        let lbl = |shard: &str| -> Vec<(&'static str, String)> {
+            if shard.is_empty() {
+                Vec::new()
+            } else {
+                vec![("shard", shard.to_string())]
+            }
+        };
+        let counters: [(&str, &str, Counter); 11] = [
+            ("coreloop_loop_iterations_total", "Loop iterations.", |s| {
+                s.iterations as f64
+            }),
+            ("coreloop_loop_callbacks_total", "Callbacks run.", |s| {
+                s.callbacks as f64
+            }),
+            ("coreloop_loop_task_polls_total", "Polls of tasks.", |s| {
+                s.task_polls as f64
+            }),
+            ("coreloop_loop_timers_total", "Timers fired.", |s| {
+                s.timers as f64
+            }),
+            (
+                "coreloop_loop_events_total",
+                "Readiness events dispatched to handlers.",
+                |s| s.events as f64,
+            ),
+            (
+                "coreloop_loop_completions_total",
+                "io_uring completions dispatched.",
+                |s| s.completions as f64,
+            ),
+            (
+                "coreloop_loop_sleeps_total",
+                "Waits for I/O that were allowed to block.",
+                |s| s.sleeps as f64,
+            ),
+            (
+                "coreloop_loop_remote_jobs_total",
+                "Callbacks and task wakes sent from other threads.",
+                |s| s.remote_jobs as f64,
+            ),
+            (
+                "coreloop_loop_stalls_total",
+                "Jobs that kept the loop busy past the stall threshold.",
+                |s| s.stalls as f64,
+            ),
+            (
+                "coreloop_loop_busy_seconds_total",
+                "Time the loop spent outside blocking waits.",
+                |s| s.busy.as_secs_f64(),
+            ),
+            (
+                "coreloop_loop_idle_seconds_total",
+                "Time the loop spent in blocking waits.",
+                |s| s.idle.as_secs_f64(),
+            ),
+        ];
+        for (name, help, get) in counters {
+            e.family(name, "counter", help);
+            for (shard, s) in &series {
+                let l = lbl(shard);
+                let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                e.sample(name, &labels(&pairs), get(s));
+            }
+        }
+        let hists: [(&str, &str, Hist); 4] = [
+            (
+                "coreloop_loop_iteration_seconds",
+                "The busy part of each loop iteration.",
+                |s| &s.iteration_ns,
+            ),
+            (
+                "coreloop_loop_timer_lag_seconds",
+                "How late timers fired after their deadline.",
+                |s| &s.timer_lag_ns,
+            ),
+            (
+                "coreloop_loop_remote_wait_seconds",
+                "From a job's send on another thread to its run (one in 16 sampled).",
+                |s| &s.remote_wait_ns,
+            ),
+            ("coreloop_loop_stall_seconds", "Lengths of stalls.", |s| {
+                &s.stall_ns
+            }),
+        ];
+        for (name, help, get) in hists {
+            e.family(name, "histogram", help);
+            for (shard, s) in &series {
+                let l = lbl(shard);
+                let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                e.histogram(name, &pairs, get(s));
+            }
+        }
+        crate::http::export_stats(&mut e, &self.cores, per_core);
+        e.finish()
+    }
+}
+
+/// The content type of Prometheus's text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A route that serves every core's numbers in Prometheus's text format, gathered at
+/// each request without blocking the loop that serves it: add it to an application
+/// (`.route("/metrics", coreloop::metrics::route())`). Series are summed over the
+/// cores; `?per_core=1` gives one series per core with a `shard` label.
+///
+/// ```
+/// use coreloop::http::{Application, HttpServer};
+/// use coreloop::{Cores, Runtime};
+/// use std::io::{Read, Write};
+/// let app = Application::new().route("/metrics", coreloop::metrics::route());
+/// let server = HttpServer::new(app)
+///     .listen(Runtime::builder().cores(Cores::Count(2)), "127.0.0.1:0".parse().unwrap())?;
+/// let mut c = std::net::TcpStream::connect(server.local_addr())?;
+/// c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+/// let mut text = String::new();
+/// c.read_to_string(&mut text)?;
+/// assert!(text.contains("coreloop_loop_iterations_total "));
+/// assert!(text.contains("coreloop_http_request_duration_seconds_bucket{"));
+/// server.shutdown().unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn route() -> crate::http::Route {
+    crate::http::Route::new().get(|lp, req, mut resp| {
+        let per_core = matches!(req.query_arg("per_core"), Some("1" | "true"));
+        lp.gather_stats(move |_, snapshot| {
+            resp.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE);
+            resp.write(snapshot.to_prometheus(per_core));
+            resp.finish();
+        });
+    })
+}
+
+impl Runtime {
+    /// Every core's numbers, gathered through the loops (each copies its own; no lock
+    /// is shared), from a plain thread (it waits for the loops). A core that cannot
+    /// answer (closed) makes it an error.
+    pub fn stats(&self) -> Result<Snapshot, RuntimeError> {
+        Ok(Snapshot {
+            cores: self.invoke_on_all(core_stats)?,
+        })
+    }
+}
+
+impl IoLoop {
+    /// Every core's numbers of this loop's runtime, gathered without blocking this loop:
+    /// `then` runs here once every core has answered (cores that could not answer are
+    /// left out).
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// rt.handle(0).add_callback(move |lp| {
+    ///     lp.gather_stats(move |_, s| tx.send(s.cores.len()).unwrap());
+    /// }).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 2);
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn gather_stats<G>(&self, then: G)
+    where
+        G: FnOnce(&IoLoop, Snapshot) + 'static,
+    {
+        self.submit_to_all(core_stats, move |lp, all| {
+            then(
+                lp,
+                Snapshot {
+                    cores: all.into_iter().flatten().collect(),
+                },
+            )
+        });
+    }
+
+    /// [`gather_stats`](Self::gather_stats) for a task.
+    pub fn stats_all(&self) -> impl Future<Output = Snapshot> + 'static {
+        let all = self.call_on_all(core_stats);
+        async move {
+            Snapshot {
+                cores: all.await.into_iter().flatten().collect(),
+            }
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! What a loop records about itself, always on and written only by its own thread:
+//! counters, and HdrHistograms of iteration time, loop lag (how late timers fire),
+//! the wait of jobs sent from other threads, and stalls (one job keeping the loop busy
+//! past a threshold, logged once with what ran).
+//!
+//! Cost: one clock read per job and per iteration (the ones the loop needed anyway are
+//! reused), a few nanoseconds per histogram record, plain `Cell` counters; no lock, no
+//! atomic, no shared cache line. Histograms can be switched off
+//! ([`IoLoop::set_recording`]); counters always count.
+
+use super::IoLoop;
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+/// Values are recorded in nanoseconds, up to a minute, with two significant digits
+/// (1% precision; about 30 KiB per histogram).
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid histogram bounds")
+}
+
+/// Nanoseconds of a duration, for a histogram (saturating).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A loop's stall threshold when none is set.
+pub(crate) const DEFAULT_STALL: Duration = Duration::from_millis(50);
+
+/// The counters of a loop.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) iterations: Cell<u64>,
+    pub(super) callbacks: Cell<u64>,
+    pub(super) task_polls: Cell<u64>,
+    pub(super) timers: Cell<u64>,
+    pub(super) events: Cell<u64>,
+    pub(super) completions: Cell<u64>,
+    /// Waits for I/O that were allowed to block.
+    pub(super) sleeps: Cell<u64>,
+    /// Jobs (callbacks and task wakes) that came from other threads.
+    pub(super) remote_jobs: Cell<u64>,
+    pub(super) stalls: Cell<u64>,
+    /// Time in waits that were allowed to block (idle), and in the rest (busy).
+    pub(super) idle_ns: Cell<u64>,
+    pub(super) busy_ns: Cell<u64>,
+}
+
+/// A loop's histograms.
+pub(super) struct Histograms {
+    /// The busy part of each iteration.
+    pub(super) iteration: Histogram<u64>,
+    /// How late each timer ran, after its deadline.
+    pub(super) lag: Histogram<u64>,
+    /// From a job's send on another thread to its run (sampled, one in
+    /// [`REMOTE_SAMPLE`]).
+    pub(super) remote_wait: Histogram<u64>,
+    /// The length of each stall.
+    pub(super) stall: Histogram<u64>,
+}
+
+/// One job in [`REMOTE_SAMPLE`] sent from another thread carries its send time.
+pub(crate) const REMOTE_SAMPLE: u32 = 16;
+
+pub(super) struct Stats {
+    pub(super) counters: Counters,
+    pub(super) hist: RefCell<Histograms>,
+    /// Histograms are recorded (counters always are).
+    pub(super) recording: Cell<bool>,
+    pub(super) stall_after: Cell<Duration>,
+    /// What the loop is running now, when a layer above says (an HTTP route).
+    pub(super) activity: Cell<Option<&'static str>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            counters: Counters::default(),
+            hist: RefCell::new(Histograms {
+                iteration: new_histogram(),
+                lag: new_histogram(),
+                remote_wait: new_histogram(),
+                stall: new_histogram(),
+            }),
+            recording: Cell::new(true),
+            stall_after: Cell::new(DEFAULT_STALL),
+            activity: Cell::new(None),
+        }
+    }
+}
+
+fn bump(c: &Cell<u64>, by: u64) {
+    c.set(c.get().wrapping_add(by));
+}
+
+impl Stats {
+    /// A job (callback, task poll, handler, completion, timer) ran from `start` to
+    /// `end`: a stall if it took too long.
+    pub(super) fn job_done(&self, what: &str, name: &str, start: Instant, end: Instant) {
+        let took = end.saturating_duration_since(start);
+        if took < self.stall_after.get() {
+            return;
+        }
+        bump(&self.counters.stalls, 1);
+        if self.recording.get() {
+            let _ = self.hist.borrow_mut().stall.record(nanos(took));
+        }
+        let activity = self.activity.get();
+        let what = match activity {
+            Some(a) => format!("{what} ({a})"),
+            None => format!("{what} {name}"),
+        };
+        log::warn!(
+            "coreloop: stall: the loop was busy for {took:?} in one {what} (threshold {:?})",
+            self.stall_after.get()
+        );
+    }
+
+    pub(super) fn timer_lag(&self, late: Duration) {
+        bump(&self.counters.timers, 1);
+        if self.recording.get() {
+            let _ = self.hist.borrow_mut().lag.record(nanos(late));
+        }
+    }
+
+    pub(super) fn remote_wait(&self, waited: Duration) {
+        if self.recording.get() {
+            let _ = self.hist.borrow_mut().remote_wait.record(nanos(waited));
+        }
+    }
+
+    /// An iteration ended: `busy` outside its blocking wait, `idle` inside it.
+    pub(super) fn iteration(&self, busy: Duration, idle: Option<Duration>) {
+        let c = &self.counters;
+        bump(&c.iterations, 1);
+        bump(&c.busy_ns, nanos(busy));
+        if let Some(idle) = idle {
+            bump(&c.sleeps, 1);
+            bump(&c.idle_ns, nanos(idle));
+        }
+        if self.recording.get() {
+            let _ = self.hist.borrow_mut().iteration.record(nanos(busy));
+        }
+    }
+}
+
+/// A copy of what one loop recorded, to merge and export (see `metrics/`).
+#[derive(Clone, Debug)]
+pub struct LoopStats {
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Callbacks run (local and from other threads).
+    pub callbacks: u64,
+    /// Polls of tasks.
+    pub task_polls: u64,
+    /// Timers fired.
+    pub timers: u64,
+    /// Readiness events dispatched to handlers.
+    pub events: u64,
+    /// Completions of io_uring ops dispatched.
+    pub completions: u64,
+    /// Waits for I/O that were allowed to block (the loop had nothing to do).
+    pub sleeps: u64,
+    /// Jobs (callbacks, task wakes) sent from other threads.
+    pub remote_jobs: u64,
+    /// Jobs that kept the loop busy past the stall threshold.
+    pub stalls: u64,
+    /// Time spent in waits that were allowed to block.
+    pub idle: Duration,
+    /// Time spent doing anything else.
+    pub busy: Duration,
+    /// The busy part of each iteration, nanoseconds.
+    pub iteration_ns: Histogram<u64>,
+    /// How late timers fired after their deadline, nanoseconds.
+    pub timer_lag_ns: Histogram<u64>,
+    /// From a job's send on another thread to its run, nanoseconds (one job in 16).
+    pub remote_wait_ns: Histogram<u64>,
+    /// Stall lengths, nanoseconds.
+    pub stall_ns: Histogram<u64>,
+}
+
+impl LoopStats {
+    /// The share of time the loop was busy (0 to 1).
+    pub fn utilization(&self) -> f64 {
+        let total = self.busy + self.idle;
+        if total.is_zero() {
+            0.0
+        } else {
+            self.busy.as_secs_f64() / total.as_secs_f64()
+        }
+    }
+
+    /// Adds `other`'s counts and histograms to these (for totals over cores).
+    pub fn merge(&mut self, other: &LoopStats) {
+        self.iterations += other.iterations;
+        self.callbacks += other.callbacks;
+        self.task_polls += other.task_polls;
+        self.timers += other.timers;
+        self.events += other.events;
+        self.completions += other.completions;
+        self.sleeps += other.sleeps;
+        self.remote_jobs += other.remote_jobs;
+        self.stalls += other.stalls;
+        self.idle += other.idle;
+        self.busy += other.busy;
+        let _ = self.iteration_ns.add(&other.iteration_ns);
+        let _ = self.timer_lag_ns.add(&other.timer_lag_ns);
+        let _ = self.remote_wait_ns.add(&other.remote_wait_ns);
+        let _ = self.stall_ns.add(&other.stall_ns);
+    }
+}
+
+impl IoLoop {
+    /// Numbers of nothing recorded (the sum of no cores).
+    pub(crate) fn empty_stats() -> LoopStats {
+        LoopStats {
+            iterations: 0,
+            callbacks: 0,
+            task_polls: 0,
+            timers: 0,
+            events: 0,
+            completions: 0,
+            sleeps: 0,
+            remote_jobs: 0,
+            stalls: 0,
+            idle: Duration::ZERO,
+            busy: Duration::ZERO,
+            iteration_ns: new_histogram(),
+            timer_lag_ns: new_histogram(),
+            remote_wait_ns: new_histogram(),
+            stall_ns: new_histogram(),
+        }
+    }
+
+    /// A copy of what this loop has recorded since it was made.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// let lp = IoLoop::new()?;
+    /// lp.add_callback(|lp| lp.stop());
+    /// lp.start()?;
+    /// let s = lp.stats();
+    /// assert_eq!(s.callbacks, 1);
+    /// assert!(s.iterations >= 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stats(&self) -> LoopStats {
+        let s = &self.inner.stats;
+        let c = &s.counters;
+        let h = s.hist.borrow();
+        LoopStats {
+            iterations: c.iterations.get(),
+            callbacks: c.callbacks.get(),
+            task_polls: c.task_polls.get(),
+            timers: c.timers.get(),
+            events: c.events.get(),
+            completions: c.completions.get(),
+            sleeps: c.sleeps.get(),
+            remote_jobs: c.remote_jobs.get(),
+            stalls: c.stalls.get(),
+            idle: Duration::from_nanos(c.idle_ns.get()),
+            busy: Duration::from_nanos(c.busy_ns.get()),
+            iteration_ns: h.iteration.clone(),
+            timer_lag_ns: h.lag.clone(),
+            remote_wait_ns: h.remote_wait.clone(),
+            stall_ns: h.stall.clone(),
+        }
+    }
+
+    /// Records histograms (the default) or not: the runtime switch that shows what
+    /// recording costs. Counters count either way.
+    pub fn set_recording(&self, on: bool) {
+        self.inner.stats.recording.set(on);
+    }
+
+    /// Whether histograms are being recorded.
+    pub fn recording(&self) -> bool {
+        self.inner.stats.recording.get()
+    }
+
+    /// A job that keeps the loop busy longer than `after` is a stall: logged once (with
+    /// how long, and what ran: the callback's or task's type, or the HTTP route),
+    /// counted and recorded. Tornado's `set_blocking_log_threshold`; default 50 ms.
+    ///
+    /// ```
+    /// use coreloop::IoLoop;
+    /// use std::time::Duration;
+    /// let lp = IoLoop::new()?;
+    /// lp.set_stall_threshold(Duration::from_millis(5));
+    /// lp.add_callback(|lp| { std::thread::sleep(Duration::from_millis(10)); lp.stop() });
+    /// lp.start()?;
+    /// assert_eq!(lp.stats().stalls, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_stall_threshold(&self, after: Duration) {
+        self.inner.stats.stall_after.set(after);
+    }
+
+    /// Names what the current job is running, for a stall report (the HTTP server names
+    /// the route of each handler it calls). Cleared when the next job starts: a stall
+    /// names the last activity set during the job.
+    pub(crate) fn set_activity(&self, what: &'static str) {
+        self.inner.stats.activity.set(Some(what));
+    }
+}

@@ -1,0 +1,338 @@
+//! Metrics: requests counted and timed, stalls reported with what ran, timer lateness
+//! seen, per-core histograms adding up to the merged ones, and a Prometheus exposition
+//! that parses (checked by promtool when it is installed, as CI installs it).
+mod util;
+
+use coreloop::http::{Application, HttpConfig, HttpServer, Route, RunningHttpServer};
+use coreloop::metrics::Snapshot;
+use coreloop::{Backend, Cores, IoLoop, Runtime};
+use coreloop_macros::on_both_backends;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use util::new_loop;
+
+fn server(backend: Backend) -> RunningHttpServer {
+    named_server(backend, "coreloop")
+}
+
+/// A server whose loop threads are `{name}-N` (to tell its logs from other tests').
+fn named_server(backend: Backend, name: &str) -> RunningHttpServer {
+    let app = Application::new()
+        .route("/", Route::new().get(|_, _, mut r| r.write("Hello, world")))
+        .route(
+            "/block/{ms}",
+            Route::new().get(|_, req, mut r| {
+                let ms: u64 = req.param("ms").unwrap().parse().unwrap();
+                std::thread::sleep(Duration::from_millis(ms)); // blocks the loop: a stall
+                r.write("blocked");
+            }),
+        )
+        .route("/metrics", coreloop::metrics::route());
+    HttpServer::new(app)
+        .config(HttpConfig::default())
+        .listen(
+            Runtime::builder()
+                .backend(backend)
+                .cores(Cores::Count(2))
+                .thread_name(name),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap()
+}
+
+/// Sends `n` requests on one keep-alive connection, `depth` at a time (pipelined), and
+/// reads every answer.
+fn requests(s: &RunningHttpServer, path: &str, n: usize, depth: usize) {
+    let mut c = TcpStream::connect(s.local_addr()).unwrap();
+    c.set_read_timeout(Some(util::HANG)).unwrap();
+    let one = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut sent = 0;
+    let mut buf = Vec::new();
+    while sent < n {
+        let k = depth.min(n - sent);
+        c.write_all(one.repeat(k).as_bytes()).unwrap();
+        sent += k;
+        // Read until this batch's answers are all in.
+        let want = sent;
+        while String::from_utf8_lossy(&buf)
+            .matches("HTTP/1.1 200 OK")
+            .count()
+            < want
+        {
+            let mut chunk = [0u8; 4096];
+            let got = c.read(&mut chunk).unwrap();
+            assert!(got > 0, "closed early");
+            buf.extend_from_slice(&chunk[..got]);
+        }
+    }
+}
+
+fn get(s: &RunningHttpServer, path: &str) -> String {
+    let mut c = TcpStream::connect(s.local_addr()).unwrap();
+    c.set_read_timeout(Some(util::HANG)).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn snapshot(s: &RunningHttpServer) -> Snapshot {
+    s.runtime().stats().unwrap()
+}
+
+#[on_both_backends]
+#[test]
+fn every_request_is_counted_once_and_timed_once(backend: Backend) {
+    let s = server(backend);
+    requests(&s, "/", 40, 1);
+    requests(&s, "/", 64, 16);
+    let name = s.local_addr().to_string();
+    let h = snapshot(&s)
+        .http_total(&name)
+        .expect("the server's numbers");
+    assert_eq!(h.requests, 104);
+    assert_eq!(h.responses, [0, 104, 0, 0, 0]);
+    assert_eq!(h.latency_total().len(), 104);
+    let route = h
+        .latency
+        .iter()
+        .find(|r| r.route == "/" && r.class == 2)
+        .unwrap();
+    assert_eq!(route.ns.len(), 104);
+    let head = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".len() as u64;
+    assert_eq!(h.bytes_in, 104 * head);
+    assert!(h.bytes_out >= 104 * 100, "{} bytes out", h.bytes_out);
+    assert_eq!(h.accepted, 2);
+    s.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn a_handler_that_blocks_its_loop_is_reported_as_a_stall_naming_its_route(backend: Backend) {
+    util::capture_logs();
+    let threads = format!("stall-{backend:?}");
+    let s = named_server(backend, &threads);
+    let before = snapshot(&s).total().stalls;
+    assert!(get(&s, "/block/200").ends_with("blocked"));
+    let snap = snapshot(&s);
+    let total = snap.total();
+    assert_eq!(total.stalls, before + 1);
+    assert!(
+        total.stall_ns.max() >= 190_000_000,
+        "{:?}",
+        total.stall_ns.max()
+    );
+    let logs = util::logs_of_threads(&format!("{threads}-"));
+    let stall: Vec<_> = logs
+        .iter()
+        .filter(|l| l.contains("stall") && l.contains("/block/{ms}"))
+        .collect();
+    assert_eq!(stall.len(), 1, "one warning naming the route: {logs:?}");
+    assert!(stall[0].contains("WARN"), "{stall:?}");
+    s.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn a_timer_due_while_the_loop_was_blocked_shows_its_lateness(backend: Backend) {
+    let lp = new_loop(backend);
+    lp.call_later(Duration::from_millis(10), |lp| lp.stop());
+    lp.add_callback(|_| std::thread::sleep(Duration::from_millis(100)));
+    util::run(&lp);
+    let s = lp.stats();
+    assert_eq!(s.timers, 1);
+    let late = s.timer_lag_ns.max();
+    assert!(late >= 80_000_000, "the timer was {late} ns late");
+    assert_eq!(s.stalls, 1, "the blocking callback is a stall too");
+}
+
+#[on_both_backends]
+#[test]
+fn the_merged_histograms_are_the_per_core_ones_added(backend: Backend) {
+    let s = server(backend);
+    for _ in 0..6 {
+        requests(&s, "/", 10, 2); // new connections: both cores get some
+    }
+    let snap = snapshot(&s);
+    let total = snap.total();
+    let per_core: u64 = snap
+        .cores
+        .iter()
+        .map(|c| c.reactor.iteration_ns.len())
+        .sum();
+    assert_eq!(total.iteration_ns.len(), per_core);
+    for bound in [1_000u64, 10_000, 100_000, 1_000_000] {
+        let sum: u64 = snap
+            .cores
+            .iter()
+            .map(|c| c.reactor.iteration_ns.count_between(0, bound))
+            .sum();
+        assert_eq!(
+            total.iteration_ns.count_between(0, bound),
+            sum,
+            "<= {bound} ns"
+        );
+    }
+    assert_eq!(
+        total.iterations,
+        snap.cores.iter().map(|c| c.reactor.iterations).sum::<u64>()
+    );
+    let name = s.local_addr().to_string();
+    let merged = snap.http_total(&name).unwrap();
+    let cores: Vec<_> = snap
+        .cores
+        .iter()
+        .flat_map(|c| c.http.iter().filter(|h| h.server == name))
+        .collect();
+    assert_eq!(
+        merged.requests,
+        cores.iter().map(|h| h.requests).sum::<u64>()
+    );
+    assert_eq!(
+        merged.latency_total().len(),
+        cores.iter().map(|h| h.latency_total().len()).sum::<u64>()
+    );
+    assert_eq!(merged.requests, 60);
+    s.shutdown().unwrap();
+}
+
+/// Checks the exposition's grammar: every sample after its family's TYPE, histogram
+/// buckets cumulative and ending in `+Inf` equal to `_count`.
+fn check_exposition(text: &str) {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut buckets: HashMap<String, (f64, u64)> = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                types.insert(name.into(), kind.into()).is_none(),
+                "{name} twice"
+            );
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "{name} has no TYPE before it");
+        if name.ends_with("_bucket") {
+            let le = series
+                .split("le=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let key = series
+                .replace(&format!(",le=\"{le}\""), "")
+                .replace(&format!("le=\"{le}\""), "")
+                .replace("{}", "");
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            let (last_bound, last_count) = buckets.get(&key).copied().unwrap_or((0.0, 0));
+            assert!(bound > last_bound, "{line}");
+            assert!(value as u64 >= last_count, "not cumulative: {line}");
+            buckets.insert(key, (bound, value as u64));
+        }
+        if name.ends_with("_count") && family != name {
+            let key = series.replacen("_count", "_bucket", 1);
+            let (b, c) = buckets[&key];
+            assert!(
+                b.is_infinite() && c == value as u64,
+                "{line}: +Inf bucket {c}"
+            );
+        }
+    }
+}
+
+#[on_both_backends]
+#[test]
+fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
+    let s = server(backend);
+    requests(&s, "/", 20, 4);
+    let _ = get(&s, "/nope");
+    for path in ["/metrics", "/metrics?per_core=1"] {
+        let r = get(&s, path);
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
+        let body = r.split_once("\r\n\r\n").unwrap().1;
+        check_exposition(body);
+        assert!(body.contains("coreloop_http_refusals_total{"), "{body}");
+        assert!(
+            body.contains(r#"route="/",class="2xx",le="+Inf"} 20"#) || path.contains("per_core"),
+            "{body}"
+        );
+        if path.contains("per_core") {
+            assert!(
+                body.contains(r#"coreloop_loop_iterations_total{shard="1"}"#),
+                "{body}"
+            );
+        }
+        promtool_check(body);
+    }
+    s.shutdown().unwrap();
+}
+
+/// `promtool check metrics` on `text`, when promtool is installed (CI installs it and
+/// sets CORELOOP_REQUIRE_PROMTOOL, so there it must run).
+fn promtool_check(text: &str) {
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CORELOOP_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required here but cannot run: {e}"
+            );
+            eprintln!("skipped promtool check: {e} (apt-get install prometheus)");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{said}"
+    );
+}
+
+#[on_both_backends]
+#[test]
+fn with_recording_off_counters_count_and_histograms_stay_empty(backend: Backend) {
+    let lp = new_loop(backend);
+    lp.set_recording(false);
+    lp.call_later(Duration::from_millis(1), |lp| lp.stop());
+    lp.add_callback(|_| {});
+    util::run(&lp);
+    let s = lp.stats();
+    assert_eq!((s.callbacks, s.timers), (1, 1));
+    assert!(s.iterations >= 1);
+    assert_eq!(s.iteration_ns.len() + s.timer_lag_ns.len(), 0);
+    assert!(!lp.recording());
+    assert!(IoLoop::new().unwrap().recording(), "on by default");
+}
