@@ -20,6 +20,7 @@
 
 mod conn;
 mod report;
+pub mod server_metrics;
 
 pub use report::{Report, Totals};
 
@@ -90,6 +91,11 @@ pub struct Config {
     /// Event loop backend.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     pub backend: Backend,
+    /// A coreloop server's Prometheus endpoint (http://host:port/metrics): its request
+    /// latency histogram is read before and after the run and shown beside the
+    /// client's, splitting the latency into the server's work and the rest.
+    #[arg(long)]
+    pub server_metrics: Option<String>,
     /// http://host[:port][/path]
     pub url: String,
 }
@@ -256,6 +262,17 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         conn::start_shard(lp, p.clone(), n);
     })
     .map_err(|e| e.to_string())?;
+    // The server's own histogram, read once recording starts (after the warm-up).
+    let server_before = match &cfg.server_metrics {
+        Some(url) => {
+            std::thread::sleep(plan.record_from.saturating_duration_since(Instant::now()));
+            Some(server_metrics::parse(
+                &server_metrics::fetch(url)?,
+                Some(port),
+            ))
+        }
+        None => None,
+    };
     // Wait for the end (the loops stop sending at `stop_at` and drain what is in
     // flight), with one live line a second on a terminal.
     let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -298,7 +315,12 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     }
     let shards = rt.invoke_on_all(conn::collect).map_err(|e| e.to_string())?;
     let _ = rt.shutdown();
-    Ok(Report::merge(shards, cfg.duration, cfg))
+    let mut report = Report::merge(shards, cfg.duration, cfg);
+    if let (Some(url), Some(before)) = (&cfg.server_metrics, server_before) {
+        let after = server_metrics::parse(&server_metrics::fetch(url)?, Some(port));
+        report.server = Some(after.since(&before));
+    }
+    Ok(report)
 }
 
 fn authority_header(host: &str, port: u16) -> String {

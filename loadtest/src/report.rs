@@ -66,6 +66,8 @@ pub struct Report {
     target: String,
     threads: u64,
     connections: u64,
+    /// The server's own request latency over the run (`--server-metrics`).
+    pub server: Option<crate::server_metrics::Buckets>,
 }
 
 impl Report {
@@ -80,7 +82,43 @@ impl Report {
             target: cfg.url.clone(),
             threads: cfg.threads,
             connections: cfg.connections,
+            server: None,
         }
+    }
+
+    /// The client's and the server's latency side by side (`--server-metrics`): what
+    /// the server spent on the requests, and what the rest (queueing, the network, the
+    /// client) added.
+    pub fn server_text(&self) -> String {
+        let Some(server) = &self.server else {
+            return String::new();
+        };
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "  Server-side latency ({} requests counted by the server; buckets interpolated):",
+            server.count() as u64
+        );
+        let _ = writeln!(o, "     pct     client     server       rest");
+        for (name, q) in [("50%", 0.5), ("90%", 0.9), ("99%", 0.99), ("99.9%", 0.999)] {
+            let client = self.totals.latency.value_at_quantile(q) as f64;
+            match server.quantile(q) {
+                Some(s) => {
+                    let s_us = s * 1e6;
+                    let _ = writeln!(
+                        o,
+                        "  {name:>6} {:>10} {:>10} {:>10}",
+                        fmt_us(client),
+                        fmt_us(s_us),
+                        fmt_us((client - s_us).max(0.0))
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "  {name:>6} {:>10} {:>10}", fmt_us(client), "-");
+                }
+            }
+        }
+        o
     }
 
     /// Requests per second over the measured time.
@@ -164,6 +202,7 @@ impl Report {
         if self.totals.non_2xx_3xx > 0 {
             let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", self.totals.non_2xx_3xx);
         }
+        o.push_str(&self.server_text());
         let _ = writeln!(o, "Requests/sec: {:>9.2}", self.rps());
         let _ = writeln!(
             o,
@@ -176,54 +215,7 @@ impl Report {
     /// The percentile distribution in milliseconds, as HdrHistogram prints it and its
     /// plotter reads it (`.hgrm`).
     pub fn hgrm(&self) -> String {
-        let l = &self.totals.latency;
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "       Value   Percentile   TotalCount 1/(1-Percentile)\n"
-        );
-        let mut total = 0u64;
-        for v in l.iter_quantiles(5) {
-            total += v.count_since_last_iteration();
-            let q = v.quantile_iterated_to();
-            if q < 1.0 {
-                let _ = writeln!(
-                    o,
-                    "{:12.3} {:12.6} {:12} {:14.2}",
-                    v.value_iterated_to() as f64 / 1000.0,
-                    q,
-                    total,
-                    1.0 / (1.0 - q)
-                );
-            } else {
-                let _ = writeln!(
-                    o,
-                    "{:12.3} {:12.6} {:12}",
-                    v.value_iterated_to() as f64 / 1000.0,
-                    q,
-                    total
-                );
-            }
-        }
-        let _ = writeln!(
-            o,
-            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
-            l.mean() / 1000.0,
-            l.stdev() / 1000.0
-        );
-        let _ = writeln!(
-            o,
-            "#[Max     = {:12.3}, Total count    = {:12}]",
-            l.max() as f64 / 1000.0,
-            l.len()
-        );
-        let _ = writeln!(
-            o,
-            "#[Buckets = {:12}, SubBuckets     = {:12}]",
-            l.buckets(),
-            l.distinct_values()
-        );
-        o
+        coreloop::metrics::hgrm(&self.totals.latency, 1000.0)
     }
 
     /// Draws latency by percentile to an SVG file, the x axis a log scale of

@@ -256,6 +256,52 @@ fn output_in_wrks_layout_hgrm_and_json(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+/// `--server-metrics`: the server's own histogram over the run, beside the client's.
+#[on_both_backends]
+#[test]
+fn the_servers_latency_is_read_from_its_metrics_endpoint(backend: Backend) {
+    let backend = backend_arg(backend);
+    let s = server(
+        Application::new()
+            .route("/", Route::new().get(|_, _, mut r| r.write("Hello, world")))
+            .route("/metrics", coreloop::metrics::route()),
+    );
+    let url = format!("http://{}/", s.local_addr());
+    let metrics = format!("http://{}/metrics", s.local_addr());
+    let args = [
+        "-c",
+        "4",
+        "-d",
+        "1s",
+        "--backend",
+        backend,
+        "--server-metrics",
+        &metrics,
+        &url,
+    ];
+    let r = run(&cfg(&args)).unwrap();
+    let server = r.server.as_ref().expect("the server's histogram");
+    let (client, counted) = (r.totals.requests as f64, server.count());
+    assert!(client > 1000.0, "{client} requests");
+    // Both count the requests of the same second, give or take those at its edges (the
+    // first fetch of /metrics takes a moment while the load has begun).
+    assert!(
+        (counted - client).abs() <= 16.0 + client * 0.02,
+        "server {counted}, client {client}"
+    );
+    let (s50, c50) = (
+        server.quantile(0.5).unwrap() * 1e6,
+        r.latency_us(0.5) as f64,
+    );
+    assert!(
+        s50 > 0.0 && s50 <= c50,
+        "server p50 {s50} us, client p50 {c50} us"
+    );
+    let text = r.wrk_text(&cfg(&args));
+    assert!(text.contains("Server-side latency ("), "{text}");
+    s.shutdown().unwrap();
+}
+
 #[test]
 fn bad_arguments_get_a_message_and_a_nonzero_exit() {
     let exe = env!("CARGO_BIN_EXE_loadtest");
