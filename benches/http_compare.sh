@@ -23,6 +23,8 @@
 # if missing and run as root).
 #
 # Environment: D=5 R=3 SERVER_CPU=0 CLIENT_CPU=1 BASE_PORT=25000 PEERS=../shared/peers
+#   ROWS="coreloop_uring tokio_hyper ..." (the rows to run; see DEFAULT_ROWS and the
+#   opt-in *_norec rows below)
 #   PEERS_TARGET=/tmp/peers-target (where the peers were built; see their README)
 #   BASE=tokio_hyper|tokio_hello|... (the row ratios are taken against)
 set -u
@@ -78,8 +80,12 @@ measure() {
 }
 
 RESULTS=$(mktemp)
+# ROWS: the rows to run, by name (default: every row but the opt-in ones).
+DEFAULT_ROWS="tokio_hello coreloop_uring coreloop_epoll coreloop_async_uring coreloop_async_epoll coreloop_uring_batch tokio_hyper bare_epoll bare_uring may_minihttp_peer"
+ROWS=${ROWS:-$DEFAULT_ROWS}
 run() { # run NAME CMD... (the command gets the port as its last-but-one or via $PORT)
   local name=$1; shift
+  case " $ROWS " in *" $name "*) ;; *) return ;; esac
   taskset -c "$SERVER_CPU" "$@" >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 1 50); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
@@ -107,7 +113,11 @@ for round in $(seq 1 "$R"); do
   run coreloop_async_epoll ./target/release/examples/hello_async --port "$PORT" --cores 1 --backend epoll
   # io_uring gathering completions for up to 100 us once one has come (Runtime::batch_wait)
   run coreloop_uring_batch ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring --batch-wait-us 100
-  for peer in tokio_hyper bare_epoll bare_uring; do
+  # opt-in rows: histograms off (what recording costs: ROWS="coreloop_uring
+  # coreloop_uring_norec coreloop_epoll coreloop_epoll_norec" BASE=coreloop_uring_norec)
+  run coreloop_uring_norec ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring --no-recording
+  run coreloop_epoll_norec ./target/release/examples/hello --port "$PORT" --cores 1 --backend epoll --no-recording
+  for peer in tokio_hyper may_minihttp_peer bare_epoll bare_uring; do
     if [ -x "$PEERS_TARGET/release/$peer" ]; then run "$peer" "$PEERS_TARGET/release/$peer" "$PORT" 1; fi
   done
 done
