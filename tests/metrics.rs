@@ -336,3 +336,42 @@ fn with_recording_off_counters_count_and_histograms_stay_empty(backend: Backend)
     assert!(!lp.recording());
     assert!(IoLoop::new().unwrap().recording(), "on by default");
 }
+
+#[on_both_backends]
+#[test]
+fn the_watchdog_reports_a_stuck_loop_while_it_is_still_stuck(backend: Backend) {
+    util::capture_logs();
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(1))
+        .thread_name(format!("dog-{backend:?}"))
+        .watchdog(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    // The job itself checks, before it ends, that the watchdog has spoken.
+    let dog = format!("dog-{backend:?}-watchdog");
+    let d = dog.clone();
+    let seen_while_stuck = rt
+        .invoke_on(0, move |_| {
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+                let logs = util::logs_of_threads(&d);
+                if logs
+                    .iter()
+                    .any(|l| l.contains("shard 0 has been busy in one job"))
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .unwrap();
+    assert!(seen_while_stuck, "no watchdog report within 5 s");
+    // Once: the stuck job was reported one time.
+    let reports = util::logs_of_threads(&dog).len();
+    assert_eq!(reports, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(util::logs_of_threads(&dog).len(), reports);
+    rt.shutdown().unwrap();
+}

@@ -63,6 +63,20 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Unique per loop in this process, to recognise "the loop running on this thread".
     pub(crate) id: u64,
+    /// When the job the loop runs now started, nanoseconds after `EPOCH` (0: between
+    /// jobs, or waiting for I/O), for a watchdog on another thread. On a cache line of
+    /// its own: the loop writes it after every job; the watchdog reads it rarely.
+    pub(crate) busy_since: crossbeam_utils::CachePadded<AtomicU64>,
+}
+
+/// The origin of `Shared::busy_since`.
+pub(crate) static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+/// `t` as nanoseconds after `EPOCH` (at least 1, so that 0 can mean "not busy").
+pub(crate) fn since_epoch(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(*EPOCH).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl Shared {
@@ -74,6 +88,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            busy_since: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -195,6 +210,12 @@ impl LoopHandle {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.notify();
         Ok(())
+    }
+
+    /// When the loop's current job started (nanoseconds after `EPOCH`; 0: between jobs
+    /// or waiting), if a watchdog watches it.
+    pub(crate) fn busy_since(&self) -> u64 {
+        self.shared.busy_since.load(Ordering::Relaxed)
     }
 
     /// True once the loop has been closed or dropped.

@@ -2,6 +2,7 @@
 //! `reactor/mod.rs` list its steps).
 
 use super::callbacks::Job;
+use super::handle::since_epoch;
 use super::{panic_message, IoLoop, CURRENT};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -153,6 +154,10 @@ impl IoLoop {
         let mut events = std::mem::take(&mut *inner.handlers.events.borrow_mut());
         let mut completions = std::mem::take(&mut *inner.completions.borrow_mut());
         let wait_from = if may_sleep { Instant::now() } else { clock };
+        if inner.stats.watched.get() {
+            // Waiting is not busy (a watchdog must not see a sleeping loop as stuck).
+            shared.busy_since.store(0, Ordering::Relaxed);
+        }
         let polled = inner.poller.borrow_mut().poll(
             &mut events,
             &mut completions,
@@ -164,6 +169,11 @@ impl IoLoop {
         }
         clock = Instant::now();
         inner.now.set(clock);
+        if inner.stats.watched.get() {
+            shared
+                .busy_since
+                .store(since_epoch(clock), Ordering::Relaxed);
+        }
         let idle = may_sleep.then(|| clock.saturating_duration_since(wait_from));
         let stats = &inner.stats;
         // The writes an event causes go out right after it (one send per stream for
@@ -195,10 +205,18 @@ impl IoLoop {
     }
 
     /// A job ended now: reads the clock, and reports a stall if the job took too long.
+    /// The next job starts now (for a watchdog, when one is set).
     fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
         let end = Instant::now();
         self.inner.stats.job_done(what, name, *clock, end);
         *clock = end;
+        if self.inner.stats.watched.get() {
+            self.inner
+                .handle
+                .shared
+                .busy_since
+                .store(since_epoch(end), Ordering::Relaxed);
+        }
     }
 
     /// One round: the jobs queued now, the timers due now, the step's deferred work.

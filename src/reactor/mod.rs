@@ -50,6 +50,7 @@ mod timer;
 pub use calls::CallError;
 pub(crate) use calls::{send_call, Reply};
 pub(crate) use completion::Sink;
+pub(crate) use handle::EPOCH;
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub(crate) use registry::{Resource, StepEnd};
 pub use stats::LoopStats;

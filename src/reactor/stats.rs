@@ -70,6 +70,8 @@ pub(super) struct Stats {
     pub(super) stall_after: Cell<Duration>,
     /// What the loop is running now, when a layer above says (an HTTP route).
     pub(super) activity: Cell<Option<&'static str>>,
+    /// A watchdog reads when the current job started (`Shared::busy_since`).
+    pub(super) watched: Cell<bool>,
 }
 
 impl Default for Stats {
@@ -85,6 +87,7 @@ impl Default for Stats {
             recording: Cell::new(true),
             stall_after: Cell::new(DEFAULT_STALL),
             activity: Cell::new(None),
+            watched: Cell::new(false),
         }
     }
 }
@@ -294,6 +297,13 @@ impl IoLoop {
     /// ```
     pub fn set_stall_threshold(&self, after: Duration) {
         self.inner.stats.stall_after.set(after);
+    }
+
+    /// Publishes when each job starts, for a watchdog thread (see
+    /// `RuntimeBuilder::watchdog`): one relaxed store per job, on a cache line of its
+    /// own.
+    pub(crate) fn set_watched(&self, on: bool) {
+        self.inner.stats.watched.set(on);
     }
 
     /// Names what the current job is running, for a stall report (the HTTP server names

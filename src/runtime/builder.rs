@@ -85,6 +85,7 @@ pub struct RuntimeBuilder {
     setups: Vec<Setup>,
     stop_on_signals: bool,
     name: String,
+    watchdog: Option<Duration>,
 }
 
 impl Default for RuntimeBuilder {
@@ -96,6 +97,7 @@ impl Default for RuntimeBuilder {
             setups: Vec::new(),
             stop_on_signals: false,
             name: "coreloop".to_string(),
+            watchdog: None,
         }
     }
 }
@@ -180,6 +182,26 @@ impl RuntimeBuilder {
     /// [`IoLoop::set_stall_threshold`].
     pub fn stall_threshold(self, after: Duration) -> Self {
         self.on_start(move |lp, _| lp.set_stall_threshold(after))
+    }
+
+    /// Starts a watchdog thread (`{thread_name}-watchdog`) that reports a loop stuck in one job for longer than
+    /// `after` while it is still stuck (the loop's own stall report comes only when the
+    /// job ends). Each loop then publishes when every job starts: one relaxed store per
+    /// job, on a cache line of its own. Default: no watchdog.
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .watchdog(Duration::from_millis(500))
+    ///     .build()?;
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn watchdog(mut self, after: Duration) -> Self {
+        self.watchdog = Some(after);
+        self.on_start(|lp, _| lp.set_watched(true))
     }
 
     /// Stop every loop gracefully on SIGINT or SIGTERM (default: off).
@@ -285,12 +307,20 @@ impl RuntimeBuilder {
             handles,
             threads,
             signals: None,
+            watchdog: None,
         };
         if !failures.is_empty() {
             rt.stop();
             let _ = rt.join_all();
             failures.sort_by_key(|(s, _)| *s);
             return Err(io::Error::other(RuntimeError::Shards(failures)));
+        }
+        if let Some(after) = self.watchdog {
+            rt.watchdog = Some(super::watchdog::Watchdog::start(
+                &self.name,
+                rt.handles.clone(),
+                after,
+            )?);
         }
         if self.stop_on_signals {
             let loops = rt.handles.clone();

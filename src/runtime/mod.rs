@@ -16,6 +16,7 @@ mod builder;
 mod invoke;
 mod shard;
 mod signals;
+mod watchdog;
 
 pub use builder::{Cores, RuntimeBuilder, SetupResult};
 pub(crate) use invoke::invoke_all;
@@ -46,6 +47,7 @@ pub struct Runtime {
     handles: Vec<LoopHandle>,
     threads: Vec<Option<JoinHandle<io::Result<()>>>>,
     signals: Option<SignalWatcher>,
+    watchdog: Option<watchdog::Watchdog>,
 }
 
 impl Runtime {
@@ -110,6 +112,9 @@ impl Runtime {
         }
         if let Some(s) = self.signals.take() {
             s.close();
+        }
+        if let Some(w) = self.watchdog.take() {
+            w.close();
         }
         if failures.is_empty() {
             Ok(())
