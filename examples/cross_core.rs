@@ -1,6 +1,7 @@
 //! A Runtime on every core; callbacks sent across cores, with the round trip timed.
 //!
-//! `cargo run --release --example cross_core [-- --rounds 10000 --backend auto|uring|epoll]`
+//! `cargo run --release --example cross_core [-- --rounds 10000 --backend auto|uring|epoll
+//! --idle-poll-us U]`
 //!
 //! Each shard sends `rounds` requests, one at a time, to the next shard with
 //! `IoLoop::submit_to` and times each answer's round trip (two cross-thread callbacks,
@@ -62,7 +63,11 @@ fn main() -> std::io::Result<()> {
         }),
         None => Backend::Auto,
     };
-    let rt = Runtime::builder().backend(backend).build()?;
+    let idle_poll = Duration::from_micros(arg("--idle-poll-us").unwrap_or(0));
+    let rt = Runtime::builder()
+        .backend(backend)
+        .idle_poll(idle_poll)
+        .build()?;
     let n = rt.shards();
     println!("{n} shards, {rounds} round trips from each shard to the next");
 

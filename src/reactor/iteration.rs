@@ -2,8 +2,10 @@
 //! `reactor/mod.rs` list its steps).
 
 use super::callbacks::Job;
+use super::completion::Sink;
 use super::handle::since_epoch;
 use super::{panic_message, IoLoop, CURRENT};
+use crate::poller::{Completion, Event};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::sync::atomic::{fence, Ordering};
@@ -13,6 +15,9 @@ use std::time::{Duration, Instant};
 const MAX_ROUNDS: usize = 64;
 /// Jobs per iteration at most (counted at the end of a round), before the I/O poll.
 const MAX_JOBS: usize = 1024;
+/// While idle-polling, the I/O is polled (without blocking) once every this many
+/// looks at the run queue: about every microsecond.
+const IDLE_POLL_IO_EVERY: u32 = 32;
 
 impl IoLoop {
     /// Runs the loop until [`stop`](Self::stop) is called.
@@ -143,7 +148,22 @@ impl IoLoop {
             let next = inner.timers.queue.borrow_mut().next_deadline();
             next.map(|d| d.saturating_duration_since(clock))
         };
-        let may_sleep = timeout != Some(Duration::ZERO);
+        let mut may_sleep = timeout != Some(Duration::ZERO);
+        let mut events = std::mem::take(&mut *inner.handlers.events.borrow_mut());
+        let mut completions = std::mem::take(&mut *inner.completions.borrow_mut());
+        if inner.stats.watched.get() {
+            // Waiting is not busy (a watchdog must not see a sleeping or idle-polling
+            // loop as stuck).
+            shared.busy_since.store(0, Ordering::Relaxed);
+        }
+        // Idle from here while there is nothing to do: spinning in the idle poll, then
+        // sleeping in the poller.
+        let idle_from = may_sleep.then(Instant::now);
+        let mut polled = None;
+        if let Some(from) = idle_from {
+            polled = self.idle_poll(from, &mut timeout, &mut events, &mut completions);
+            may_sleep = polled.is_none() && timeout != Some(Duration::ZERO);
+        }
         if may_sleep {
             shared.needs_wake.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
@@ -151,19 +171,15 @@ impl IoLoop {
                 timeout = Some(Duration::ZERO);
             }
         }
-        let mut events = std::mem::take(&mut *inner.handlers.events.borrow_mut());
-        let mut completions = std::mem::take(&mut *inner.completions.borrow_mut());
-        let wait_from = if may_sleep { Instant::now() } else { clock };
-        if inner.stats.watched.get() {
-            // Waiting is not busy (a watchdog must not see a sleeping loop as stuck).
-            shared.busy_since.store(0, Ordering::Relaxed);
-        }
-        let polled = inner.poller.borrow_mut().poll(
-            &mut events,
-            &mut completions,
-            &mut inner.pool.borrow_mut(),
-            timeout,
-        );
+        let polled = match polled {
+            Some(r) => r,
+            None => inner.poller.borrow_mut().poll(
+                &mut events,
+                &mut completions,
+                &mut inner.pool.borrow_mut(),
+                timeout,
+            ),
+        };
         if may_sleep {
             shared.needs_wake.store(false, Ordering::Relaxed);
         }
@@ -174,7 +190,7 @@ impl IoLoop {
                 .busy_since
                 .store(since_epoch(clock), Ordering::Relaxed);
         }
-        let idle = may_sleep.then(|| clock.saturating_duration_since(wait_from));
+        let idle = idle_from.map_or(Duration::ZERO, |from| clock.saturating_duration_since(from));
         let stats = &inner.stats;
         // The writes an event causes go out right after it (one send per stream for
         // however many responses it produced), not after the whole batch: an early
@@ -200,8 +216,55 @@ impl IoLoop {
         }
         *inner.completions.borrow_mut() = completions;
         let total = clock.saturating_duration_since(start);
-        stats.iteration(total - idle.unwrap_or_default(), idle);
+        stats.iteration(total.saturating_sub(idle), idle, may_sleep);
         polled
+    }
+
+    /// The idle poll ([`IoLoop::set_idle_poll`]): with nothing to do since `from`, looks
+    /// at the run queue and (every [`IDLE_POLL_IO_EVERY`] looks) polls the I/O without
+    /// blocking, for up to the idle poll or the next timer. Returns the I/O poll's result
+    /// if it found events; sets `timeout` to zero if jobs came or the loop was stopped,
+    /// else shortens it by the time spent here.
+    fn idle_poll(
+        &self,
+        from: Instant,
+        timeout: &mut Option<Duration>,
+        events: &mut Vec<Event>,
+        completions: &mut Vec<(Sink, Completion)>,
+    ) -> Option<io::Result<()>> {
+        let inner = &*self.inner;
+        let poll = inner.idle_poll.get();
+        if poll.is_zero() {
+            return None;
+        }
+        let shared = &inner.handle.shared;
+        let until = from + timeout.map_or(poll, |t| t.min(poll));
+        let mut spins = 0u32;
+        loop {
+            if inner.queue.remote_waiting() || shared.stop.load(Ordering::Relaxed) {
+                *timeout = Some(Duration::ZERO);
+                return None;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(IDLE_POLL_IO_EVERY) {
+                let r = inner.poller.borrow_mut().poll(
+                    events,
+                    completions,
+                    &mut inner.pool.borrow_mut(),
+                    Some(Duration::ZERO),
+                );
+                if r.is_err() || !events.is_empty() || !completions.is_empty() {
+                    return Some(r);
+                }
+                let now = Instant::now();
+                if now >= until {
+                    // The spin took its time off the sleep a timer allows.
+                    *timeout = timeout.map(|t| t.saturating_sub(now - from));
+                    return None;
+                }
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// A job ended now: reads the clock, and reports a stall if the job took too long.

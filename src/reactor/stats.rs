@@ -132,14 +132,15 @@ impl Stats {
         }
     }
 
-    /// An iteration ended: `busy` outside its blocking wait, `idle` inside it.
-    pub(super) fn iteration(&self, busy: Duration, idle: Option<Duration>) {
+    /// An iteration ended: `busy` running jobs, `idle` with nothing to do (idle-polling
+    /// or asleep); `slept` if it waited in the poller.
+    pub(super) fn iteration(&self, busy: Duration, idle: Duration, slept: bool) {
         let c = &self.counters;
         bump(&c.iterations, 1);
         bump(&c.busy_ns, nanos(busy));
-        if let Some(idle) = idle {
+        bump(&c.idle_ns, nanos(idle));
+        if slept {
             bump(&c.sleeps, 1);
-            bump(&c.idle_ns, nanos(idle));
         }
         if self.recording.get() {
             let _ = self.hist.borrow_mut().iteration.record(nanos(busy));

@@ -172,14 +172,53 @@ impl RuntimeBuilder {
         })
     }
 
+    /// Every loop looks for work for up to `poll` before it sleeps (default: zero); see
+    /// [`IoLoop::set_idle_poll`]. Lower cross-core latency for CPU spent idle.
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .idle_poll(Duration::from_micros(50))
+    ///     .build()?;
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn idle_poll(self, poll: Duration) -> Self {
+        self.on_start(move |lp, _| lp.set_idle_poll(poll))
+    }
+
     /// Whether every loop records its histograms (default: on; counters always count).
     /// Off shows what recording costs; see [`IoLoop::set_recording`].
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .recording(false)
+    ///     .build()?;
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn recording(self, on: bool) -> Self {
         self.on_start(move |lp, _| lp.set_recording(on))
     }
 
     /// The stall threshold of every loop (default 50 ms); see
     /// [`IoLoop::set_stall_threshold`].
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .stall_threshold(Duration::from_millis(10))
+    ///     .build()?;
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn stall_threshold(self, after: Duration) -> Self {
         self.on_start(move |lp, _| lp.set_stall_threshold(after))
     }
