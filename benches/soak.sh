@@ -31,9 +31,10 @@
 #   bad         BAD_RATE malformed requests/s from BAD_THREADS clients: garbage, bad or
 #               conflicting framing (Content-Length lists, CL+TE, TE not ending in
 #               chunked, bad chunk sizes/extensions/trailers), oversized head, target,
-#               header count, declared and sent body, NUL/CR in fields, Host missing/
+#               header count and declared body, NUL/CR in fields, Host missing/
 #               doubled/invalid, fragments, HTTP/2 preface, TLS bytes, HTTP/1.0 with
-#               chunked, obs-fold, bare-LF heads;
+#               chunked, obs-fold, bare-LF heads; and every BIG_BODY_EVERY s, from one
+#               client, a 9 MB chunked body (over the 8 MB limit) sent for real;
 #   never_read  NEVER_READ connections pipelining GETs at NR_RATE bytes/s on a 4 KB
 #               window for NR_HOLD s and reading nothing, then a RST;
 #   stuck       STUCK connections sending STUCK_REQS pipelined GETs whose last ends their
@@ -72,9 +73,10 @@
 #   SAMPLE=2 LOG_EVERY=max(10,D/40) NICE=10 OUT=target/soak/BACKEND-TIME
 #   KA_CONNS=32 KA_RATE=3000 SEGMENT=60 PL_CONNS=4 PL_DEPTH=16 PL_BURST=2 PL_PAUSE=4
 #   LT_TIMEOUT=5 CHURN_RATE=60 CHURN_THREADS=2 SLOWLORIS=50 BAD_RATE=10 BAD_THREADS=3
+#   BIG_BODY_EVERY=5
 #   NEVER_READ=4 NR_RATE=1000000 NR_HOLD=20 STUCK=2 STUCK_REQS=22000 STUCK_LIMIT=75
 #   HDR_TIMEOUT=10 BODY_TIMEOUT=30 IDLE_TIMEOUT=60 (the hello example's HttpConfig)
-#   SLACK=5 RSS_LIMIT_MB=64 RSS_TOL=0.10 RSS_SLACK_MB=4 RSS_FLOOR_TOL=0.05
+#   SLACK=5 RSS_LIMIT_MB=64 RSS_TOL=0.10 RSS_SLACK_MB=8 RSS_FLOOR_TOL=0.05
 #   RSS_FLOOR_SLACK_MB=2 FD_SETTLE=5
 #   A class is left out with its count at 0 (e.g. NEVER_READ=0 STUCK=0).
 #

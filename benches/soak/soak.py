@@ -59,6 +59,7 @@ class Cfg:
         self.slowloris = env("SLOWLORIS", 50, int)
         self.bad_rate = env("BAD_RATE", 10.0)
         self.bad_threads = env("BAD_THREADS", 3, int)
+        self.big_body_every = env("BIG_BODY_EVERY", 5.0)
         self.never_read = env("NEVER_READ", 4, int)
         self.nr_rate = env("NR_RATE", 1_000_000.0)
         self.nr_hold = env("NR_HOLD", 20.0)
@@ -73,7 +74,7 @@ class Cfg:
         # Verdicts.
         self.rss_limit_mb = env("RSS_LIMIT_MB", 64.0)
         self.rss_tol = env("RSS_TOL", 0.10)
-        self.rss_slack_mb = env("RSS_SLACK_MB", 4.0)
+        self.rss_slack_mb = env("RSS_SLACK_MB", 8.0)
         self.rss_floor_tol = env("RSS_FLOOR_TOL", 0.05)
         self.rss_floor_slack_mb = env("RSS_FLOOR_SLACK_MB", 2.0)
         self.fd_settle = env("FD_SETTLE", 5.0)
@@ -342,6 +343,9 @@ class Soak:
             clients.bad_once(ctx, i)
         for i in range(c.bad_threads):
             threads.append(self.worker("bad", bad, c.bad_threads / c.bad_rate))
+        if c.big_body_every:
+            threads.append(self.worker("bad", lambda: clients.bad_case(ctx, *clients.BIG_BODY),
+                                       c.big_body_every))
         for i in range(c.never_read):
             threads.append(self.worker("never_read",
                                        lambda: clients.never_read(ctx, c.nr_hold, c.nr_rate),
