@@ -53,10 +53,13 @@
 #     third's floor by more than RSS_FLOOR_TOL plus RSS_FLOOR_SLACK_MB (not judged with
 #     fewer than 3 samples in a third, and the summary says so); a least-squares slope
 #     over the second half is printed for the record;
-#   - fds: the open fd count is not back to the baseline (taken before any traffic)
-#     FD_SETTLE s after the last client socket closed;
-#   - loadtest: any run with a connect/read/write/timeout/status error, no answer, or
-#     answers whose bytes are not requests x the right answer's size;
+#   - fds: FD_SETTLE s after every client but the stuck ones has closed, the server's
+#     open fds are more than the baseline (taken before any traffic) plus the stuck
+#     connections it still holds; or, once those are closed too, more than the baseline;
+#   - loadtest: any run with a connect/read/write/timeout (LT_TIMEOUT)/status error, no
+#     answer, or answers whose bytes are not requests x the right answer's size (such a
+#     failure also says how late the niced clients woke and how long the server waited
+#     for a CPU meanwhile, both also in samples.csv: the machine is shared);
 #   - any valid request from a raw client unanswered (10 s) or answered wrong (status
 #     and body checked);
 #   - a bad request answered 2xx/3xx where a 4xx/5xx is due, answered twice (the rest
@@ -72,13 +75,14 @@
 # Environment (defaults): D=600 BACKEND=uring (or epoll, auto) CORES=2 PORT=(free)
 #   SAMPLE=2 LOG_EVERY=max(10,D/40) NICE=10 OUT=target/soak/BACKEND-TIME
 #   KA_CONNS=32 KA_RATE=3000 SEGMENT=60 PL_CONNS=4 PL_DEPTH=16 PL_BURST=2 PL_PAUSE=4
-#   LT_TIMEOUT=5 CHURN_RATE=60 CHURN_THREADS=2 SLOWLORIS=50 BAD_RATE=10 BAD_THREADS=3
+#   LT_TIMEOUT=10 CHURN_RATE=60 CHURN_THREADS=2 SLOWLORIS=50 BAD_RATE=10 BAD_THREADS=3
 #   BIG_BODY_EVERY=5
 #   NEVER_READ=4 NR_RATE=1000000 NR_HOLD=20 STUCK=2 STUCK_REQS=22000 STUCK_LIMIT=75
 #   HDR_TIMEOUT=10 BODY_TIMEOUT=30 IDLE_TIMEOUT=60 (the hello example's HttpConfig)
 #   SLACK=5 RSS_LIMIT_MB=64 RSS_TOL=0.10 RSS_SLACK_MB=8 RSS_FLOOR_TOL=0.05
 #   RSS_FLOOR_SLACK_MB=2 FD_SETTLE=5
-#   A class is left out with its count at 0 (e.g. NEVER_READ=0 STUCK=0).
+#   A class is left out with its count at 0: NEVER_READ=0 STUCK=0 SLOWLORIS=0
+#   CHURN_THREADS=0 BAD_THREADS=0 BIG_BODY_EVERY=0.
 #
 # Loopback only; bounded: the whole run is killed (every child with it: they share
 # one process group) after D+STUCK_LIMIT+240 s, and on Ctrl-C or exit. Needs python3

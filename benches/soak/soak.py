@@ -52,7 +52,7 @@ class Cfg:
         self.pl_burst = env("PL_BURST", 2.0)
         self.pl_pause = env("PL_PAUSE", 4.0)
         self.segment = env("SEGMENT", 60.0)
-        self.lt_timeout = env("LT_TIMEOUT", 5.0)
+        self.lt_timeout = env("LT_TIMEOUT", 10.0)  # as the raw clients' deadline
         # Raw-socket clients.
         self.churn_rate = env("CHURN_RATE", 60.0)
         self.churn_threads = env("CHURN_THREADS", 2, int)
@@ -113,6 +113,52 @@ def read_proc(pid):
         return None
 
 
+def run_queue_wait_ns(pid):
+    """Time the process's threads have spent runnable but waiting for a CPU (the second
+    field of each thread's schedstat), ns; 0 if unknown."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        pass
+    return total
+
+
+def load_average():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
+
+class LagProbe:
+    """A thread at the clients' niceness that sleeps 50 ms at a time and notes how late
+    it wakes: when the machine's other work starves the niced clients, their late
+    answers are the machine's doing, and the failure says so (it still fails)."""
+
+    def __init__(self, nice):
+        self.nice = nice
+        self.worst = 0.0
+        self.stop = threading.Event()
+
+    def run(self):
+        nice_this_thread(self.nice)
+        while not self.stop.is_set():
+            t = time.monotonic()
+            time.sleep(0.05)
+            self.worst = max(self.worst, time.monotonic() - t - 0.05)
+
+    def take(self):
+        w, self.worst = self.worst, 0.0
+        return w
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -149,9 +195,10 @@ class Soak:
         self.cfg = cfg
         self.stats = clients.Stats()
         self.stop = threading.Event()
-        self.samples = []  # (t, rss KiB, fds, cpu ticks)
+        self.samples = []  # (t, rss KiB, fds, cpu ticks, client lag s, server wait s)
         self.lt = {}  # "keepalive"/"pipelined" -> totals
         self.lt_lock = threading.Lock()
+        self.lag = LagProbe(0)
         self.problems = []  # failures of the soak's own machinery (server died, ...)
         self.server = None
         self.t0 = None
@@ -196,9 +243,10 @@ class Soak:
     def sampler(self, until):
         c = self.cfg
         csv = open(os.path.join(c.out, "samples.csv"), "w")
-        csv.write("t_s,rss_kib,fds,cpu_ticks\n")
+        csv.write("t_s,rss_kib,fds,cpu_ticks,client_lag_s,server_runqueue_wait_s,load1\n")
         hz = os.sysconf("SC_CLK_TCK")
         last_log = (time.monotonic(), None)
+        last_wait = None
         next_t = time.monotonic()
         while not until.is_set():
             now = time.monotonic()
@@ -206,8 +254,12 @@ class Soak:
             if p is None:
                 break
             t = now - self.t0
-            self.samples.append((t, p[0], p[1], p[2]))
-            csv.write(f"{t:.1f},{p[0]},{p[1]},{p[2]}\n")
+            wait_ns = run_queue_wait_ns(self.server.pid)
+            wait = (wait_ns - last_wait) / 1e9 if last_wait is not None else 0.0
+            last_wait = wait_ns
+            lag = self.lag.take()
+            self.samples.append((t, p[0], p[1], p[2], lag, wait))
+            csv.write(f"{t:.1f},{p[0]},{p[1]},{p[2]},{lag:.3f},{wait:.3f},{load_average()}\n")
             csv.flush()
             if now - last_log[0] >= c.log_every or last_log[1] is None:
                 cpu = ""
@@ -215,8 +267,10 @@ class Soak:
                     cpu = f" cpu {100 * (p[2] - last_log[1]) / hz / (now - last_log[0]):4.0f}%"
                 valid = self.valid_total()
                 failures = self.stats.total_failures() + len(self.problems)
+                lag = max((x[4] for x in self.samples if x[0] > t - c.log_every), default=0)
                 log(f"  t={t:6.0f}s rss={p[0] / 1024:7.1f} MB fds={p[1]:5d}{cpu}  "
-                    f"valid answered={valid:9d}  failures={failures}")
+                    f"valid answered={valid:9d}  failures={failures}  "
+                    f"(load {load_average()}, client lag {lag * 1000:.0f} ms)")
                 last_log = (now, p[2])
             next_t += c.sample
             until.wait(max(0.0, next_t - time.monotonic()))
@@ -237,6 +291,7 @@ class Soak:
         cmd = (["nice", "-n", str(c.nice)] if c.nice else []) + [
             c.loadtest, "-t", "1", "--timeout", f"{c.lt_timeout}s", "-d", f"{seconds:.1f}s",
             "--json"] + extra + [url]
+        start = time.monotonic() - self.t0
         try:
             p = subprocess.run(cmd, capture_output=True, timeout=seconds + c.lt_timeout + 30)
         except subprocess.TimeoutExpired:
@@ -260,12 +315,23 @@ class Soak:
         errs = {k: v for k, v in r["errors"].items() if v}
         if errs:
             self.stats.fail(name, f"loadtest errors {errs} over {r['requests']} answers "
-                                  f"({' '.join(extra)})")
+                                  f"({' '.join(extra)}; p99 {r['latency_us']['p99'] / 1000:.0f} "
+                                  f"ms, max {r['latency_us']['max'] / 1000:.0f} ms) "
+                                  + self.machine_during(start, time.monotonic() - self.t0))
         if r["requests"] == 0:
             self.stats.fail(name, f"loadtest got no answer in {seconds:.0f} s")
         elif r["bytes"] != r["requests"] * self.resp_len:
             self.stats.fail(name, f"{r['bytes']} bytes for {r['requests']} answers: not "
                                   f"{self.resp_len} bytes each (the right answer's size)")
+
+    def machine_during(self, t0, t1):
+        """What the machine did to the soak between t0 and t1 (s into the run)."""
+        w = [x for x in self.samples if t0 <= x[0] <= t1 + self.cfg.sample]
+        lag = max((x[4] for x in w), default=0.0)
+        wait = max((x[5] for x in w), default=0.0)
+        return (f"[t={t0:.0f}-{t1:.0f} s: the niced clients woke up to {lag:.2f} s late, the "
+                f"server's threads waited up to {wait:.2f} s for a CPU per {self.cfg.sample:g} s "
+                f"sample; load average now {load_average()}]")
 
     def keepalive_runner(self):
         c = self.cfg
@@ -385,6 +451,9 @@ class Soak:
                                c.hdr, c.body, c.idle, c.slack)
         self.t0 = time.monotonic()
         self.stop_at = self.t0 + c.duration
+        self.lag = LagProbe(c.nice)
+        threading.Thread(target=self.lag.run, name="lag", daemon=True).start()
+        self.load_at_start = load_average()
         sampling_done = threading.Event()
         sampler = threading.Thread(target=self.sampler, args=(sampling_done,), daemon=True)
         sampler.start()
@@ -515,6 +584,11 @@ class Soak:
             busy = (traffic[-1][3] - traffic[0][3]) / os.sysconf("SC_CLK_TCK")
             log(f"server CPU: {100 * busy / (traffic[-1][0] - traffic[0][0]):.0f}% of one core on "
                 f"average during the traffic ({c.cores} cores available to it)")
+        if traffic:
+            log(f"machine: load average {self.load_at_start} at the start, {load_average()} at "
+                f"the end; the niced clients woke up to {max(x[4] for x in traffic):.2f} s late; "
+                f"the server's threads waited up to {max(x[5] for x in traffic):.2f} s for a CPU "
+                f"per {c.sample:g} s sample")
         rss = [s[1] / 1024 for s in self.samples]
         fds = [s[2] for s in self.samples]
         if rss:
