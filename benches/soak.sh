@@ -9,7 +9,8 @@
 # Builds target/release/examples/hello and target/release/loadtest, starts
 # `hello --port P --cores CORES --backend BACKEND` (P: a free port unless PORT is set),
 # and runs all of the following at once against 127.0.0.1 for D seconds
-# (benches/soak/soak.py runs the show, benches/soak/clients.py holds the raw clients):
+# (benches/soak/soak.py runs the show; the raw clients are in benches/soak/clients.py,
+# the hostile ones in benches/soak/hostile.py):
 #
 #   keepalive   loadtest -c KA_CONNS -R KA_RATE (constant rate), back-to-back runs of
 #               SEGMENT s;

@@ -20,6 +20,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
+import hostile  # noqa: E402
 
 
 def env(name, default, kind=float):
@@ -219,12 +220,16 @@ class Soak:
                 break
             got = probe(c.port, 0.5)
             if got and got[0] == 200 and got[2] == b"Hello, world":
-                self.server_out.flush()
-                with open(os.path.join(c.out, "server.log"), "rb") as f:
-                    first = f.readline().decode(errors="replace").strip()
-                return first
+                # It serves before it prints which backend it runs: wait for the line.
+                while time.monotonic() < deadline:
+                    with open(os.path.join(c.out, "server.log"), "rb") as f:
+                        first = f.readline().decode(errors="replace")
+                    if first.endswith("\n"):
+                        return first.strip()
+                    time.sleep(0.1)
+                break
             time.sleep(0.1)
-        raise RuntimeError(f"the server did not answer GET / within 15 s "
+        raise RuntimeError(f"the server did not answer GET / and say its backend within 15 s "
                            f"(exit code {self.server.poll()}); see {c.out}/server.log")
 
     def stop_server(self):
@@ -406,22 +411,22 @@ class Soak:
         def bad():
             with lock:
                 i = next(counter)
-            clients.bad_once(ctx, i)
+            hostile.bad_once(ctx, i)
         for i in range(c.bad_threads):
             threads.append(self.worker("bad", bad, c.bad_threads / c.bad_rate))
         if c.big_body_every:
-            threads.append(self.worker("bad", lambda: clients.bad_case(ctx, *clients.BIG_BODY),
+            threads.append(self.worker("bad", lambda: hostile.bad_case(ctx, *hostile.BIG_BODY),
                                        c.big_body_every))
         for i in range(c.never_read):
             threads.append(self.worker("never_read",
-                                       lambda: clients.never_read(ctx, c.nr_hold, c.nr_rate),
+                                       lambda: hostile.never_read(ctx, c.nr_hold, c.nr_rate),
                                        0.0, start_delay=i * c.nr_hold / c.never_read))
         stuck_n = iter(range(1 << 60))
         for i in range(c.stuck):
             def stuck():
                 with lock:
                     n = next(stuck_n)
-                clients.stuck_once(ctx, n, c.stuck_reqs, c.stuck_limit, wait_past_stop=True)
+                hostile.stuck_once(ctx, n, c.stuck_reqs, c.stuck_limit, wait_past_stop=True)
             threads.append(self.worker("stuck", stuck, 1.0, start_delay=i * 3.0))
         return threads
 
