@@ -1,14 +1,17 @@
 //! A Runtime on every core; callbacks sent across cores, with the round trip timed.
 //!
 //! `cargo run --release --example cross_core [-- --rounds 10000 --backend auto|uring|epoll
-//! --idle-poll-us U]`
+//! --idle-poll-us U --wake eventfd|msg-ring --senders N --idle-ms M]`
 //!
-//! Each shard sends `rounds` requests, one at a time, to the next shard with
+//! Each shard (or the first `--senders N`) sends `rounds` requests, one at a time, to the
+//! next shard with
 //! `IoLoop::submit_to` and times each answer's round trip (two cross-thread callbacks,
 //! each waking a loop that may be asleep). Then the main thread gathers every shard's
-//! figures with `Runtime::invoke_on_all` and prints them.
+//! figures with `Runtime::invoke_on_all` and prints them. With `--idle-ms M`, it then
+//! measures the CPU the runtime uses while idle for M ms, with no work at all and with
+//! a timer every millisecond on each loop (what an idle poll costs between events).
 
-use coreloop::{Backend, IoLoop, LoopHandle, Runtime};
+use coreloop::{Backend, IoLoop, LoopHandle, Runtime, WakeVia};
 use std::cell::RefCell;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -23,6 +26,19 @@ fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
             std::process::exit(2)
         }
     }
+}
+
+/// CPU time of every thread of this process so far (from /proc; zero elsewhere).
+fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 thread_local! {
@@ -64,31 +80,52 @@ fn main() -> std::io::Result<()> {
         None => Backend::Auto,
     };
     let idle_poll = Duration::from_micros(arg("--idle-poll-us").unwrap_or(0));
-    let rt = Runtime::builder()
-        .backend(backend)
-        .idle_poll(idle_poll)
-        .build()?;
+    let mut builder = Runtime::builder().backend(backend).idle_poll(idle_poll);
+    match arg::<String>("--wake").as_deref() {
+        None => {}
+        Some("eventfd") => builder = builder.wake_via(WakeVia::Eventfd),
+        Some("msg-ring") => builder = builder.wake_via(WakeVia::MsgRing),
+        Some(_) => {
+            eprintln!("--wake takes eventfd or msg-ring");
+            std::process::exit(2)
+        }
+    }
+    let rt = builder.build()?;
     let n = rt.shards();
-    println!("{n} shards, {rounds} round trips from each shard to the next");
+    let senders = arg("--senders").unwrap_or(n).clamp(1, n);
+    println!("{n} shards, {rounds} round trips from each of {senders} shards to the next");
 
     let (done_tx, done_rx) = mpsc::channel();
-    for shard in 0..n {
+    let (cpu0, t0) = (process_cpu(), Instant::now());
+    for shard in 0..senders {
         let peer = rt.handle((shard + 1) % n).clone();
         let done = done_tx.clone();
         rt.handle(shard)
             .add_callback(move |lp| ping(lp, peer, rounds, done))
             .expect("loop alive");
     }
-    for _ in 0..n {
+    for _ in 0..senders {
         done_rx.recv().expect("a shard finished");
     }
+    let (cpu, wall) = (process_cpu() - cpu0, t0.elapsed());
+    let trips = f64::from(rounds) * senders as f64;
+    println!(
+        "CPU per round trip {:.2} us (all threads, idle polling included), wall per round trip {:.2} us",
+        cpu.as_secs_f64() * 1e6 / trips,
+        wall.as_secs_f64() * 1e6 / trips
+    );
 
     let stats = rt
         .invoke_on_all(|lp| {
             let mut rtts = RTTS.with(|r| r.take());
             rtts.sort();
-            let q = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
+            let q = |p: f64| {
+                let i = (rtts.len().saturating_sub(1) as f64 * p) as usize;
+                rtts.get(i).copied().unwrap_or_default()
+            };
+            let st = lp.stats();
             (
+                (st.eventfd_wakes, st.ring_wakes),
                 lp.shard_id(),
                 lp.backend_detail(),
                 rtts.len(),
@@ -99,11 +136,50 @@ fn main() -> std::io::Result<()> {
             )
         })
         .expect("every shard answers");
-    for (shard, backend, count, min, p50, p99, max) in stats {
+    for ((eventfd, ring), shard, backend, count, min, p50, p99, max) in stats {
         println!(
-            "shard {shard} -> {}: {count} round trips on {backend}: min {min:?}  p50 {p50:?}  p99 {p99:?}  max {max:?}",
-            (shard + 1) % n
+            "shard {shard} woke a sleeping loop {eventfd} times by eventfd, {ring} by MSG_RING"
         );
+        if count > 0 {
+            println!(
+                "shard {shard} -> {}: {count} round trips on {backend}: min {min:?}  p50 {p50:?}  p99 {p99:?}  max {max:?}",
+                (shard + 1) % n
+            );
+        }
+    }
+    if let Some(ms) = arg::<u64>("--idle-ms") {
+        idle_cost(&rt, Duration::from_millis(ms));
     }
     rt.shutdown().map_err(std::io::Error::other)
+}
+
+/// Prints the CPU the runtime uses over `span` with nothing to do, then with a timer
+/// every millisecond on each loop.
+fn idle_cost(rt: &Runtime, span: Duration) {
+    std::thread::sleep(Duration::from_millis(50)); // let the loops settle
+    let cpu0 = process_cpu();
+    std::thread::sleep(span);
+    let idle = process_cpu() - cpu0;
+    let ticking = rt
+        .invoke_on_all(|lp| {
+            let t = lp.spawn(async {
+                let mut tick = coreloop::interval(Duration::from_millis(1));
+                loop {
+                    tick.tick().await;
+                }
+            });
+            t.detach();
+        })
+        .is_ok();
+    let cpu0 = process_cpu();
+    std::thread::sleep(span);
+    let timers = process_cpu() - cpu0;
+    let share = |cpu: Duration| 100.0 * cpu.as_secs_f64() / span.as_secs_f64();
+    println!(
+        "idle for {span:?}: CPU {:.2}% of one core with no work, {:.2}% with a 1 ms timer on each of {} loops{}",
+        share(idle),
+        share(timers),
+        rt.shards(),
+        if ticking { "" } else { " (timers not started)" }
+    );
 }

@@ -63,7 +63,7 @@ pub use iostream::{
 pub use net::{bind_reuseport, Acceptor, Incoming, ListenOptions, ServerHandle, TcpServer};
 pub use poller::{Backend, Interest, Ready};
 pub use reactor::{
-    CallError, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback, TimeoutId,
+    CallError, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback, TimeoutId, WakeVia,
 };
 pub use runtime::{
     shard_of, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,

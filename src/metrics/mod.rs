@@ -118,7 +118,7 @@ impl Snapshot {
                 vec![("shard", shard.to_string())]
             }
         };
-        let counters: [(&str, &str, Counter); 11] = [
+        let counters: [(&str, &str, Counter); 13] = [
             ("coreloop_loop_iterations_total", "Loop iterations.", |s| {
                 s.iterations as f64
             }),
@@ -152,18 +152,28 @@ impl Snapshot {
                 |s| s.remote_jobs as f64,
             ),
             (
+                "coreloop_loop_eventfd_wakes_total",
+                "Sleeping loops this loop woke with an eventfd write.",
+                |s| s.eventfd_wakes as f64,
+            ),
+            (
+                "coreloop_loop_ring_wakes_total",
+                "Sleeping loops this loop woke with an io_uring MSG_RING.",
+                |s| s.ring_wakes as f64,
+            ),
+            (
                 "coreloop_loop_stalls_total",
                 "Jobs that kept the loop busy past the stall threshold.",
                 |s| s.stalls as f64,
             ),
             (
                 "coreloop_loop_busy_seconds_total",
-                "Time the loop spent outside blocking waits.",
+                "Time the loop spent running jobs and dispatching I/O.",
                 |s| s.busy.as_secs_f64(),
             ),
             (
                 "coreloop_loop_idle_seconds_total",
-                "Time the loop spent in blocking waits.",
+                "Time the loop had nothing to do (idle-polling or in blocking waits).",
                 |s| s.idle.as_secs_f64(),
             ),
         ];

@@ -215,6 +215,31 @@ impl<S: Clone> Poller<S> {
         }
     }
 
+    /// A duplicate of the ring's fd, for other loops' `MSG_RING` wake-ups (io_uring).
+    pub(crate) fn ring_fd(&self) -> Option<OwnedFd> {
+        match self {
+            Poller::Uring(p) => p.ring_fd().ok(),
+            Poller::Epoll(_) => None,
+        }
+    }
+
+    /// Wakes the loop whose ring is `target` with a `MSG_RING` from this ring; an error
+    /// means the caller must use the target's eventfd. A failure the kernel reports
+    /// later comes back, with `tag`, from [`take_failed_wakes`](Self::take_failed_wakes).
+    pub(crate) fn wake_ring(&mut self, target: RawFd, tag: u32) -> io::Result<()> {
+        match self {
+            Poller::Uring(p) => p.wake_ring(target, tag),
+            Poller::Epoll(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    /// Appends the tags of `MSG_RING` wake-ups that failed since the last call.
+    pub(crate) fn take_failed_wakes(&mut self, out: &mut Vec<u32>) {
+        if let Poller::Uring(p) = self {
+            p.take_failed_wakes(out);
+        }
+    }
+
     /// See [`IoLoop::set_batch_wait`](crate::IoLoop::set_batch_wait).
     pub(crate) fn set_batch_wait(&mut self, wait: Duration) -> bool {
         match self {

@@ -71,6 +71,25 @@ impl Waker {
         }
     }
 
+    /// Reads and resets the counter: how many wakes since the last read (for tests).
+    #[cfg(test)]
+    pub(crate) fn take_count(&self) -> u64 {
+        let mut buf: u64 = 0;
+        // SAFETY: the pointer is to a live u64 on our stack and the length is its size.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut buf as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if n == 8 {
+            buf
+        } else {
+            0
+        }
+    }
+
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

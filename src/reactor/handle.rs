@@ -9,7 +9,8 @@
 //! one of them sees the other: either the loop sees the callback and does not block, or
 //! the sender sees the flag and wakes it. A burst of callbacks to a sleeping loop costs
 //! one `write(2)`; callbacks to a busy loop cost none. No wake-up is lost, and no poll
-//! timeout cap is needed to stay correct.
+//! timeout cap is needed to stay correct. (A sender on an io_uring loop may wake an
+//! io_uring target with a `MSG_RING` instead of the `write(2)`: `wake.rs`.)
 
 use super::stats::REMOTE_SAMPLE;
 use super::IoLoop;
@@ -17,6 +18,7 @@ use crate::poller::Waker;
 use crate::task::Runnable;
 use crossbeam_channel::Sender;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::panic::Location;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -55,6 +57,8 @@ fn sample_sent() -> Option<Instant> {
 /// State shared by a loop and its handles.
 pub(crate) struct Shared {
     pub(crate) waker: Arc<Waker>,
+    /// A duplicate of the loop's ring fd (io_uring), for `MSG_RING` wake-ups (`wake.rs`).
+    pub(crate) ring: Option<OwnedFd>,
     /// Set by the loop right before it may block; taken by the one sender that wakes it.
     pub(crate) needs_wake: AtomicBool,
     /// A stop was asked for; the loop takes it at the top of its next iteration.
@@ -80,10 +84,11 @@ pub(crate) fn since_epoch(t: Instant) -> u64 {
 }
 
 impl Shared {
-    pub(crate) fn new(waker: Arc<Waker>) -> Shared {
+    pub(crate) fn new(waker: Arc<Waker>, ring: Option<OwnedFd>) -> Shared {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Shared {
             waker,
+            ring,
             needs_wake: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -96,6 +101,9 @@ impl Shared {
     pub(crate) fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.needs_wake.load(Ordering::SeqCst) && self.needs_wake.swap(false, Ordering::SeqCst) {
+            if super::wake::wake_from_this_thread(self) {
+                return;
+            }
             if let Err(e) = self.waker.wake() {
                 log::error!("coreloop: could not wake a loop: {e}");
             }

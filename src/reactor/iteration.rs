@@ -183,6 +183,7 @@ impl IoLoop {
         if may_sleep {
             shared.needs_wake.store(false, Ordering::Relaxed);
         }
+        self.rewake_failed();
         clock = Instant::now();
         inner.now.set(clock);
         if inner.stats.watched.get() {

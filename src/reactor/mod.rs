@@ -33,8 +33,9 @@
 //! local and remote), `calls.rs` (`submit_to` between loops), `handle.rs` (the
 //! cross-thread `LoopHandle` and its wake-up protocol), `registry.rs` (per-loop values,
 //! resources the loop closes with itself, work deferred to the end of a step) and
-//! `completion.rs` (completion ops for the layers above, on backends that have them) and
-//! `tasks.rs` (where a woken task goes, and the tasks a loop has alive).
+//! `completion.rs` (completion ops for the layers above, on backends that have them),
+//! `tasks.rs` (where a woken task goes, and the tasks a loop has alive) and `wake.rs`
+//! (how a loop wakes another: eventfd or io_uring `MSG_RING`).
 
 mod callbacks;
 mod calls;
@@ -46,6 +47,7 @@ mod registry;
 mod stats;
 mod tasks;
 mod timer;
+mod wake;
 
 pub use calls::CallError;
 pub(crate) use calls::{send_call, Reply};
@@ -56,6 +58,7 @@ pub(crate) use registry::{Resource, StepEnd};
 pub use stats::LoopStats;
 pub(crate) use stats::{nanos, new_histogram};
 pub use timer::TimeoutId;
+pub use wake::WakeVia;
 
 use crate::buffer::BufferPool;
 use crate::poller::{Backend, Completion, Poller, Waker};
@@ -91,6 +94,8 @@ struct Inner {
     now: Cell<Instant>,
     /// How long the loop looks for work before it sleeps (zero: it sleeps at once).
     idle_poll: Cell<Duration>,
+    /// How this loop wakes other loops (`wake.rs`).
+    wakes: wake::RingWakes,
 }
 
 thread_local! {
@@ -159,7 +164,7 @@ impl IoLoop {
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = LoopHandle {
             tx,
-            shared: Arc::new(Shared::new(waker)),
+            shared: Arc::new(Shared::new(waker, poller.ring_fd())),
         };
         let lp = IoLoop {
             inner: Rc::new(Inner {
@@ -177,6 +182,7 @@ impl IoLoop {
                 running: Cell::new(false),
                 now: Cell::new(Instant::now()),
                 idle_poll: Cell::new(Duration::ZERO),
+                wakes: wake::RingWakes::default(),
             }),
         };
         tasks::register_loop(&lp);

@@ -40,6 +40,9 @@ pub(super) struct Counters {
     pub(super) sleeps: Cell<u64>,
     /// Jobs (callbacks and task wakes) that came from other threads.
     pub(super) remote_jobs: Cell<u64>,
+    /// Sleeping loops this loop's thread woke: by eventfd write, by `MSG_RING`.
+    pub(super) eventfd_wakes: Cell<u64>,
+    pub(super) ring_wakes: Cell<u64>,
     pub(super) stalls: Cell<u64>,
     /// Time in waits that were allowed to block (idle), and in the rest (busy).
     pub(super) idle_ns: Cell<u64>,
@@ -167,9 +170,14 @@ pub struct LoopStats {
     pub sleeps: u64,
     /// Jobs (callbacks, task wakes) sent from other threads.
     pub remote_jobs: u64,
+    /// Sleeping loops this loop woke with an eventfd write (when it sent them work).
+    pub eventfd_wakes: u64,
+    /// Sleeping loops this loop woke with an io_uring `MSG_RING` (see
+    /// [`WakeVia`](crate::WakeVia)).
+    pub ring_wakes: u64,
     /// Jobs that kept the loop busy past the stall threshold.
     pub stalls: u64,
-    /// Time spent in waits that were allowed to block.
+    /// Time with nothing to do: idle-polling, then in waits allowed to block.
     pub idle: Duration,
     /// Time spent doing anything else.
     pub busy: Duration,
@@ -204,6 +212,8 @@ impl LoopStats {
         self.completions += other.completions;
         self.sleeps += other.sleeps;
         self.remote_jobs += other.remote_jobs;
+        self.eventfd_wakes += other.eventfd_wakes;
+        self.ring_wakes += other.ring_wakes;
         self.stalls += other.stalls;
         self.idle += other.idle;
         self.busy += other.busy;
@@ -226,6 +236,8 @@ impl IoLoop {
             completions: 0,
             sleeps: 0,
             remote_jobs: 0,
+            eventfd_wakes: 0,
+            ring_wakes: 0,
             stalls: 0,
             idle: Duration::ZERO,
             busy: Duration::ZERO,
@@ -261,6 +273,8 @@ impl IoLoop {
             completions: c.completions.get(),
             sleeps: c.sleeps.get(),
             remote_jobs: c.remote_jobs.get(),
+            eventfd_wakes: c.eventfd_wakes.get(),
+            ring_wakes: c.ring_wakes.get(),
             stalls: c.stalls.get(),
             idle: Duration::from_nanos(c.idle_ns.get()),
             busy: Duration::from_nanos(c.busy_ns.get()),

@@ -12,7 +12,7 @@ use super::shard::{set_shard, Peers};
 use super::signals::SignalWatcher;
 use super::{Runtime, RuntimeError, ShardError};
 use crate::poller::Backend;
-use crate::reactor::{panic_message, IoLoop, LoopHandle};
+use crate::reactor::{panic_message, IoLoop, LoopHandle, WakeVia};
 use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -187,6 +187,22 @@ impl RuntimeBuilder {
     /// ```
     pub fn idle_poll(self, poll: Duration) -> Self {
         self.on_start(move |lp, _| lp.set_idle_poll(poll))
+    }
+
+    /// How every loop wakes another loop it sends work to (default
+    /// [`WakeVia::Eventfd`]); see [`IoLoop::set_wake_via`].
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime, WakeVia};
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .wake_via(WakeVia::MsgRing)
+    ///     .build()?;
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wake_via(self, via: WakeVia) -> Self {
+        self.on_start(move |lp, _| lp.set_wake_via(via))
     }
 
     /// Whether every loop records its histograms (default: on; counters always count).

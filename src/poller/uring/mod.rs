@@ -16,7 +16,7 @@
 //! # Files
 //!
 //! `ops.rs` is the op table (every SQE's `user_data`) and the completion ops;
-//! `fixed.rs` the registered file table; `bufring.rs` the provided buffers that
+//! `fixed.rs` the registered file table; `msg_ring.rs` wake-ups between rings; `bufring.rs` the provided buffers that
 //! multishot recvs fill; `batch.rs` when a busy loop gathers completions per wait.
 //!
 //! # Why readiness is a one-shot poll, re-armed
@@ -33,6 +33,7 @@
 mod batch;
 mod bufring;
 mod fixed;
+mod msg_ring;
 mod ops;
 
 use super::{event_mask, ready_of_mask, Completion, Event, Interest, Ready, Waker};
@@ -75,6 +76,10 @@ pub(crate) struct Uring<S: Clone> {
     batch: BatchWait,
     /// The registered file table of the sockets streams use.
     fixed: FixedFiles,
+    /// The kernel has `MSG_RING` (wake-ups between rings, `msg_ring.rs`).
+    msg_ring: bool,
+    /// Tags of this loop's `MSG_RING` wake-ups that failed, for the eventfd fallback.
+    failed_wakes: Vec<u32>,
 }
 
 /// How many completions a batch wait waits for before its time is up.
@@ -139,6 +144,8 @@ impl<S: Clone> Uring<S> {
             setup,
             batch: BatchWait::default(),
             fixed,
+            msg_ring: probe.is_supported(opcode::MsgRingData::CODE),
+            failed_wakes: Vec::new(),
         })
     }
 
@@ -363,6 +370,7 @@ impl<S: Clone> Uring<S> {
             rearm,
             waker,
             waker_armed,
+            failed_wakes,
             ..
         } = self;
         for cqe in ring.completion() {
@@ -374,6 +382,15 @@ impl<S: Clone> Uring<S> {
                 waker.drain();
                 if !more {
                     *waker_armed = false;
+                }
+                continue;
+            }
+            if ud == user_data::WAKER_MSG {
+                continue; // another loop woke us: the CQE was the point
+            }
+            if ud & user_data::TAG_MASK == user_data::TAG_WAKE {
+                if res < 0 {
+                    failed_wakes.push(ud as u32);
                 }
                 continue;
             }

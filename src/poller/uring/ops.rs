@@ -26,6 +26,10 @@ pub(crate) mod user_data {
     pub const IGNORE: u64 = 0;
     /// The multishot poll on the loop's wake-up eventfd.
     pub const WAKER: u64 = 1;
+    /// A wake-up posted by another loop's ring with `MSG_RING` (see `msg_ring.rs`).
+    pub const WAKER_MSG: u64 = 2;
+    /// This loop's `MSG_RING` to another ring: `TAG_WAKE | tag` (a CQE only on failure).
+    pub const TAG_WAKE: u64 = 2 << 56;
     /// Ops in the op table: `TAG_OP | generation << 32 | index`.
     pub const TAG_OP: u64 = 1 << 56;
     /// The bits that hold a tag.
