@@ -91,6 +91,9 @@ enum ReadKind {
     Bytes(usize),
     Partial(usize),
     UntilClose,
+    /// More than this many bytes unread: completes with nothing taken (see
+    /// [`IoStream::read_more_by`]).
+    More(usize),
 }
 
 struct PendingRead {
@@ -411,33 +414,30 @@ impl IoStream {
         self.start_read(ReadKind::Until { delim, max, close }, cb)
     }
 
-    /// [`read_until_within`](Self::read_until_within), answered by `handler`.
-    pub(crate) fn read_until_within_by(
-        &self,
-        delimiter: &[u8],
-        max_bytes: usize,
-        handler: Rc<dyn ReadHandler>,
-    ) -> io::Result<()> {
-        self.read_until_kind(delimiter, max_bytes, false, Reader::Handler(handler))
+    /// Waits until more bytes than those unread now have arrived, or the stream ends
+    /// (an error, as for any read), and tells `handler`, with nothing taken from the
+    /// buffer: for an owner that decodes in place with [`with_unread`](Self::with_unread).
+    pub(crate) fn read_more_by(&self, handler: Rc<dyn ReadHandler>) -> io::Result<()> {
+        let unread = self.unread();
+        self.start_read(ReadKind::More(unread), Reader::Handler(handler))
     }
 
-    /// Takes the unread bytes up to and including `delimiter` at once, if they are
-    /// buffered (within `max_bytes`) and no read is pending; `None` otherwise, and then
-    /// the caller asks with a read. Short, they come in a recycled small buffer, as for
-    /// a [`ReadHandler`]. For an owner that reads message after message and
-    /// would otherwise go through a pending read and the dispatch loop for each.
-    pub(crate) fn take_until_now(
-        &self,
-        lp: &IoLoop,
-        delimiter: &[u8],
-        max_bytes: usize,
-    ) -> Option<Vec<u8>> {
+    /// Lets `f` look at the unread bytes and consume the first of them: it returns how
+    /// many (at most all of them) and a result. For an owner that decodes messages in
+    /// place instead of asking for a copy of each. No read may be pending, and `f` must
+    /// not use the stream.
+    pub(crate) fn with_unread<R>(&self, lp: &IoLoop, f: impl FnOnce(&[u8]) -> (usize, R)) -> R {
         let mut st = self.inner.st.borrow_mut();
-        if st.read.is_some() || st.closed {
-            return None;
-        }
-        let n = find_delim(&st.rbuf[st.rpos..], delimiter)? + delimiter.len();
-        (n <= max_bytes).then(|| take_front(&mut st, lp, n, true))
+        let st = &mut *st;
+        debug_assert!(st.read.is_none(), "with_unread while a read is pending");
+        let (n, r) = f(&st.rbuf[st.rpos..]);
+        consume(st, lp, n);
+        r
+    }
+
+    /// Bytes handed to the kernel so far, partial sends included: a writer's progress.
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.inner.transport.bytes_sent()
     }
 
     /// A copy of up to `max` unread bytes, without consuming them.
@@ -1063,6 +1063,15 @@ impl IoStream {
                         None
                     }
                 }
+                ReadKind::More(n) => {
+                    if unread > *n {
+                        Some(Ok(0))
+                    } else if ended {
+                        Some(Err(st.ended_error("with nothing more to read")))
+                    } else {
+                        None
+                    }
+                }
                 ReadKind::Until { delim, max, close } => {
                     let delim = delim.as_slice();
                     let hay = &st.rbuf[st.rpos..];
@@ -1097,6 +1106,7 @@ impl IoStream {
             let read = st.read.take().expect("checked above");
             st.scanned = 0;
             match outcome {
+                Ok(0) => Some((read.cb, Ok(Vec::new()))),
                 Ok(n) => {
                     let small = matches!(read.cb, Reader::Handler(_));
                     Some((read.cb, Ok(take_front(st, lp, n, small))))
@@ -1163,6 +1173,12 @@ fn take_front(st: &mut State, lp: &IoLoop, n: usize, small: bool) -> Vec<u8> {
     } else {
         bytes.to_vec()
     };
+    consume(st, lp, n);
+    v
+}
+
+/// Drops the first `n` unread bytes; an emptied buffer goes back to the pool.
+fn consume(st: &mut State, lp: &IoLoop, n: usize) {
     st.rpos += n;
     if st.rpos == st.rbuf.len() {
         let old = std::mem::take(&mut st.rbuf);
@@ -1172,7 +1188,6 @@ fn take_front(st: &mut State, lp: &IoLoop, n: usize, small: bool) -> Vec<u8> {
         st.rbuf.drain(..st.rpos);
         st.rpos = 0;
     }
-    v
 }
 
 fn buffered(st: &State) -> usize {

@@ -73,6 +73,8 @@ struct State {
     /// io_uring: the send op in flight (cancelled by close: it holds the socket open).
     send_op: Option<u64>,
     send_sink: Option<Sink>,
+    /// Bytes handed to the kernel so far, partial sends included.
+    sent_total: u64,
 }
 
 /// One connected socket's I/O. Cheap to clone (shared state); owned by one stream.
@@ -182,6 +184,11 @@ impl Transport {
         changes_reading(&self.st.borrow(), on)
     }
 
+    /// Bytes handed to the kernel so far, partial sends included (a writer's progress).
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.st.borrow().sent_total
+    }
+
     /// Sends all of `buf`. At most one send may be pending at a time.
     pub(crate) fn send(&self, lp: &IoLoop, buf: Vec<u8>) -> SendNow {
         let (uring, raw) = {
@@ -216,7 +223,10 @@ impl Transport {
                 match r {
                     Ok(n) => off += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.st.borrow_mut().pending = Some((buf, off));
+                        let mut st = self.st.borrow_mut();
+                        st.sent_total += off as u64;
+                        st.pending = Some((buf, off));
+                        drop(st);
                         update_interest(&self.st, lp);
                         return SendNow::Pending;
                     }
@@ -224,6 +234,7 @@ impl Transport {
                     Err(e) => return SendNow::Failed(e),
                 }
             }
+            self.st.borrow_mut().sent_total += buf.len() as u64;
             SendNow::Done(buf)
         }
     }
@@ -280,6 +291,7 @@ impl State {
             send_in_flight: false,
             send_op: None,
             send_sink: None,
+            sent_total: 0,
         }
     }
 
@@ -400,7 +412,10 @@ fn flush_pending(st: &Rc<RefCell<State>>, lp: &IoLoop) {
             send_from(fd.as_fd(), &buf[off..])
         };
         match r {
-            Ok(n) => off += n,
+            Ok(n) => {
+                off += n;
+                st.borrow_mut().sent_total += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 st.borrow_mut().pending = Some((buf, off));
                 return;
@@ -467,6 +482,7 @@ fn on_send_done(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
             let (raw, off) = {
                 let mut s = st.borrow_mut();
                 s.send_offset += n;
+                s.sent_total += n as u64;
                 (s.raw, s.send_offset)
             };
             if off >= buf.len() {
