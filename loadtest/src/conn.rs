@@ -385,15 +385,19 @@ impl Conn {
 }
 
 /// What the front of the receive buffer holds.
-enum Parsed {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
     /// Not a whole response yet.
     Partial,
     /// Not HTTP.
     Garbage,
     /// A whole response of `len` bytes.
     Whole {
+        /// The status code.
         status: u16,
+        /// The response's length, bytes.
         len: usize,
+        /// Whether the server closes the connection after it.
         close: bool,
     },
     /// A response whose body runs until the server closes.
@@ -448,7 +452,7 @@ fn status_of(buf: &[u8]) -> u16 {
 /// Parses the response at the front of `buf`: status line and headers (httparse), then
 /// the body by Content-Length or chunked framing; `head`: it answers a HEAD request,
 /// so it has no body whatever its framing headers say (RFC 9110 9.3.2).
-fn parse_response(buf: &[u8], head: bool) -> Parsed {
+pub fn parse_response(buf: &[u8], head: bool) -> Parsed {
     // Uninitialised slots: zeroing 64 headers cost more than parsing a small response.
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
     let mut resp = httparse::Response::new(&mut []);

@@ -101,8 +101,9 @@ pub(crate) struct Conn {
     phase: Cell<Phase>,
     /// Bytes sent when the send deadline was last set (progress extends it).
     sent_mark: Cell<u64>,
-    /// The one timer that enforces `deadline`, re-armed lazily when it fires early.
-    timer: Cell<Option<TimeoutId>>,
+    /// The one timer that enforces `deadline`, re-armed lazily when it fires early,
+    /// and when it fires.
+    timer: Cell<Option<(TimeoutId, Instant)>>,
     served: Cell<u64>,
     peer: Option<SocketAddr>,
     decoder: RefCell<Decoder>,
@@ -165,7 +166,7 @@ impl Drop for Conn {
     /// the registry's `Weak` would even keep its allocation.)
     fn drop(&mut self) {
         self.registry.conns.borrow_mut().try_remove(self.key.get());
-        if let (Some(id), Some(lp)) = (self.timer.take(), self.lp.upgrade()) {
+        if let (Some((id, _)), Some(lp)) = (self.timer.take(), self.lp.upgrade()) {
             lp.remove_timeout(id);
         }
     }
@@ -197,9 +198,9 @@ impl Conn {
         self.lp.upgrade().map_or_else(Instant::now, |lp| lp.time())
     }
 
-    /// Closes the connection unless it makes progress within `after`. Setting a deadline
-    /// costs no timer operation: one timer per connection checks it when it fires and
-    /// re-arms itself for whatever is left.
+    /// Closes the connection unless it makes progress within `after`. Setting a later
+    /// deadline costs no timer operation: one timer per connection checks it when it
+    /// fires and re-arms itself for whatever is left. (An earlier one re-arms it.)
     fn set_timer(self: &Rc<Self>, lp: &IoLoop, phase: Phase, after: Duration) {
         let deadline = lp.time() + after;
         self.deadline.set(Some(deadline));
@@ -207,8 +208,13 @@ impl Conn {
         if phase == Phase::Send {
             self.sent_mark.set(self.stream.bytes_sent());
         }
-        if self.timer.get().is_none() {
-            self.arm(lp, after);
+        match self.timer.get() {
+            None => self.arm(lp, after),
+            Some((id, at)) if at > deadline => {
+                lp.remove_timeout(id);
+                self.arm(lp, after);
+            }
+            Some(_) => {}
         }
     }
 
@@ -226,7 +232,7 @@ impl Conn {
                 None => {}
             }
         });
-        self.timer.set(Some(id));
+        self.timer.set(Some((id, lp.time() + after)));
     }
 
     /// Whether bytes went out since the send deadline was set.
@@ -441,7 +447,14 @@ impl Conn {
         if let Some(lp) = self.lp.upgrade() {
             self.set_timer(&lp, Phase::Send, self.cfg.send_timeout);
         }
-        if self.stream.write_then(b"", |_, s| s.close()).is_err() {
+        // The callback keeps the connection, and so its timer, until the stream
+        // closes one way or the other (nothing else may hold it by now).
+        let me = self.clone();
+        let flushed = self.stream.write_then(b"", move |_, s| {
+            s.close();
+            drop(me);
+        });
+        if flushed.is_err() {
             self.stream.close();
         }
     }
