@@ -22,6 +22,15 @@ fn server(backend: Backend, cfg: HttpConfig, handled: Arc<AtomicUsize>) -> Runni
                 .post(|_, req, mut r| r.write(req.body())),
         )
         .route(
+            "/later",
+            Route::new().get(|lp, _, mut r| {
+                lp.call_later(Duration::from_millis(50), move |_| {
+                    r.write("later");
+                    r.finish();
+                });
+            }),
+        )
+        .route(
             "/big",
             Route::new().get(move |_, _, mut r| {
                 handled.fetch_add(1, Ordering::SeqCst);
@@ -259,6 +268,19 @@ fn a_reset_during_a_body_closes_at_once(backend: Backend) {
         socket2::SockRef::from(&c)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
+        drop(c); // RST
+        eventually("the reset connection closed", || open(&s) == 0);
+    }
+    // The body arrives while an earlier answer is still being made (no read pending:
+    // receiving pauses at 64 KiB), then the reset.
+    for round in 0..10 {
+        let mut c = TcpStream::connect(s.local_addr()).unwrap();
+        let mut ask = b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        ask.extend_from_slice(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+        ask.extend_from_slice(&vec![b'x'; 50_000 + round * 20_000]);
+        c.write_all(&ask).unwrap();
+        std::thread::sleep(Duration::from_millis(100 + round as u64 * 10));
+        socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
         drop(c); // RST
         eventually("the reset connection closed", || open(&s) == 0);
     }
