@@ -280,7 +280,9 @@ fn a_reset_during_a_body_closes_at_once(backend: Backend) {
         ask.extend_from_slice(&vec![b'x'; 50_000 + round * 20_000]);
         c.write_all(&ask).unwrap();
         std::thread::sleep(Duration::from_millis(100 + round as u64 * 10));
-        socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(c); // RST
         eventually("the reset connection closed", || open(&s) == 0);
     }

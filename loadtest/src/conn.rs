@@ -557,13 +557,18 @@ fn chunked_len(b: &[u8]) -> Result<Option<usize>, ()> {
                 }
             }
         }
-        if b.len() < at + size + 2 {
+        // A size near usize::MAX would overflow the sums below: no buffer is that big.
+        let end = at
+            .checked_add(size)
+            .and_then(|e| e.checked_add(2))
+            .ok_or(())?;
+        if b.len() < end {
             return Ok(None);
         }
-        if &b[at + size..at + size + 2] != b"\r\n" {
+        if &b[end - 2..end] != b"\r\n" {
             return Err(());
         }
-        at += size + 2;
+        at = end;
     }
 }
 
@@ -616,6 +621,10 @@ mod tests {
             ),
             Parsed::Whole { close: true, .. }
         ));
+        // A chunk size that would overflow is garbage, not a panic (found by the
+        // response_parser fuzz target).
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert!(matches!(parse_response(huge, false), Parsed::Garbage));
         // The answer to HEAD: Content-Length but no body; the next response follows.
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nHTTP/1.1 200 OK\r\n";
         assert!(matches!(

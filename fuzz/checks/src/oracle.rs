@@ -74,3 +74,28 @@ pub fn against_hyper(data: &[u8]) {
         assert_eq!(&a, b, "request {i}: coreloop and hyper disagree");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The oracle is not vacuous: hyper sees pipelined requests, their bodies, and
+    /// stops at what it refuses.
+    #[test]
+    fn hyper_sees_the_requests_coreloop_sees() {
+        let data = b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n\
+            POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc\
+            PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n\
+            GARBAGE\r\n\r\nGET /never HTTP/1.1\r\nHost: h\r\n\r\n";
+        let theirs = hyper_requests(data);
+        let want: Vec<Seen> = vec![
+            ("GET".into(), "/a".into(), "x=1".into(), vec![]),
+            ("POST".into(), "/b".into(), "".into(), b"abc".to_vec()),
+            ("PUT".into(), "/c".into(), "".into(), b"de".to_vec()),
+        ];
+        assert_eq!(theirs, want);
+        let ours = decode_all([&data[..]], &HttpConfig::default());
+        assert_eq!(ours.requests.len(), 3);
+        against_hyper(data);
+    }
+}
