@@ -9,13 +9,17 @@
 # whole before the next. Keep-alive: one request, one response, N*16 times. One client
 # connection; loopback only. Needs valgrind and python3.
 # Environment: N1=200 N2=1200 PORT=27100 BACKEND=epoll
+#   HELLO=path/to/hello (another build to compare, e.g. one of an earlier commit)
 set -eu
 cd "$(dirname "$0")/.."
 N1=${N1:-200}
 N2=${N2:-1200}
 PORT=${PORT:-27100}
 BACKEND=${BACKEND:-epoll}
-cargo build --release --example hello >/dev/null 2>&1
+if [ -z "${HELLO:-}" ]; then
+  cargo build --release --example hello >/dev/null 2>&1
+  HELLO=target/release/examples/hello
+fi
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
@@ -57,7 +61,7 @@ PY
 measure() { # mode batches -> total Ir
   local f="$OUT/cg.$1.$2"
   valgrind --tool=callgrind --callgrind-out-file="$f" \
-    target/release/examples/hello --port "$PORT" --cores 1 --backend "$BACKEND" \
+    "$HELLO" --port "$PORT" --cores 1 --backend "$BACKEND" \
     >/dev/null 2>"$f.log" &
   local pid=$!
   client "$1" "$2"
