@@ -385,15 +385,19 @@ impl Conn {
 }
 
 /// What the front of the receive buffer holds.
-enum Parsed {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
     /// Not a whole response yet.
     Partial,
     /// Not HTTP.
     Garbage,
     /// A whole response of `len` bytes.
     Whole {
+        /// The status code.
         status: u16,
+        /// The response's length, bytes.
         len: usize,
+        /// Whether the server closes the connection after it.
         close: bool,
     },
     /// A response whose body runs until the server closes.
@@ -448,7 +452,7 @@ fn status_of(buf: &[u8]) -> u16 {
 /// Parses the response at the front of `buf`: status line and headers (httparse), then
 /// the body by Content-Length or chunked framing; `head`: it answers a HEAD request,
 /// so it has no body whatever its framing headers say (RFC 9110 9.3.2).
-fn parse_response(buf: &[u8], head: bool) -> Parsed {
+pub fn parse_response(buf: &[u8], head: bool) -> Parsed {
     // Uninitialised slots: zeroing 64 headers cost more than parsing a small response.
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
     let mut resp = httparse::Response::new(&mut []);
@@ -553,13 +557,18 @@ fn chunked_len(b: &[u8]) -> Result<Option<usize>, ()> {
                 }
             }
         }
-        if b.len() < at + size + 2 {
+        // A size near usize::MAX would overflow the sums below: no buffer is that big.
+        let end = at
+            .checked_add(size)
+            .and_then(|e| e.checked_add(2))
+            .ok_or(())?;
+        if b.len() < end {
             return Ok(None);
         }
-        if &b[at + size..at + size + 2] != b"\r\n" {
+        if &b[end - 2..end] != b"\r\n" {
             return Err(());
         }
-        at += size + 2;
+        at = end;
     }
 }
 
@@ -612,6 +621,10 @@ mod tests {
             ),
             Parsed::Whole { close: true, .. }
         ));
+        // A chunk size that would overflow is garbage, not a panic (found by the
+        // response_parser fuzz target).
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert!(matches!(parse_response(huge, false), Parsed::Garbage));
         // The answer to HEAD: Content-Length but no body; the next response follows.
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nHTTP/1.1 200 OK\r\n";
         assert!(matches!(

@@ -22,6 +22,13 @@ mod conn;
 mod report;
 pub mod server_metrics;
 
+/// The response parser, for the fuzz targets (feature `fuzzing`): not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::conn::{parse_response, Parsed};
+}
+
 pub use report::{Report, Totals};
 
 use clap::Parser;

@@ -1,19 +1,32 @@
-//! One HTTP/1.1 connection: read a head, read its body, run the handler, write the
-//! response, and again (keep-alive, pipelining) until it closes.
+//! One HTTP/1.1 connection: decode a request from the stream's buffer, run the
+//! handler, write the response, and again (keep-alive, pipelining) until it closes.
 //!
-//! Requests on a connection are handled one at a time: the next head is read only once
+//! The decoder (`decoder.rs`) makes every framing decision; this file only drives it:
+//! it hands the decoder the unread bytes in place, waits for more when it asks, and
+//! maps what it finds to handlers, refusals and timers.
+//!
+//! Requests on a connection are handled one at a time: the next is decoded only once
 //! the current response is finished, so pipelined responses go out in request order;
-//! pipelined requests already buffered are served without waiting for the loop.
-//! A refused request (4xx/5xx from the framing rules) is answered and the connection
-//! closed, since what follows it cannot be trusted; the close lingers briefly so that
-//! the answer is not lost to a reset.
+//! pipelined requests already buffered are served without waiting for the loop. While
+//! the answers not yet sent are over the stream's high-water mark, nothing more is
+//! decoded or read (a client that pipelines without reading costs a bounded amount of
+//! memory); it resumes when they drain.
+//!
+//! Every wait has a deadline, one timer per connection: the head (`header_timeout`, for
+//! a later request from its first byte; `idle_timeout` before that), the body
+//! (`body_timeout`), and the client reading the answers (`send_timeout`, extended while
+//! bytes go out). A refused request (4xx/5xx from the framing rules) is answered and
+//! the connection closed, since what follows it cannot be trusted; the close lingers
+//! briefly so that the answer is not lost to a reset.
 
 use super::app::Application;
-use super::request::{parse_chunk_size, parse_head, BodyKind, Head, Refused, Request};
+use super::decoder::{Decoder, Event};
+use super::head::{BodyKind, Head};
+use super::request::Request;
 use super::response::{reason, Response};
 use super::stats::{self, HttpStats, Recorder};
 use super::HttpConfig;
-use crate::iostream::{IoStream, ReadHandler, StreamError};
+use crate::iostream::{IoStream, ReadHandler};
 use crate::net::ServerId;
 use crate::reactor::{panic_message, IoLoop, TimeoutId, WeakLoop};
 use std::cell::{Cell, RefCell};
@@ -55,7 +68,7 @@ pub(crate) fn server_stats(lp: &IoLoop) -> Vec<HttpStats> {
             let idle = conns
                 .iter()
                 .filter_map(|(_, w)| w.upgrade())
-                .filter(|c| c.idle.get())
+                .filter(|c| c.idle())
                 .count();
             sc.stats
                 .snapshot(sc.accepted.get(), conns.len() as u64, idle as u64)
@@ -92,10 +105,25 @@ pub(crate) fn drain(lp: &IoLoop, id: ServerId) {
         .filter_map(|(_, w)| w.upgrade())
         .collect();
     for c in conns {
-        if c.idle.get() && c.stream.read_buffer_len() == 0 {
+        if c.idle() {
             c.close_after_flush();
         }
     }
+}
+
+/// What the connection's deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No deadline (a handler is running).
+    None,
+    /// Waiting for the first byte of the next request (`idle_timeout`).
+    Idle,
+    /// Waiting for the rest of a head (`header_timeout`).
+    Head,
+    /// Waiting for the rest of a body (`body_timeout`).
+    Body,
+    /// Waiting for the client to read (`send_timeout`, extended while bytes go out).
+    Send,
 }
 
 /// What a streamed response waiting for the client runs (with the response inside).
@@ -105,21 +133,29 @@ pub(crate) struct Conn {
     stream: IoStream,
     registry: Rc<ServerConns>,
     key: Cell<usize>,
-    /// Waiting for the next request head.
-    idle: Cell<bool>,
     app: Arc<Application>,
     cfg: Arc<HttpConfig>,
     lp: WeakLoop,
     /// When the connection is closed unless it makes progress (`None`: no limit now).
     deadline: Cell<Option<Instant>>,
-    /// The one timer that enforces `deadline`, re-armed lazily when it fires early.
-    timer: Cell<Option<TimeoutId>>,
+    phase: Cell<Phase>,
+    /// Bytes sent when the send deadline was last set (progress extends it).
+    sent_mark: Cell<u64>,
+    /// The one timer that enforces `deadline`, re-armed lazily when it fires early,
+    /// and when it fires.
+    timer: Cell<Option<(TimeoutId, Instant)>>,
     served: Cell<u64>,
     peer: Option<SocketAddr>,
-    /// `read_head` is running its loop (further down this stack).
-    reading_heads: Cell<bool>,
-    /// Asked for the next head while `reading_heads`: the loop takes it.
-    want_head: Cell<bool>,
+    decoder: RefCell<Decoder>,
+    /// The request whose body is being decoded, and whether the connection stays open
+    /// after it.
+    current: RefCell<Option<(Request, bool)>>,
+    /// A request is being handled: its response is not finished.
+    busy: Cell<bool>,
+    /// `pump` is running (further down this stack).
+    pumping: Cell<bool>,
+    /// A response finished while pumping: the pump takes the next request.
+    want_next: Cell<bool>,
     /// The handler of the current request is running (further down this stack): a
     /// response it drops unfinished is finished, as Tornado finishes a synchronous
     /// handler's; one dropped later was abandoned (500).
@@ -149,7 +185,9 @@ pub(crate) fn serve(
     // The connection decides when to close: a client that half-closes after its request
     // still gets its answer.
     stream.set_close_on_eof(false);
-    stream.set_max_buffer_size(cfg.max_body.max(cfg.max_head) + 64 * 1024);
+    // The decoder takes body bytes as they come and refuses a head over max_head, so
+    // the read buffer holds little more than a head; this is a backstop.
+    stream.set_max_buffer_size(cfg.max_head.min(super::MAX_HEAD_LIMIT) + 256 * 1024);
     let registry = lp.local::<HttpLoop>().server(id);
     registry.accepted.set(registry.accepted.get() + 1);
     if registry.stats.routes_unset() {
@@ -160,15 +198,19 @@ pub(crate) fn serve(
         stream,
         registry,
         key: Cell::new(usize::MAX),
-        idle: Cell::new(true),
         app,
         cfg,
         lp: lp.downgrade(),
         deadline: Cell::new(None),
+        phase: Cell::new(Phase::None),
+        sent_mark: Cell::new(0),
         timer: Cell::new(None),
         served: Cell::new(0),
-        reading_heads: Cell::new(false),
-        want_head: Cell::new(false),
+        decoder: RefCell::new(Decoder::default()),
+        current: RefCell::new(None),
+        busy: Cell::new(false),
+        pumping: Cell::new(false),
+        want_next: Cell::new(false),
         handling: Cell::new(false),
         handler_timer: Cell::new(None),
         timed_out: Cell::new(false),
@@ -190,7 +232,7 @@ pub(crate) fn serve(
             .borrow_mut()
             .insert(Rc::downgrade(&conn)),
     );
-    conn.read_head(lp);
+    conn.next_request(lp);
 }
 
 impl Drop for Conn {
@@ -200,21 +242,35 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.registry.conns.borrow_mut().try_remove(self.key.get());
         if let Some(lp) = self.lp.upgrade() {
-            for id in [self.timer.take(), self.handler_timer.take()]
-                .into_iter()
-                .flatten()
-            {
+            let timers = [
+                self.timer.take().map(|(id, _)| id),
+                self.handler_timer.take(),
+            ];
+            for id in timers.into_iter().flatten() {
                 lp.remove_timeout(id);
             }
         }
     }
 }
 
-/// The connection reads each request head by itself (no closure allocated per request).
+/// The connection waits for more bytes by itself (no closure allocated per wait).
 impl ReadHandler for Conn {
-    fn on_read(self: Rc<Self>, lp: &IoLoop, _: &IoStream, head: io::Result<Vec<u8>>) {
-        self.head_loop(lp, Some(head));
+    fn on_read(self: Rc<Self>, lp: &IoLoop, _: &IoStream, more: io::Result<Vec<u8>>) {
+        match more {
+            Ok(_) => self.pump(lp),
+            // End of file or an error: done, once what was written has gone out (a
+            // request cut short gets no answer: there is nobody to read it).
+            Err(_) => self.close_after_flush(),
+        }
     }
+}
+
+/// How a turn of decoding ended.
+enum Turn {
+    /// A request went to its handler.
+    Dispatched,
+    /// Waiting for bytes, for the answers to drain, or closing.
+    Stopped,
 }
 
 impl Conn {
@@ -223,14 +279,23 @@ impl Conn {
         self.lp.upgrade().map_or_else(Instant::now, |lp| lp.time())
     }
 
-    /// Closes the connection unless it makes progress within `after`. Setting a deadline
-    /// costs no timer operation: one timer per connection checks it when it fires and
-    /// re-arms itself for whatever is left.
-    fn set_timer(self: &Rc<Self>, lp: &IoLoop, after: Duration) {
+    /// Closes the connection unless it makes progress within `after`. Setting a later
+    /// deadline costs no timer operation: one timer per connection checks it when it
+    /// fires and re-arms itself for whatever is left. (An earlier one re-arms it.)
+    fn set_timer(self: &Rc<Self>, lp: &IoLoop, phase: Phase, after: Duration) {
         let deadline = lp.time() + after;
         self.deadline.set(Some(deadline));
-        if self.timer.get().is_none() {
-            self.arm(lp, after);
+        self.phase.set(phase);
+        if phase == Phase::Send {
+            self.sent_mark.set(self.stream.bytes_sent());
+        }
+        match self.timer.get() {
+            None => self.arm(lp, after),
+            Some((id, at)) if at > deadline => {
+                lp.remove_timeout(id);
+                self.arm(lp, after);
+            }
+            Some(_) => {}
         }
     }
 
@@ -240,16 +305,25 @@ impl Conn {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
             match c.deadline.get() {
+                Some(_) if c.phase.get() == Phase::Send && c.sending_progressed() => {
+                    c.set_timer(lp, Phase::Send, c.cfg.send_timeout);
+                }
                 Some(d) if lp.time() >= d => c.stream.close(),
                 Some(d) => c.arm(lp, d - lp.time()),
                 None => {}
             }
         });
-        self.timer.set(Some(id));
+        self.timer.set(Some((id, lp.time() + after)));
+    }
+
+    /// Whether bytes went out since the send deadline was set.
+    fn sending_progressed(&self) -> bool {
+        self.stream.bytes_sent() != self.sent_mark.get()
     }
 
     fn clear_timer(&self) {
         self.deadline.set(None);
+        self.phase.set(Phase::None);
     }
 
     /// True once the server is shutting down gracefully: responses close their
@@ -258,196 +332,153 @@ impl Conn {
         self.registry.draining.get()
     }
 
-    fn read_head(self: &Rc<Self>, lp: &IoLoop) {
-        if self.draining() && self.stream.read_buffer_len() == 0 {
+    /// Waiting for a request none of which has arrived.
+    fn idle(&self) -> bool {
+        !self.busy.get()
+            && self.current.borrow().is_none()
+            && self.decoder.borrow().between_requests()
+            && self.stream.read_buffer_len() == 0
+    }
+
+    /// Takes the next request: at the start, and after each response finished.
+    fn next_request(self: &Rc<Self>, lp: &IoLoop) {
+        self.busy.set(false);
+        if self.draining() && self.idle() {
             return self.close_after_flush();
         }
-        self.idle.set(true);
-        let wait = if self.served.get() == 0 {
-            self.cfg.header_timeout
+        if self.served.get() == 0 {
+            self.set_timer(lp, Phase::Head, self.cfg.header_timeout);
         } else {
-            self.cfg.idle_timeout
-        };
-        self.set_timer(lp, wait);
-        if self.reading_heads.get() {
-            // A response finished inside the loop below: it takes the next head.
-            self.want_head.set(true);
+            self.set_timer(lp, Phase::Idle, self.cfg.idle_timeout);
+        }
+        if self.pumping.get() {
+            // A response finished inside the pump below: it takes the next request.
+            self.want_next.set(true);
             return;
         }
-        self.head_loop(lp, None);
+        self.pump(lp);
     }
 
-    /// Handles heads while they are buffered (pipelined requests whose responses finish
-    /// at once go round this loop, not through a pending read each), starting with
-    /// `first` if a read delivered one; then waits for the next with a read.
-    fn head_loop(self: &Rc<Self>, lp: &IoLoop, first: Option<io::Result<Vec<u8>>>) {
-        self.reading_heads.set(true);
-        let mut next = first;
+    /// Handles requests while they are buffered (pipelined requests whose responses
+    /// finish at once go round this loop, not through a read each), then waits: for
+    /// bytes, or for the answers to drain.
+    fn pump(self: &Rc<Self>, lp: &IoLoop) {
+        self.pumping.set(true);
         loop {
-            let head = match next.take() {
-                Some(head) => head,
-                None => match self
-                    .stream
-                    .take_until_now(lp, b"\r\n\r\n", self.cfg.max_head)
-                {
-                    Some(head) => Ok(head),
-                    None => {
-                        let r = self.stream.read_until_within_by(
-                            b"\r\n\r\n",
-                            self.cfg.max_head,
-                            self.clone() as Rc<dyn ReadHandler>,
-                        );
-                        if r.is_err() {
-                            self.stream.close();
-                        }
-                        break;
-                    }
-                },
-            };
-            self.want_head.set(false);
-            self.on_head_bytes(lp, head);
-            if !self.want_head.get() {
-                break; // the response is not finished yet, or the connection closes
-            }
-        }
-        self.want_head.set(false);
-        self.reading_heads.set(false);
-    }
-
-    fn on_head_bytes(self: &Rc<Self>, lp: &IoLoop, head: io::Result<Vec<u8>>) {
-        self.clear_timer();
-        self.idle.set(false);
-        match head {
-            Ok(head) => {
-                self.started.set(self.stream.unread_since());
-                self.registry.stats.request(head.len());
-                match parse_head(head, &self.cfg) {
-                    Ok(h) => self.on_head(lp, h),
-                    Err(Refused(code)) => self.refuse(lp, code),
-                }
-            }
-            Err(e) if matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) => {
-                // Over the head limit: a request line that alone is too long is 414,
-                // otherwise the header section is: 431.
-                let start = self.stream.peek(self.cfg.max_uri + 32);
-                let line_fits = memchr::memmem::find(&start, b"\r\n").is_some();
-                self.refuse(lp, if line_fits { 431 } else { 414 });
-            }
-            // End of file or an error between requests: done, once what was written has
-            // gone out.
-            Err(_) => self.close_after_flush(),
-        }
-    }
-
-    fn on_head(self: &Rc<Self>, lp: &IoLoop, h: Head) {
-        let Head {
-            mut req,
-            body,
-            keep_alive,
-            expect_continue,
-        } = h;
-        req.peer = self.peer;
-        if expect_continue {
-            let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
-        }
-        match body {
-            BodyKind::None => self.dispatch(lp, req, keep_alive),
-            BodyKind::Length(n) => {
-                self.set_timer(lp, self.cfg.body_timeout);
+            self.want_next.set(false);
+            if self.stream.over_high_water() {
+                // The client is not reading its answers: read nothing more until they
+                // drain (TCP then slows the client down), and give up if they don't.
+                self.set_timer(lp, Phase::Send, self.cfg.send_timeout);
                 let me = self.clone();
-                let r = self.stream.read_bytes(n as usize, move |lp, _, data| {
-                    me.clear_timer();
-                    match data {
-                        Ok(data) => {
-                            me.registry.stats.body_bytes(data.len());
-                            req.extra_mut().body = data;
-                            me.dispatch(lp, req, keep_alive);
-                        }
-                        Err(_) => me.stream.close(),
-                    }
-                });
-                if r.is_err() {
-                    self.refuse(lp, 413);
-                }
+                self.stream.on_drain(move |lp, _| me.pump(lp));
+                break;
             }
-            BodyKind::Chunked => {
-                self.set_timer(lp, self.cfg.body_timeout);
-                self.read_chunk(req, keep_alive);
+            match self.decode(lp) {
+                Turn::Dispatched if self.want_next.get() => continue,
+                _ => break, // the response is not finished yet, or waiting
             }
         }
+        self.want_next.set(false);
+        self.pumping.set(false);
     }
 
-    /// Reads one chunk of a chunked body (then the next, then the trailers).
-    fn read_chunk(self: &Rc<Self>, mut req: Request, keep_alive: bool) {
-        let me = self.clone();
-        let r = self
+    fn wait_for_bytes(self: &Rc<Self>) -> Turn {
+        if self
             .stream
-            .read_until_within(b"\r\n", 1024, move |lp, s, line| {
-                let Ok(line) = line else {
-                    return me.refuse_or_close(lp);
-                };
-                let Some(size) = parse_chunk_size(&line) else {
-                    return me.refuse(lp, 400);
-                };
-                if size == 0 {
-                    return me.read_trailers(req, keep_alive, 0);
+            .read_more_by(self.clone() as Rc<dyn ReadHandler>)
+            .is_err()
+        {
+            self.stream.close();
+        }
+        Turn::Stopped
+    }
+
+    /// Decodes from the stream's buffer until a request is dispatched, more bytes are
+    /// needed, or the request is refused.
+    fn decode(self: &Rc<Self>, lp: &IoLoop) -> Turn {
+        let mut slot = None;
+        loop {
+            // Between requests with nothing buffered (keep-alive, after each answer):
+            // straight to waiting.
+            let unread = self.stream.read_buffer_len();
+            let between = self.decoder.borrow().between_requests();
+            if unread == 0 && between {
+                return self.wait_for_bytes();
+            }
+            if between {
+                // A request's latency counts from the first byte of its head.
+                self.started.set(self.stream.unread_since());
+            }
+            let (n, ev) = self.stream.with_unread(lp, |buf| {
+                let (n, ev) = self.decoder.borrow_mut().decode(buf, &self.cfg, &mut slot);
+                if let Event::Body(r) = &ev {
+                    if let Some((req, _)) = self.current.borrow_mut().as_mut() {
+                        req.extra_mut().body.extend_from_slice(&buf[r.clone()]);
+                    }
                 }
-                if req.body().len() as u64 + size > me.cfg.max_body as u64 {
-                    return me.refuse(lp, 413);
+                (n, (n, ev))
+            });
+            if matches!(ev, Event::Head) {
+                self.registry.stats.request(n);
+            } else if n > 0 {
+                self.registry.stats.body_bytes(n);
+            }
+            match ev {
+                Event::NeedMore => {
+                    // Part of a head is here: after a request, the next head is timed
+                    // from its first byte (empty lines before it do not count).
+                    if self.phase.get() == Phase::Idle
+                        && (self.stream.read_buffer_len() > 0
+                            || !self.decoder.borrow().between_requests())
+                    {
+                        self.set_timer(lp, Phase::Head, self.cfg.header_timeout);
+                    }
+                    return self.wait_for_bytes();
                 }
-                let me2 = me.clone();
-                let r = s.read_bytes(size as usize + 2, move |lp, _, data| {
-                    let Ok(data) = data else {
-                        return me2.refuse_or_close(lp);
+                Event::Head => {
+                    let Some(Head {
+                        mut req,
+                        body,
+                        keep_alive,
+                        expect_continue,
+                    }) = slot.take()
+                    else {
+                        self.stream.close(); // (a head always comes with its event)
+                        return Turn::Stopped;
                     };
-                    if !data.ends_with(b"\r\n") {
-                        return me2.refuse(lp, 400);
+                    req.peer = self.peer;
+                    if body == BodyKind::None {
+                        self.dispatch(lp, req, keep_alive);
+                        return Turn::Dispatched;
                     }
-                    req.extra_mut()
-                        .body
-                        .extend_from_slice(&data[..data.len() - 2]);
-                    me2.read_chunk(req, keep_alive);
-                });
-                if r.is_err() {
-                    me.refuse(lp, 413);
+                    if expect_continue {
+                        let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    self.set_timer(lp, Phase::Body, self.cfg.body_timeout);
+                    *self.current.borrow_mut() = Some((req, keep_alive));
                 }
-            });
-        if r.is_err() {
-            self.stream.close();
-        }
-    }
-
-    /// Reads (and drops) trailer fields up to the blank line, then dispatches.
-    fn read_trailers(self: &Rc<Self>, req: Request, keep_alive: bool, seen: usize) {
-        let me = self.clone();
-        let max = self.cfg.max_head.saturating_sub(seen).max(2);
-        let r = self
-            .stream
-            .read_until_within(b"\r\n", max, move |lp, _, line| match line {
-                Ok(line) if line == b"\r\n" => {
-                    me.clear_timer();
-                    me.dispatch(lp, req, keep_alive);
+                Event::Body(_) => {}
+                Event::End => {
+                    let Some((req, keep_alive)) = self.current.borrow_mut().take() else {
+                        self.stream.close(); // (the decoder ends only what it began)
+                        return Turn::Stopped;
+                    };
+                    self.dispatch(lp, req, keep_alive);
+                    return Turn::Dispatched;
                 }
-                Ok(line) => me.read_trailers(req, keep_alive, seen + line.len()),
-                Err(e) if matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) => {
-                    me.refuse(lp, 431)
+                Event::Error(code) => {
+                    self.refuse(lp, code);
+                    return Turn::Stopped;
                 }
-                Err(_) => me.stream.close(),
-            });
-        if r.is_err() {
-            self.stream.close();
+            }
         }
-    }
-
-    fn refuse_or_close(self: &Rc<Self>, lp: &IoLoop) {
-        if self.stream.closed() {
-            return;
-        }
-        self.refuse(lp, 400);
     }
 
     /// Routes the request and runs its handler.
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
+        self.busy.set(true);
+        self.clear_timer();
         let mut params = Vec::new();
         let found = self.app.find(req.path(), &mut params);
         let head = req.method() == "HEAD";
@@ -555,7 +586,7 @@ impl Conn {
         if close {
             self.close_after_flush();
         } else if let Some(lp) = lp {
-            self.read_head(&lp);
+            self.next_request(&lp);
         }
     }
 
@@ -622,8 +653,20 @@ impl Conn {
         }
     }
 
-    fn close_after_flush(&self) {
-        if self.stream.write_then(b"", |_, s| s.close()).is_err() {
+    /// Closes once everything written has gone out, or after `send_timeout` without
+    /// progress if the client does not read it.
+    fn close_after_flush(self: &Rc<Self>) {
+        if let Some(lp) = self.lp.upgrade() {
+            self.set_timer(&lp, Phase::Send, self.cfg.send_timeout);
+        }
+        // The callback keeps the connection, and so its timer, until the stream
+        // closes one way or the other (nothing else may hold it by now).
+        let me = self.clone();
+        let flushed = self.stream.write_then(b"", move |_, s| {
+            s.close();
+            drop(me);
+        });
+        if flushed.is_err() {
             self.stream.close();
         }
     }

@@ -1,21 +1,40 @@
 //! HTTP/1.1 on [`IoStream`](crate::IoStream): an [`Application`] of routes, served by
 //! [`HttpServer`] on every core.
 //!
-//! Heads are parsed by httparse; framing follows RFC 9112 (keep-alive, pipelining,
-//! Content-Length and chunked bodies, `Expect: 100-continue`), and bad input gets its
-//! status code: a malformed request 400, Content-Length with Transfer-Encoding or
-//! conflicting lengths 400, an unsupported transfer coding 501, another HTTP version
-//! 505, a header section over the limit 431, a URI over the limit 414, a body over the
-//! limit 413, then the connection closes. No route is 404, a method without a handler
-//! 405 with `Allow`, a panicking handler 500.
+//! Requests are decoded by a sans-I/O decoder that makes every framing decision in one
+//! place, following RFC 9112 strictly (keep-alive, pipelining, Content-Length and
+//! chunked bodies, `Expect: 100-continue`; CRLF is the only line ending). Bad input gets
+//! its status code: a malformed request 400 (a bare CR or LF, a missing, repeated or
+//! invalid `Host`, Content-Length with Transfer-Encoding or conflicting lengths, a
+//! Transfer-Encoding whose final coding is not chunked, one in an HTTP/1.0 request, a
+//! target outside RFC 3986's characters or with a fragment or userinfo), another
+//! coding under chunked 501, another major HTTP version 505, a header section over the
+//! limit 431, a URI over the limit 414, a body over the limit 413, then the connection
+//! closes. No route is 404, a method without a handler 405 with `Allow`, a panicking
+//! handler 500.
+//!
+//! Memory per connection is bounded: a client that pipelines requests without reading
+//! the answers stops being read once the unsent answers pass the stream's high-water
+//! mark, and one that stops reading altogether is closed after
+//! [`HttpConfig::send_timeout`].
 
 mod app;
 mod conn;
 mod date;
+mod decoder;
+mod head;
 mod request;
 mod response;
 mod server;
 mod stats;
+
+/// The request decoder's insides, for the fuzz targets (feature `fuzzing`): not a
+/// stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::decoder::{decode_all, Decoded, Message, Outcome};
+}
 
 pub use app::{Application, Handler, Route};
 pub(crate) use conn::server_stats;
@@ -58,16 +77,24 @@ pub struct HttpConfig {
     pub max_headers: usize,
     /// Largest request body, bytes: past it, 413.
     pub max_body: usize,
-    /// How long a new connection may take to send its first request head.
+    /// How long a request head may take to arrive: the first from when the connection
+    /// opens, a later one from its first byte. Not extended by progress, so a client
+    /// trickling a head is closed at this deadline whatever its rate.
     pub header_timeout: Duration,
-    /// How long a request body may take to arrive.
+    /// How long a request body may take to arrive (from the end of its head; not
+    /// extended by progress).
     pub body_timeout: Duration,
-    /// How long a kept-alive connection may wait for its next request.
+    /// How long a kept-alive connection may wait for the first byte of its next
+    /// request (from then on, `header_timeout` bounds the head).
     pub idle_timeout: Duration,
     /// How long a handler may take to finish its response (`None`, the default: no
     /// limit). Past it the request is answered 503 (a response already streaming is
     /// cut off) and the connection closes; the late response is ignored.
     pub handler_timeout: Option<Duration>,
+    /// How long a connection may go without sending anything while it waits for the
+    /// client to read its answers (it answered its last request, or paused reading a
+    /// client that pipelines without reading): then it is closed.
+    pub send_timeout: Duration,
     /// Listening: backlog, per-core connection limit, fd-exhaustion pause.
     pub listen: ListenOptions,
 }
@@ -83,6 +110,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             handler_timeout: None,
+            send_timeout: Duration::from_secs(60),
             listen: ListenOptions::default(),
         }
     }

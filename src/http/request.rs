@@ -1,17 +1,24 @@
-//! `Request`, and reading a request head: httparse for the syntax, then the framing
-//! rules of RFC 9112 (Content-Length, Transfer-Encoding, Connection, Expect), each
-//! failure mapped to its status code.
+//! `Request`: a parsed request head (the parsing is in `head.rs`), its body and the
+//! route's captures.
 
-use super::{HttpConfig, MAX_HEAD_LIMIT};
 use std::net::SocketAddr;
+use std::ops::Range;
 
-/// A byte range of the request head (which is at most [`MAX_HEAD_LIMIT`] bytes long).
+/// A byte range of the request head (which is at most
+/// [`MAX_HEAD_LIMIT`](super::MAX_HEAD_LIMIT) bytes long).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Span(u16, u16);
 
+impl Span {
+    /// The span of `r` (within a head, so it fits 16 bits).
+    pub(crate) fn of(r: Range<usize>) -> Span {
+        Span(r.start as u16, r.end as u16)
+    }
+}
+
 /// The method: one of [`STANDARD_METHODS`] by index, or where it lies in the head.
 #[derive(Debug, Clone, Copy)]
-enum Method {
+pub(crate) enum Method {
     Standard(u8),
     Sent(Span),
 }
@@ -39,7 +46,7 @@ pub(crate) struct Extra {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The head's bytes. Method, target and header names are ASCII (httparse checked);
+    /// The head's bytes. Method, target and header names are ASCII (the parser checked);
     /// a header value is validated as UTF-8 only when asked for as `&str`.
     head: Vec<u8>,
     method: Method,
@@ -52,6 +59,27 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request over the bytes of its head, as the parser found it.
+    pub(crate) fn from_head(
+        head: Vec<u8>,
+        method: Method,
+        path: Span,
+        query: Span,
+        minor_version: u8,
+        headers: smallvec::SmallVec<[(Span, Span); 4]>,
+    ) -> Request {
+        Request {
+            head,
+            method,
+            path,
+            query,
+            minor_version,
+            headers,
+            extra: None,
+            peer: None,
+        }
+    }
+
     fn bytes(&self, s: Span) -> &[u8] {
         &self.head[s.0 as usize..s.1 as usize]
     }
@@ -142,202 +170,11 @@ impl Drop for Request {
     }
 }
 
-/// How the body of a request is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyKind {
-    None,
-    Length(u64),
-    Chunked,
-}
-
-/// A parsed head: the request without its body, and what the connection must do.
-#[derive(Debug)]
-pub(crate) struct Head {
-    pub req: Request,
-    pub body: BodyKind,
-    pub keep_alive: bool,
-    pub expect_continue: bool,
-}
-
-/// Why a head was refused: the status to answer (the connection then closes, since
-/// the framing of what follows cannot be trusted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Refused(pub u16);
-
 /// The methods of RFC 9110 and PATCH, kept as `&'static str` so that `method()` costs
 /// no UTF-8 check.
-const STANDARD_METHODS: [&str; 9] = [
+pub(crate) const STANDARD_METHODS: [&str; 9] = [
     "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
-
-/// Where `part` (a slice of `base`) lies in `base`.
-fn span(base: &[u8], part: &[u8]) -> Span {
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    Span(start as u16, (start + part.len()) as u16)
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
-}
-
-/// Parses a complete head (up to and including the blank line); the request keeps it.
-pub(crate) fn parse_head(buf: Vec<u8>, cfg: &HttpConfig) -> Result<Head, Refused> {
-    if buf.len() > MAX_HEAD_LIMIT {
-        return Err(Refused(431)); // spans are 16-bit (the server never reads more)
-    }
-    const MAX: usize = 128;
-    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX];
-    let n_slots = cfg.max_headers.min(MAX);
-    let mut parsed = httparse::Request::new(&mut []);
-    match parsed.parse_with_uninit_headers(&buf, &mut slots[..n_slots]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(Refused(400)),
-        Err(httparse::Error::TooManyHeaders) => return Err(Refused(431)),
-        Err(httparse::Error::Version) => return Err(Refused(505)),
-        Err(_) => return Err(Refused(400)),
-    }
-    let method = parsed.method.ok_or(Refused(400))?;
-    let method = match STANDARD_METHODS.iter().position(|m| *m == method) {
-        Some(i) => Method::Standard(i as u8),
-        None => Method::Sent(span(&buf, method.as_bytes())),
-    };
-    let target = parsed.path.ok_or(Refused(400))?;
-    let minor_version = parsed.version.ok_or(Refused(400))?;
-    if target.len() > cfg.max_uri {
-        return Err(Refused(414));
-    }
-    // origin-form, absolute-form (proxies), or `*` for OPTIONS.
-    let origin = if target.starts_with('/') || target == "*" {
-        target
-    } else if let Some(rest) = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-    {
-        rest.find('/').map_or("", |i| &rest[i..])
-    } else {
-        return Err(Refused(400));
-    };
-    let (path, query) = match memchr::memchr(b'?', origin.as_bytes()) {
-        Some(i) => (&origin[..i], &origin[i + 1..]),
-        None => (origin, &origin[origin.len()..]),
-    };
-    let (path, query) = if path.is_empty() {
-        (Span::default(), Span::default()) // absolute-form without a path: "/" below
-    } else {
-        (span(&buf, path.as_bytes()), span(&buf, query.as_bytes()))
-    };
-
-    let mut headers = smallvec::SmallVec::new();
-    let mut content_length: Option<u64> = None;
-    let mut chunked_only = true;
-    let mut te_seen = false;
-    let (mut close, mut keep_alive_token, mut expect_continue, mut host) =
-        (false, false, false, false);
-    for h in parsed.headers.iter() {
-        let name = h.name;
-        let value = trim(h.value);
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if is("host") {
-            host = true;
-        } else if is("content-length") {
-            // Each value (a list too) must be all digits, and all must agree.
-            for v in value.split(|&b| b == b',') {
-                let v = trim(v);
-                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                    return Err(Refused(400));
-                }
-                let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-                if content_length.is_some_and(|m| m != n) {
-                    return Err(Refused(400));
-                }
-                content_length = Some(n);
-            }
-        } else if is("transfer-encoding") {
-            // We decode chunked only; it must be the one coding.
-            for coding in value.split(|&b| b == b',') {
-                let coding = trim(coding);
-                if coding.is_empty() {
-                    continue;
-                }
-                chunked_only &= !te_seen && coding.eq_ignore_ascii_case(b"chunked");
-                te_seen = true;
-            }
-        } else if is("connection") {
-            for t in value.split(|&b| b == b',') {
-                close |= trim(t).eq_ignore_ascii_case(b"close");
-                keep_alive_token |= trim(t).eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if is("expect") {
-            expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-        }
-        headers.push((span(&buf, name.as_bytes()), span(&buf, value)));
-    }
-    if minor_version == 1 && !host {
-        return Err(Refused(400)); // RFC 9112 3.2: a 1.1 request without Host
-    }
-    let body = match (te_seen, content_length) {
-        (true, Some(_)) => return Err(Refused(400)),
-        (true, None) if chunked_only => BodyKind::Chunked,
-        (true, None) => return Err(Refused(501)),
-        (false, Some(0)) | (false, None) => BodyKind::None,
-        (false, Some(n)) => BodyKind::Length(n),
-    };
-    if let BodyKind::Length(n) = body {
-        if n > cfg.max_body as u64 {
-            return Err(Refused(413));
-        }
-    }
-    let keep_alive = if minor_version == 1 {
-        !close
-    } else {
-        keep_alive_token && !close
-    };
-    let mut req = Request {
-        head: buf,
-        method,
-        path,
-        query,
-        minor_version,
-        headers,
-        extra: None,
-        peer: None,
-    };
-    if req.path.1 == 0 {
-        // No path in an absolute-form target: it means "/".
-        req.head.push(b'/');
-        let at = req.head.len() as u16 - 1;
-        req.path = Span(at, at + 1);
-        req.query = Span(at + 1, at + 1);
-    }
-    Ok(Head {
-        req,
-        body,
-        keep_alive,
-        expect_continue: expect_continue && minor_version == 1 && body != BodyKind::None,
-    })
-}
-
-/// Parses a chunk-size line (`1a;ext=1\r\n`): the size, or `None` if malformed.
-pub(crate) fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let line = line.strip_suffix(b"\r\n")?;
-    let hex = match line.iter().position(|&b| b == b';') {
-        Some(i) => &line[..i],
-        None => line,
-    };
-    let hex = std::str::from_utf8(hex).ok()?.trim_end_matches([' ', '\t']);
-    if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
-}
 
 #[cfg(test)]
 mod tests {
@@ -353,117 +190,20 @@ mod tests {
         assert!(std::mem::size_of::<Request>() <= 128);
     }
 
-    fn parse(s: &str) -> Result<Head, Refused> {
-        parse_head(s.as_bytes().to_vec(), &HttpConfig::default())
-    }
-
     #[test]
-    fn framing_and_refusals() {
-        let cases: &[(&str, Result<BodyKind, u16>)] = &[
-            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", Ok(BodyKind::None)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", Ok(BodyKind::Length(5))),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Ok(BodyKind::Length(5))),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n", Ok(BodyKind::Length(5))),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", Err(400)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", Err(400)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", Err(400)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(BodyKind::Chunked)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n", Ok(BodyKind::Chunked)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", Err(400)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(501)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", Err(501)),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", Err(413)),
-            ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", Err(505)),
-            ("GET / HTTP/1.1\r\n\r\n", Err(400)),
-            ("GET / HTTP/1.0\r\n\r\n", Ok(BodyKind::None)),
-            ("GET /\r\n\r\n", Err(400)),
-            ("G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n", Err(400)),
-            ("GET / HTTP/1.1\r\nHost x\r\n\r\n", Err(400)),
-            ("GET nonsense HTTP/1.1\r\nHost: x\r\n\r\n", Err(400)),
-        ];
-        for (head, want) in cases {
-            let got = parse(head).map(|h| h.body).map_err(|r| r.0);
-            assert_eq!(&got, want, "{head:?}");
-        }
-    }
-
-    #[test]
-    fn keep_alive_by_version_and_connection_header() {
-        let cases = [
-            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
-            (
-                "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                false,
-            ),
-            (
-                "GET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, Close\r\n\r\n",
-                false,
-            ),
-            ("GET / HTTP/1.0\r\n\r\n", false),
-            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
-        ];
-        for (head, want) in cases {
-            assert_eq!(parse(head).unwrap().keep_alive, want, "{head:?}");
-        }
-    }
-
-    #[test]
-    fn target_forms_query_and_limits() {
-        let h = parse("GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((h.req.path(), h.req.query()), ("/a/b", "x=1&y=2"));
-        assert_eq!(h.req.query_arg("y"), Some("2"));
-        assert_eq!(h.req.query_arg("z"), None);
-        let h = parse("GET http://example.com/p?q HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((h.req.path(), h.req.query()), ("/p", "q"));
-        let h = parse("GET http://example.com HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((h.req.path(), h.req.query()), ("/", ""));
-        let h = parse("GET / HTTP/1.1\r\nHost: x\r\nX-A:  spaced value \r\n\r\n").unwrap();
-        assert_eq!(h.req.header("x-a"), Some("spaced value"));
-        assert_eq!(h.req.headers().count(), 2);
-        assert_eq!(h.req.method(), "GET");
-        // A header value that is not UTF-8 (obs-text): still parsed, bytes kept.
-        let raw = b"GET /x HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\n\r\n".to_vec();
-        let h = parse_head(raw, &HttpConfig::default()).unwrap();
-        assert_eq!((h.req.method(), h.req.path()), ("GET", "/x"));
-        assert_eq!(h.req.header("x-latin"), None);
-        assert_eq!(h.req.header_bytes("x-latin"), Some(&b"caf\xe9"[..]));
-        assert_eq!(h.req.header("host"), Some("x"));
-        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
-        assert_eq!(parse(&long).unwrap_err(), Refused(414));
-        let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
-        let head = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
-        assert_eq!(parse(&head).unwrap_err(), Refused(431));
-    }
-
-    #[test]
-    fn expect_continue_only_with_a_body_on_1_1() {
-        let h = parse(
-            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+    fn query_arguments() {
+        let head = b"GET /a?x=1&y=2&flag HTTP/1.1\r\n\r\n".to_vec();
+        let req = Request::from_head(
+            head,
+            Method::Standard(0),
+            Span::of(4..6),
+            Span::of(7..19),
+            1,
+            smallvec::SmallVec::new(),
         );
-        assert!(h.unwrap().expect_continue);
-        let h = parse("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
-        assert!(!h.unwrap().expect_continue);
-    }
-
-    #[test]
-    fn chunk_size_lines() {
-        let cases: &[(&[u8], Option<u64>)] = &[
-            (b"0\r\n", Some(0)),
-            (b"1a\r\n", Some(26)),
-            (b"FF;name=value\r\n", Some(255)),
-            (b"\r\n", None),
-            (b"zz\r\n", None),
-            (b"-1\r\n", None),
-            (b"1a", None),
-            (b"ffffffffffffffff\r\n", None),
-        ];
-        for (line, want) in cases {
-            assert_eq!(
-                parse_chunk_size(line),
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
-        }
+        assert_eq!((req.path(), req.query()), ("/a", "x=1&y=2&flag"));
+        assert_eq!(req.query_arg("y"), Some("2"));
+        assert_eq!(req.query_arg("flag"), Some(""));
+        assert_eq!(req.query_arg("z"), None);
     }
 }

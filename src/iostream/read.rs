@@ -46,6 +46,9 @@ pub(super) enum ReadKind {
     Bytes(usize),
     Partial(usize),
     UntilClose,
+    /// More than this many bytes unread: completes with nothing taken (see
+    /// [`IoStream::read_more_by`]).
+    More(usize),
 }
 
 impl ReadKind {
@@ -70,7 +73,7 @@ pub(super) struct PendingRead {
 /// in a small recycled buffer (`buffer::small_copy`) when short: give it back with
 /// `buffer::recycle_small`.
 pub(crate) trait ReadHandler {
-    /// The read asked for with [`IoStream::read_until_within_by`] completed.
+    /// The read asked for with [`IoStream::read_more_by`] completed.
     fn on_read(self: Rc<Self>, lp: &IoLoop, s: &IoStream, r: io::Result<Vec<u8>>);
 }
 
@@ -169,6 +172,12 @@ impl ReadSide {
         } else {
             bytes.to_vec()
         };
+        self.consume(lp, n);
+        v
+    }
+
+    /// Drops the first `n` unread bytes; an emptied buffer goes back to the pool.
+    fn consume(&mut self, lp: &IoLoop, n: usize) {
         self.rpos += n;
         if self.rpos == self.rbuf.len() {
             let old = std::mem::take(&mut self.rbuf);
@@ -178,7 +187,6 @@ impl ReadSide {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        v
     }
 }
 
@@ -265,34 +273,25 @@ impl IoStream {
         self.start_read(ReadKind::Until { delim, max, close }, cb)
     }
 
-    /// [`read_until_within`](Self::read_until_within), answered by `handler`.
-    pub(crate) fn read_until_within_by(
-        &self,
-        delimiter: &[u8],
-        max_bytes: usize,
-        handler: Rc<dyn ReadHandler>,
-    ) -> io::Result<()> {
-        self.read_until_kind(delimiter, max_bytes, false, Reader::Handler(handler))
+    /// Waits until more bytes than those unread now have arrived, or the stream ends
+    /// (an error, as for any read), and tells `handler`, with nothing taken from the
+    /// buffer: for an owner that decodes in place with [`with_unread`](Self::with_unread).
+    pub(crate) fn read_more_by(&self, handler: Rc<dyn ReadHandler>) -> io::Result<()> {
+        let unread = self.inner.st.borrow().r.unread();
+        self.start_read(ReadKind::More(unread), Reader::Handler(handler))
     }
 
-    /// Takes the unread bytes up to and including `delimiter` at once, if they are
-    /// buffered (within `max_bytes`) and no read is pending; `None` otherwise, and then
-    /// the caller asks with a read. Short, they come in a recycled small buffer, as for
-    /// a [`ReadHandler`]. For an owner that reads message after message and
-    /// would otherwise go through a pending read and the dispatch loop for each.
-    pub(crate) fn take_until_now(
-        &self,
-        lp: &IoLoop,
-        delimiter: &[u8],
-        max_bytes: usize,
-    ) -> Option<Vec<u8>> {
+    /// Lets `f` look at the unread bytes and consume the first of them: it returns how
+    /// many (at most all of them) and a result. For an owner that decodes messages in
+    /// place instead of asking for a copy of each. No read may be pending, and `f` must
+    /// not use the stream.
+    pub(crate) fn with_unread<R>(&self, lp: &IoLoop, f: impl FnOnce(&[u8]) -> (usize, R)) -> R {
         let mut st = self.inner.st.borrow_mut();
-        if st.r.read.is_some() || st.closed {
-            return None;
-        }
         let r = &mut st.r;
-        let n = find_delim(&r.rbuf[r.rpos..], delimiter)? + delimiter.len();
-        (n <= max_bytes).then(|| r.take_front(lp, n, true))
+        debug_assert!(r.read.is_none(), "with_unread while a read is pending");
+        let (n, out) = f(&r.rbuf[r.rpos..]);
+        r.consume(lp, n);
+        out
     }
 
     /// A copy of up to `max` unread bytes, without consuming them.
@@ -477,6 +476,8 @@ impl IoStream {
     ) -> io::Result<Vec<u8>> {
         st.r.scanned = 0;
         match outcome {
+            // Nothing taken (`More`): no buffer either.
+            Ok(0) => Ok(Vec::new()),
             Ok(n) => Ok(st.r.take_front(lp, n, small)),
             Err(e) => {
                 if !matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) {
@@ -520,6 +521,13 @@ fn outcome(st: &mut State, kind: &ReadKind) -> Option<io::Result<usize>> {
             }
         }
         ReadKind::UntilClose => ended.then_some(Ok(unread)),
+        ReadKind::More(n) => {
+            if unread > *n {
+                Some(Ok(0))
+            } else {
+                ended_error.map(Err)
+            }
+        }
         ReadKind::Until { delim, max, close } => {
             let delim = delim.as_slice();
             let hay = &r.rbuf[r.rpos..];

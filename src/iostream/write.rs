@@ -274,6 +274,11 @@ impl IoStream {
         self.inner.st.borrow().w.buffered()
     }
 
+    /// Bytes handed to the kernel so far, partial sends included: a writer's progress.
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.inner.transport.bytes_sent()
+    }
+
     /// True while more than the high-water mark is buffered: a writer should wait for
     /// [`on_drain`](Self::on_drain) before writing more.
     pub fn over_high_water(&self) -> bool {

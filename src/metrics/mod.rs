@@ -234,11 +234,12 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 /// let server = HttpServer::new(app)
 ///     .listen(Runtime::builder().cores(Cores::Count(2)), "127.0.0.1:0".parse().unwrap())?;
 /// let mut c = std::net::TcpStream::connect(server.local_addr())?;
-/// c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+/// // Two requests: the second answer shows the first one's latency.
+/// c.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\nGET /metrics HTTP/1.0\r\n\r\n")?;
 /// let mut text = String::new();
 /// c.read_to_string(&mut text)?;
 /// assert!(text.contains("coreloop_loop_iterations_total "));
-/// assert!(text.contains("coreloop_http_request_duration_seconds_bucket{"));
+/// assert!(text.contains(r#"route="/metrics",class="2xx",le="#));
 /// server.shutdown().unwrap();
 /// # Ok::<(), std::io::Error>(())
 /// ```

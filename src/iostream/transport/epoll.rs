@@ -83,7 +83,10 @@ impl EpollTransport {
             match r {
                 Ok(n) => off += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.st.borrow_mut().pending = Some((buf, off));
+                    let mut st = self.st.borrow_mut();
+                    st.sock.sent += off as u64;
+                    st.pending = Some((buf, off));
+                    drop(st);
                     update_interest(&self.st, lp);
                     return SendNow::Pending;
                 }
@@ -91,6 +94,7 @@ impl EpollTransport {
                 Err(e) => return SendNow::Failed(e),
             }
         }
+        self.st.borrow_mut().sock.sent += buf.len() as u64;
         SendNow::Done(buf)
     }
 
@@ -215,7 +219,10 @@ fn flush_pending(st: &Rc<RefCell<State>>, lp: &IoLoop) {
             send_from(fd.as_fd(), &buf[off..])
         };
         match r {
-            Ok(n) => off += n,
+            Ok(n) => {
+                off += n;
+                st.borrow_mut().sock.sent += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 st.borrow_mut().pending = Some((buf, off));
                 return;

@@ -56,6 +56,8 @@ struct Sock {
     reading: bool,
     /// End of file or an error was reported: receiving never restarts.
     ended: bool,
+    /// Bytes handed to the kernel so far, partial sends included.
+    sent: u64,
 }
 
 impl Sock {
@@ -67,6 +69,7 @@ impl Sock {
             sink: Some(sink),
             reading: true,
             ended: false,
+            sent: 0,
         }
     }
 
@@ -135,6 +138,11 @@ impl Transport {
     /// before the caller gets hold of the loop).
     pub(crate) fn would_change_reading(&self, on: bool) -> bool {
         self.with_sock(|s| s.changes_reading(on)).unwrap_or(false)
+    }
+
+    /// Bytes handed to the kernel so far, partial sends included (a writer's progress).
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.with_sock(|s| s.sent).unwrap_or(0)
     }
 
     /// Sends all of `buf`. At most one send may be pending at a time.

@@ -1,0 +1,588 @@
+//! The grammar of a request head and its framing rules, in one place: the request line
+//! (RFC 9112 §3), the target (RFC 9112 §3.2, RFC 3986), field lines (RFC 9112 §5, RFC
+//! 9110 §5.5), `Host` (RFC 9110 §7.2), and how the body is framed (RFC 9112 §6). The
+//! same field-line grammar checks chunk trailers, and the chunk-size line is here too.
+//!
+//! One rule for line endings: CRLF ends every line. A lone LF or a lone CR anywhere is
+//! a 400 (RFC 9112 §2.2 lets a server choose; accepting bare LF is how a server and a
+//! proxy in front of it come to disagree on where a header, and so a request, ends).
+//!
+//! Written by hand rather than with httparse, which is lenient where this must be
+//! strict (bare LF, `HTTP/1.2`, extra parts in the request line answered as a version
+//! error, target characters outside RFC 3986) and cannot check a head as it arrives.
+//! The fuzz targets in `fuzz/` compare it with hyper's parser.
+
+use super::request::{Method, Request, Span, STANDARD_METHODS};
+use super::{HttpConfig, MAX_HEAD_LIMIT};
+use std::ops::Range;
+
+/// How the body of a request is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed head: the request without its body, and what the connection must do.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub req: Request,
+    pub body: BodyKind,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+/// Why a head was refused: the status to answer (the connection then closes, since
+/// the framing of what follows cannot be trusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused(pub u16);
+
+const BAD: Refused = Refused(400);
+
+// Character classes, one bit each, in one table.
+const TOKEN: u8 = 1; // tchar (RFC 9110 §5.6.2)
+const VALUE: u8 = 2; // field-vchar, SP, HTAB, obs-text (RFC 9110 §5.5)
+const PCHAR: u8 = 4; // RFC 3986 pchar less pct-encoded: unreserved, sub-delims, ':', '@'
+const HOST: u8 = 8; // RFC 3986 reg-name less pct-encoded: unreserved, sub-delims
+const HEX: u8 = 16;
+const DIGIT: u8 = 32;
+
+static CLASS: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let alpha = c.is_ascii_alphabetic();
+        let digit = c.is_ascii_digit();
+        let unreserved = alpha || digit || matches!(c, b'-' | b'.' | b'_' | b'~');
+        let sub_delim = matches!(
+            c,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+        );
+        let mut v = 0;
+        if alpha
+            || digit
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+        {
+            v |= TOKEN;
+        }
+        if c == b'\t' || (c >= 0x20 && c != 0x7f) {
+            v |= VALUE;
+        }
+        if unreserved || sub_delim || c == b':' || c == b'@' {
+            v |= PCHAR;
+        }
+        if unreserved || sub_delim {
+            v |= HOST;
+        }
+        if c.is_ascii_hexdigit() {
+            v |= HEX;
+        }
+        if digit {
+            v |= DIGIT;
+        }
+        t[b] = v;
+        b += 1;
+    }
+    t
+}
+
+fn is(c: u8, class: u8) -> bool {
+    CLASS[usize::from(c)] & class != 0
+}
+
+/// Where the run of `class` bytes starting at `from` ends.
+fn run(b: &[u8], from: usize, class: u8) -> usize {
+    let mut i = from;
+    while i < b.len() && is(b[i], class) {
+        i += 1;
+    }
+    i
+}
+
+/// Where the run of field-value bytes starting at `from` ends: eight at a time while
+/// none of them is a control character (a CR ends a value; long values such as cookies
+/// are common).
+fn value_end(b: &[u8], from: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        // A byte below 0x20, or 0x7f: the ASCII ones (high bit clear) whose value
+        // plus 0x60 does not reach 0x80, or plus 1 does.
+        let ascii = !w & HI;
+        let low = (w & !HI).wrapping_add(LO * 0x60) & ascii;
+        let del = (w & !HI).wrapping_add(LO) & ascii;
+        if (!low & ascii) | (del & ascii) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    run(b, i, VALUE)
+}
+
+fn trim_ows(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|&c| c != b' ' && c != b'\t')
+        .unwrap_or(b.len());
+    let end = b[start..]
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(start, |e| start + e + 1);
+    &b[start..end]
+}
+
+/// The elements of a comma-separated list (RFC 9110 §5.6.1), OWS trimmed, empty ones
+/// included (callers decide).
+fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&c| c == b',').map(trim_ows)
+}
+
+/// A `pct-encoded` at `b[i]` (`%` then two hex digits)?
+fn pct(b: &[u8], i: usize) -> bool {
+    i + 2 < b.len() && is(b[i + 1], HEX) && is(b[i + 2], HEX)
+}
+
+/// One field line (`name ":" OWS value OWS CRLF`) starting at `b[at]`: the name, the
+/// value (OWS trimmed) and where the next line starts. No whitespace before the colon,
+/// no obs-fold, no control character in the value (RFC 9112 §5.1, §5.2).
+pub(crate) fn field_line(
+    b: &[u8],
+    at: usize,
+) -> Result<(Range<usize>, Range<usize>, usize), Refused> {
+    let name_end = run(b, at, TOKEN);
+    if name_end == at || b.get(name_end) != Some(&b':') {
+        return Err(BAD);
+    }
+    let mut v = name_end + 1;
+    while v < b.len() && (b[v] == b' ' || b[v] == b'\t') {
+        v += 1;
+    }
+    let end = value_end(b, v);
+    if b.get(end..end + 2) != Some(b"\r\n") {
+        return Err(BAD);
+    }
+    let mut ve = end;
+    while ve > v && (b[ve - 1] == b' ' || b[ve - 1] == b'\t') {
+        ve -= 1;
+    }
+    Ok((at..name_end, v..ve, end + 2))
+}
+
+/// Checks a field section (`*( field-line CRLF ) CRLF`, the whole of `b`): chunk
+/// trailers, which are validated and then dropped.
+pub(crate) fn check_fields(b: &[u8], max_fields: usize) -> Result<(), Refused> {
+    let mut at = 0;
+    let mut n = 0;
+    while b.get(at..at + 2) != Some(b"\r\n") {
+        let (_, _, next) = field_line(b, at)?;
+        n += 1;
+        if n > max_fields {
+            return Err(Refused(431));
+        }
+        at = next;
+    }
+    if at + 2 == b.len() {
+        Ok(())
+    } else {
+        Err(BAD)
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2; RFC 3986 §3.2.2): an IP literal in brackets
+/// or a reg-name (which covers IPv4), then digits after a colon. Empty is valid.
+fn valid_host(h: &[u8]) -> bool {
+    let mut i = 0;
+    if h.first() == Some(&b'[') {
+        let Some(close) = h.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        if close == 1 || !h[1..close].iter().all(|&c| is(c, HOST) || c == b':') {
+            return false;
+        }
+        i = close + 1;
+    } else {
+        while i < h.len() && h[i] != b':' {
+            if is(h[i], HOST) {
+                i += 1;
+            } else if h[i] == b'%' && pct(h, i) {
+                i += 3;
+            } else {
+                return false;
+            }
+        }
+    }
+    match h.get(i) {
+        None => true,
+        Some(b':') => h[i + 1..].iter().all(|&c| is(c, DIGIT)),
+        Some(_) => false,
+    }
+}
+
+/// Path and query of a target (relative to its start; an empty path means "/").
+struct Target {
+    path: Range<usize>,
+    query: Range<usize>,
+}
+
+/// `absolute-path [ "?" query ]` from `t[from]` (RFC 3986 §3.3, §3.4): pchars, `/`,
+/// pct-encoded, and `?` in the query. Anything else, a fragment (`#`) among them, is
+/// refused.
+fn path_and_query(t: &[u8], from: usize) -> Result<Target, Refused> {
+    let mut i = from;
+    let mut q = None;
+    while i < t.len() {
+        let c = t[i];
+        if is(c, PCHAR) || c == b'/' {
+            i += 1;
+        } else if c == b'%' && pct(t, i) {
+            i += 3;
+        } else if c == b'?' {
+            if q.is_none() {
+                q = Some(i);
+            }
+            i += 1;
+        } else {
+            return Err(BAD);
+        }
+    }
+    Ok(match q {
+        Some(q) => Target {
+            path: from..q,
+            query: q + 1..t.len(),
+        },
+        None => Target {
+            path: from..t.len(),
+            query: t.len()..t.len(),
+        },
+    })
+}
+
+/// The request target (RFC 9112 §3.2): origin-form, absolute-form (`http` or `https`,
+/// any case; authority without userinfo), or `*` for OPTIONS. Authority-form (CONNECT)
+/// is not served.
+fn target(t: &[u8], options: bool) -> Result<Target, Refused> {
+    match t.first() {
+        Some(b'/') => path_and_query(t, 0),
+        Some(b'*') if t.len() == 1 && options => Ok(Target {
+            path: 0..1,
+            query: 1..1,
+        }),
+        Some(c) if c.is_ascii_alphabetic() => {
+            let colon = t.iter().position(|&c| c == b':').ok_or(BAD)?;
+            let scheme = &t[..colon];
+            if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+                return Err(BAD);
+            }
+            let auth = colon + 3;
+            if t.get(colon..auth) != Some(b"://") {
+                return Err(BAD);
+            }
+            let auth_end = t[auth..]
+                .iter()
+                .position(|&c| matches!(c, b'/' | b'?' | b'#'))
+                .map_or(t.len(), |e| auth + e);
+            let host = &t[auth..auth_end];
+            // A host is required in an http(s) URI (RFC 9110 §4.2.1), userinfo is not
+            // allowed (RFC 9110 §4.2.4): `@` is not a host character, so both show here.
+            if host.is_empty() || host[0] == b':' || !valid_host(host) {
+                return Err(BAD);
+            }
+            path_and_query(t, auth_end)
+        }
+        _ => Err(BAD),
+    }
+}
+
+/// What the fields say about framing and the connection.
+#[derive(Default)]
+struct Fields {
+    hosts: u8,
+    length: Option<u64>,
+    /// Transfer codings seen, in order: how many, whether the last is chunked, and
+    /// whether chunked came earlier than last (or twice).
+    codings: u32,
+    last_chunked: bool,
+    chunked_early: bool,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Fields {
+    fn take(&mut self, name: &[u8], value: &[u8]) -> Result<(), Refused> {
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.hosts += 1;
+                if self.hosts > 1 || !valid_host(value) {
+                    return Err(BAD);
+                }
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                // A list (or repeated field) is accepted only if every value is the
+                // same valid number (RFC 9112 §6.3).
+                for v in list(value) {
+                    if v.is_empty() || !v.iter().all(|&c| is(c, DIGIT)) {
+                        return Err(BAD);
+                    }
+                    let n = v.iter().try_fold(0u64, |n, &d| {
+                        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                    });
+                    let n = n.ok_or(BAD)?;
+                    if self.length.is_some_and(|m| m != n) {
+                        return Err(BAD);
+                    }
+                    self.length = Some(n);
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                // Codings are a list, over every Transfer-Encoding field; empty
+                // elements do not count (RFC 9110 §5.6.1).
+                for coding in list(value).filter(|c| !c.is_empty()) {
+                    let name_end = run(coding, 0, TOKEN);
+                    if name_end == 0 {
+                        return Err(BAD);
+                    }
+                    if name_end < coding.len()
+                        && trim_ows(&coding[name_end..]).first() != Some(&b';')
+                    {
+                        return Err(BAD); // not `token *( OWS ";" OWS parameter )`
+                    }
+                    if self.last_chunked {
+                        self.chunked_early = true;
+                    }
+                    self.last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    self.codings += 1;
+                }
+                if self.codings == 0 {
+                    return Err(BAD); // a Transfer-Encoding naming no coding
+                }
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for t in list(value) {
+                    self.close |= t.eq_ignore_ascii_case(b"close");
+                    self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The framing of the body (RFC 9112 §6.1, §6.3).
+    fn body(&self, minor_version: u8) -> Result<BodyKind, Refused> {
+        if self.codings == 0 {
+            return Ok(match self.length {
+                None | Some(0) => BodyKind::None,
+                Some(n) => BodyKind::Length(n),
+            });
+        }
+        // Transfer-Encoding in an HTTP/1.0 request is faulty framing; with a
+        // Content-Length too, the two could be read differently; chunked must be the
+        // final coding, and applied once.
+        if minor_version == 0 || self.length.is_some() || !self.last_chunked || self.chunked_early {
+            return Err(BAD);
+        }
+        if self.codings > 1 {
+            return Err(Refused(501)); // another coding under chunked: not implemented
+        }
+        Ok(BodyKind::Chunked)
+    }
+}
+
+/// Parses a complete head (request line through the empty line, nothing before or
+/// after it) into `slot`; the request keeps the bytes. Returns the body's framing.
+pub(crate) fn parse_head(
+    mut buf: Vec<u8>,
+    cfg: &HttpConfig,
+    slot: &mut Option<Head>,
+) -> Result<BodyKind, Refused> {
+    if buf.len() > MAX_HEAD_LIMIT {
+        return Err(Refused(431)); // spans are 16-bit (the decoder never passes more)
+    }
+    let b = &buf[..];
+    // Request line: method SP request-target SP HTTP-version CRLF, one SP each.
+    let method_end = run(b, 0, TOKEN);
+    if method_end == 0 || b.get(method_end) != Some(&b' ') {
+        return Err(BAD);
+    }
+    let t_start = method_end + 1;
+    let t_end = t_start
+        + b[t_start..]
+            .iter()
+            .position(|&c| c == b' ' || c == b'\r' || c == b'\n')
+            .ok_or(BAD)?;
+    if b[t_end] != b' ' || t_end == t_start {
+        return Err(BAD);
+    }
+    let v = t_end + 1;
+    let version = b.get(v..v + 10).ok_or(BAD)?;
+    if &version[..5] != b"HTTP/"
+        || !version[5].is_ascii_digit()
+        || version[6] != b'.'
+        || !version[7].is_ascii_digit()
+        || &version[8..] != b"\r\n"
+    {
+        return Err(BAD);
+    }
+    if t_end - t_start > cfg.max_uri {
+        return Err(Refused(414));
+    }
+    if version[5] != b'1' {
+        return Err(Refused(505));
+    }
+    // HTTP/1.2 and later minors are served as 1.1 (RFC 9110 §2.5).
+    let minor_version = u8::from(version[7] != b'0');
+    let method = &b[..method_end];
+    let target = target(&b[t_start..t_end], method == b"OPTIONS")?;
+
+    let mut fields = Fields::default();
+    let mut headers = smallvec::SmallVec::new();
+    let mut at = v + 10;
+    while b.get(at..at + 2) != Some(b"\r\n") {
+        let (name, value, next) = field_line(b, at)?;
+        if headers.len() >= cfg.max_headers {
+            return Err(Refused(431));
+        }
+        fields.take(&b[name.clone()], &b[value.clone()])?;
+        headers.push((Span::of(name), Span::of(value)));
+        at = next;
+    }
+    if at + 2 != b.len() {
+        return Err(BAD); // (the decoder passes exactly one head)
+    }
+    if minor_version == 1 && fields.hosts == 0 {
+        return Err(BAD); // RFC 9112 §3.2: a 1.1 request without Host
+    }
+    let body = fields.body(minor_version)?;
+    if let BodyKind::Length(n) = body {
+        if n > cfg.max_body as u64 {
+            return Err(Refused(413));
+        }
+    }
+    let keep_alive = if minor_version == 1 {
+        !fields.close
+    } else {
+        fields.keep_alive && !fields.close
+    };
+    let method = match STANDARD_METHODS.iter().position(|m| m.as_bytes() == method) {
+        Some(i) => Method::Standard(i as u8),
+        None => Method::Sent(Span::of(0..method_end)),
+    };
+    let shift = |r: Range<usize>| Span::of(r.start + t_start..r.end + t_start);
+    let query = shift(target.query);
+    let path = if target.path.is_empty() {
+        // No path in an absolute-form target: it means "/", put after the head.
+        buf.push(b'/');
+        Span::of(buf.len() - 1..buf.len())
+    } else {
+        shift(target.path)
+    };
+    *slot = Some(Head {
+        req: Request::from_head(buf, method, path, query, minor_version, headers),
+        body,
+        keep_alive,
+        expect_continue: fields.expect_continue && minor_version == 1 && body != BodyKind::None,
+    });
+    Ok(body)
+}
+
+/// Longest chunk-size line (size and extensions), bytes.
+pub(crate) const MAX_CHUNK_LINE: usize = 4096;
+
+/// A chunk-size line without its CRLF: `1*HEXDIG *( BWS ";" BWS ext-name [ BWS "=" BWS
+/// ext-val ] )`, names tokens and values tokens or quoted strings (RFC 9112 §7.1.1).
+/// Returns the size; `None` if malformed or over `u64`.
+pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
+    let hex_end = run(line, 0, HEX);
+    if hex_end == 0 {
+        return None;
+    }
+    let mut size: u64 = 0;
+    for &c in &line[..hex_end] {
+        let d = (c as char).to_digit(16)? as u64;
+        size = size.checked_mul(16)?.checked_add(d)?;
+    }
+    let ws = |i: usize| run_ws(line, i);
+    let mut i = ws(hex_end);
+    while i < line.len() {
+        if line[i] != b';' {
+            return None;
+        }
+        i = ws(i + 1);
+        let name_end = run(line, i, TOKEN);
+        if name_end == i {
+            return None;
+        }
+        i = ws(name_end);
+        if line.get(i) == Some(&b'=') {
+            i = ws(i + 1);
+            i = if line.get(i) == Some(&b'"') {
+                quoted_string_end(line, i)?
+            } else {
+                let e = run(line, i, TOKEN);
+                if e == i {
+                    return None;
+                }
+                e
+            };
+            i = ws(i);
+        }
+    }
+    Some(size)
+}
+
+fn run_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// Where the quoted-string starting at `b[at]` (a `"`) ends (just past its closing
+/// quote), RFC 9110 §5.6.4.
+fn quoted_string_end(b: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    while i < b.len() {
+        match b[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let c = *b.get(i + 1)?;
+                if !is(c, VALUE) {
+                    return None;
+                }
+                i += 2;
+            }
+            c if is(c, VALUE) => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
