@@ -23,7 +23,8 @@ use super::app::Application;
 use super::decoder::{Decoder, Event};
 use super::head::{BodyKind, Head};
 use super::request::Request;
-use super::response::{reason, Response};
+use super::response::Response;
+use super::response_head::write_refusal;
 use super::stats::{self, HttpStats, Recorder};
 use super::HttpConfig;
 use crate::iostream::{IoStream, ReadHandler};
@@ -678,19 +679,8 @@ impl Conn {
     fn refuse(self: &Rc<Self>, lp: &IoLoop, code: u16) {
         self.clear_timer();
         self.registry.stats.refused(code);
-        let body = format!("{code}: {}", reason(code));
-        let mut out = Vec::with_capacity(160 + body.len());
-        out.extend_from_slice(
-            format!("HTTP/1.1 {code} {}\r\nServer: coreloop\r\n", reason(code)).as_bytes(),
-        );
-        super::date::append_date_line(&mut out, lp.time());
-        out.extend_from_slice(
-            format!(
-                "Content-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
+        let mut out = Vec::with_capacity(192);
+        write_refusal(&mut out, code, lp.time());
         if self.stream.write(&out).is_err() {
             return;
         }

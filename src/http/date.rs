@@ -1,61 +1,42 @@
 //! The `Date` header, formatted at most once per second per core.
 
-use super::response::{CONTENT_LENGTH, DEFAULT_CONTENT_TYPE, OK_START};
 use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// What is formatted once per second: the `Date` line, and the head of the usual
-/// answer (200, no headers of the handler's own) up to its Content-Length value.
+/// This second's `Date` line, and the loop time until which it is right (`None`:
+/// never formatted).
 struct Cache {
-    /// The loop time until which the lines are right (`None`: never formatted).
     until: Option<Instant>,
     date_line: String,
-    ok_head: Vec<u8>,
 }
 
 thread_local! {
     static CACHE: RefCell<Cache> = const {
-        RefCell::new(Cache { until: None, date_line: String::new(), ok_head: Vec::new() })
+        RefCell::new(Cache { until: None, date_line: String::new() })
     };
 }
 
-/// Runs `f` on this second's cache. `now` is the loop's cached time, so most calls cost
-/// a comparison: the wall clock is read and the lines formatted once per second per
-/// core.
-fn with_cache<R>(now: Instant, f: impl FnOnce(&Cache) -> R) -> R {
+/// Runs `f` on this second's `Date: ...\r\n` line and the loop time until which it is
+/// right. `now` is the loop's cached time, so most calls cost a comparison: the wall
+/// clock is read and the line formatted once per second per core.
+pub(crate) fn with_date_line<R>(now: Instant, f: impl FnOnce(&str, Instant) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.until.is_none_or(|until| now >= until) {
-            let wall = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            let left =
-                Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
-            c.until = Some(now + left);
-            c.date_line = format!("Date: {}\r\n", http_date(wall.as_secs()));
-            // The same pieces, in the same order, as Response's general head.
-            c.ok_head = [
-                OK_START,
-                c.date_line.as_bytes(),
-                DEFAULT_CONTENT_TYPE,
-                CONTENT_LENGTH,
-            ]
-            .concat();
-        }
-        f(&c)
+        let until = match c.until {
+            Some(until) if now < until => until,
+            _ => {
+                let wall = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let left =
+                    Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
+                c.date_line = format!("Date: {}\r\n", http_date(wall.as_secs()));
+                c.until = Some(now + left);
+                now + left
+            }
+        };
+        f(&c.date_line, until)
     })
-}
-
-/// Appends this second's `Date: ...\r\n` line to `out`.
-pub(crate) fn append_date_line(out: &mut Vec<u8>, now: Instant) {
-    with_cache(now, |c| out.extend_from_slice(c.date_line.as_bytes()));
-}
-
-/// Appends the head of a 200 answer with the default headers (`Server`, `Date`,
-/// `Content-Type: text/html; charset=UTF-8`), up to the value of its `Content-Length`,
-/// which the caller writes.
-pub(crate) fn append_ok_head(out: &mut Vec<u8>, now: Instant) {
-    with_cache(now, |c| out.extend_from_slice(&c.ok_head));
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110's IMF-fixdate) for seconds since 1970.
@@ -100,9 +81,7 @@ mod tests {
 
     #[test]
     fn date_line_is_cached_and_well_formed() {
-        let mut a = Vec::new();
-        super::append_date_line(&mut a, std::time::Instant::now());
-        let s = String::from_utf8(a).unwrap();
+        let s = super::with_date_line(std::time::Instant::now(), |l, _| l.to_string());
         assert!(s.starts_with("Date: ") && s.ends_with(" GMT\r\n"), "{s:?}");
     }
 }

@@ -25,6 +25,7 @@ mod decoder;
 mod head;
 mod request;
 mod response;
+mod response_head;
 mod server;
 mod stats;
 

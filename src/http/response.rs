@@ -1,7 +1,7 @@
 //! `Response`: status, headers and body of one answer, written when it is finished.
 
 use super::conn::Conn;
-use super::date::{append_date_line, append_ok_head};
+use super::response_head::ResponseHead;
 use crate::reactor::IoLoop;
 use std::fmt;
 use std::io::Write;
@@ -244,37 +244,9 @@ fn valid_header(name: &str, value: &str) -> bool {
         && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
 }
 
-/// The reason phrase of a status code.
-pub(crate) fn reason(code: u16) -> &'static str {
-    match code {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
-}
-
 /// Writes the status line and headers; `content_length` `None` means streamed.
 fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>, now: Instant) {
-    let head = Head {
+    let head = ResponseHead {
         status: st.status,
         headers: &st.headers,
         keep_alive: st.keep_alive,
@@ -282,90 +254,6 @@ fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>, now:
         content_length,
     };
     head.write(out, now);
-}
-
-/// How every 200 head starts: its status line and the `Server` header.
-pub(super) const OK_START: &[u8] = b"HTTP/1.1 200 OK\r\nServer: coreloop\r\n";
-/// The `Content-Type` of a response that sets none.
-pub(super) const DEFAULT_CONTENT_TYPE: &[u8] = b"Content-Type: text/html; charset=UTF-8\r\n";
-/// The `Content-Length` header's name, up to its value.
-pub(super) const CONTENT_LENGTH: &[u8] = b"Content-Length: ";
-
-/// What goes into a response head.
-struct Head<'a> {
-    status: u16,
-    headers: &'a [(String, String)],
-    keep_alive: bool,
-    minor_version: u8,
-    /// `None`: the body is streamed.
-    content_length: Option<usize>,
-}
-
-impl Head<'_> {
-    fn write(&self, out: &mut Vec<u8>, now: Instant) {
-        match self.content_length {
-            // The usual answer: its head up to the length is formatted once a second.
-            Some(n)
-                if self.status == 200
-                    && self.headers.is_empty()
-                    && self.keep_alive
-                    && self.minor_version == 1 =>
-            {
-                append_ok_head(out, now);
-                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.extend_from_slice(b"\r\n\r\n");
-            }
-            _ => self.write_general(out, now),
-        }
-    }
-
-    fn write_general(&self, out: &mut Vec<u8>, now: Instant) {
-        let bodiless_status = matches!(self.status, 100..=199 | 204 | 304);
-        let mut num = itoa::Buffer::new();
-        if self.status == 200 {
-            out.extend_from_slice(OK_START);
-        } else {
-            out.extend_from_slice(b"HTTP/1.1 ");
-            out.extend_from_slice(num.format(self.status).as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(reason(self.status).as_bytes());
-            out.extend_from_slice(b"\r\nServer: coreloop\r\n");
-        }
-        append_date_line(out, now);
-        if !bodiless_status
-            && !self
-                .headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            out.extend_from_slice(DEFAULT_CONTENT_TYPE);
-        }
-        if !bodiless_status {
-            match self.content_length {
-                Some(n) => {
-                    out.extend_from_slice(CONTENT_LENGTH);
-                    out.extend_from_slice(num.format(n).as_bytes());
-                    out.extend_from_slice(b"\r\n");
-                }
-                None if self.minor_version == 1 => {
-                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-                }
-                None => {}
-            }
-        }
-        if !self.keep_alive {
-            out.extend_from_slice(b"Connection: close\r\n");
-        } else if self.minor_version == 0 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-        for (k, v) in self.headers {
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 /// Writes the body so far as one chunk (1.1) or raw (1.0, until the close).
@@ -444,33 +332,5 @@ impl fmt::Debug for Response {
             .field("status", &self.status())
             .field("finished", &self.st.is_none())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Head;
-    use std::time::Instant;
-
-    /// The once-a-second head of the usual answer is byte for byte the general one.
-    #[test]
-    fn the_cached_head_is_the_general_head() {
-        let now = Instant::now();
-        for n in [0, 12, 100_000] {
-            let head = Head {
-                status: 200,
-                headers: &[],
-                keep_alive: true,
-                minor_version: 1,
-                content_length: Some(n),
-            };
-            let (mut fast, mut general) = (Vec::new(), Vec::new());
-            head.write(&mut fast, now);
-            head.write_general(&mut general, now);
-            assert_eq!(
-                String::from_utf8(fast).unwrap(),
-                String::from_utf8(general).unwrap()
-            );
-        }
     }
 }

@@ -67,13 +67,13 @@ pub(super) struct PendingRead {
     cb: Reader,
 }
 
-/// An owner that takes the result of each read it asks for itself, so asking costs no
-/// allocation (the HTTP connection reads every request head this way; a boxed closure
-/// per read was about 5% of a pipelined request's instructions). What it reads comes
-/// in a small recycled buffer (`buffer::small_copy`) when short: give it back with
-/// `buffer::recycle_small`.
+/// An owner that is told itself when the bytes it waits for have come, so waiting
+/// costs no allocation (a boxed closure per wait was about 5% of a pipelined HTTP
+/// request's instructions). It waits with [`IoStream::read_more_by`] and decodes in
+/// place with [`IoStream::with_unread`]; the HTTP connection works this way.
 pub(crate) trait ReadHandler {
-    /// The read asked for with [`IoStream::read_more_by`] completed.
+    /// The wait asked for with [`IoStream::read_more_by`] ended: `Ok` with nothing
+    /// taken (more bytes are unread), or the error that ended the stream.
     fn on_read(self: Rc<Self>, lp: &IoLoop, s: &IoStream, r: io::Result<Vec<u8>>);
 }
 
@@ -159,19 +159,13 @@ impl ReadSide {
     }
 
     /// Takes the first `n` unread bytes; an emptied buffer goes back to the pool.
-    /// `small`: copy them into a recycled small buffer (for an owner that gives it back).
-    fn take_front(&mut self, lp: &IoLoop, n: usize, small: bool) -> Vec<u8> {
+    fn take_front(&mut self, lp: &IoLoop, n: usize) -> Vec<u8> {
         if n == self.unread() && self.rpos == 0 && n * 2 >= self.rbuf.capacity() {
             // All of a mostly full buffer: hand it over instead of copying. (A small read
             // is copied, and the pool-sized buffer goes back to the pool.)
             return std::mem::take(&mut self.rbuf);
         }
-        let bytes = &self.rbuf[self.rpos..self.rpos + n];
-        let v = if small {
-            crate::buffer::small_copy(bytes)
-        } else {
-            bytes.to_vec()
-        };
+        let v = self.rbuf[self.rpos..self.rpos + n].to_vec();
         self.consume(lp, n);
         v
     }
@@ -447,8 +441,7 @@ impl IoStream {
             let kind = st.r.read.as_ref()?.kind;
             let outcome = outcome(&mut st, &kind)?;
             let read = st.r.read.take().expect("checked above");
-            let small = matches!(read.cb, Reader::Handler(_));
-            (read, self.settle(&mut st, lp, outcome, small))
+            (read, self.settle(&mut st, lp, outcome))
         };
         self.after_read(lp, &result);
         Some((read.cb, result))
@@ -460,7 +453,7 @@ impl IoStream {
         let result = {
             let mut st = self.inner.st.borrow_mut();
             let outcome = outcome(&mut st, kind)?;
-            self.settle(&mut st, lp, outcome, false)
+            self.settle(&mut st, lp, outcome)
         };
         self.after_read(lp, &result);
         Some(result)
@@ -472,13 +465,12 @@ impl IoStream {
         st: &mut State,
         lp: &IoLoop,
         outcome: io::Result<usize>,
-        small: bool,
     ) -> io::Result<Vec<u8>> {
         st.r.scanned = 0;
         match outcome {
             // Nothing taken (`More`): no buffer either.
             Ok(0) => Ok(Vec::new()),
-            Ok(n) => Ok(st.r.take_front(lp, n, small)),
+            Ok(n) => Ok(st.r.take_front(lp, n)),
             Err(e) => {
                 if !matches!(StreamError::of(&e), Some(StreamError::TooLong { .. })) {
                     st.r.read_past_eof = true;
