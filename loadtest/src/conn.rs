@@ -8,6 +8,7 @@
 
 use super::report::Totals;
 use super::Plan;
+use coreloop::http::framing;
 use coreloop::{IoLoop, IoStream};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -150,6 +151,7 @@ pub(crate) fn collect(lp: &IoLoop) -> Totals {
     };
     ctx.stopping.set(true);
     for c in ctx.conns.borrow_mut().drain(..) {
+        ctx.stats.borrow_mut().unfinished += c.sent.borrow().len() as u64;
         c.generation.set(c.generation.get() + 1);
         if let Some(s) = c.stream.borrow_mut().take() {
             s.close();
@@ -450,7 +452,8 @@ fn status_of(buf: &[u8]) -> u16 {
 }
 
 /// Parses the response at the front of `buf`: status line and headers (httparse), then
-/// the body by Content-Length or chunked framing; `head`: it answers a HEAD request,
+/// the body by Content-Length or chunked framing (`coreloop::http::framing`, the rules
+/// the server reads requests by); `head`: it answers a HEAD request,
 /// so it has no body whatever its framing headers say (RFC 9110 9.3.2).
 pub fn parse_response(buf: &[u8], head: bool) -> Parsed {
     // Uninitialised slots: zeroing 64 headers cost more than parsing a small response.
@@ -471,9 +474,9 @@ pub fn parse_response(buf: &[u8], head: bool) -> Parsed {
     let mut close = resp.version == Some(0);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            match parse_length(h.value) {
-                Some(n) => length = Some(n),
-                None => return Parsed::Garbage,
+            match framing::content_length(h.value.trim_ascii()).map(usize::try_from) {
+                Some(Ok(n)) => length = Some(n),
+                _ => return Parsed::Garbage,
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h.value.eq_ignore_ascii_case(b"chunked");
@@ -489,10 +492,10 @@ pub fn parse_response(buf: &[u8], head: bool) -> Parsed {
     let body_len = if head || matches!(status, 100..=199 | 204 | 304) {
         0
     } else if chunked {
-        match chunked_len(body) {
+        match framing::chunked_len(body) {
             Ok(Some(n)) => n,
             Ok(None) => return Parsed::Partial,
-            Err(()) => return Parsed::Garbage,
+            Err(_) => return Parsed::Garbage,
         }
     } else if let Some(n) = length {
         if body.len() < n {
@@ -509,71 +512,10 @@ pub fn parse_response(buf: &[u8], head: bool) -> Parsed {
     }
 }
 
-/// A Content-Length value: digits only (surrounding blanks allowed), no overflow.
-fn parse_length(v: &[u8]) -> Option<usize> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 18 {
-        return None;
-    }
-    v.iter().try_fold(0usize, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
-    })
-}
-
 fn contains_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// The encoded length of a whole chunked body at the front of `b` (trailers included),
-/// `None` if it is not all there yet.
-fn chunked_len(b: &[u8]) -> Result<Option<usize>, ()> {
-    let mut at = 0;
-    loop {
-        let Some(eol) = find_crlf(&b[at..]) else {
-            return Ok(None);
-        };
-        let line = &b[at..at + eol];
-        let hex = line
-            .split(|&c| c == b';')
-            .next()
-            .unwrap_or(line)
-            .trim_ascii();
-        let size = std::str::from_utf8(hex)
-            .ok()
-            .and_then(|h| usize::from_str_radix(h, 16).ok())
-            .ok_or(())?;
-        at += eol + 2;
-        if size == 0 {
-            // Trailers, up to an empty line.
-            loop {
-                let Some(eol) = find_crlf(&b[at..]) else {
-                    return Ok(None);
-                };
-                at += eol + 2;
-                if eol == 0 {
-                    return Ok(Some(at));
-                }
-            }
-        }
-        // A size near usize::MAX would overflow the sums below: no buffer is that big.
-        let end = at
-            .checked_add(size)
-            .and_then(|e| e.checked_add(2))
-            .ok_or(())?;
-        if b.len() < end {
-            return Ok(None);
-        }
-        if &b[end - 2..end] != b"\r\n" {
-            return Err(());
-        }
-        at = end;
-    }
-}
-
-fn find_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(short = 't', long = "threads", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: u64,
+    /// Do not pin the threads to cores (by default thread i runs on the i-th core this
+    /// process may use: run loadtest under `taskset` to choose them). Unpinned, they
+    /// may move to any core, as when loadtest shares a process with the server.
+    #[arg(long)]
+    pub no_pin: bool,
     /// An extra request header ("Name: value"); may be repeated.
     #[arg(short = 'H', long = "header")]
     pub headers: Vec<String>,
@@ -257,6 +262,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     let threads = cfg.threads as usize;
     let rt = Runtime::builder()
         .cores(Cores::Count(threads))
+        .pin(!cfg.no_pin)
         .backend(cfg.backend)
         .thread_name("loadtest")
         .build()

@@ -22,6 +22,9 @@ pub struct Totals {
     pub timeouts: u64,
     /// Responses with a status outside 2xx and 3xx.
     pub non_2xx_3xx: u64,
+    /// Requests still unanswered when the run ended (sent before the end, their answers
+    /// not in after the drain): not counted in `requests`, and not errors.
+    pub unfinished: u64,
     /// Latency, microseconds.
     pub latency: Histogram<u64>,
     /// Requests per second per thread, sampled every 100 ms.
@@ -38,6 +41,7 @@ impl Totals {
             write_errors: 0,
             timeouts: 0,
             non_2xx_3xx: 0,
+            unfinished: 0,
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             req_per_sec: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
         }
@@ -50,6 +54,7 @@ impl Totals {
         self.read_errors += o.read_errors;
         self.write_errors += o.write_errors;
         self.timeouts += o.timeouts;
+        self.unfinished += o.unfinished;
         self.non_2xx_3xx += o.non_2xx_3xx;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&o.latency);
@@ -201,6 +206,13 @@ impl Report {
         }
         if self.totals.non_2xx_3xx > 0 {
             let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", self.totals.non_2xx_3xx);
+        }
+        if self.totals.unfinished > 0 {
+            let _ = writeln!(
+                o,
+                "  Unanswered at the end (not counted): {}",
+                self.totals.unfinished
+            );
         }
         o.push_str(&self.server_text());
         let _ = writeln!(o, "Requests/sec: {:>9.2}", self.rps());

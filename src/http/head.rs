@@ -343,13 +343,7 @@ impl Fields {
                 // A list (or repeated field) is accepted only if every value is the
                 // same valid number (RFC 9112 §6.3).
                 for v in list(value) {
-                    if v.is_empty() || !v.iter().all(|&c| is(c, DIGIT)) {
-                        return Err(BAD);
-                    }
-                    let n = v.iter().try_fold(0u64, |n, &d| {
-                        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-                    });
-                    let n = n.ok_or(BAD)?;
+                    let n = decimal(v).ok_or(BAD)?;
                     if self.length.is_some_and(|m| m != n) {
                         return Err(BAD);
                     }
@@ -554,6 +548,16 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
         }
     }
     Some(size)
+}
+
+/// `1*DIGIT` as a number; `None` if empty, not digits, or over `u64`.
+pub(crate) fn decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(|&c| is(c, DIGIT)) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn run_ws(b: &[u8], mut i: usize) -> usize {

@@ -22,6 +22,7 @@ mod app;
 mod conn;
 mod date;
 mod decoder;
+pub mod framing;
 mod head;
 mod request;
 mod response;
