@@ -1,0 +1,655 @@
+//! One RESP connection: reads, parses in place, runs each command where its key lives,
+//! and answers in request order.
+//!
+//! - **Local path.** A command whose keys this core owns runs at once, and its reply is
+//!   written straight into the stream's write buffer (`IoStream::write_with`): no
+//!   allocation, no callback, no cross-core traffic.
+//! - **Forwarding.** A command for a key another core owns goes there with `submit_to`
+//!   (its arguments copied once); the reply comes back as bytes. Multi-key commands
+//!   scatter to every owner and gather; DBSIZE, FLUSHALL and INFO ask every core (this
+//!   core's part runs at once, so later local commands see it done).
+//! - **Order.** Every command takes the next reply slot. While no slot waits for another
+//!   core, replies go straight out; once one waits, later replies queue behind it and
+//!   leave in order as the slots fill, whichever core answered first. Commands on one
+//!   key always run in request order: on the owner, in the order they were sent to it.
+//! - **Limits.** Reading stops while more than `MAX_PENDING` replies wait for other
+//!   cores, or while the stream's write buffer is over its high-water mark (a client
+//!   that sends and never reads); it resumes when they drain. A read is at most
+//!   `READ_CHUNK` bytes and a batch of commands stops once it has written a high-water
+//!   mark's worth of replies, so what is buffered stays bounded whatever the client
+//!   sends. Malformed RESP gets `-ERR Protocol error: ...` after the replies before it,
+//!   then the connection closes, as in Redis.
+
+use super::commands::{classify, AllCores, Args, Command, Multi, Op};
+use super::core::{Core, CoreReport, Stats};
+use super::resp::{self, Parsed, Parser};
+use coreloop::{CallError, IoLoop, IoStream, StreamError, DEFAULT_HIGH_WATER};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+
+/// Replies waiting for other cores before reading stops.
+pub const MAX_PENDING: usize = 1024;
+/// The most bytes one read takes from the stream.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Replies in request order: `None` while another core works on it.
+#[derive(Default)]
+struct Slots {
+    q: VecDeque<Option<Vec<u8>>>,
+    /// The sequence number of `q[0]`.
+    head: u64,
+}
+
+impl Slots {
+    fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+    fn push_pending(&mut self) -> u64 {
+        self.q.push_back(None);
+        self.head + self.q.len() as u64 - 1
+    }
+    fn push_ready(&mut self) -> &mut Vec<u8> {
+        self.q.push_back(Some(Vec::new()));
+        self.q
+            .back_mut()
+            .and_then(Option::as_mut)
+            .expect("just pushed")
+    }
+    fn fill(&mut self, seq: u64, reply: Vec<u8>) {
+        if let Some(s) = self.q.get_mut((seq - self.head) as usize) {
+            *s = Some(reply);
+        }
+    }
+    /// Moves the replies now due into `out`.
+    fn pop_ready(&mut self, out: &mut Vec<u8>) {
+        while let Some(Some(_)) = self.q.front() {
+            if let Some(Some(r)) = self.q.pop_front() {
+                out.extend_from_slice(&r);
+            }
+            self.head += 1;
+        }
+    }
+}
+
+/// Where the next reply goes: straight out, or into a slot behind pending ones.
+fn sink<'a>(slots: &'a mut Slots, out: &'a mut Vec<u8>) -> &'a mut Vec<u8> {
+    if slots.is_empty() {
+        out
+    } else {
+        slots.push_ready()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Unparsed bytes kept between reads (a command cut by a read, or commands left by
+    /// a batch that stopped for back-pressure).
+    inbuf: Vec<u8>,
+    parser: Parser,
+    slots: Slots,
+    /// A read is pending on the stream.
+    reading: bool,
+    /// `inbuf` may hold whole commands not yet run (a batch stopped early).
+    stalled: bool,
+    /// The peer has sent everything.
+    eof: bool,
+    /// Close once every reply is out (protocol error, QUIT, draining).
+    closing: bool,
+    /// The close has been asked for.
+    finished: bool,
+    /// Key in this loop's connection list.
+    key: usize,
+}
+
+/// A RESP connection.
+pub struct Conn {
+    stream: IoStream,
+    core: Rc<Core>,
+    st: RefCell<State>,
+}
+
+/// This loop's open connections (for a graceful stop).
+#[derive(Default)]
+pub struct Conns(RefCell<slab::Slab<Weak<Conn>>>);
+
+/// Serves RESP on an accepted stream.
+pub fn serve(lp: &IoLoop, stream: IoStream) {
+    let Some(core) = Core::of(lp) else {
+        let _ = stream.write_then(b"-ERR server not set up on this core\r\n", |_, s| s.close());
+        return;
+    };
+    // The connection decides when end of file closes it: after the replies still
+    // waiting for other cores.
+    stream.set_close_on_eof(false);
+    stream.set_max_write_buffer(
+        coreloop::DEFAULT_MAX_WRITE_BUFFER.max(core.cfg.max_bulk.saturating_mul(2)),
+    );
+    let draining = core.draining.get();
+    let conn = Rc::new(Conn {
+        stream: stream.clone(),
+        core,
+        st: RefCell::new(State {
+            closing: draining,
+            ..State::default()
+        }),
+    });
+    let key = lp
+        .local::<Conns>()
+        .0
+        .borrow_mut()
+        .insert(Rc::downgrade(&conn));
+    conn.st.borrow_mut().key = key;
+    stream.set_close_callback(move |lp, _| {
+        lp.local::<Conns>().0.borrow_mut().try_remove(key);
+    });
+    conn.pump(lp);
+}
+
+/// A graceful stop on this core: idle connections close now, busy ones once their
+/// replies are out.
+pub fn drain(lp: &IoLoop) {
+    if let Some(core) = Core::of(lp) {
+        core.draining.set(true);
+    }
+    let conns: Vec<Rc<Conn>> = lp
+        .local::<Conns>()
+        .0
+        .borrow()
+        .iter()
+        .filter_map(|(_, c)| c.upgrade())
+        .collect();
+    for c in conns {
+        c.st.borrow_mut().closing = true;
+        c.pump(lp);
+    }
+}
+
+impl Conn {
+    /// Runs what is buffered, then reads more unless back-pressure says wait; closes
+    /// when a close is due and every reply is out.
+    fn pump(self: &Rc<Self>, lp: &IoLoop) {
+        loop {
+            if self.stream.closed() {
+                return;
+            }
+            let (stalled, full) = {
+                let st = self.st.borrow();
+                (st.stalled, st.slots.q.len() >= MAX_PENDING)
+            };
+            if self.stream.over_high_water() {
+                let me = self.clone();
+                self.stream.on_drain(move |lp, _| me.pump(lp));
+                return;
+            }
+            if full {
+                return; // a filled slot calls pump again
+            }
+            if !stalled {
+                break;
+            }
+            self.run_buffered(lp);
+        }
+        let mut st = self.st.borrow_mut();
+        if st.closing || st.eof {
+            if st.slots.is_empty() && !st.finished {
+                st.finished = true;
+                drop(st);
+                let _ = self.stream.write_then(b"", |_, s| s.close());
+            }
+            return;
+        }
+        if !st.reading {
+            st.reading = true;
+            drop(st);
+            let me = self.clone();
+            let asked = self
+                .stream
+                .read_bytes_partial(READ_CHUNK, move |lp, _, r| me.on_read(lp, r));
+            if asked.is_err() {
+                self.stream.close();
+            }
+        }
+    }
+
+    fn on_read(self: &Rc<Self>, lp: &IoLoop, r: std::io::Result<Vec<u8>>) {
+        self.st.borrow_mut().reading = false;
+        match r {
+            Ok(data) => self.take(lp, data),
+            Err(e) if StreamError::of(&e) == Some(StreamError::Eof) => {
+                self.st.borrow_mut().eof = true;
+            }
+            Err(_) => return, // the stream closed
+        }
+        self.pump(lp);
+    }
+
+    /// New bytes: parsed where they are when nothing is carried over; what is left (a
+    /// cut command, or commands a batch stopped before) is kept.
+    fn take(self: &Rc<Self>, lp: &IoLoop, data: Vec<u8>) {
+        let fresh = {
+            let st = self.st.borrow();
+            st.inbuf.is_empty() && !st.parser.in_progress()
+        };
+        if fresh {
+            let used = self.run_batch(lp, &data);
+            let mut st = self.st.borrow_mut();
+            if used < data.len() {
+                st.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            self.st.borrow_mut().inbuf.extend_from_slice(&data);
+            self.run_buffered(lp);
+        }
+    }
+
+    fn run_buffered(self: &Rc<Self>, lp: &IoLoop) {
+        let buf = std::mem::take(&mut self.st.borrow_mut().inbuf);
+        let used = self.run_batch(lp, &buf);
+        let mut buf = buf;
+        buf.drain(..used);
+        let mut st = self.st.borrow_mut();
+        if st.inbuf.is_empty() {
+            st.inbuf = buf;
+        } else {
+            buf.extend_from_slice(&st.inbuf);
+            st.inbuf = buf;
+        }
+    }
+
+    /// Runs the whole commands at the start of `buf`, writing replies into the stream's
+    /// buffer; returns the bytes used. Stops early for back-pressure (then `stalled`).
+    fn run_batch(self: &Rc<Self>, lp: &IoLoop, buf: &[u8]) -> usize {
+        let mut used = 0;
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        st.stalled = false;
+        let max_bulk = self.core.cfg.max_bulk;
+        let wrote = self.stream.write_with(|out| {
+            while used < buf.len() && !st.closing {
+                if out.len() > DEFAULT_HIGH_WATER || st.slots.q.len() >= MAX_PENDING {
+                    st.stalled = true;
+                    break;
+                }
+                match st.parser.parse(&buf[used..], max_bulk) {
+                    Parsed::Partial => break,
+                    Parsed::Error(e) => {
+                        let dst = sink(&mut st.slots, out);
+                        resp::error(dst, &format!("Protocol error: {e}"));
+                        st.parser.reset();
+                        st.closing = true;
+                        used = buf.len();
+                    }
+                    Parsed::Command(n) => {
+                        let cmd = &buf[used..used + n];
+                        used += n;
+                        if !st.parser.args().is_empty() {
+                            let args = Args {
+                                buf: cmd,
+                                spans: st.parser.args(),
+                            };
+                            self.exec(lp, args, &mut st.slots, &mut st.closing, out);
+                        }
+                    }
+                }
+            }
+        });
+        if wrote.is_err() {
+            return buf.len(); // closed: nothing more to do
+        }
+        used
+    }
+
+    /// One command.
+    fn exec(
+        self: &Rc<Self>,
+        lp: &IoLoop,
+        args: Args<'_>,
+        slots: &mut Slots,
+        closing: &mut bool,
+        out: &mut Vec<u8>,
+    ) {
+        let core = &self.core;
+        Stats::add(&core.stats.commands, 1);
+        match classify(args) {
+            Command::Now(reply) => reply.write(sink(slots, out)),
+            Command::Key(op) => {
+                let owner = core.owner(op.key());
+                if owner == core.id {
+                    op.run(lp, &mut core.store.borrow_mut(), sink(slots, out));
+                } else {
+                    self.forward(lp, owner, op, slots);
+                }
+            }
+            Command::Multi(m) => self.multi(lp, m, args, slots, out),
+            Command::All(a) => self.all_cores(lp, a, slots),
+            Command::Quit => {
+                sink(slots, out).extend_from_slice(resp::OK);
+                *closing = true;
+            }
+        }
+    }
+
+    fn forward(self: &Rc<Self>, lp: &IoLoop, owner: usize, op: Op<&[u8]>, slots: &mut Slots) {
+        Stats::add(&self.core.stats.forwarded, 1);
+        let seq = slots.push_pending();
+        let op = op.to_owned();
+        let me = self.clone();
+        lp.submit_to(
+            &self.core.shards[owner],
+            move |lp| {
+                let mut out = Vec::new();
+                match Core::of(lp) {
+                    Some(core) => {
+                        Stats::add(&core.stats.served_for_others, 1);
+                        op.run(lp, &mut core.store.borrow_mut(), &mut out);
+                    }
+                    None => resp::error(&mut out, "the owner core is not set up"),
+                }
+                out
+            },
+            move |lp, r| me.fill(lp, seq, r.unwrap_or_else(|e| call_failed(owner, &e))),
+        );
+    }
+
+    /// A reply from another core (or a gather) is ready.
+    fn fill(self: &Rc<Self>, lp: &IoLoop, seq: u64, reply: Vec<u8>) {
+        let _ = self.stream.write_with(|out| {
+            let mut st = self.st.borrow_mut();
+            st.slots.fill(seq, reply);
+            st.slots.pop_ready(out);
+        });
+        self.pump(lp);
+    }
+
+    fn multi(
+        self: &Rc<Self>,
+        lp: &IoLoop,
+        m: Multi,
+        args: Args<'_>,
+        slots: &mut Slots,
+        out: &mut Vec<u8>,
+    ) {
+        let core = &self.core;
+        let step = m.step();
+        let keys = (1..args.len()).step_by(step);
+        let all_local =
+            core.shards.len() == 1 || keys.clone().all(|i| core.owner(args.get(i)) == core.id);
+        if all_local {
+            let mut store = core.store.borrow_mut();
+            let dst = sink(slots, out);
+            match m {
+                Multi::Mget => {
+                    resp::array(dst, keys.len());
+                    for i in keys {
+                        resp::opt_bulk(dst, store.get(lp, args.get(i)));
+                    }
+                }
+                Multi::Mset => {
+                    for i in keys {
+                        let (k, v) = (args.get(i), args.get(i + 1));
+                        store.set(lp, k, v, None, super::store::Cond::Always);
+                    }
+                    dst.extend_from_slice(resp::OK);
+                }
+                Multi::Del | Multi::Exists => {
+                    let mut n = 0;
+                    for i in keys {
+                        let hit = if m == Multi::Del {
+                            store.del(lp, args.get(i))
+                        } else {
+                            store.exists(lp, args.get(i))
+                        };
+                        n += i64::from(hit);
+                    }
+                    resp::int(dst, n);
+                }
+            }
+            return;
+        }
+        // Scatter: each owner gets its keys (in request order), with their positions.
+        let mut parts: Vec<Part> = (0..core.shards.len()).map(|_| Part::new(m)).collect();
+        for (pos, i) in keys.enumerate() {
+            let owner = core.owner(args.get(i));
+            let part = &mut parts[owner];
+            part.positions.push(pos);
+            part.keys.push(args.get(i).into());
+            if step == 2 {
+                part.values.push(args.get(i + 1).into());
+            }
+        }
+        let seq = slots.push_pending();
+        let nkeys = (args.len() - 1) / step;
+        let g = Rc::new(RefCell::new(Gather::new(m, nkeys, self.clone(), seq)));
+        // Counted first: the local part, merged at once, must not look like the last.
+        g.borrow_mut().left = parts.iter().filter(|p| !p.keys.is_empty()).count();
+        for (owner, part) in parts.into_iter().enumerate() {
+            if part.keys.is_empty() {
+                continue;
+            }
+            let positions = part.positions.clone();
+            if owner == core.id {
+                let answer = part.run(lp);
+                g.borrow_mut().merge(&positions, Ok(answer), owner);
+                continue;
+            }
+            Stats::add(&core.stats.forwarded, 1);
+            let g = g.clone();
+            lp.submit_to(
+                &core.shards[owner],
+                move |lp| {
+                    if let Some(c) = Core::of(lp) {
+                        Stats::add(&c.stats.served_for_others, 1);
+                    }
+                    part.run(lp)
+                },
+                move |lp, r| {
+                    let done = g.borrow_mut().merge(&positions, r, owner);
+                    if let Some((conn, seq, reply)) = done {
+                        conn.fill(lp, seq, reply);
+                    }
+                },
+            );
+        }
+    }
+
+    fn all_cores(self: &Rc<Self>, lp: &IoLoop, a: AllCores, slots: &mut Slots) {
+        let seq = slots.push_pending();
+        let n = self.core.shards.len();
+        let run = move |lp: &IoLoop| {
+            if a == AllCores::Flushall {
+                if let Some(core) = Core::of(lp) {
+                    core.store.borrow_mut().clear(lp);
+                }
+            }
+            CoreReport::of(lp)
+        };
+        let answers: Rc<RefCell<Answers>> = Rc::new(RefCell::new(vec![None; n]));
+        let finish = move |me: &Rc<Conn>,
+                           lp: &IoLoop,
+                           answers: &[Option<Result<CoreReport, CallError>>]| {
+            let mut out = Vec::new();
+            let mut reports = Vec::new();
+            for (core, a) in answers.iter().enumerate() {
+                match a {
+                    Some(Ok(r)) => reports.push(*r),
+                    Some(Err(e)) => {
+                        me.fill(lp, seq, call_failed(core, e));
+                        return;
+                    }
+                    None => {}
+                }
+            }
+            match a {
+                AllCores::Dbsize => {
+                    resp::int(&mut out, reports.iter().map(|r| r.keys as i64).sum())
+                }
+                AllCores::Flushall => out.extend_from_slice(resp::OK),
+                AllCores::Info => resp::bulk(&mut out, super::commands::info(&reports).as_bytes()),
+            }
+            me.fill(lp, seq, out);
+        };
+        let finish = Rc::new(finish);
+        // This core's part now, so later local commands come after it.
+        answers.borrow_mut()[self.core.id] = Some(Ok(run(lp)));
+        let left = Rc::new(std::cell::Cell::new(n - 1));
+        if n == 1 {
+            let me = self.clone();
+            let finish = finish.clone();
+            let answers = answers.clone();
+            // Through the queue, like every gathered reply (the slot is already pending).
+            lp.add_callback(move |lp| finish(&me, lp, &answers.borrow()));
+            return;
+        }
+        for (core, h) in self.core.shards.iter().enumerate() {
+            if core == self.core.id {
+                continue;
+            }
+            let (me, finish, answers, left) =
+                (self.clone(), finish.clone(), answers.clone(), left.clone());
+            lp.submit_to(h, run, move |lp, r| {
+                answers.borrow_mut()[core] = Some(r);
+                left.set(left.get() - 1);
+                if left.get() == 0 {
+                    let all = std::mem::take(&mut *answers.borrow_mut());
+                    finish(&me, lp, &all);
+                }
+            });
+        }
+    }
+}
+
+/// Every core's part of a DBSIZE, FLUSHALL or INFO, as they come back.
+type Answers = Vec<Option<Result<CoreReport, CallError>>>;
+
+/// The reply for a call to another core that gave no value.
+fn call_failed(core: usize, e: &CallError) -> Vec<u8> {
+    let mut out = Vec::new();
+    resp::error(
+        &mut out,
+        &format!("core {core} could not run the command: {e}"),
+    );
+    out
+}
+
+/// One owner's share of a multi-key command.
+struct Part {
+    m: Multi,
+    keys: Vec<Box<[u8]>>,
+    values: Vec<Box<[u8]>>,
+    /// Where each key stands in the command (for MGET's reply order); stays home.
+    positions: Vec<usize>,
+}
+
+/// What an owner answers for its part.
+enum PartAnswer {
+    Values(Vec<Option<Box<[u8]>>>),
+    Count(i64),
+    Done,
+}
+
+impl Part {
+    fn new(m: Multi) -> Part {
+        Part {
+            m,
+            keys: Vec::new(),
+            values: Vec::new(),
+            positions: Vec::new(),
+        }
+    }
+
+    /// Runs on the owner.
+    fn run(self, lp: &IoLoop) -> PartAnswer {
+        let Some(core) = Core::of(lp) else {
+            return PartAnswer::Done;
+        };
+        let mut store = core.store.borrow_mut();
+        match self.m {
+            Multi::Mget => PartAnswer::Values(
+                self.keys
+                    .iter()
+                    .map(|k| store.get(lp, k).map(Box::from))
+                    .collect(),
+            ),
+            Multi::Mset => {
+                for (k, v) in self.keys.iter().zip(&self.values) {
+                    store.set(lp, k, v, None, super::store::Cond::Always);
+                }
+                PartAnswer::Done
+            }
+            Multi::Del => {
+                PartAnswer::Count(self.keys.iter().filter(|k| store.del(lp, k)).count() as i64)
+            }
+            Multi::Exists => {
+                PartAnswer::Count(self.keys.iter().filter(|k| store.exists(lp, k)).count() as i64)
+            }
+        }
+    }
+}
+
+/// The parts of a multi-key command coming back.
+struct Gather {
+    m: Multi,
+    values: Vec<Option<Box<[u8]>>>,
+    count: i64,
+    failed: Option<Vec<u8>>,
+    left: usize,
+    conn: Option<Rc<Conn>>,
+    seq: u64,
+}
+
+impl Gather {
+    fn new(m: Multi, nkeys: usize, conn: Rc<Conn>, seq: u64) -> Gather {
+        Gather {
+            m,
+            values: if m == Multi::Mget {
+                vec![None; nkeys]
+            } else {
+                Vec::new()
+            },
+            count: 0,
+            failed: None,
+            left: 0,
+            conn: Some(conn),
+            seq,
+        }
+    }
+
+    /// Adds a part; when it was the last, the connection, slot and reply.
+    fn merge(
+        &mut self,
+        positions: &[usize],
+        r: Result<PartAnswer, CallError>,
+        owner: usize,
+    ) -> Option<(Rc<Conn>, u64, Vec<u8>)> {
+        match r {
+            Ok(PartAnswer::Values(vs)) => {
+                for (&p, v) in positions.iter().zip(vs) {
+                    self.values[p] = v;
+                }
+            }
+            Ok(PartAnswer::Count(n)) => self.count += n,
+            Ok(PartAnswer::Done) => {}
+            Err(e) => self.failed = Some(call_failed(owner, &e)),
+        }
+        self.left -= 1;
+        if self.left > 0 {
+            return None;
+        }
+        let reply = self.failed.take().unwrap_or_else(|| {
+            let mut out = Vec::new();
+            match self.m {
+                Multi::Mget => {
+                    resp::array(&mut out, self.values.len());
+                    for v in &self.values {
+                        resp::opt_bulk(&mut out, v.as_deref());
+                    }
+                }
+                Multi::Mset => out.extend_from_slice(resp::OK),
+                Multi::Del | Multi::Exists => resp::int(&mut out, self.count),
+            }
+            out
+        });
+        Some((self.conn.take()?, self.seq, reply))
+    }
+}
