@@ -1,9 +1,9 @@
 //! The key-value example (examples/kv) against bad input, byte for byte from a raw
 //! socket: malformed RESP, bulk lengths over the maximum, unknown commands, wrong
 //! arity, INCR on a non-integer, and a client that floods and never reads.
-mod util;
 #[path = "util/kv.rs"]
 mod kv;
+mod util;
 
 use coreloop::Backend;
 use coreloop_macros::on_both_backends;
@@ -19,10 +19,22 @@ fn malformed_resp_gets_a_protocol_error_after_earlier_replies_then_the_connectio
     let kv = kv::start(backend, 2);
     let remote = [key_on("r", 0, 2), key_on("r", 1, 2)];
     let cases: &[(&[u8], &str)] = &[
-        (b"*x\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\nxGET\r\n", "-ERR Protocol error: expected '$', got 'x'\r\n"),
-        (b"*1\r\n$-5\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*2\r\n$3\r\nGET\r\n$abc\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+        (
+            b"*x\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\nxGET\r\n",
+            "-ERR Protocol error: expected '$', got 'x'\r\n",
+        ),
+        (
+            b"*1\r\n$-5\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*2\r\n$3\r\nGET\r\n$abc\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
         (
             b"*2\r\n$3\r\nGET\r\n$536870913\r\n",
             "-ERR Protocol error: invalid bulk length\r\n",
@@ -46,7 +58,11 @@ fn malformed_resp_gets_a_protocol_error_after_earlier_replies_then_the_connectio
         }
         assert_eq!(c.reply(), "+PONG\r\n");
         assert_eq!(c.reply(), *want, "after {:?}", String::from_utf8_lossy(bad));
-        assert!(c.closed_by_server(), "closed after {:?}", String::from_utf8_lossy(bad));
+        assert!(
+            c.closed_by_server(),
+            "closed after {:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
     // A too long inline request, without its newline.
     let mut c = Client::connect(kv.resp_addr());
@@ -64,23 +80,56 @@ fn unknown_commands_wrong_arity_and_bad_integers_get_rediss_errors_and_the_conne
     let kv = kv::start(backend, 2);
     let mut c = Client::connect(kv.resp_addr());
     let cases: &[(&[u8], &str)] = &[
-        (b"FOO\r\n", "-ERR unknown command 'FOO', with args beginning with: \r\n"),
+        (
+            b"FOO\r\n",
+            "-ERR unknown command 'FOO', with args beginning with: \r\n",
+        ),
         (
             b"*3\r\n$3\r\nFOO\r\n$1\r\na\r\n$3\r\nb\nc\r\n",
             "-ERR unknown command 'FOO', with args beginning with: 'a' 'b c' \r\n",
         ),
-        (b"GET\r\n", "-ERR wrong number of arguments for 'get' command\r\n"),
-        (b"get a b\r\n", "-ERR wrong number of arguments for 'get' command\r\n"),
-        (b"MSET a b c\r\n", "-ERR wrong number of arguments for 'mset' command\r\n"),
-        (b"PING a b\r\n", "-ERR wrong number of arguments for 'ping' command\r\n"),
+        (
+            b"GET\r\n",
+            "-ERR wrong number of arguments for 'get' command\r\n",
+        ),
+        (
+            b"get a b\r\n",
+            "-ERR wrong number of arguments for 'get' command\r\n",
+        ),
+        (
+            b"MSET a b c\r\n",
+            "-ERR wrong number of arguments for 'mset' command\r\n",
+        ),
+        (
+            b"PING a b\r\n",
+            "-ERR wrong number of arguments for 'ping' command\r\n",
+        ),
         (b"SET n abc\r\n", "+OK\r\n"),
-        (b"INCR n\r\n", "-ERR value is not an integer or out of range\r\n"),
-        (b"INCRBY n 1\r\n", "-ERR value is not an integer or out of range\r\n"),
+        (
+            b"INCR n\r\n",
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            b"INCRBY n 1\r\n",
+            "-ERR value is not an integer or out of range\r\n",
+        ),
         (b"SET n 9223372036854775807\r\n", "+OK\r\n"),
-        (b"INCR n\r\n", "-ERR increment or decrement would overflow\r\n"),
-        (b"INCRBY x 1.5\r\n", "-ERR value is not an integer or out of range\r\n"),
-        (b"EXPIRE x soon\r\n", "-ERR value is not an integer or out of range\r\n"),
-        (b"SET k v EX -1\r\n", "-ERR invalid expire time in 'set' command\r\n"),
+        (
+            b"INCR n\r\n",
+            "-ERR increment or decrement would overflow\r\n",
+        ),
+        (
+            b"INCRBY x 1.5\r\n",
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            b"EXPIRE x soon\r\n",
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            b"SET k v EX -1\r\n",
+            "-ERR invalid expire time in 'set' command\r\n",
+        ),
         (b"SET k v FOREVER\r\n", "-ERR syntax error\r\n"),
         (b"*0\r\n\r\nPING\r\n", "+PONG\r\n"), // empty commands are skipped
     ];
@@ -101,9 +150,7 @@ fn unknown_commands_wrong_arity_and_bad_integers_get_rediss_errors_and_the_conne
 
 #[on_both_backends]
 #[test]
-fn bulks_over_the_maximum_are_refused_and_long_ones_are_not_allocated_up_front(
-    backend: Backend,
-) {
+fn bulks_over_the_maximum_are_refused_and_long_ones_are_not_allocated_up_front(backend: Backend) {
     // A small maximum: one byte more is refused, the maximum itself works.
     let cfg = Config {
         port: 0,
@@ -133,15 +180,16 @@ fn bulks_over_the_maximum_are_refused_and_long_ones_are_not_allocated_up_front(
     assert_eq!(other.call(&["PING"]), "+PONG\r\n"); // the server is not stuck
     std::thread::sleep(Duration::from_millis(200));
     let grown_mb = kv::vm_kb("VmData").saturating_sub(before) / 1024;
-    assert!(grown_mb < 200, "data segment grew by {grown_mb} MB for 1 MB received");
+    assert!(
+        grown_mb < 200,
+        "data segment grew by {grown_mb} MB for 1 MB received"
+    );
     kv.shutdown(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
 #[test]
-fn a_client_that_floods_and_never_reads_is_throttled_and_still_gets_every_reply(
-    backend: Backend,
-) {
+fn a_client_that_floods_and_never_reads_is_throttled_and_still_gets_every_reply(backend: Backend) {
     let kv = kv::start(backend, 2);
     // Small client buffers, so what the kernel holds does not hide the server's.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -189,7 +237,10 @@ fn a_client_that_floods_and_never_reads_is_throttled_and_still_gets_every_reply(
             }
             Err(e) => panic!("the server dropped the connection after {sent} commands: {e}"),
         }
-        assert!(sent < 2_000_000, "the server kept reading: {sent} commands buffered");
+        assert!(
+            sent < 2_000_000,
+            "the server kept reading: {sent} commands buffered"
+        );
         assert!(start.elapsed() < util::HANG, "never throttled");
     }
     let grown_mb = kv::vm_kb("VmRSS").saturating_sub(rss_before) / 1024;
