@@ -19,7 +19,8 @@
 //!   its loop touches it), built in the runtime's setup (`on_start` + `set_local`).
 //! - **Forwarding.** A connection lives on the core that accepted it. A command on a key
 //!   this core owns runs at once; one on a key another core owns goes there with
-//!   `submit_to` and its reply bytes come back. MGET, MSET, DEL and EXISTS with keys on
+//!   `submit_to` and its reply bytes come back (the commands of one read for one core
+//!   go together, in one call). MGET, MSET, DEL and EXISTS with keys on
 //!   several cores scatter to the owners and gather (so, as in Redis Cluster, MSET is
 //!   atomic per core, not across cores); DBSIZE, FLUSHALL and INFO ask every core. A
 //!   call that gives no value (the owner panicked or closed) is answered with an error,

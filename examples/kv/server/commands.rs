@@ -23,8 +23,8 @@ impl<'a> Args<'a> {
     }
 }
 
-/// A command on one key, run on the key's owner. `B` is `&[u8]` on the core that parsed
-/// it, `Box<[u8]>` when it travels to another core.
+/// A command on one key, run on the key's owner. `B` is `&[u8]` where it runs, a range
+/// of a batch's bytes while it travels to another core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op<B> {
     Get(B),
@@ -78,26 +78,26 @@ impl<B: AsRef<[u8]>> Op<B> {
     }
 }
 
-impl Op<&[u8]> {
-    /// A copy that can travel to another core.
-    pub fn to_owned(&self) -> Op<Box<[u8]>> {
-        let b = |s: &[u8]| Box::<[u8]>::from(s);
-        match *self {
-            Op::Get(k) => Op::Get(b(k)),
+impl<B> Op<B> {
+    /// The same command with each byte string `f(b)` (into a batch for another core,
+    /// and back out of it there).
+    pub fn map<C>(&self, mut f: impl FnMut(&B) -> C) -> Op<C> {
+        match self {
+            Op::Get(k) => Op::Get(f(k)),
             Op::Set {
                 key,
                 value,
                 ttl_ms,
                 cond,
             } => Op::Set {
-                key: b(key),
-                value: b(value),
-                ttl_ms,
-                cond,
+                key: f(key),
+                value: f(value),
+                ttl_ms: *ttl_ms,
+                cond: *cond,
             },
-            Op::IncrBy(k, n) => Op::IncrBy(b(k), n),
-            Op::Expire(k, n) => Op::Expire(b(k), n),
-            Op::Ttl(k, m) => Op::Ttl(b(k), m),
+            Op::IncrBy(k, n) => Op::IncrBy(f(k), *n),
+            Op::Expire(k, n) => Op::Expire(f(k), *n),
+            Op::Ttl(k, m) => Op::Ttl(f(k), *m),
         }
     }
 }

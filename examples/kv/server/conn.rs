@@ -4,8 +4,10 @@
 //! - **Local path.** A command whose keys this core owns runs at once, and its reply is
 //!   written straight into the stream's write buffer (`IoStream::write_with`): no
 //!   allocation, no callback, no cross-core traffic.
-//! - **Forwarding.** A command for a key another core owns goes there with `submit_to`
-//!   (its arguments copied once); the reply comes back as bytes. Multi-key commands
+//! - **Forwarding.** A command for a key another core owns goes there with `submit_to`:
+//!   the commands of one read batch for one core travel together, their byte strings
+//!   copied once into one buffer, and their replies come back as one buffer (a 16-deep
+//!   pipeline costs one cross-core call, not 16). Multi-key commands
 //!   scatter to every owner and gather; DBSIZE, FLUSHALL and INFO ask every core (this
 //!   core's part runs at once, so later local commands see it done).
 //! - **Order.** Every command takes the next reply slot. While no slot waits for another
@@ -33,10 +35,16 @@ pub const MAX_PENDING: usize = 1024;
 /// The most bytes one read takes from the stream.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A reply waiting for its turn: its own bytes, or its part of a batch's replies.
+enum Reply {
+    Own(Vec<u8>),
+    Part(Rc<Vec<u8>>, usize, usize),
+}
+
 /// Replies in request order: `None` while another core works on it.
 #[derive(Default)]
 struct Slots {
-    q: VecDeque<Option<Vec<u8>>>,
+    q: VecDeque<Option<Reply>>,
     /// The sequence number of `q[0]`.
     head: u64,
 }
@@ -50,13 +58,13 @@ impl Slots {
         self.head + self.q.len() as u64 - 1
     }
     fn push_ready(&mut self) -> &mut Vec<u8> {
-        self.q.push_back(Some(Vec::new()));
-        self.q
-            .back_mut()
-            .and_then(Option::as_mut)
-            .expect("just pushed")
+        self.q.push_back(Some(Reply::Own(Vec::new())));
+        match self.q.back_mut() {
+            Some(Some(Reply::Own(v))) => v,
+            _ => unreachable!("just pushed"),
+        }
     }
-    fn fill(&mut self, seq: u64, reply: Vec<u8>) {
+    fn fill(&mut self, seq: u64, reply: Reply) {
         if let Some(s) = self.q.get_mut((seq - self.head) as usize) {
             *s = Some(reply);
         }
@@ -64,12 +72,32 @@ impl Slots {
     /// Moves the replies now due into `out`.
     fn pop_ready(&mut self, out: &mut Vec<u8>) {
         while let Some(Some(_)) = self.q.front() {
-            if let Some(Some(r)) = self.q.pop_front() {
-                out.extend_from_slice(&r);
+            match self.q.pop_front() {
+                Some(Some(Reply::Own(r))) => out.extend_from_slice(&r),
+                Some(Some(Reply::Part(all, a, b))) => out.extend_from_slice(&all[a..b]),
+                _ => {}
             }
             self.head += 1;
         }
     }
+}
+
+/// Commands for another core gathered during a batch, sent in one call when the batch
+/// ends (or before a command that must come after them: a scatter, an all-cores one).
+#[derive(Default)]
+struct Outgoing {
+    /// The commands' byte strings, one after another.
+    bytes: Vec<u8>,
+    ops: Vec<Op<(usize, usize)>>,
+    /// Their reply slots (these stay here).
+    seqs: Vec<u64>,
+}
+
+/// A connection's queues, lent to one command.
+struct Queues<'a> {
+    slots: &'a mut Slots,
+    outbox: &'a mut Vec<Outgoing>,
+    closing: &'a mut bool,
 }
 
 /// Where the next reply goes: straight out, or into a slot behind pending ones.
@@ -88,6 +116,8 @@ struct State {
     inbuf: Vec<u8>,
     parser: Parser,
     slots: Slots,
+    /// By core: commands to forward when this batch ends.
+    outbox: Vec<Outgoing>,
     /// A read is pending on the stream.
     reading: bool,
     /// `inbuf` may hold whole commands not yet run (a batch stopped early).
@@ -288,75 +318,135 @@ impl Conn {
                                 buf: cmd,
                                 spans: st.parser.args(),
                             };
-                            self.exec(lp, args, &mut st.slots, &mut st.closing, out);
+                            let q = Queues {
+                                slots: &mut st.slots,
+                                outbox: &mut st.outbox,
+                                closing: &mut st.closing,
+                            };
+                            self.exec(lp, args, q, out);
                         }
                     }
                 }
             }
         });
+        self.send_outbox(lp, &mut st.outbox);
         if wrote.is_err() {
             return buf.len(); // closed: nothing more to do
         }
         used
     }
 
-    /// One command.
-    fn exec(
-        self: &Rc<Self>,
-        lp: &IoLoop,
-        args: Args<'_>,
-        slots: &mut Slots,
-        closing: &mut bool,
-        out: &mut Vec<u8>,
-    ) {
-        let core = &self.core;
-        Stats::add(&core.stats.commands, 1);
-        match classify(args) {
-            Command::Now(reply) => reply.write(sink(slots, out)),
-            Command::Key(op) => {
-                let owner = core.owner(op.key());
-                if owner == core.id {
-                    op.run(lp, &mut core.store.borrow_mut(), sink(slots, out));
-                } else {
-                    self.forward(lp, owner, op, slots);
-                }
+    /// Sends each core its gathered commands in one call; the replies come back as one
+    /// buffer and fill their slots.
+    fn send_outbox(self: &Rc<Self>, lp: &IoLoop, outbox: &mut [Outgoing]) {
+        for (owner, o) in outbox.iter_mut().enumerate() {
+            if o.ops.is_empty() {
+                continue;
             }
-            Command::Multi(m) => self.multi(lp, m, args, slots, out),
-            Command::All(a) => self.all_cores(lp, a, slots),
-            Command::Quit => {
-                sink(slots, out).extend_from_slice(resp::OK);
-                *closing = true;
-            }
+            let Outgoing { bytes, ops, seqs } = std::mem::take(o);
+            let me = self.clone();
+            lp.submit_to(
+                &self.core.shards[owner],
+                move |lp| {
+                    let mut out = Vec::new();
+                    let mut ends = Vec::with_capacity(ops.len());
+                    match Core::of(lp) {
+                        Some(core) => {
+                            Stats::add(&core.stats.served_for_others, ops.len() as u64);
+                            let mut store = core.store.borrow_mut();
+                            for op in &ops {
+                                op.map(|&(a, b)| &bytes[a..b]).run(lp, &mut store, &mut out);
+                                ends.push(out.len());
+                            }
+                        }
+                        None => {
+                            for _ in &ops {
+                                resp::error(&mut out, "the owner core is not set up");
+                                ends.push(out.len());
+                            }
+                        }
+                    }
+                    (out, ends)
+                },
+                move |lp, r| me.fill_batch(lp, owner, seqs, r),
+            );
         }
     }
 
-    fn forward(self: &Rc<Self>, lp: &IoLoop, owner: usize, op: Op<&[u8]>, slots: &mut Slots) {
-        Stats::add(&self.core.stats.forwarded, 1);
-        let seq = slots.push_pending();
-        let op = op.to_owned();
-        let me = self.clone();
-        lp.submit_to(
-            &self.core.shards[owner],
-            move |lp| {
-                let mut out = Vec::new();
-                match Core::of(lp) {
-                    Some(core) => {
-                        Stats::add(&core.stats.served_for_others, 1);
-                        op.run(lp, &mut core.store.borrow_mut(), &mut out);
+    fn fill_batch(
+        self: &Rc<Self>,
+        lp: &IoLoop,
+        owner: usize,
+        seqs: Vec<u64>,
+        r: Result<(Vec<u8>, Vec<usize>), CallError>,
+    ) {
+        let _ = self.stream.write_with(|out| {
+            let mut st = self.st.borrow_mut();
+            match r {
+                Ok((replies, ends)) => {
+                    let all = Rc::new(replies);
+                    let mut start = 0;
+                    for (seq, end) in seqs.into_iter().zip(ends) {
+                        st.slots.fill(seq, Reply::Part(all.clone(), start, end));
+                        start = end;
                     }
-                    None => resp::error(&mut out, "the owner core is not set up"),
                 }
-                out
-            },
-            move |lp, r| me.fill(lp, seq, r.unwrap_or_else(|e| call_failed(owner, &e))),
-        );
+                Err(e) => {
+                    for seq in seqs {
+                        st.slots.fill(seq, Reply::Own(call_failed(owner, &e)));
+                    }
+                }
+            }
+            st.slots.pop_ready(out);
+        });
+        self.pump(lp);
+    }
+
+    /// One command.
+    fn exec(self: &Rc<Self>, lp: &IoLoop, args: Args<'_>, q: Queues<'_>, out: &mut Vec<u8>) {
+        let core = &self.core;
+        Stats::add(&core.stats.commands, 1);
+        match classify(args) {
+            Command::Now(reply) => reply.write(sink(q.slots, out)),
+            Command::Key(op) => {
+                let owner = core.owner(op.key());
+                if owner == core.id {
+                    op.run(lp, &mut core.store.borrow_mut(), sink(q.slots, out));
+                } else {
+                    Stats::add(&core.stats.forwarded, 1);
+                    if q.outbox.is_empty() {
+                        q.outbox.resize_with(core.shards.len(), Outgoing::default);
+                    }
+                    let o = &mut q.outbox[owner];
+                    o.seqs.push(q.slots.push_pending());
+                    let bytes = &mut o.bytes;
+                    o.ops.push(op.map(|s| {
+                        bytes.extend_from_slice(s);
+                        (bytes.len() - s.len(), bytes.len())
+                    }));
+                }
+            }
+            Command::Multi(m) => {
+                // After the commands gathered so far: they came first.
+                self.send_outbox(lp, q.outbox);
+                self.multi(lp, m, args, q.slots, out)
+            }
+            Command::All(a) => {
+                self.send_outbox(lp, q.outbox);
+                self.all_cores(lp, a, q.slots)
+            }
+            Command::Quit => {
+                sink(q.slots, out).extend_from_slice(resp::OK);
+                *q.closing = true;
+            }
+        }
     }
 
     /// A reply from another core (or a gather) is ready.
     fn fill(self: &Rc<Self>, lp: &IoLoop, seq: u64, reply: Vec<u8>) {
         let _ = self.stream.write_with(|out| {
             let mut st = self.st.borrow_mut();
-            st.slots.fill(seq, reply);
+            st.slots.fill(seq, Reply::Own(reply));
             st.slots.pop_ready(out);
         });
         self.pump(lp);
