@@ -2,8 +2,8 @@
 //! core's share of the keys built in the runtime's setup. The parts, one file each:
 //! `resp` (the protocol), `commands` (names, arities, options, what runs on the owner),
 //! `store` (a core's keys and their expiry), `core` (a core's state and who owns a
-//! key), `conn` (a RESP connection: forwarding, reply order, back-pressure) and
-//! `http_api`.
+//! key), `conn` (a RESP connection: forwarding, reply order, back-pressure; its
+//! `gather` the commands that need several cores) and `http_api`.
 
 pub mod commands;
 pub mod conn;
