@@ -1,6 +1,7 @@
 //! The sharded key-value example (examples/kv): every command through redis-cli,
 //! pipelines over keys on both cores answered in order, expiry on the owner's timers,
-//! redis-benchmark without errors, and the HTTP API beside RESP on the same runtime.
+//! redis-benchmark without errors, the HTTP API beside RESP on the same runtime, and a
+//! graceful stop.
 //! Bad input is in kv_bad_input.rs.
 #[path = "util/kv.rs"]
 mod kv;
@@ -296,4 +297,29 @@ fn the_http_api_serves_the_same_keys_and_gathers_stats_from_every_core(backend: 
     let forwarded: u64 = kv.stats().unwrap().iter().map(|s| s.forwarded).sum();
     assert!(forwarded > 0, "some HTTP requests went to the key's owner");
     kv.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn a_graceful_stop_closes_idle_connections_at_once_and_cuts_none(backend: Backend) {
+    let kv = kv::start(backend, 2);
+    let mut idle = Client::connect(kv.resp_addr());
+    assert_eq!(idle.call(&["PING"]), "+PONG\r\n");
+    let mut busy = Client::connect(kv.resp_addr());
+    for i in 0..50 {
+        busy.cmd(&["SET", &key_on(&format!("g{i}_"), i % 2, 2), "v"]);
+    }
+    for _ in 0..50 {
+        assert_eq!(busy.reply(), "+OK\r\n");
+    }
+    let started = std::time::Instant::now();
+    let cut = kv.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(cut, 0, "no connection waited for the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(idle.closed_by_server());
+    assert!(busy.closed_by_server());
 }
