@@ -55,20 +55,38 @@ impl ServerArgs {
 /// Parses `--port P --cores N --backend auto|uring|epoll --batch-wait-us U`; exits with
 /// a message on bad input.
 pub fn server_args(name: &str, default_port: u16) -> ServerArgs {
-    match parse(default_port) {
+    server_args_with(name, default_port, "", |_, _| Ok(false))
+}
+
+/// A flag's value, asked for by the flag's handler.
+pub type Value<'a> = &'a mut dyn FnMut() -> Result<String, String>;
+
+/// [`server_args`] plus an example's own flags: `extra(flag, value)` returns whether it
+/// took `flag` (calling `value()` for its value), and `extra_usage` is added to the
+/// usage line.
+pub fn server_args_with(
+    name: &str,
+    default_port: u16,
+    extra_usage: &str,
+    mut extra: impl FnMut(&str, Value<'_>) -> Result<bool, String>,
+) -> ServerArgs {
+    match parse(default_port, &mut extra) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{name}: {e}");
             eprintln!(
                 "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll] \
-                 [--batch-wait-us U] [--metrics PORT] [--no-recording]"
+                 [--batch-wait-us U] [--metrics PORT] [--no-recording]{extra_usage}"
             );
             std::process::exit(2);
         }
     }
 }
 
-fn parse(default_port: u16) -> Result<ServerArgs, String> {
+fn parse(
+    default_port: u16,
+    extra: &mut dyn FnMut(&str, Value<'_>) -> Result<bool, String>,
+) -> Result<ServerArgs, String> {
     let mut args = ServerArgs {
         port: default_port,
         cores: Cores::All,
@@ -105,7 +123,11 @@ fn parse(default_port: u16) -> Result<ServerArgs, String> {
             }
             "--no-recording" => args.recording = false,
             "-h" | "--help" => return Err("help".into()),
-            _ => return Err(format!("unknown argument {a:?}")),
+            other => {
+                if !extra(other, &mut value)? {
+                    return Err(format!("unknown argument {a:?}"));
+                }
+            }
         }
     }
     Ok(args)
