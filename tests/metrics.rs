@@ -105,6 +105,13 @@ fn every_request_is_counted_once_and_timed_once(backend: Backend) {
     assert_eq!(h.bytes_in, 104 * head);
     assert!(h.bytes_out >= 104 * 100, "{} bytes out", h.bytes_out);
     assert_eq!(h.accepted, 2);
+    // The kernel interface per request: on io_uring one SQE per send at most (receives
+    // are multishot; 40 keep-alive answers and 4 pipelined batches), none on epoll.
+    let sqes = snapshot(&s).total().sqes;
+    match backend {
+        Backend::Uring => assert!((44..=44 + 40).contains(&sqes), "{sqes} SQEs"),
+        _ => assert_eq!(sqes, 0),
+    }
     s.shutdown().unwrap();
 }
 

@@ -118,7 +118,7 @@ impl Snapshot {
                 vec![("shard", shard.to_string())]
             }
         };
-        let counters: [(&str, &str, Counter); 13] = [
+        let counters: [(&str, &str, Counter); 14] = [
             ("coreloop_loop_iterations_total", "Loop iterations.", |s| {
                 s.iterations as f64
             }),
@@ -160,6 +160,11 @@ impl Snapshot {
                 "coreloop_loop_ring_wakes_total",
                 "Sleeping loops this loop woke with an io_uring MSG_RING.",
                 |s| s.ring_wakes as f64,
+            ),
+            (
+                "coreloop_loop_sqes_total",
+                "io_uring submission queue entries queued (0 on epoll).",
+                |s| s.sqes as f64,
             ),
             (
                 "coreloop_loop_stalls_total",

@@ -240,6 +240,14 @@ impl<S: Clone> Poller<S> {
         }
     }
 
+    /// io_uring SQEs queued so far (zero on epoll).
+    pub(crate) fn sqes(&self) -> u64 {
+        match self {
+            Poller::Uring(p) => p.sqes(),
+            Poller::Epoll(_) => 0,
+        }
+    }
+
     /// See [`IoLoop::set_batch_wait`](crate::IoLoop::set_batch_wait).
     pub(crate) fn set_batch_wait(&mut self, wait: Duration) -> bool {
         match self {

@@ -175,6 +175,9 @@ pub struct LoopStats {
     /// Sleeping loops this loop woke with an io_uring `MSG_RING` (see
     /// [`WakeVia`](crate::WakeVia)).
     pub ring_wakes: u64,
+    /// io_uring submission queue entries queued (zero on epoll): with the requests a
+    /// server answered, what each costs the kernel interface.
+    pub sqes: u64,
     /// Jobs that kept the loop busy past the stall threshold.
     pub stalls: u64,
     /// Time with nothing to do: idle-polling, then in waits allowed to block.
@@ -214,6 +217,7 @@ impl LoopStats {
         self.remote_jobs += other.remote_jobs;
         self.eventfd_wakes += other.eventfd_wakes;
         self.ring_wakes += other.ring_wakes;
+        self.sqes += other.sqes;
         self.stalls += other.stalls;
         self.idle += other.idle;
         self.busy += other.busy;
@@ -238,6 +242,7 @@ impl IoLoop {
             remote_jobs: 0,
             eventfd_wakes: 0,
             ring_wakes: 0,
+            sqes: 0,
             stalls: 0,
             idle: Duration::ZERO,
             busy: Duration::ZERO,
@@ -275,6 +280,7 @@ impl IoLoop {
             remote_jobs: c.remote_jobs.get(),
             eventfd_wakes: c.eventfd_wakes.get(),
             ring_wakes: c.ring_wakes.get(),
+            sqes: self.inner.poller.try_borrow().map_or(0, |p| p.sqes()),
             stalls: c.stalls.get(),
             idle: Duration::from_nanos(c.idle_ns.get()),
             busy: Duration::from_nanos(c.busy_ns.get()),

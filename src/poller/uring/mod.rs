@@ -80,6 +80,8 @@ pub(crate) struct Uring<S: Clone> {
     msg_ring: bool,
     /// Tags of this loop's `MSG_RING` wake-ups that failed, for the eventfd fallback.
     failed_wakes: Vec<u32>,
+    /// SQEs queued since the ring was made (for the stats).
+    sqes: u64,
 }
 
 /// How many completions a batch wait waits for before its time is up.
@@ -146,6 +148,7 @@ impl<S: Clone> Uring<S> {
             fixed,
             msg_ring: probe.is_supported(opcode::MsgRingData::CODE),
             failed_wakes: Vec::new(),
+            sqes: 0,
         })
     }
 
@@ -162,6 +165,11 @@ impl<S: Clone> Uring<S> {
         true
     }
 
+    /// SQEs queued since the ring was made.
+    pub(crate) fn sqes(&self) -> u64 {
+        self.sqes
+    }
+
     /// The ring's setup flags, for logs.
     pub(crate) fn describe(&self) -> &'static str {
         self.setup
@@ -175,6 +183,7 @@ impl<S: Clone> Uring<S> {
         loop {
             // SAFETY: the caller guarantees the entry's pointers outlive the op.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                self.sqes += 1;
                 return Ok(());
             }
             // A full submission queue means submit and retry, not an error.
