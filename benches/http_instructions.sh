@@ -10,6 +10,7 @@
 # connection; loopback only. Needs valgrind and python3.
 # Environment: N1=200 N2=1200 PORT=27100 BACKEND=epoll
 #   HELLO=path/to/hello (another build to compare, e.g. one of an earlier commit)
+#   HELLO_ARGS="--no-recording" (extra flags for the server)
 set -eu
 cd "$(dirname "$0")/.."
 N1=${N1:-200}
@@ -61,7 +62,7 @@ PY
 measure() { # mode batches -> total Ir
   local f="$OUT/cg.$1.$2"
   valgrind --tool=callgrind --callgrind-out-file="$f" \
-    "$HELLO" --port "$PORT" --cores 1 --backend "$BACKEND" \
+    "$HELLO" --port "$PORT" --cores 1 --backend "$BACKEND" ${HELLO_ARGS:-} \
     >/dev/null 2>"$f.log" &
   local pid=$!
   client "$1" "$2"

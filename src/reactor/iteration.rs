@@ -52,6 +52,8 @@ impl IoLoop {
         }
         let _running = RunningGuard::enter(self);
         let shared = &self.inner.handle.shared;
+        // Each iteration starts when the last one ended (its last clock read).
+        self.inner.now.set(Instant::now());
         loop {
             if shared.stop.load(Ordering::Relaxed) && shared.stop.swap(false, Ordering::AcqRel) {
                 return Ok(());
@@ -108,8 +110,9 @@ impl IoLoop {
     /// One iteration; see the module docs for the steps.
     fn iterate(&self) -> io::Result<()> {
         let inner = &*self.inner;
-        let start = Instant::now();
-        inner.now.set(start);
+        // The end of the last iteration (`start` sets it for the first): one clock read
+        // fewer per iteration.
+        let start = inner.now.get();
         // The clock, read once between jobs: a job's time is the gap since the last read.
         let mut clock = start;
 
@@ -156,9 +159,9 @@ impl IoLoop {
             // loop as stuck).
             shared.busy_since.store(0, Ordering::Relaxed);
         }
-        // Idle from here while there is nothing to do: spinning in the idle poll, then
-        // sleeping in the poller.
-        let idle_from = may_sleep.then(Instant::now);
+        // Idle from here (the end of the last job) while there is nothing to do: spinning
+        // in the idle poll, then sleeping in the poller.
+        let idle_from = may_sleep.then_some(clock);
         let mut polled = None;
         if let Some(from) = idle_from {
             polled = self.idle_poll(from, &mut timeout, &mut events, &mut completions);
@@ -218,6 +221,7 @@ impl IoLoop {
         *inner.completions.borrow_mut() = completions;
         let total = clock.saturating_duration_since(start);
         stats.iteration(total.saturating_sub(idle), idle, may_sleep);
+        inner.now.set(clock);
         polled
     }
 
@@ -271,7 +275,12 @@ impl IoLoop {
     /// A job ended now: reads the clock, and reports a stall if the job took too long.
     /// The next job starts now (for a watchdog, when one is set).
     fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
-        let end = Instant::now();
+        // A clock read made at the end of this job's step (`fresh_time`) serves as its end.
+        let end = self
+            .inner
+            .fresh
+            .take()
+            .unwrap_or_else(Instant::now);
         self.inner.stats.job_done(what, name, *clock, end);
         *clock = end;
         if self.inner.stats.watched.get() {

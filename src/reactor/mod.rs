@@ -94,6 +94,8 @@ struct Inner {
     now: Cell<Instant>,
     /// How long the loop looks for work before it sleeps (zero: it sleeps at once).
     idle_poll: Cell<Duration>,
+    /// A clock read made by `fresh_time` during the current job, taken by its end.
+    fresh: Cell<Option<Instant>>,
     /// How this loop wakes other loops (`wake.rs`).
     wakes: wake::RingWakes,
 }
@@ -182,6 +184,7 @@ impl IoLoop {
                 running: Cell::new(false),
                 now: Cell::new(Instant::now()),
                 idle_poll: Cell::new(Duration::ZERO),
+                fresh: Cell::new(None),
                 wakes: wake::RingWakes::default(),
             }),
         };
@@ -282,6 +285,15 @@ impl IoLoop {
     /// callbacks of one step.
     pub fn time(&self) -> Instant {
         self.inner.now.get()
+    }
+
+    /// Reads the clock now (for a time that must be exact, such as the end of a
+    /// response); the job that runs ends at this time too, which saves it a clock read.
+    pub(crate) fn fresh_time(&self) -> Instant {
+        let now = Instant::now();
+        self.inner.now.set(now);
+        self.inner.fresh.set(Some(now));
+        now
     }
 
     /// True while `start()` is running.
