@@ -23,8 +23,13 @@ pub(super) fn arm(inner: &Rc<AccInner>, lp: &IoLoop) -> io::Result<()> {
         room > 2 * st.opts.backlog.max(1) as usize
     };
     let weak = Rc::downgrade(inner);
-    let sink: Sink = Rc::new(move |lp, c| on_accept(&weak, lp, c));
+    // The op's own id, for its completions to tell whether it is still the current op
+    // (a paused and resumed acceptor has a newer one while the old one's last CQE comes).
+    let mine = Rc::new(std::cell::Cell::new(None));
+    let me = mine.clone();
+    let sink: Sink = Rc::new(move |lp, c| on_accept(&weak, me.get(), lp, c));
     let op = lp.submit(Submission::Accept { fd, multishot }, sink)?;
+    mine.set(Some(op));
     set_op(inner, Some(op));
     Ok(())
 }
@@ -42,10 +47,11 @@ fn set_op(inner: &AccInner, to: Option<OpId>) {
     }
 }
 
-/// A completion of the accept op.
-fn on_accept(weak: &Weak<AccInner>, lp: &IoLoop, c: Completion) {
+/// A completion of the accept op `op`.
+fn on_accept(weak: &Weak<AccInner>, op: Option<OpId>, lp: &IoLoop, c: Completion) {
     let Some(inner) = weak.upgrade() else { return };
-    if !c.more {
+    let current = op.is_some() && op_of(&inner) == op;
+    if !c.more && current {
         set_op(&inner, None);
     }
     match (c.result, c.file) {
