@@ -58,6 +58,35 @@ fn app() -> Application {
             }),
         )
         .route(
+            "/panic-now",
+            Route::new().get_async(|_, r| async move {
+                if r.status() == 200 {
+                    panic!("async handler boom before any await");
+                }
+                r
+            }),
+        )
+        .route(
+            // Waits once without anything to wake it but itself: it wakes its waker and
+            // returns Pending (a yield), so it must be polled again.
+            "/yield",
+            Route::new().get_async(|_, mut r| async move {
+                let mut yielded = false;
+                std::future::poll_fn(|cx| {
+                    if yielded {
+                        std::task::Poll::Ready(())
+                    } else {
+                        yielded = true;
+                        cx.waker().wake_by_ref();
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                r.write("yielded");
+                r
+            }),
+        )
+        .route(
             "/stream",
             Route::new().get_async(|_, mut r| async move {
                 for i in 0..5 {
@@ -119,6 +148,10 @@ fn handlers_that_await_answer_and_panics_are_500(backend: Backend) {
     assert!(r.contains(" slept 10 and asked "), "{r}");
     let r = exchange(&s, "GET /panic HTTP/1.0\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 500 "), "{r}");
+    let r = exchange(&s, "GET /panic-now HTTP/1.0\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 500 "), "{r}");
+    let r = exchange(&s, "GET /yield HTTP/1.0\r\n\r\n");
+    assert!(r.ends_with("\r\n\r\nyielded"), "{r}");
     // The server goes on.
     let r = exchange(&s, "GET /async HTTP/1.0\r\n\r\n");
     assert!(r.ends_with("\r\n\r\nHello, world"), "{r}");

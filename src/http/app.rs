@@ -6,6 +6,7 @@ use crate::reactor::IoLoop;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 /// A request handler: gets the loop, the request and the response to fill. It may
 /// finish the response at once (or simply return: dropping a response finishes it), or
@@ -100,8 +101,17 @@ impl Route {
         Fut: Future<Output = Response> + 'static,
     {
         self.method(method, move |lp, req, resp| {
-            let fut = h(req, resp);
-            lp.spawn_now(async move { fut.await.finish() }).detach();
+            // Polled here first, inside the dispatch (under its panic guard): a handler
+            // that does not wait costs one allocation, not a task. One that waits
+            // becomes a task, polled again from the run queue with its own waker (a
+            // future registers the waker of its latest poll, so the first poll's no-op
+            // waker is never the one that matters).
+            let mut fut = Box::pin(h(req, resp));
+            let mut cx = Context::from_waker(Waker::noop());
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(resp) => resp.finish(),
+                Poll::Pending => lp.spawn(async move { fut.await.finish() }).detach(),
+            }
         })
     }
 

@@ -276,11 +276,7 @@ impl IoLoop {
     /// The next job starts now (for a watchdog, when one is set).
     fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
         // A clock read made at the end of this job's step (`fresh_time`) serves as its end.
-        let end = self
-            .inner
-            .fresh
-            .take()
-            .unwrap_or_else(Instant::now);
+        let end = self.inner.fresh.take().unwrap_or_else(Instant::now);
         self.inner.stats.job_done(what, name, *clock, end);
         *clock = end;
         if self.inner.stats.watched.get() {

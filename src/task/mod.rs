@@ -250,23 +250,6 @@ impl IoLoop {
         task
     }
 
-    /// Spawns `fut` and polls it at once, inside this call, until it first waits (or
-    /// finishes); from then on it is a task like any other. For work started by an event
-    /// of this step that usually finishes without waiting (an async HTTP handler): no
-    /// trip through the run queue, and the step's writes go out together.
-    #[track_caller]
-    pub(crate) fn spawn_now<F>(&self, fut: F) -> JoinHandle<F::Output>
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        let (runnable, task) = self.make_task(fut, Location::caller());
-        runnable.run();
-        JoinHandle {
-            inner: Join::Local(task),
-        }
-    }
-
     /// A task for `fut`, recorded as alive on this loop, not yet scheduled.
     fn make_task<F>(
         &self,
