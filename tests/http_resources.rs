@@ -180,6 +180,36 @@ fn a_client_that_stops_reading_is_closed_after_the_send_timeout(backend: Backend
     s.shutdown().unwrap();
 }
 
+/// Item 9: the send timeout counts from the last progress, whichever timer of the
+/// connection fires first: a head or idle deadline that falls due while the client is
+/// stuck does not restart it (it used to, when a send finished after the pause, which
+/// kept a stuck connection up to one more send timeout).
+#[on_both_backends]
+#[test]
+fn a_stuck_client_is_closed_one_send_timeout_after_the_last_progress(backend: Backend) {
+    let cfg = HttpConfig {
+        header_timeout: Duration::from_secs(3),
+        idle_timeout: Duration::from_secs(3),
+        send_timeout: Duration::from_secs(4),
+        ..HttpConfig::default()
+    };
+    let s = server(backend, cfg, Arc::default());
+    let mut c = small_window_client(&s);
+    c.write_all(&b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64))
+        .unwrap();
+    let asked = Instant::now();
+    eventually("the connection open", || open(&s) == 1);
+    eventually("the stuck connection closed", || open(&s) == 0);
+    let took = asked.elapsed();
+    // About 4 s after the answers stopped going out; restarted by the 3 s deadline it
+    // would be about 7 s. The margin is for a loaded machine.
+    assert!(
+        took >= Duration::from_millis(3500) && took < Duration::from_millis(6000),
+        "closed after {took:?}"
+    );
+    s.shutdown().unwrap();
+}
+
 /// Item 9: a slow reader that keeps reading is not cut off by the send timeout.
 #[on_both_backends]
 #[test]

@@ -140,8 +140,6 @@ pub(crate) struct Conn {
     /// When the connection is closed unless it makes progress (`None`: no limit now).
     deadline: Cell<Option<Instant>>,
     phase: Cell<Phase>,
-    /// Bytes sent when the send deadline was last set (progress extends it).
-    sent_mark: Cell<u64>,
     /// The one timer that enforces `deadline`, re-armed lazily when it fires early,
     /// and when it fires.
     timer: Cell<Option<(TimeoutId, Instant)>>,
@@ -204,7 +202,6 @@ pub(crate) fn serve(
         lp: lp.downgrade(),
         deadline: Cell::new(None),
         phase: Cell::new(Phase::None),
-        sent_mark: Cell::new(0),
         timer: Cell::new(None),
         served: Cell::new(0),
         decoder: RefCell::new(Decoder::default()),
@@ -287,9 +284,6 @@ impl Conn {
         let deadline = lp.time() + after;
         self.deadline.set(Some(deadline));
         self.phase.set(phase);
-        if phase == Phase::Send {
-            self.sent_mark.set(self.stream.bytes_sent());
-        }
         match self.timer.get() {
             None => self.arm(lp, after),
             Some((id, at)) if at > deadline => {
@@ -305,10 +299,7 @@ impl Conn {
         let id = lp.call_later(after, move |lp| {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
-            match c.deadline.get() {
-                Some(_) if c.phase.get() == Phase::Send && c.sending_progressed() => {
-                    c.set_timer(lp, Phase::Send, c.cfg.send_timeout);
-                }
+            match c.effective_deadline() {
                 Some(d) if lp.time() >= d => c.stream.close(),
                 Some(d) => c.arm(lp, d - lp.time()),
                 None => {}
@@ -317,9 +308,18 @@ impl Conn {
         self.timer.set(Some((id, lp.time() + after)));
     }
 
-    /// Whether bytes went out since the send deadline was set.
-    fn sending_progressed(&self) -> bool {
-        self.stream.bytes_sent() != self.sent_mark.get()
+    /// The deadline, with the send deadline pushed back by progress: a connection
+    /// waiting for its client to read is closed `send_timeout` after bytes last went
+    /// out (or after it began waiting, if none have since).
+    fn effective_deadline(&self) -> Option<Instant> {
+        let d = self.deadline.get()?;
+        if self.phase.get() != Phase::Send {
+            return Some(d);
+        }
+        Some(match self.stream.last_sent_at() {
+            Some(t) => d.max(t + self.cfg.send_timeout),
+            None => d,
+        })
     }
 
     fn clear_timer(&self) {

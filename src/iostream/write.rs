@@ -274,9 +274,10 @@ impl IoStream {
         self.inner.st.borrow().w.buffered()
     }
 
-    /// Bytes handed to the kernel so far, partial sends included: a writer's progress.
-    pub(crate) fn bytes_sent(&self) -> u64 {
-        self.inner.transport.bytes_sent()
+    /// When bytes were last handed to the kernel (partial sends included): a writer's
+    /// progress.
+    pub(crate) fn last_sent_at(&self) -> Option<std::time::Instant> {
+        self.inner.transport.last_sent_at()
     }
 
     /// True while more than the high-water mark is buffered: a writer should wait for

@@ -84,7 +84,9 @@ impl EpollTransport {
                 Ok(n) => off += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut st = self.st.borrow_mut();
-                    st.sock.sent += off as u64;
+                    if off > 0 {
+                        st.sock.sent_at = Some(lp.time());
+                    }
                     st.pending = Some((buf, off));
                     drop(st);
                     update_interest(&self.st, lp);
@@ -94,7 +96,7 @@ impl EpollTransport {
                 Err(e) => return SendNow::Failed(e),
             }
         }
-        self.st.borrow_mut().sock.sent += buf.len() as u64;
+        self.st.borrow_mut().sock.sent_at = Some(lp.time());
         SendNow::Done(buf)
     }
 
@@ -221,7 +223,7 @@ fn flush_pending(st: &Rc<RefCell<State>>, lp: &IoLoop) {
         match r {
             Ok(n) => {
                 off += n;
-                st.borrow_mut().sock.sent += n as u64;
+                st.borrow_mut().sock.sent_at = Some(lp.time());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 st.borrow_mut().pending = Some((buf, off));

@@ -56,8 +56,9 @@ struct Sock {
     reading: bool,
     /// End of file or an error was reported: receiving never restarts.
     ended: bool,
-    /// Bytes handed to the kernel so far, partial sends included.
-    sent: u64,
+    /// When bytes were last handed to the kernel (partial sends included): a writer's
+    /// progress, for a send timeout. `None` before the first.
+    sent_at: Option<std::time::Instant>,
 }
 
 impl Sock {
@@ -69,7 +70,7 @@ impl Sock {
             sink: Some(sink),
             reading: true,
             ended: false,
-            sent: 0,
+            sent_at: None,
         }
     }
 
@@ -140,9 +141,10 @@ impl Transport {
         self.with_sock(|s| s.changes_reading(on)).unwrap_or(false)
     }
 
-    /// Bytes handed to the kernel so far, partial sends included (a writer's progress).
-    pub(crate) fn bytes_sent(&self) -> u64 {
-        self.with_sock(|s| s.sent).unwrap_or(0)
+    /// When bytes were last handed to the kernel, partial sends included (the loop's
+    /// time then): a writer's progress.
+    pub(crate) fn last_sent_at(&self) -> Option<std::time::Instant> {
+        self.with_sock(|s| s.sent_at).flatten()
     }
 
     /// Sends all of `buf`. At most one send may be pending at a time.
