@@ -27,8 +27,8 @@
 #   opt-in *_norec rows below)
 #   PEERS_TARGET=/tmp/peers-target (where the peers were built; see their README)
 #   BASE=tokio_hyper|tokio_hello|... (the row ratios are taken against)
-#   OTHER_HELLO=path/to/hello (another build of hello, e.g. an earlier commit's: adds
-#   the rows other_uring and other_epoll, for a before/after in the same run)
+#   OTHER_HELLO="name=path/to/hello ..." (other builds of hello, e.g. earlier commits':
+#   adds the rows name_uring and name_epoll for each, for a before/after in one run)
 set -u
 cd "$(dirname "$0")/.."
 D=${D:-5}
@@ -85,7 +85,7 @@ RESULTS=$(mktemp)
 # ROWS: the rows to run, by name (default: every row but the opt-in ones).
 DEFAULT_ROWS="tokio_hello coreloop_uring coreloop_epoll coreloop_async_uring coreloop_async_epoll coreloop_uring_batch tokio_hyper bare_epoll bare_uring may_minihttp_peer"
 ROWS=${ROWS:-$DEFAULT_ROWS}
-if [ -n "${OTHER_HELLO:-}" ]; then ROWS="$ROWS other_uring other_epoll"; fi
+for other in ${OTHER_HELLO:-}; do ROWS="$ROWS ${other%%=*}_uring ${other%%=*}_epoll"; done
 run() { # run NAME CMD... (the command gets the port as its last-but-one or via $PORT)
   local name=$1; shift
   case " $ROWS " in *" $name "*) ;; *) return ;; esac
@@ -120,10 +120,10 @@ for round in $(seq 1 "$R"); do
   # coreloop_uring_norec coreloop_epoll coreloop_epoll_norec" BASE=coreloop_uring_norec)
   run coreloop_uring_norec ./target/release/examples/hello --port "$PORT" --cores 1 --backend uring --no-recording
   run coreloop_epoll_norec ./target/release/examples/hello --port "$PORT" --cores 1 --backend epoll --no-recording
-  if [ -n "${OTHER_HELLO:-}" ]; then
-    run other_uring "$OTHER_HELLO" --port "$PORT" --cores 1 --backend uring
-    run other_epoll "$OTHER_HELLO" --port "$PORT" --cores 1 --backend epoll
-  fi
+  for other in ${OTHER_HELLO:-}; do
+    run "${other%%=*}_uring" "${other#*=}" --port "$PORT" --cores 1 --backend uring
+    run "${other%%=*}_epoll" "${other#*=}" --port "$PORT" --cores 1 --backend epoll
+  done
   for peer in tokio_hyper may_minihttp_peer bare_epoll bare_uring; do
     if [ -x "$PEERS_TARGET/release/$peer" ]; then run "$peer" "$PEERS_TARGET/release/$peer" "$PORT" 1; fi
   done
