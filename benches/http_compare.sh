@@ -8,7 +8,7 @@
 # CPU $CLIENT_CPU. For each: a warm-up, then wrk -t1 -c256 keep-alive, then 16-deep
 # pipelining at c=64 (../shared/peers/pipeline.lua, or a copy made here). Reported:
 # requests/s, p99 (keep-alive only: wrk's percentiles are wrong with pipelining), and
-# the server's CPU time per request (utime+stime from /proc/PID/stat over the run,
+# the server's CPU time per request (all its threads' run time from /proc/PID/task/*/schedstat over the run,
 # divided by the requests wrk completed), with ratios to $BASE: the peers' tokio_hyper
 # when built, else tokio_hello. R rounds (3) run every server once each; the table
 # gives medians, and the ratios are taken within a round before the median.
@@ -38,7 +38,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${BASE_PORT:-25000}
 PEERS=${PEERS:-../shared/peers}
 PEERS_TARGET=${PEERS_TARGET:-/tmp/peers-target}
-HZ=$(getconf CLK_TCK)
+
 
 for tool in wrk curl; do
   if ! command -v "$tool" >/dev/null; then
@@ -65,20 +65,22 @@ end
 request = function() return req end
 EOF
 
-ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU time of every thread of a process so far, nanoseconds (schedstat: exact, where
+# /proc/PID/stat counts 10 ms ticks).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 
 # measure NAME PID ARGS... -> "rps p99_ms server_us"
 measure() {
   local pid=$1; shift
   local t0 t1 out rps reqs p99
-  t0=$(ticks "$pid")
+  t0=$(cpu_ns "$pid")
   out=$(timeout $((D + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -d"${D}s" "$@" 2>&1)
-  t1=$(ticks "$pid")
+  t1=$(cpu_ns "$pid")
   rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')
-  awk -v r="${rps:-0}" -v n="${reqs:-0}" -v p="${p99:--}" -v dt=$((t1 - t0)) -v hz="$HZ" \
-    'BEGIN { printf "%.0f %s %.2f\n", r, p, (n > 0) ? dt / hz * 1e6 / n : 0 }'
+  awk -v r="${rps:-0}" -v n="${reqs:-0}" -v p="${p99:--}" -v dt=$((t1 - t0)) \
+    'BEGIN { printf "%.0f %s %.3f\n", r, p, (n > 0) ? dt / 1e3 / n : 0 }'
 }
 
 RESULTS=$(mktemp)
@@ -155,7 +157,7 @@ awk -v base="$BASE" '
   END {
     for (i = 1; i <= n; i++) {
       s = order[i]
-      printf "| %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f | %.2f | %.2f |\n", s, median(ka[s]), median(p99[s]),
+      printf "| %s | %.0f | %.2f | %.3f | %.3f | %.0f | %.3f | %.3f | %.3f |\n", s, median(ka[s]), median(p99[s]),
         median(kus[s]), median(rk[s]), median(pl[s]), median(rp[s]), median(pus[s]), median(ru[s])
     }
   }' "$RESULTS" "$RESULTS"
@@ -163,6 +165,6 @@ if [ "$R" -gt 1 ]; then
   echo
   echo "each round (server: keep-alive us/req ratio, pipelined req/s ratio, pipelined us/req ratio):"
   awk -v base="$BASE" 'NR == FNR { if ($2 == base) { bk[$1] = $5; bp[$1] = $6; bu[$1] = $7 }; next }
-    { printf "  round %s %s: %.2f %.2f %.2f\n", $1, $2, (bk[$1] > 0) ? $5 / bk[$1] : 0, (bp[$1] > 0) ? $6 / bp[$1] : 0, (bu[$1] > 0) ? $7 / bu[$1] : 0 }' "$RESULTS" "$RESULTS"
+    { printf "  round %s %s: %.3f %.3f %.3f\n", $1, $2, (bk[$1] > 0) ? $5 / bk[$1] : 0, (bp[$1] > 0) ? $6 / bp[$1] : 0, (bu[$1] > 0) ? $7 / bu[$1] : 0 }' "$RESULTS" "$RESULTS"
 fi
 rm -f "$LUA" "$RESULTS"
