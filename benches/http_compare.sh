@@ -67,7 +67,7 @@ EOF
 
 # CPU time of every thread of a process so far, nanoseconds (schedstat: exact, where
 # /proc/PID/stat counts 10 ms ticks).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}'; }
 
 # measure NAME PID ARGS... -> "rps p99_ms server_us"
 measure() {
