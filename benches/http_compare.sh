@@ -8,7 +8,7 @@
 # CPU $CLIENT_CPU. For each: a warm-up, then wrk -t1 -c256 keep-alive, then 16-deep
 # pipelining at c=64 (../shared/peers/pipeline.lua, or a copy made here). Reported:
 # requests/s, p99 (keep-alive only: wrk's percentiles are wrong with pipelining), and
-# the server's CPU time per request (all its threads' run time from /proc/PID/task/*/schedstat over the run,
+# the server's CPU time per request (utime+stime from /proc/PID/stat over the run,
 # divided by the requests wrk completed), with ratios to $BASE: the peers' tokio_hyper
 # when built, else tokio_hello. R rounds (3) run every server once each; the table
 # gives medians, and the ratios are taken within a round before the median.
@@ -65,22 +65,23 @@ end
 request = function() return req end
 EOF
 
-# CPU time of every thread of a process so far, nanoseconds (schedstat: exact, where
-# /proc/PID/stat counts 10 ms ticks).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}'; }
+# The process's CPU time so far (utime + stime, in clock ticks; they include the
+# softirq time of the loopback network path, which schedstat's run time leaves out).
+ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
 
 # measure NAME PID ARGS... -> "rps p99_ms server_us"
 measure() {
   local pid=$1; shift
   local t0 t1 out rps reqs p99
-  t0=$(cpu_ns "$pid")
+  t0=$(ticks "$pid")
   out=$(timeout $((D + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -d"${D}s" "$@" 2>&1)
-  t1=$(cpu_ns "$pid")
+  t1=$(ticks "$pid")
   rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')
-  awk -v r="${rps:-0}" -v n="${reqs:-0}" -v p="${p99:--}" -v dt=$((t1 - t0)) \
-    'BEGIN { printf "%.0f %s %.3f\n", r, p, (n > 0) ? dt / 1e3 / n : 0 }'
+  awk -v r="${rps:-0}" -v n="${reqs:-0}" -v p="${p99:--}" -v dt=$((t1 - t0)) -v hz="$HZ" \
+    'BEGIN { printf "%.0f %s %.3f\n", r, p, (n > 0) ? dt / hz * 1e6 / n : 0 }'
 }
 
 RESULTS=$(mktemp)
