@@ -190,13 +190,13 @@ impl RuntimeBuilder {
     }
 
     /// How every loop wakes another loop it sends work to (default
-    /// [`WakeVia::Eventfd`]); see [`IoLoop::set_wake_via`].
+    /// [`WakeVia::MsgRing`]); see [`IoLoop::set_wake_via`].
     ///
     /// ```
     /// use coreloop::{Cores, Runtime, WakeVia};
     /// let rt = Runtime::builder()
     ///     .cores(Cores::Count(1))
-    ///     .wake_via(WakeVia::MsgRing)
+    ///     .wake_via(WakeVia::Eventfd)
     ///     .build()?;
     /// rt.shutdown().unwrap();
     /// # Ok::<(), std::io::Error>(())
