@@ -16,7 +16,8 @@ const MAX_EVENTS: usize = 1024;
 pub(crate) struct Epoll {
     epfd: OwnedFd,
     buf: Vec<libc::epoll_event>,
-    waker: Arc<Waker>,
+    /// Held so that the registered eventfd stays open as long as the epoll set.
+    _waker: Arc<Waker>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -47,13 +48,16 @@ impl Epoll {
         let mut ep = Epoll {
             epfd,
             buf: Vec::with_capacity(MAX_EVENTS),
-            waker: waker.clone(),
+            _waker: waker.clone(),
         };
+        // Edge-triggered: every write to the eventfd reports once, so it never needs
+        // to be read back (a syscall per wake-up saved; the counter cannot overflow in
+        // practice, and a write to a full one is a wake-up already pending).
         ep.ctl(
             libc::EPOLL_CTL_ADD,
             waker.fd(),
             WAKER_TOKEN,
-            libc::EPOLLIN as u32,
+            libc::EPOLLIN as u32 | libc::EPOLLET as u32,
         )?;
         Ok(ep)
     }
@@ -114,9 +118,7 @@ impl Epoll {
         unsafe { self.buf.set_len(n as usize) };
         for ev in &self.buf {
             let token = ev.u64;
-            if token == WAKER_TOKEN {
-                self.waker.drain();
-            } else {
+            if token != WAKER_TOKEN {
                 events.push(Event {
                     token,
                     ready: ready_of_mask(ev.events),

@@ -2,7 +2,9 @@
 //!
 //! It is owned through an `Arc` by the loop and every `LoopHandle`, so the fd stays open
 //! (and its number cannot be reused by an unrelated file) for as long as any thread may
-//! write to it. Whether a write is needed at all is decided above, in `handle.rs`.
+//! write to it. Whether a write is needed at all is decided above, in `handle.rs`. The
+//! pollers watch it edge-triggered (epoll's `EPOLLET`, io_uring's multishot poll), so
+//! each write is reported once and the counter is never read back.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -47,27 +49,6 @@ impl Waker {
                 Some(libc::EAGAIN) => return Ok(()),
                 _ => return Err(err),
             }
-        }
-    }
-
-    /// Resets the counter to zero so that the fd stops being readable.
-    pub(crate) fn drain(&self) {
-        let mut buf: u64 = 0;
-        loop {
-            // SAFETY: the pointer is to a live u64 on our stack and the length is its size.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut buf as *mut u64).cast(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
-            // One successful read resets an eventfd (no EFD_SEMAPHORE); EAGAIN means it
-            // was already zero. Retry only on EINTR.
-            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return;
         }
     }
 

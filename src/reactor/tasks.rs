@@ -85,16 +85,25 @@ impl TaskTarget {
 #[derive(Default)]
 pub(super) struct Tasks {
     alive: RefCell<slab::Slab<Waker>>,
+    /// Where this loop's tasks go, made once and shared by all of them (one reference
+    /// count per task, not a channel sender and a handle each).
+    target: std::cell::OnceCell<std::sync::Arc<TaskTarget>>,
 }
 
 impl IoLoop {
     /// Where this loop's tasks go when woken.
-    pub(crate) fn task_target(&self) -> TaskTarget {
-        TaskTarget {
-            handle: self.handle(),
-            id: self.id(),
-            thread: this_thread().unwrap_or_else(|| std::thread::current().id()),
-        }
+    pub(crate) fn task_target(&self) -> std::sync::Arc<TaskTarget> {
+        self.inner
+            .tasks
+            .target
+            .get_or_init(|| {
+                std::sync::Arc::new(TaskTarget {
+                    handle: self.handle(),
+                    id: self.id(),
+                    thread: this_thread().unwrap_or_else(|| std::thread::current().id()),
+                })
+            })
+            .clone()
     }
 
     /// Records a live task (its waker); returns its key for [`task_ended`].

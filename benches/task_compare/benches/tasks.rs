@@ -8,6 +8,9 @@
 //! - `cross_thread_wake`: a round trip between two threads, each running its
 //!   executor: a oneshot sent to the other thread's task, answered with another (the
 //!   same futures::channel::oneshot for every executor, so only the executors differ).
+//!   An executor without I/O parks its thread on a futex; one with I/O (coreloop
+//!   always, tokio with `enable_all`) sleeps in epoll_wait or io_uring_enter, and is
+//!   woken through an eventfd (or MSG_RING).
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::future::Future;
 use std::pin::Pin;
@@ -148,22 +151,51 @@ async fn ping(tx: &futures::channel::mpsc::UnboundedSender<Ping>, n: u64) -> Dur
 fn cross_thread_wake(c: &mut Criterion) {
     let mut g = c.benchmark_group("cross_thread_wake");
     g.measurement_time(Duration::from_secs(8));
-    g.bench_function("coreloop", |b| {
-        let rt = coreloop::Runtime::builder()
-            .cores(coreloop::Cores::Count(2))
-            .backend(coreloop::Backend::Epoll)
-            .build()
-            .unwrap();
-        let (tx, rx) = futures::channel::mpsc::unbounded();
-        rt.handle(1).spawn(move || echo(rx)).detach();
-        let lp = coreloop_loop();
-        b.iter_custom(|n| {
-            let tx = tx.clone();
-            lp.run_until_complete(async move { ping(&tx, n).await })
-                .unwrap()
+    // coreloop's loops always sleep in the poller (epoll_wait or io_uring_enter), so a
+    // wake-up is an eventfd write (epoll), or a MSG_RING between io_uring loops.
+    for (name, backend) in [
+        ("coreloop_epoll", coreloop::Backend::Epoll),
+        ("coreloop_uring", coreloop::Backend::Uring),
+    ] {
+        g.bench_function(name, |b| {
+            // One unpinned loop thread for the echo side, as the peers' plain threads.
+            let rt = coreloop::Runtime::builder()
+                .cores(coreloop::Cores::Count(1))
+                .pin(false)
+                .backend(backend)
+                .build()
+                .unwrap();
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            rt.handle(0).spawn(move || echo(rx)).detach();
+            let lp = coreloop::IoLoop::with_backend(backend).unwrap();
+            b.iter_custom(|n| {
+                let tx = tx.clone();
+                lp.run_until_complete(async move { ping(&tx, n).await })
+                    .unwrap()
+            });
+            drop(tx);
+            rt.shutdown().unwrap();
         });
+    }
+    // tokio with its I/O driver (what a service using tokio's sockets runs): it then
+    // sleeps in epoll_wait too; without it, it parks on a futex.
+    g.bench_function("tokio_localset_io", |b| {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let io_rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let other = std::thread::spawn(move || {
+            let rt = io_rt();
+            tokio::task::LocalSet::new().block_on(&rt, echo(rx));
+        });
+        let rt = io_rt();
+        let local = tokio::task::LocalSet::new();
+        b.iter_custom(|n| local.block_on(&rt, ping(&tx, n)));
         drop(tx);
-        rt.shutdown().unwrap();
+        other.join().unwrap();
     });
     g.bench_function("tokio_localset", |b| {
         let (tx, rx) = futures::channel::mpsc::unbounded();

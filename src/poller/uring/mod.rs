@@ -28,7 +28,7 @@
 //! is a one-shot poll, re-armed before the next wait if it is still registered; arming
 //! checks the current state, which gives exactly epoll's level-triggered behaviour. The
 //! re-arm SQE rides in the submit that waits, so it costs no extra syscall. The waker,
-//! which is drained on every completion, uses multishot.
+//! which needs no level (each write is a wake-up; it is never read back), uses multishot.
 
 mod batch;
 mod bufring;
@@ -377,7 +377,6 @@ impl<S: Clone> Uring<S> {
             ops,
             regs,
             rearm,
-            waker,
             waker_armed,
             failed_wakes,
             ..
@@ -388,7 +387,8 @@ impl<S: Clone> Uring<S> {
             let flags = cqe.flags();
             let more = cqueue::more(flags);
             if ud == user_data::WAKER {
-                waker.drain();
+                // The multishot poll reports each write once (edge-triggered): the
+                // eventfd is never read back.
                 if !more {
                     *waker_armed = false;
                 }
