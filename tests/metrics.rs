@@ -330,6 +330,23 @@ fn promtool_check(text: &str) {
 
 #[on_both_backends]
 #[test]
+fn with_stall_detection_off_nothing_is_a_stall_and_time_still_counts(backend: Backend) {
+    // Off, the loop skips the clock read after each job: timers must still fire, late
+    // by the blocking they waited behind, and the busy time must still be counted.
+    let lp = new_loop(backend);
+    lp.set_stall_threshold(Duration::MAX);
+    lp.call_later(Duration::from_millis(10), |lp| lp.stop());
+    lp.add_callback(|_| std::thread::sleep(Duration::from_millis(100)));
+    util::run(&lp);
+    let s = lp.stats();
+    assert_eq!((s.callbacks, s.timers, s.stalls), (1, 1, 0));
+    let late = s.timer_lag_ns.max();
+    assert!(late >= 80_000_000, "the timer was {late} ns late");
+    assert!(s.busy >= Duration::from_millis(95), "busy {:?}", s.busy);
+}
+
+#[on_both_backends]
+#[test]
 fn with_recording_off_counters_count_and_histograms_stay_empty(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_recording(false);

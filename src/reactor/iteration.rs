@@ -143,6 +143,7 @@ impl IoLoop {
             inner.now.set(clock);
         };
 
+        self.untimed_catch_up(&mut clock);
         // Wait for I/O.
         let shared = &inner.handle.shared;
         let mut timeout = if remote_pending || inner.queue.local_len() > 0 {
@@ -219,6 +220,7 @@ impl IoLoop {
             self.job_done(&mut clock, "completion", "");
         }
         *inner.completions.borrow_mut() = completions;
+        self.untimed_catch_up(&mut clock);
         let total = clock.saturating_duration_since(start);
         stats.iteration(total.saturating_sub(idle), idle, may_sleep);
         inner.now.set(clock);
@@ -273,10 +275,16 @@ impl IoLoop {
     }
 
     /// A job ended now: reads the clock, and reports a stall if the job took too long.
-    /// The next job starts now (for a watchdog, when one is set).
+    /// The next job starts now (for a watchdog, when one is set). With stall detection
+    /// off and no watchdog, the clock is not read here (the step reads it once after its
+    /// jobs: [`Self::untimed_catch_up`]).
     fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
         // A clock read made at the end of this job's step (`fresh_time`) serves as its end.
-        let end = self.inner.fresh.take().unwrap_or_else(Instant::now);
+        let end = match self.inner.fresh.take() {
+            Some(t) => t,
+            None if self.inner.stats.times_jobs() => Instant::now(),
+            None => return,
+        };
         self.inner.stats.job_done(what, name, *clock, end);
         *clock = end;
         if self.inner.stats.watched.get() {
@@ -285,6 +293,14 @@ impl IoLoop {
                 .shared
                 .busy_since
                 .store(since_epoch(end), Ordering::Relaxed);
+        }
+    }
+
+    /// Jobs ran without a clock read each (stall detection off): one read for them all,
+    /// so that the wait for I/O and the busy time count from now.
+    fn untimed_catch_up(&self, clock: &mut Instant) {
+        if !self.inner.stats.times_jobs() {
+            *clock = Instant::now();
         }
     }
 

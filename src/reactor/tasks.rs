@@ -106,18 +106,22 @@ impl IoLoop {
             .clone()
     }
 
-    /// Records a live task (its waker); returns its key for [`task_ended`].
+    /// The key the next task recorded by [`task_started`] gets (known before the task
+    /// is made, so that its future can hold it).
     ///
-    /// [`task_ended`]: Self::task_ended
-    pub(crate) fn task_started(&self, waker: Waker) -> usize {
-        self.inner.tasks.alive.borrow_mut().insert(waker)
+    /// [`task_started`]: Self::task_started
+    pub(crate) fn next_task_key(&self) -> usize {
+        self.inner.tasks.alive.borrow().vacant_key()
     }
 
-    /// Sets the waker of the live task `key`.
-    pub(crate) fn task_waker(&self, key: usize, waker: Waker) {
-        if let Some(w) = self.inner.tasks.alive.borrow_mut().get_mut(key) {
-            *w = waker;
-        }
+    /// Records a live task (its waker) under `key`, from [`next_task_key`] with no task
+    /// recorded in between; [`task_ended`] forgets it.
+    ///
+    /// [`next_task_key`]: Self::next_task_key
+    /// [`task_ended`]: Self::task_ended
+    pub(crate) fn task_started(&self, key: usize, waker: Waker) {
+        let got = self.inner.tasks.alive.borrow_mut().insert(waker);
+        debug_assert_eq!(got, key);
     }
 
     /// Forgets a task that finished or whose future was dropped.

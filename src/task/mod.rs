@@ -266,18 +266,18 @@ impl IoLoop {
         let target = self.task_target();
         // The task's entry is made first (its waker filled in below), so that the
         // future knows its key.
+        let key = self.next_task_key();
         let live = LiveTask {
             lp: self.downgrade(),
-            key: self.task_started(Waker::noop().clone()),
+            key,
         };
-        let key = live.key;
         let (runnable, task) = async_task::Builder::new()
             .metadata(TaskMeta {
                 spawned_at: at,
                 name: std::any::type_name::<F>(),
             })
             .spawn_local(move |_| guarded(fut, at, live), move |r| target.schedule(r));
-        self.task_waker(key, runnable.waker());
+        self.task_started(key, runnable.waker());
         (runnable, task.fallible())
     }
 

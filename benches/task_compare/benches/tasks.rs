@@ -11,6 +11,10 @@
 //!   An executor without I/O parks its thread on a futex; one with I/O (coreloop
 //!   always, tokio with `enable_all`) sleeps in epoll_wait or io_uring_enter, and is
 //!   woken through an eventfd (or MSG_RING).
+//!
+//! `coreloop` is a loop as made by default (stall detection on: the clock is read
+//! after each job); `coreloop_untimed` has stall detection off
+//! (`set_stall_threshold(Duration::MAX)`), which saves that read.
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::future::Future;
 use std::pin::Pin;
@@ -36,26 +40,41 @@ fn coreloop_loop() -> coreloop::IoLoop {
     coreloop::IoLoop::with_backend(coreloop::Backend::Epoll).unwrap()
 }
 
+/// A loop with stall detection off: no clock read after each job (tokio reads the
+/// clock per poll only when its poll-time histogram is on).
+fn coreloop_untimed() -> coreloop::IoLoop {
+    let lp = coreloop_loop();
+    lp.set_stall_threshold(Duration::MAX);
+    lp
+}
+
 fn tokio_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 fn spawn_complete(c: &mut Criterion) {
     let mut g = c.benchmark_group("spawn_complete");
-    g.bench_function("coreloop", |b| {
-        let lp = coreloop_loop();
-        b.iter_custom(|n| {
-            lp.run_until_complete(async move {
-                let lp = coreloop::IoLoop::current().unwrap();
-                let t0 = Instant::now();
-                for _ in 0..n {
-                    lp.spawn(async {}).await.unwrap();
-                }
-                t0.elapsed()
-            })
-            .unwrap()
+    for (name, make) in [
+        ("coreloop", coreloop_loop as fn() -> coreloop::IoLoop),
+        ("coreloop_untimed", coreloop_untimed),
+    ] {
+        g.bench_function(name, |b| {
+            let lp = make();
+            b.iter_custom(|n| {
+                lp.run_until_complete(async move {
+                    let lp = coreloop::IoLoop::current().unwrap();
+                    let t0 = Instant::now();
+                    for _ in 0..n {
+                        lp.spawn(async {}).await.unwrap();
+                    }
+                    t0.elapsed()
+                })
+                .unwrap()
+            });
         });
-    });
+    }
     g.bench_function("tokio_localset", |b| {
         let rt = tokio_rt();
         let local = tokio::task::LocalSet::new();
@@ -86,19 +105,24 @@ fn spawn_complete(c: &mut Criterion) {
 
 fn local_wake(c: &mut Criterion) {
     let mut g = c.benchmark_group("local_wake");
-    g.bench_function("coreloop", |b| {
-        let lp = coreloop_loop();
-        b.iter_custom(|n| {
-            lp.run_until_complete(async move {
-                let t0 = Instant::now();
-                for _ in 0..n {
-                    YieldNow(false).await;
-                }
-                t0.elapsed()
-            })
-            .unwrap()
+    for (name, make) in [
+        ("coreloop", coreloop_loop as fn() -> coreloop::IoLoop),
+        ("coreloop_untimed", coreloop_untimed),
+    ] {
+        g.bench_function(name, |b| {
+            let lp = make();
+            b.iter_custom(|n| {
+                lp.run_until_complete(async move {
+                    let t0 = Instant::now();
+                    for _ in 0..n {
+                        YieldNow(false).await;
+                    }
+                    t0.elapsed()
+                })
+                .unwrap()
+            });
         });
-    });
+    }
     g.bench_function("tokio_localset", |b| {
         let rt = tokio_rt();
         let local = tokio::task::LocalSet::new();
