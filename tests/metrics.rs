@@ -117,6 +117,50 @@ fn every_request_is_counted_once_and_timed_once(backend: Backend) {
 
 #[on_both_backends]
 #[test]
+fn pipelined_responses_of_mixed_routes_and_statuses_are_each_timed_where_they_belong(
+    backend: Backend,
+) {
+    // One read, eight requests: runs of equal (route, status) are recorded together, and
+    // a change of route alone, or of status alone, starts a new run (`/block/x` panics
+    // in its handler: a 500 on the same route as the 200 before it).
+    let s = server(backend);
+    let mut c = TcpStream::connect(s.local_addr()).unwrap();
+    c.set_read_timeout(Some(util::HANG)).unwrap();
+    let req = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let paths = [
+        "/", "/", "/metrics", "/", "/nope", "/nope", "/block/0", "/block/x",
+    ];
+    let batch: String = paths.iter().map(|p| req(p)).collect();
+    c.write_all(batch.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    while String::from_utf8_lossy(&buf).matches("HTTP/1.1 ").count() < paths.len() {
+        let mut chunk = [0u8; 4096];
+        let got = c.read(&mut chunk).unwrap();
+        assert!(got > 0, "closed early");
+        buf.extend_from_slice(&chunk[..got]);
+    }
+    let h = snapshot(&s)
+        .http_total(&s.local_addr().to_string())
+        .expect("the server's numbers");
+    assert_eq!(h.responses, [0, 5, 0, 2, 1]);
+    let count = |route: &str, class: u8| {
+        h.latency
+            .iter()
+            .filter(|r| r.route == route && r.class == class)
+            .map(|r| r.ns.len())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (count("/", 2), count("/metrics", 2), count("-", 4)),
+        (3, 1, 2)
+    );
+    assert_eq!((count("/block/{ms}", 2), count("/block/{ms}", 5)), (1, 1));
+    assert_eq!(h.latency_total().len(), 8);
+    s.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
 fn a_handler_that_blocks_its_loop_is_reported_as_a_stall_naming_its_route(backend: Backend) {
     util::capture_logs();
     let threads = format!("stall-{backend:?}");

@@ -218,8 +218,10 @@ impl Recorder {
     }
 }
 
-/// A response waiting for its end time: its server's recorder, route, status, start.
-type Pending = (Rc<Recorder>, Option<usize>, u16, Instant);
+/// Responses waiting for their end time: their server's recorder, route, status and
+/// start, and how many there are (pipelined responses of one read share all four, so
+/// a run of them is one entry).
+type Pending = (Rc<Recorder>, Option<usize>, u16, Instant, u64);
 
 /// What a metric family takes from one server's numbers.
 type Field = fn(&HttpStats) -> f64;
@@ -238,30 +240,14 @@ impl StepEnd for EndsStep {
         let ends = &self.0;
         ends.scheduled.set(false);
         let now = lp.fresh_time();
-        let list = std::mem::take(&mut *ends.pending.borrow_mut());
-        // Pipelined responses of one read share their start, route and status: each run
-        // of equal ones is one subtraction and one histogram update.
-        let mut i = 0;
-        while i < list.len() {
-            let (rec, route, status, start) = &list[i];
-            let mut j = i + 1;
-            while j < list.len()
-                && list[j].3 == *start
-                && list[j].1 == *route
-                && list[j].2 == *status
-                && Rc::ptr_eq(&list[j].0, rec)
-            {
-                j += 1;
-            }
+        // Each entry is a run of equal responses: one subtraction, one histogram update.
+        // (Recording touches only the recorder's own cells, never this list.)
+        let mut list = ends.pending.borrow_mut();
+        for (rec, route, status, start, n) in list.iter() {
             let ns = nanos(now.saturating_duration_since(*start));
-            rec.latency(*route, *status, ns, (j - i) as u64);
-            i = j;
+            rec.latency(*route, *status, ns, *n);
         }
-        let mut p = ends.pending.borrow_mut();
-        if p.is_empty() {
-            *p = list;
-            p.clear();
-        }
+        list.clear();
     }
 }
 
@@ -282,9 +268,16 @@ pub(crate) fn response_end(
         let step: Rc<dyn StepEnd> = Rc::new(EndsStep(ends.clone()));
         (ends, step)
     });
-    ends.pending
-        .borrow_mut()
-        .push((rec.clone(), route, status, start));
+    let mut pending = ends.pending.borrow_mut();
+    match pending.last_mut() {
+        Some((r, ro, st, sa, n))
+            if *sa == start && *ro == route && *st == status && Rc::ptr_eq(r, rec) =>
+        {
+            *n += 1
+        }
+        _ => pending.push((rec.clone(), route, status, start, 1)),
+    }
+    drop(pending);
     if !ends.scheduled.replace(true) {
         lp.at_step_end(step.clone());
     }
