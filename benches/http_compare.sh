@@ -68,20 +68,24 @@ EOF
 # The process's CPU time so far (utime + stime, in clock ticks; they include the
 # softirq time of the loopback network path, which schedstat's run time leaves out).
 ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Of which in user space (utime): the rest is the kernel's (syscalls, the network path).
+uticks() { awk '{sub(/^.*\) /, ""); print $12}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
 
-# measure NAME PID ARGS... -> "rps p99_ms server_us"
+# measure NAME PID ARGS... -> "rps p99_ms server_us server_user_us"
 measure() {
   local pid=$1; shift
-  local t0 t1 out rps reqs p99
+  local t0 t1 u0 u1 out rps reqs p99
   t0=$(ticks "$pid")
+  u0=$(uticks "$pid")
   out=$(timeout $((D + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -d"${D}s" "$@" 2>&1)
   t1=$(ticks "$pid")
+  u1=$(uticks "$pid")
   rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')
-  awk -v r="${rps:-0}" -v n="${reqs:-0}" -v p="${p99:--}" -v dt=$((t1 - t0)) -v hz="$HZ" \
-    'BEGIN { printf "%.0f %s %.3f\n", r, p, (n > 0) ? dt / hz * 1e6 / n : 0 }'
+  awk -v r="${rps:-0}" -v n="${reqs:-0}" -v p="${p99:--}" -v dt=$((t1 - t0)) -v du=$((u1 - u0)) -v hz="$HZ" \
+    'BEGIN { printf "%.0f %s %.3f %.3f\n", r, p, (n > 0) ? dt / hz * 1e6 / n : 0, (n > 0) ? du / hz * 1e6 / n : 0 }'
 }
 
 RESULTS=$(mktemp)
@@ -99,9 +103,9 @@ run() { # run NAME CMD... (the command gets the port as its last-but-one or via 
     echo "SKIP $name: not serving Hello, world on $PORT"; kill "$pid" 2>/dev/null; return
   fi
   timeout 20 taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d2s "http://127.0.0.1:$PORT/" >/dev/null 2>&1
-  read -r ka_rps ka_p99 ka_us <<<"$(measure "$pid" -c256 --latency "http://127.0.0.1:$PORT/")"
-  read -r pl_rps _ pl_us <<<"$(measure "$pid" -c64 -s "$LUA" "http://127.0.0.1:$PORT/" -- 16)"
-  echo "$ROUND $name $ka_rps $ka_p99 $ka_us $pl_rps $pl_us" | tee -a "$RESULTS"
+  read -r ka_rps ka_p99 ka_us ka_user <<<"$(measure "$pid" -c256 --latency "http://127.0.0.1:$PORT/")"
+  read -r pl_rps _ pl_us pl_user <<<"$(measure "$pid" -c64 -s "$LUA" "http://127.0.0.1:$PORT/" -- 16)"
+  echo "$ROUND $name $ka_rps $ka_p99 $ka_us $pl_rps $pl_us $ka_user $pl_user" | tee -a "$RESULTS"
   kill -INT "$pid" 2>/dev/null; sleep 0.5; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   PORT=$((PORT + 1))
 }
@@ -139,7 +143,7 @@ echo "medians of $R rounds; ratios to $BASE within each round, then their median
 echo
 echo "| server | keep-alive c=256 req/s | p99 ms | server us/req | vs $BASE | pipelined x16 c=64 req/s | vs $BASE | server us/req | vs $BASE |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-# Result lines: ROUND NAME ka_rps ka_p99 ka_us pl_rps pl_us
+# Result lines: ROUND NAME ka_rps ka_p99 ka_us pl_rps pl_us ka_user_us pl_user_us
 awk -v base="$BASE" '
   function median(list,   n, v, i, j, t) {
     n = split(list, v, " ")
@@ -162,6 +166,28 @@ awk -v base="$BASE" '
         median(kus[s]), median(rk[s]), median(pl[s]), median(rp[s]), median(pus[s]), median(ru[s])
     }
   }' "$RESULTS" "$RESULTS"
+echo
+echo "where the server's time goes (medians; user space, and the kernel: the rest):"
+echo
+echo "| server | keep-alive user us/req | kernel us/req | pipelined user us/req | kernel us/req |"
+echo "|---|---:|---:|---:|---:|"
+awk '
+  function median(list,   n, v, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  {
+    if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 }
+    ku[$2] = ku[$2] " " $8; kk[$2] = kk[$2] " " ($5 - $8)
+    pu[$2] = pu[$2] " " $9; pk[$2] = pk[$2] " " ($7 - $9)
+  }
+  END {
+    for (i = 1; i <= n; i++) {
+      s = order[i]
+      printf "| %s | %.3f | %.3f | %.3f | %.3f |\n", s, median(ku[s]), median(kk[s]), median(pu[s]), median(pk[s])
+    }
+  }' "$RESULTS"
 if [ "$R" -gt 1 ]; then
   echo
   echo "each round (server: keep-alive us/req ratio, pipelined req/s ratio, pipelined us/req ratio):"
