@@ -391,6 +391,30 @@ fn with_stall_detection_off_nothing_is_a_stall_and_time_still_counts(backend: Ba
 
 #[on_both_backends]
 #[test]
+fn changing_the_stall_threshold_while_running_reports_only_real_stalls(backend: Backend) {
+    // A threshold of 50 ms times jobs by the coarse clock, one of 5 ms by the precise
+    // clock, and MAX not at all: switching between them between jobs must not make the
+    // next job look as long as the ones before it.
+    let sleep = |ms| move |_: &IoLoop| std::thread::sleep(Duration::from_millis(ms));
+    let lp = new_loop(backend);
+    lp.set_stall_threshold(Duration::MAX);
+    lp.add_callback(sleep(60)); // not timed
+    lp.add_callback(|lp| lp.set_stall_threshold(Duration::from_millis(5)));
+    lp.add_callback(|_| {});
+    lp.add_callback(sleep(60)); // a stall (precise)
+    lp.add_callback(|lp| lp.set_stall_threshold(Duration::from_millis(50)));
+    lp.add_callback(|_| {});
+    lp.add_callback(sleep(80)); // a stall (coarse)
+    lp.add_callback(|lp| lp.set_stall_threshold(Duration::MAX));
+    lp.add_callback(|lp| lp.stop());
+    util::run(&lp);
+    let s = lp.stats();
+    assert_eq!(s.stalls, 2);
+    assert!(s.stall_ns.min() >= 55_000_000, "{}", s.stall_ns.min());
+}
+
+#[on_both_backends]
+#[test]
 fn with_recording_off_counters_count_and_histograms_stay_empty(backend: Backend) {
     let lp = new_loop(backend);
     lp.set_recording(false);

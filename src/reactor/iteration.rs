@@ -2,8 +2,10 @@
 //! `reactor/mod.rs` list its steps).
 
 use super::callbacks::Job;
+use super::coarse_clock;
 use super::completion::Sink;
 use super::handle::since_epoch;
+use super::stats::JobClock;
 use super::{panic_message, IoLoop, CURRENT};
 use crate::poller::{Completion, Event};
 use std::io;
@@ -54,6 +56,7 @@ impl IoLoop {
         let shared = &self.inner.handle.shared;
         // Each iteration starts when the last one ended (its last clock read).
         self.inner.now.set(Instant::now());
+        self.inner.stats.job_start.set(coarse_clock::now_ns());
         loop {
             if shared.stop.load(Ordering::Relaxed) && shared.stop.swap(false, Ordering::AcqRel) {
                 return Ok(());
@@ -143,7 +146,7 @@ impl IoLoop {
             inner.now.set(clock);
         };
 
-        self.untimed_catch_up(&mut clock);
+        self.catch_up_clock(&mut clock);
         // Wait for I/O.
         let shared = &inner.handle.shared;
         let mut timeout = if remote_pending || inner.queue.local_len() > 0 {
@@ -190,6 +193,9 @@ impl IoLoop {
         self.rewake_failed();
         clock = Instant::now();
         inner.now.set(clock);
+        if inner.stats.job_clock() == JobClock::Coarse {
+            inner.stats.job_start.set(coarse_clock::now_ns());
+        }
         if inner.stats.watched.get() {
             shared
                 .busy_since
@@ -220,7 +226,7 @@ impl IoLoop {
             self.job_done(&mut clock, "completion", "");
         }
         *inner.completions.borrow_mut() = completions;
-        self.untimed_catch_up(&mut clock);
+        self.catch_up_clock(&mut clock);
         let total = clock.saturating_duration_since(start);
         stats.iteration(total.saturating_sub(idle), idle, may_sleep);
         inner.now.set(clock);
@@ -274,32 +280,55 @@ impl IoLoop {
         }
     }
 
-    /// A job ended now: reads the clock, and reports a stall if the job took too long.
-    /// The next job starts now (for a watchdog, when one is set). With stall detection
-    /// off and no watchdog, the clock is not read here (the step reads it once after its
-    /// jobs: [`Self::untimed_catch_up`]).
+    /// A job ended now: times it (see [`JobClock`]), and reports a stall if it took too
+    /// long. The next job starts now (for a watchdog, when one is set).
     fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
+        let inner = &*self.inner;
         // A clock read made at the end of this job's step (`fresh_time`) serves as its end.
-        let end = match self.inner.fresh.take() {
-            Some(t) => t,
-            None if self.inner.stats.times_jobs() => Instant::now(),
-            None => return,
-        };
-        self.inner.stats.job_done(what, name, *clock, end);
-        *clock = end;
-        if self.inner.stats.watched.get() {
-            self.inner
-                .handle
-                .shared
-                .busy_since
-                .store(since_epoch(end), Ordering::Relaxed);
+        let fresh = inner.fresh.take();
+        match inner.stats.job_clock() {
+            JobClock::Precise => {
+                let end = fresh.unwrap_or_else(Instant::now);
+                // (A clock left behind by jobs timed otherwise, before the threshold was
+                // lowered, does not time this one.)
+                let start = match inner.stats.clock_stale.replace(false) {
+                    true => end,
+                    false => *clock,
+                };
+                inner
+                    .stats
+                    .job_done(what, name, end.saturating_duration_since(start));
+                *clock = end;
+                if inner.stats.watched.get() {
+                    inner
+                        .handle
+                        .shared
+                        .busy_since
+                        .store(since_epoch(end), Ordering::Relaxed);
+                }
+            }
+            JobClock::Coarse => {
+                match fresh {
+                    Some(t) => *clock = t,
+                    None => inner.stats.clock_stale.set(true),
+                }
+                let end = coarse_clock::now_ns();
+                let start = inner.stats.job_start.replace(end);
+                let took = Duration::from_nanos(end.saturating_sub(start));
+                inner.stats.job_done(what, name, took);
+            }
+            JobClock::Off => match fresh {
+                Some(t) => *clock = t,
+                None => inner.stats.clock_stale.set(true),
+            },
         }
     }
 
-    /// Jobs ran without a clock read each (stall detection off): one read for them all,
-    /// so that the wait for I/O and the busy time count from now.
-    fn untimed_catch_up(&self, clock: &mut Instant) {
-        if !self.inner.stats.times_jobs() {
+    /// Jobs ended without a precise clock read (`JobClock::Coarse` or `Off`, and no
+    /// fresh time): one read for them all, so that timers, the wait for I/O and the busy
+    /// time count from now.
+    fn catch_up_clock(&self, clock: &mut Instant) {
+        if self.inner.stats.clock_stale.replace(false) {
             *clock = Instant::now();
         }
     }
@@ -315,7 +344,7 @@ impl IoLoop {
             match inner.queue.pop() {
                 Some(Job::Callback(cb, sent)) => {
                     if let Some(sent) = sent {
-                        stats.remote_wait(clock.saturating_duration_since(sent));
+                        stats.remote_wait(sent.elapsed());
                     }
                     let c = &stats.counters.callbacks;
                     c.set(c.get() + 1);
@@ -325,7 +354,7 @@ impl IoLoop {
                 }
                 Some(Job::Task(t, sent)) => {
                     if let Some(sent) = sent {
-                        stats.remote_wait(clock.saturating_duration_since(sent));
+                        stats.remote_wait(sent.elapsed());
                     }
                     let c = &stats.counters.task_polls;
                     c.set(c.get() + 1);
@@ -341,6 +370,11 @@ impl IoLoop {
 
         // Due timers (now: after the jobs above), excluding those added by the timers
         // themselves.
+        if inner.stats.clock_stale.get()
+            && inner.timers.queue.borrow_mut().next_deadline().is_some()
+        {
+            self.catch_up_clock(clock);
+        }
         let limit = inner.timers.queue.borrow().next_seq();
         loop {
             let due = inner.timers.queue.borrow_mut().pop_due(*clock, limit);

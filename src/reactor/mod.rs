@@ -39,6 +39,7 @@
 
 mod callbacks;
 mod calls;
+mod coarse_clock;
 mod completion;
 mod handle;
 mod handlers;

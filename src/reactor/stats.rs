@@ -11,7 +11,7 @@
 use super::IoLoop;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Values are recorded in nanoseconds, up to a minute, with two significant digits
 /// (1% precision; about 30 KiB per histogram).
@@ -75,6 +75,25 @@ pub(super) struct Stats {
     pub(super) activity: Cell<Option<&'static str>>,
     /// A watchdog reads when the current job started (`Shared::busy_since`).
     pub(super) watched: Cell<bool>,
+    /// The shortest stall threshold timed with the coarse clock (ten of its ticks).
+    coarse_enough: Duration,
+    /// When the current job started by the coarse clock (`JobClock::Coarse`), ns.
+    pub(super) job_start: Cell<u64>,
+    /// A job ended without a precise clock read: the loop's clock is behind.
+    pub(super) clock_stale: Cell<bool>,
+}
+
+/// How the loop times each job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum JobClock {
+    /// `Instant::now()` after each job: a stall threshold under ten ticks of the coarse
+    /// clock, or a watchdog (which reads the precise clock).
+    Precise,
+    /// The coarse clock after each job (a few ns, to the kernel's tick): the precise
+    /// clock is then read once per round and step, not per job.
+    Coarse,
+    /// Not timed: stall detection is off.
+    Off,
 }
 
 impl Default for Stats {
@@ -91,6 +110,9 @@ impl Default for Stats {
             stall_after: Cell::new(DEFAULT_STALL),
             activity: Cell::new(None),
             watched: Cell::new(false),
+            coarse_enough: super::coarse_clock::resolution().saturating_mul(10),
+            job_start: Cell::new(0),
+            clock_stale: Cell::new(false),
         }
     }
 }
@@ -100,16 +122,23 @@ fn bump(c: &Cell<u64>, by: u64) {
 }
 
 impl Stats {
-    /// Whether each job's end is timed: for stall detection (unless turned off with
-    /// `Duration::MAX`) or for a watchdog.
-    pub(super) fn times_jobs(&self) -> bool {
-        self.stall_after.get() != Duration::MAX || self.watched.get()
+    /// How each job is timed (for stall detection, or for a watchdog).
+    pub(super) fn job_clock(&self) -> JobClock {
+        let after = self.stall_after.get();
+        if self.watched.get() {
+            JobClock::Precise
+        } else if after == Duration::MAX {
+            JobClock::Off
+        } else if after >= self.coarse_enough {
+            JobClock::Coarse
+        } else {
+            JobClock::Precise
+        }
     }
 
-    /// A job (callback, task poll, handler, completion, timer) ran from `start` to
-    /// `end`: a stall if it took too long.
-    pub(super) fn job_done(&self, what: &str, name: &str, start: Instant, end: Instant) {
-        let took = end.saturating_duration_since(start);
+    /// A job (callback, task poll, handler, completion, timer) took `took`: a stall if
+    /// that is too long.
+    pub(super) fn job_done(&self, what: &str, name: &str, took: Duration) {
         if took < self.stall_after.get() {
             return;
         }
@@ -312,10 +341,11 @@ impl IoLoop {
     /// how long, and what ran: the callback's or task's type, or the HTTP route),
     /// counted and recorded. Tornado's `set_blocking_log_threshold`; default 50 ms.
     ///
-    /// Detection reads the clock after each job (some 20 ns with a TSC clock source),
-    /// which is most of what an empty task costs; `Duration::MAX` turns it off, and with
-    /// it those reads (the loop then reads the clock once per step, as tokio reads it per
-    /// poll only when its poll-time histogram is enabled).
+    /// Detection reads a clock after each job. For a threshold of at least ten ticks of
+    /// the kernel's coarse clock (10-40 ms; the default is above) that is the coarse
+    /// clock, a few ns a read, and a stall's length is known to a tick; a shorter one
+    /// reads the precise clock (20-30 ns with a TSC clock source, most of what an empty
+    /// task costs). `Duration::MAX` turns detection off, and with it those reads.
     ///
     /// ```
     /// use coreloop::IoLoop;
@@ -329,6 +359,11 @@ impl IoLoop {
     /// ```
     pub fn set_stall_threshold(&self, after: Duration) {
         self.inner.stats.stall_after.set(after);
+        // The job running now (if any) is timed from here on the coarse clock.
+        self.inner
+            .stats
+            .job_start
+            .set(super::coarse_clock::now_ns());
     }
 
     /// Publishes when each job starts, for a watchdog thread (see
