@@ -12,8 +12,8 @@
 //!   always, tokio with `enable_all`) sleeps in epoll_wait or io_uring_enter, and is
 //!   woken through an eventfd (or MSG_RING).
 //!
-//! `coreloop` is a loop as made by default (stall detection on: the clock is read
-//! after each job); `coreloop_untimed` has stall detection off
+//! `coreloop` is a loop as made by default (stall detection on: the kernel's coarse
+//! clock is read after each job); `coreloop_untimed` has stall detection off
 //! (`set_stall_threshold(Duration::MAX)`), which saves that read.
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::future::Future;
