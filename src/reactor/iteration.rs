@@ -193,6 +193,8 @@ impl IoLoop {
         self.rewake_failed();
         clock = Instant::now();
         inner.now.set(clock);
+        inner.fresh.set(None);
+        inner.stats.clock_stale.set(false);
         if inner.stats.job_clock() == JobClock::Coarse {
             inner.stats.job_start.set(coarse_clock::now_ns());
         }
@@ -344,7 +346,7 @@ impl IoLoop {
             match inner.queue.pop() {
                 Some(Job::Callback(cb, sent)) => {
                     if let Some(sent) = sent {
-                        stats.remote_wait(sent.elapsed());
+                        stats.remote_sent_at(sent);
                     }
                     let c = &stats.counters.callbacks;
                     c.set(c.get() + 1);
@@ -354,7 +356,7 @@ impl IoLoop {
                 }
                 Some(Job::Task(t, sent)) => {
                     if let Some(sent) = sent {
-                        stats.remote_wait(sent.elapsed());
+                        stats.remote_sent_at(sent);
                     }
                     let c = &stats.counters.task_polls;
                     c.set(c.get() + 1);
@@ -370,13 +372,15 @@ impl IoLoop {
 
         // Due timers (now: after the jobs above), excluding those added by the timers
         // themselves.
-        if inner.stats.clock_stale.get()
-            && inner.timers.queue.borrow_mut().next_deadline().is_some()
-        {
-            self.catch_up_clock(clock);
-        }
+        // (A clock left behind by jobs not timed precisely is caught up first, so that
+        // timers that came due meanwhile run now, and their lateness is right.)
         let limit = inner.timers.queue.borrow().next_seq();
         loop {
+            if inner.stats.clock_stale.get()
+                && inner.timers.queue.borrow_mut().next_deadline().is_some()
+            {
+                self.catch_up_clock(clock);
+            }
             let due = inner.timers.queue.borrow_mut().pop_due(*clock, limit);
             let Some((deadline, t)) = due else { break };
             stats.timer_lag(clock.saturating_duration_since(deadline));
@@ -388,6 +392,12 @@ impl IoLoop {
 
         // Writes made by jobs and timers go out before the wait.
         self.run_step_end();
+        // A clock read made there (an HTTP response's end time) is the clock now; left
+        // in `fresh`, it would pass for the end of a later job (after a sleep, even).
+        if let Some(t) = inner.fresh.take() {
+            *clock = t;
+            inner.stats.clock_stale.set(false);
+        }
         n
     }
 

@@ -58,6 +58,7 @@ pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub(crate) use registry::{Resource, StepEnd};
 pub use stats::LoopStats;
 pub(crate) use stats::{nanos, new_histogram};
+pub(crate) use tasks::TaskKey;
 pub use timer::TimeoutId;
 pub use wake::WakeVia;
 

@@ -197,6 +197,7 @@ impl IoLoop {
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::time::Duration;
 
     #[derive(Default)]
     struct A(Cell<u32>);
@@ -211,5 +212,42 @@ mod tests {
         assert_eq!((lp.local::<A>().0.get(), lp.local::<B>().0.get()), (1, 2));
         let other = IoLoop::new().unwrap();
         assert_eq!(other.local::<A>().0.get(), 0, "another loop has its own");
+    }
+
+    /// Reads the clock at the end of a step, as the HTTP server does for a response's
+    /// end time.
+    struct Stamp;
+    impl StepEnd for Stamp {
+        fn run(self: Rc<Self>, lp: &IoLoop) {
+            lp.fresh_time();
+        }
+    }
+
+    #[test]
+    fn a_clock_read_at_the_end_of_a_step_never_serves_a_later_one() {
+        // A read at the end of a round, then a sleep in the poller: after it, the loop's
+        // time must not go back to that read (it once did, for the job after the sleep).
+        for threshold in [Duration::from_millis(50), Duration::from_millis(5)] {
+            let lp = IoLoop::new().unwrap();
+            lp.set_stall_threshold(threshold);
+            lp.add_callback(|lp| lp.at_step_end(Rc::new(Stamp)));
+            // (The time in the timer, then in a callback it adds: the next round.)
+            let seen = Rc::new(Cell::new((None, None)));
+            let s = seen.clone();
+            lp.call_later(Duration::from_millis(60), move |lp| {
+                s.set((Some(lp.time()), None));
+                let s = s.clone();
+                lp.add_callback(move |lp| {
+                    s.set((s.get().0, Some(lp.time())));
+                    lp.stop();
+                });
+            });
+            lp.start().unwrap();
+            let (Some(in_timer), Some(after)) = seen.get() else {
+                panic!("both ran: {:?}", seen.get())
+            };
+            assert!(after >= in_timer, "the loop's time went back");
+            assert_eq!(lp.stats().stalls, 0, "nothing stalled");
+        }
     }
 }

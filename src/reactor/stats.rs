@@ -164,8 +164,10 @@ impl Stats {
         }
     }
 
-    pub(super) fn remote_wait(&self, waited: Duration) {
+    /// A job sent from another thread at `sent` (one in [`REMOTE_SAMPLE`]) runs now.
+    pub(super) fn remote_sent_at(&self, sent: std::time::Instant) {
         if self.recording.get() {
+            let waited = sent.elapsed();
             let _ = self.hist.borrow_mut().remote_wait.record(nanos(waited));
         }
     }

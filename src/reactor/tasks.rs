@@ -80,11 +80,21 @@ impl TaskTarget {
     }
 }
 
+/// Where a live task is recorded: its key in the loop's `alive`, and which `alive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskKey {
+    key: usize,
+    generation: u64,
+}
+
 /// The tasks a loop has alive: a waker for each, so that closing the loop can reach
 /// them all.
 #[derive(Default)]
 pub(super) struct Tasks {
     alive: RefCell<slab::Slab<Waker>>,
+    /// Which `alive` the keys handed out now are for: closing the loop replaces it, and
+    /// a task of the old one that ends then must not remove a new task's entry.
+    generation: std::cell::Cell<u64>,
     /// Where this loop's tasks go, made once and shared by all of them (one reference
     /// count per task, not a channel sender and a handle each).
     target: std::cell::OnceCell<std::sync::Arc<TaskTarget>>,
@@ -110,8 +120,11 @@ impl IoLoop {
     /// is made, so that its future can hold it).
     ///
     /// [`task_started`]: Self::task_started
-    pub(crate) fn next_task_key(&self) -> usize {
-        self.inner.tasks.alive.borrow().vacant_key()
+    pub(crate) fn next_task_key(&self) -> TaskKey {
+        TaskKey {
+            key: self.inner.tasks.alive.borrow().vacant_key(),
+            generation: self.inner.tasks.generation.get(),
+        }
     }
 
     /// Records a live task (its waker) under `key`, from [`next_task_key`] with no task
@@ -119,14 +132,21 @@ impl IoLoop {
     ///
     /// [`next_task_key`]: Self::next_task_key
     /// [`task_ended`]: Self::task_ended
-    pub(crate) fn task_started(&self, key: usize, waker: Waker) {
+    pub(crate) fn task_started(&self, key: TaskKey, waker: Waker) {
         let got = self.inner.tasks.alive.borrow_mut().insert(waker);
-        debug_assert_eq!(got, key);
+        // (Nothing runs between the two calls that could record a task.)
+        assert_eq!(
+            got, key.key,
+            "a task was recorded between next_task_key and task_started"
+        );
     }
 
     /// Forgets a task that finished or whose future was dropped.
-    pub(crate) fn task_ended(&self, key: usize) {
-        let w = self.inner.tasks.alive.borrow_mut().try_remove(key);
+    pub(crate) fn task_ended(&self, key: TaskKey) {
+        if key.generation != self.inner.tasks.generation.get() {
+            return; // its entry went with an earlier `alive` (the loop is closing)
+        }
+        let w = self.inner.tasks.alive.borrow_mut().try_remove(key.key);
         drop(w);
     }
 
@@ -143,6 +163,8 @@ impl IoLoop {
             if alive.is_empty() {
                 return;
             }
+            let g = &self.inner.tasks.generation;
+            g.set(g.get() + 1);
             // Waking queues each idle task on this loop; dropping the queued runnables
             // drops the futures. (Dropping can end more tasks, or start some: go round.)
             for (_, w) in alive {

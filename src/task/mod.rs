@@ -198,7 +198,7 @@ async fn catching<F: Future>(
 /// dropped (it finished, was cancelled, or its loop is closing).
 struct LiveTask {
     lp: crate::reactor::WeakLoop,
-    key: usize,
+    key: crate::reactor::TaskKey,
 }
 
 impl Drop for LiveTask {
