@@ -161,6 +161,27 @@ fn pipelined_responses_of_mixed_routes_and_statuses_are_each_timed_where_they_be
 
 #[on_both_backends]
 #[test]
+fn a_request_is_timed_from_its_head_to_its_answer_handed_to_the_kernel(backend: Backend) {
+    // The end is stamped once the answer's send reaches the kernel (the step's end on
+    // epoll, the next wait on io_uring): after a 30 ms handler, never before it.
+    let s = server(backend);
+    assert!(get(&s, "/block/30").ends_with("blocked"));
+    let h = snapshot(&s)
+        .http_total(&s.local_addr().to_string())
+        .expect("the server's numbers");
+    let r = h
+        .latency
+        .iter()
+        .find(|r| r.route == "/block/{ms}" && r.class == 2)
+        .expect("the route's histogram");
+    assert_eq!(r.ns.len(), 1);
+    let ns = r.ns.max();
+    assert!((30_000_000..2_000_000_000).contains(&ns), "{ns} ns");
+    s.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
 fn a_handler_that_blocks_its_loop_is_reported_as_a_stall_naming_its_route(backend: Backend) {
     util::capture_logs();
     let threads = format!("stall-{backend:?}");

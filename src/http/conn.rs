@@ -482,7 +482,7 @@ impl Conn {
         self.clear_timer();
         let mut params = Vec::new();
         let found = self.app.find(req.path(), &mut params);
-        let head = req.method() == "HEAD";
+        let head = req.is_head();
         self.route.set(found.map(|(i, _)| i));
         let Some((index, route)) = found else {
             let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
@@ -543,8 +543,12 @@ impl Conn {
     /// The response of the current request is done with (finished, or cut off): its
     /// deadline goes. False if the deadline already answered for it.
     fn end_of_response(&self) -> bool {
-        if let (Some(id), Some(lp)) = (self.handler_timer.take(), self.lp.upgrade()) {
-            lp.remove_timeout(id);
+        // (The loop is reached only when there is a deadline: no reference count taken
+        // and dropped per response otherwise.)
+        if let Some(id) = self.handler_timer.take() {
+            if let Some(lp) = self.lp.upgrade() {
+                lp.remove_timeout(id);
+            }
         }
         self.streamed.set(false);
         !self.timed_out.get()

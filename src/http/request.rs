@@ -97,6 +97,10 @@ impl Request {
             Method::Sent(s) => self.ascii(s),
         }
     }
+    /// Whether the method is HEAD (without comparing strings).
+    pub(crate) fn is_head(&self) -> bool {
+        matches!(self.method, Method::Standard(HEAD))
+    }
     /// The path, without the query.
     pub fn path(&self) -> &str {
         self.ascii(self.path)
@@ -172,6 +176,9 @@ impl Drop for Request {
 
 /// The methods of RFC 9110 and PATCH, kept as `&'static str` so that `method()` costs
 /// no UTF-8 check.
+/// HEAD's index in [`STANDARD_METHODS`].
+const HEAD: u8 = 2;
+
 pub(crate) const STANDARD_METHODS: [&str; 9] = [
     "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
@@ -183,6 +190,11 @@ mod tests {
     /// A request moves from the parser to the handler three or four times: up to 128
     /// bytes it moves inline, past that by a call to memcpy each time. It may also go
     /// to another thread.
+    #[test]
+    fn head_is_heads_index() {
+        assert_eq!(STANDARD_METHODS[usize::from(HEAD)], "HEAD");
+    }
+
     #[test]
     fn a_request_is_small_and_send() {
         fn send<T: Send>() {}

@@ -2,9 +2,11 @@
 //! refusals by cause, bytes in and out, connections, and request latency by route and
 //! status class, from the first byte of the head to the response handed to the kernel.
 //!
-//! Written only by the core's own loop. A request's end is stamped once per step for
-//! all the responses of that step (one clock read per batch of pipelined responses), at
-//! the end of the step, after the stream's send.
+//! Written only by the core's own loop. Responses are stamped together, with one clock
+//! read, once their sends have reached the kernel (`IoLoop::when_written`): on epoll at
+//! the end of the step (each stream's send is a syscall there), so once per batch of
+//! pipelined responses; on io_uring just before the loop's next wait, which submits the
+//! sends, so once per iteration for every response of it.
 
 use crate::metrics::CoreStats;
 use crate::reactor::{nanos, new_histogram, IoLoop, StepEnd};
@@ -251,7 +253,8 @@ impl StepEnd for EndsStep {
     }
 }
 
-/// Notes a response handed to its stream now, to be stamped at the end of the step.
+/// Notes a response handed to its stream now, to be stamped once its send reaches the
+/// kernel.
 pub(crate) fn response_end(
     lp: &IoLoop,
     rec: &Rc<Recorder>,
@@ -279,7 +282,7 @@ pub(crate) fn response_end(
     }
     drop(pending);
     if !ends.scheduled.replace(true) {
-        lp.at_step_end(step.clone());
+        lp.when_written(step.clone());
     }
 }
 

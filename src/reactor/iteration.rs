@@ -146,6 +146,13 @@ impl IoLoop {
             inner.now.set(clock);
         };
 
+        // Work for when the sends queued so far reach the kernel (on io_uring: now, at
+        // the wait). A clock read it makes is the clock now.
+        self.run_before_wait();
+        if let Some(t) = inner.fresh.take() {
+            clock = t;
+            inner.stats.clock_stale.set(false);
+        }
         self.catch_up_clock(&mut clock);
         // Wait for I/O.
         let shared = &inner.handle.shared;

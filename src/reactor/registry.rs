@@ -53,6 +53,8 @@ pub(super) struct Registry {
     resources: RefCell<slab::Slab<Rc<dyn Resource>>>,
     /// Work for the end of the current step.
     step_end: RefCell<Vec<Rc<dyn StepEnd>>>,
+    /// Work for just before the loop's next wait for I/O.
+    before_wait: RefCell<Vec<Rc<dyn StepEnd>>>,
 }
 
 impl Registry {
@@ -166,29 +168,50 @@ impl IoLoop {
         self.inner.registry.step_end.borrow_mut().push(w);
     }
 
+    /// Runs `w` once the writes made so far in this step have been handed to the
+    /// kernel: at the end of the step on epoll, where the step's end writes each stream
+    /// with a syscall; just before the loop's next wait on io_uring, whose wait submits
+    /// the sends the step queued (so one run there serves every completion of the
+    /// iteration, however many there were).
+    pub(crate) fn when_written(&self, w: Rc<dyn StepEnd>) {
+        match self.backend() {
+            crate::Backend::Uring => self.inner.registry.before_wait.borrow_mut().push(w),
+            _ => self.at_step_end(w),
+        }
+    }
+
     /// Runs the work deferred to the end of this step (and what it defers in turn).
     pub(super) fn run_step_end(&self) {
-        let list = &self.inner.registry.step_end;
-        if list.borrow().is_empty() {
-            return;
-        }
-        loop {
-            let mut batch = {
-                let mut list = list.borrow_mut();
-                if list.is_empty() {
-                    return;
-                }
-                std::mem::take(&mut *list)
-            };
-            for w in batch.drain(..) {
-                w.run(self);
-            }
-            // The list's allocation is kept for the next step (unless running it queued
-            // more meanwhile): a fresh one per step was a malloc per keep-alive request.
+        run_list(self, &self.inner.registry.step_end);
+    }
+
+    /// Runs the work deferred to just before the next wait for I/O.
+    pub(super) fn run_before_wait(&self) {
+        run_list(self, &self.inner.registry.before_wait);
+    }
+}
+
+/// Runs the work in `list` (and what it adds in turn).
+fn run_list(lp: &IoLoop, list: &RefCell<Vec<Rc<dyn StepEnd>>>) {
+    if list.borrow().is_empty() {
+        return;
+    }
+    loop {
+        let mut batch = {
             let mut list = list.borrow_mut();
             if list.is_empty() {
-                *list = batch;
+                return;
             }
+            std::mem::take(&mut *list)
+        };
+        for w in batch.drain(..) {
+            w.run(lp);
+        }
+        // The list's allocation is kept for the next step (unless running it queued
+        // more meanwhile): a fresh one per step was a malloc per keep-alive request.
+        let mut list = list.borrow_mut();
+        if list.is_empty() {
+            *list = batch;
         }
     }
 }

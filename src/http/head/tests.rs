@@ -342,3 +342,13 @@ fn trailer_sections_use_the_field_grammar() {
     }
     assert_eq!(check_fields(b"A: 1\r\nB: 2\r\n\r\n", 1), Err(Refused(431)));
 }
+
+#[test]
+fn standard_methods_are_found_by_name_exactly() {
+    for (i, m) in STANDARD_METHODS.iter().enumerate() {
+        assert_eq!(standard_method(m.as_bytes()), Some(i as u8), "{m}");
+    }
+    for m in ["get", "GETS", "GE", "", "PROPFIND", "Head"] {
+        assert_eq!(standard_method(m.as_bytes()), None, "{m}");
+    }
+}
