@@ -149,10 +149,7 @@ impl IoLoop {
         // Work for when the sends queued so far reach the kernel (on io_uring: now, at
         // the wait). A clock read it makes is the clock now.
         self.run_before_wait();
-        if let Some(t) = inner.fresh.take() {
-            clock = t;
-            inner.stats.clock_stale.set(false);
-        }
+        self.adopt_fresh(&mut clock);
         self.catch_up_clock(&mut clock);
         // Wait for I/O.
         let shared = &inner.handle.shared;
@@ -293,11 +290,11 @@ impl IoLoop {
     /// long. The next job starts now (for a watchdog, when one is set).
     fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
         let inner = &*self.inner;
-        // A clock read made at the end of this job's step (`fresh_time`) serves as its end.
-        let fresh = inner.fresh.take();
         match inner.stats.job_clock() {
             JobClock::Precise => {
-                let end = fresh.unwrap_or_else(Instant::now);
+                // A clock read made at the end of this job's step (`fresh_time`) serves
+                // as its end.
+                let end = inner.fresh.take().unwrap_or_else(Instant::now);
                 // (A clock left behind by jobs timed otherwise, before the threshold was
                 // lowered, does not time this one.)
                 let start = match inner.stats.clock_stale.replace(false) {
@@ -316,21 +313,30 @@ impl IoLoop {
                         .store(since_epoch(end), Ordering::Relaxed);
                 }
             }
-            JobClock::Coarse => {
-                match fresh {
-                    Some(t) => *clock = t,
-                    None => inner.stats.clock_stale.set(true),
+            mode => {
+                if !self.adopt_fresh(clock) {
+                    inner.stats.clock_stale.set(true);
                 }
-                let end = coarse_clock::now_ns();
-                let start = inner.stats.job_start.replace(end);
-                let took = Duration::from_nanos(end.saturating_sub(start));
-                inner.stats.job_done(what, name, took);
+                if mode == JobClock::Coarse {
+                    let end = coarse_clock::now_ns();
+                    let start = inner.stats.job_start.replace(end);
+                    let took = Duration::from_nanos(end.saturating_sub(start));
+                    inner.stats.job_done(what, name, took);
+                }
             }
-            JobClock::Off => match fresh {
-                Some(t) => *clock = t,
-                None => inner.stats.clock_stale.set(true),
-            },
         }
+    }
+
+    /// A clock read made since the last look (`fresh_time`: an HTTP response's end
+    /// time, say) is the clock now; left in `fresh`, it would pass for the end of a
+    /// later job (after a sleep, even). Returns whether there was one.
+    fn adopt_fresh(&self, clock: &mut Instant) -> bool {
+        let Some(t) = self.inner.fresh.take() else {
+            return false;
+        };
+        *clock = t;
+        self.inner.stats.clock_stale.set(false);
+        true
     }
 
     /// Jobs ended without a precise clock read (`JobClock::Coarse` or `Off`, and no
@@ -399,12 +405,7 @@ impl IoLoop {
 
         // Writes made by jobs and timers go out before the wait.
         self.run_step_end();
-        // A clock read made there (an HTTP response's end time) is the clock now; left
-        // in `fresh`, it would pass for the end of a later job (after a sleep, even).
-        if let Some(t) = inner.fresh.take() {
-            *clock = t;
-            inner.stats.clock_stale.set(false);
-        }
+        self.adopt_fresh(clock);
         n
     }
 
