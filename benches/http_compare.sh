@@ -158,6 +158,9 @@ awk -v base="$BASE" '
     if (bk[$1] > 0) rk[$2] = rk[$2] " " $5 / bk[$1]
     if (bp[$1] > 0) rp[$2] = rp[$2] " " $6 / bp[$1]
     if (bu[$1] > 0) ru[$2] = ru[$2] " " $7 / bu[$1]
+    # where the time goes: user space (utime), and the kernel (the rest)
+    ku[$2] = ku[$2] " " $8; kk[$2] = kk[$2] " " ($5 - $8)
+    pu[$2] = pu[$2] " " $9; pk[$2] = pk[$2] " " ($7 - $9)
   }
   END {
     for (i = 1; i <= n; i++) {
@@ -165,29 +168,16 @@ awk -v base="$BASE" '
       printf "| %s | %.0f | %.2f | %.3f | %.3f | %.0f | %.3f | %.3f | %.3f |\n", s, median(ka[s]), median(p99[s]),
         median(kus[s]), median(rk[s]), median(pl[s]), median(rp[s]), median(pus[s]), median(ru[s])
     }
-  }' "$RESULTS" "$RESULTS"
-echo
-echo "where the server's time goes (medians; user space, and the kernel: the rest):"
-echo
-echo "| server | keep-alive user us/req | kernel us/req | pipelined user us/req | kernel us/req |"
-echo "|---|---:|---:|---:|---:|"
-awk '
-  function median(list,   n, v, i, j, t) {
-    n = split(list, v, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
-    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-  }
-  {
-    if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 }
-    ku[$2] = ku[$2] " " $8; kk[$2] = kk[$2] " " ($5 - $8)
-    pu[$2] = pu[$2] " " $9; pk[$2] = pk[$2] " " ($7 - $9)
-  }
-  END {
+    print ""
+    print "where the server'"'"'s time goes (medians; user space, and the kernel: the rest):"
+    print ""
+    print "| server | keep-alive user us/req | kernel us/req | pipelined user us/req | kernel us/req |"
+    print "|---|---:|---:|---:|---:|"
     for (i = 1; i <= n; i++) {
       s = order[i]
       printf "| %s | %.3f | %.3f | %.3f | %.3f |\n", s, median(ku[s]), median(kk[s]), median(pu[s]), median(pk[s])
     }
-  }' "$RESULTS"
+  }' "$RESULTS" "$RESULTS"
 if [ "$R" -gt 1 ]; then
   echo
   echo "each round (server: keep-alive us/req ratio, pipelined req/s ratio, pipelined us/req ratio):"

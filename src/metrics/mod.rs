@@ -111,13 +111,6 @@ impl Snapshot {
         } else {
             vec![(String::new(), self.total())]
         };
-        let lbl = |shard: &str| -> Vec<(&'static str, String)> {
-            if shard.is_empty() {
-                Vec::new()
-            } else {
-                vec![("shard", shard.to_string())]
-            }
-        };
         let counters: [(&str, &str, Counter); 14] = [
             ("coreloop_loop_iterations_total", "Loop iterations.", |s| {
                 s.iterations as f64
@@ -185,9 +178,7 @@ impl Snapshot {
         for (name, help, get) in counters {
             e.family(name, "counter", help);
             for (shard, s) in &series {
-                let l = lbl(shard);
-                let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                e.sample(name, &labels(&pairs), get(s));
+                e.sample(name, &labels(&shard_label(shard)), get(s));
             }
         }
         let hists: [(&str, &str, Hist); 4] = [
@@ -213,13 +204,20 @@ impl Snapshot {
         for (name, help, get) in hists {
             e.family(name, "histogram", help);
             for (shard, s) in &series {
-                let l = lbl(shard);
-                let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                e.histogram(name, &pairs, get(s));
+                e.histogram(name, &shard_label(shard), get(s));
             }
         }
         crate::http::export_stats(&mut e, &self.cores, per_core);
         e.finish()
+    }
+}
+
+/// The `shard` label of a per-core series (none for the aggregate, whose shard is "").
+fn shard_label(shard: &str) -> Vec<(&'static str, &str)> {
+    if shard.is_empty() {
+        Vec::new()
+    } else {
+        vec![("shard", shard)]
     }
 }
 

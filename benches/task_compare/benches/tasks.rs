@@ -40,6 +40,15 @@ fn coreloop_loop() -> coreloop::IoLoop {
     coreloop::IoLoop::with_backend(coreloop::Backend::Epoll).unwrap()
 }
 
+/// Makes the loop of a bench row.
+type MakeLoop = fn() -> coreloop::IoLoop;
+
+/// The coreloop rows of the local benches: a default loop, and one untimed.
+const CORELOOP_ROWS: [(&str, MakeLoop); 2] = [
+    ("coreloop", coreloop_loop),
+    ("coreloop_untimed", coreloop_untimed),
+];
+
 /// A loop with stall detection off: no clock read after each job (tokio reads the
 /// clock per poll only when its poll-time histogram is on).
 fn coreloop_untimed() -> coreloop::IoLoop {
@@ -56,10 +65,7 @@ fn tokio_rt() -> tokio::runtime::Runtime {
 
 fn spawn_complete(c: &mut Criterion) {
     let mut g = c.benchmark_group("spawn_complete");
-    for (name, make) in [
-        ("coreloop", coreloop_loop as fn() -> coreloop::IoLoop),
-        ("coreloop_untimed", coreloop_untimed),
-    ] {
+    for (name, make) in CORELOOP_ROWS {
         g.bench_function(name, |b| {
             let lp = make();
             b.iter_custom(|n| {
@@ -105,10 +111,7 @@ fn spawn_complete(c: &mut Criterion) {
 
 fn local_wake(c: &mut Criterion) {
     let mut g = c.benchmark_group("local_wake");
-    for (name, make) in [
-        ("coreloop", coreloop_loop as fn() -> coreloop::IoLoop),
-        ("coreloop_untimed", coreloop_untimed),
-    ] {
+    for (name, make) in CORELOOP_ROWS {
         g.bench_function(name, |b| {
             let lp = make();
             b.iter_custom(|n| {
