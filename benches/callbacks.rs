@@ -116,14 +116,10 @@ fn round_trip(c: &mut Criterion) {
         g.bench_function(format!("{backend:?}"), |bench| {
             bench.iter(|| {
                 let b2 = b_handle.clone();
-                a.submit_to(
-                    &b2,
-                    |_| (),
-                    |a, r| {
-                        r.unwrap();
-                        a.stop()
-                    },
-                );
+                a.call_on(&b2, |_| ()).then(|a, r| {
+                    r.unwrap();
+                    a.stop()
+                });
                 a.start().expect("start");
             })
         });

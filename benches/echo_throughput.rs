@@ -12,7 +12,7 @@
 #[path = "../examples/common/echo.rs"]
 mod echo;
 
-use coreloop::{Backend, Cores, IoLoop, IoStream, ListenOptions, Runtime, TcpServer};
+use coreloop::{Backend, Cores, IoLoop, IoStream, Runtime, TcpServer};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -37,39 +37,37 @@ fn thread_ticks() -> u64 {
 
 fn one_conn(stream: IoStream, msg: Rc<Vec<u8>>, count: Rc<Cell<u64>>) {
     fn round(s: &IoStream, msg: Rc<Vec<u8>>, count: Rc<Cell<u64>>) {
-        s.write(&msg).unwrap();
+        s.write(&msg);
         let n = msg.len();
-        s.read_bytes(n, move |_, s, r| {
+        s.read_bytes(n).then(move |_, s, r| {
             if r.is_ok() {
                 count.set(count.get() + 1);
                 round(s, msg, count);
             }
-        })
-        .unwrap();
+        });
     }
     round(&stream, msg, count);
 }
 
 /// Returns (messages/s, server CPU us per message).
 fn run(backend: Backend, style_async: bool, secs: u64, conns: u64, size: u64) -> (f64, f64) {
-    let server = TcpServer::bind(
-        Runtime::builder()
-            .backend(backend)
-            .cores(Cores::List(vec![0])),
-        "127.0.0.1:0".parse().unwrap(),
-        ListenOptions::default(),
-        move |lp, s| {
-            if style_async {
-                lp.spawn(echo::echo_async(s)).detach();
-            } else {
-                echo::echo(&s)
-            }
-        },
-    )
+    let runtime = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::List(vec![0]))
+        .build()
+        .expect("runtime");
+    let server = TcpServer::new(move |lp, s| {
+        if style_async {
+            lp.spawn(echo::echo_async(s)).detach();
+        } else {
+            echo::echo(&s)
+        }
+    })
+    .serve(&runtime, "127.0.0.1:0".parse().unwrap())
     .expect("server");
     let addr = server.local_addr();
-    let rt = server.runtime();
-    let detail = rt.invoke_on_all(|lp| lp.backend_detail()).unwrap()[0];
+    let rt = &runtime;
+    let detail = rt.call_on_all(|lp| lp.backend_detail()).wait().unwrap()[0];
     // The client runs on its own thread pinned to CPU 1; this thread stays unpinned, so
     // the next row's runtime may still choose CPU 0.
     let (msgs, elapsed, ticks) = std::thread::scope(|sc| {
@@ -86,13 +84,13 @@ fn run(backend: Backend, style_async: bool, secs: u64, conns: u64, size: u64) ->
             // Warm up for a second, then measure.
             lp.call_later(Duration::from_secs(1), |lp| lp.stop());
             lp.start().unwrap();
-            let ticks0 = rt.invoke_on_all(|_| thread_ticks()).unwrap()[0];
+            let ticks0 = rt.call_on_all(|_| thread_ticks()).wait().unwrap()[0];
             let c0 = count.get();
             let t0 = Instant::now();
             lp.call_later(Duration::from_secs(secs), |lp| lp.stop());
             lp.start().unwrap();
             let elapsed = t0.elapsed().as_secs_f64();
-            let ticks = rt.invoke_on_all(|_| thread_ticks()).unwrap()[0] - ticks0;
+            let ticks = rt.call_on_all(|_| thread_ticks()).wait().unwrap()[0] - ticks0;
             lp.close();
             (count.get() - c0, elapsed, ticks)
         })
@@ -109,7 +107,7 @@ fn run(backend: Backend, style_async: bool, secs: u64, conns: u64, size: u64) ->
         us,
         detail
     );
-    server.shutdown().unwrap();
+    runtime.shutdown().unwrap();
     (rate, us)
 }
 

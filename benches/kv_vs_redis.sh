@@ -13,7 +13,7 @@
 #
 # Part 2: the kv example on 2 cores with every key on the receiving core
 # (--shard-override local) or on the other one (remote, every command forwarded with
-# submit_to): the CPU per operation of a forwarded command against a local one.
+# call_on): the CPU per operation of a forwarded command against a local one.
 # Both server cores and the benchmark share the machine's 2 CPUs here, so compare the
 # CPU per operation, not the ops/s.
 #

@@ -5,9 +5,9 @@
 //!
 //! Each shard (or the first `--senders N`) sends `rounds` requests, one at a time, to the
 //! next shard with
-//! `IoLoop::submit_to` and times each answer's round trip (two cross-thread callbacks,
+//! `IoLoop::call_on` and times each answer's round trip (two cross-thread callbacks,
 //! each waking a loop that may be asleep). Then the main thread gathers every shard's
-//! figures with `Runtime::invoke_on_all` and prints them. With `--idle-ms M`, it then
+//! figures with `Runtime::call_on_all` and prints them. With `--idle-ms M`, it then
 //! measures the CPU the runtime uses while idle for M ms, with no work at all and with
 //! a timer every millisecond on each loop (what an idle poll costs between events).
 
@@ -55,10 +55,8 @@ fn ping(lp: &IoLoop, peer: LoopHandle, left: u32, done: mpsc::Sender<()>) {
     }
     let sent = Instant::now();
     let peer2 = peer.clone();
-    lp.submit_to(
-        &peer,
-        |remote| remote.shard_id(),
-        move |lp, answer| {
+    lp.call_on(&peer, |remote| remote.shard_id())
+        .then(move |lp, answer| {
             if let Err(e) = answer {
                 eprintln!("cross_core: the peer did not answer: {e}");
                 let _ = done.send(());
@@ -66,8 +64,7 @@ fn ping(lp: &IoLoop, peer: LoopHandle, left: u32, done: mpsc::Sender<()>) {
             }
             RTTS.with(|r| r.borrow_mut().push(sent.elapsed()));
             ping(lp, peer2, left - 1, done);
-        },
-    );
+        });
 }
 
 fn main() -> std::io::Result<()> {
@@ -116,14 +113,14 @@ fn main() -> std::io::Result<()> {
     );
 
     let stats = rt
-        .invoke_on_all(|lp| {
+        .call_on_all(|lp| {
             let mut rtts = RTTS.with(|r| r.take());
             rtts.sort();
             let q = |p: f64| {
                 let i = (rtts.len().saturating_sub(1) as f64 * p) as usize;
                 rtts.get(i).copied().unwrap_or_default()
             };
-            let st = lp.stats();
+            let st = lp.loop_stats();
             (
                 (st.eventfd_wakes, st.ring_wakes),
                 lp.shard_id(),
@@ -135,6 +132,7 @@ fn main() -> std::io::Result<()> {
                 q(1.0),
             )
         })
+        .wait()
         .expect("every shard answers");
     for ((eventfd, ring), shard, backend, count, min, p50, p99, max) in stats {
         println!(
@@ -161,7 +159,7 @@ fn idle_cost(rt: &Runtime, span: Duration) {
     std::thread::sleep(span);
     let idle = process_cpu() - cpu0;
     let ticking = rt
-        .invoke_on_all(|lp| {
+        .call_on_all(|lp| {
             let t = lp.spawn(async {
                 let mut tick = coreloop::interval(Duration::from_millis(1));
                 loop {
@@ -170,6 +168,7 @@ fn idle_cost(rt: &Runtime, span: Duration) {
             });
             t.detach();
         })
+        .wait()
         .is_ok();
     let cpu0 = process_cpu();
     std::thread::sleep(span);

@@ -4,39 +4,38 @@
 //!
 //! Each connection is an `IoStream`: read what is there (up to 64 KiB), write it back,
 //! repeat. A peer that sends faster than it reads is throttled: past the write buffer's
-//! high-water mark the server stops reading until the buffer drains. Ctrl-C stops it.
+//! high-water mark the server stops reading until the buffer drains. Ctrl-C stops it
+//! gracefully.
 
 mod common;
 
 use common::echo::echo;
-use coreloop::{IoStream, ListenOptions, TcpServer};
+use coreloop::TcpServer;
 use std::net::SocketAddr;
 
 fn main() {
     let args = common::server_args("echo", 8889);
     let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
-    let builder = args
-        .runtime()
-        .stop_on_signals(true)
-        .on_start(|lp, shard| println!("shard {shard}: {}", lp.backend_detail()));
-    let on_conn = |_: &coreloop::IoLoop, s: IoStream| {
+    let rt = common::exit_on_error(
+        "echo",
+        "cannot start",
+        args.runtime()
+            .on_start(|lp, shard| println!("shard {shard}: {}", lp.backend_detail()))
+            .build(),
+    );
+    let server = TcpServer::new(|_, s| {
         s.set_close_callback(|_, s| {
             if let Some(e) = s.error() {
                 eprintln!("echo: connection closed by an error: {e}");
             }
         });
         echo(&s);
-    };
-    let server = match TcpServer::bind(builder, addr, ListenOptions::default(), on_conn) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("echo: cannot listen on {addr}: {e}");
-            std::process::exit(1);
-        }
-    };
+    });
+    let server = common::exit_on_error(
+        "echo",
+        &format!("cannot listen on {addr}"),
+        server.serve(&rt, addr),
+    );
     println!("echo server on {}", server.local_addr());
-    if let Err(e) = server.wait() {
-        eprintln!("echo: {e}");
-        std::process::exit(1);
-    }
+    common::wait("echo", rt);
 }

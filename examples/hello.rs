@@ -13,14 +13,14 @@
 //! --batch-wait-us U --metrics PORT --no-recording]`: `--metrics` serves Prometheus
 //! metrics at `/metrics` on that port (a second server on the same runtime).
 //!
-//! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C stops it
-//! gracefully: no new connections, requests in flight finish (5 s at most).
+//! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C or
+//! SIGTERM stops it gracefully: no new connections, requests in flight finish (5 s at
+//! most). `RUST_LOG` sets what is logged (`info` by default).
 
 mod common;
 
 use coreloop::http::{Application, HttpServer, Route};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 fn main() {
     let args = common::server_args("hello", 8888);
@@ -28,19 +28,17 @@ fn main() {
         "/",
         Route::new().get(|_lp, _req, mut resp| resp.write("Hello, world")),
     );
-    let runtime = args.runtime();
+    let rt = args.start("hello");
     let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
-    let server = match HttpServer::new(app).listen(runtime, addr) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("hello: cannot listen on {addr}: {e}");
-            std::process::exit(1);
-        }
-    };
-    let _metrics = args.serve_metrics("hello", server.runtime());
-    let backends = server
-        .runtime()
-        .invoke_on_all(|lp| lp.backend_detail())
+    let server = common::exit_on_error(
+        "hello",
+        &format!("cannot listen on {addr}"),
+        HttpServer::new(app).serve(&rt, addr),
+    );
+    args.serve_metrics("hello", &rt);
+    let backends = rt
+        .call_on_all(|lp| lp.backend_detail())
+        .wait()
         .unwrap_or_default();
     println!(
         "Hello World on http://{} ({} cores: {})",
@@ -48,12 +46,5 @@ fn main() {
         backends.len(),
         backends.first().copied().unwrap_or("?")
     );
-    match server.run_until_signal(Duration::from_secs(5)) {
-        Ok(0) => println!("stopped"),
-        Ok(n) => println!("stopped; {n} connections were cut at the deadline"),
-        Err(e) => {
-            eprintln!("hello: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::wait("hello", rt);
 }

@@ -14,7 +14,6 @@
 mod common;
 
 use coreloop::http::{Application, HttpServer, Route};
-use coreloop::IoLoop;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -23,55 +22,37 @@ fn main() {
     let app = Application::new()
         .route(
             "/",
-            Route::new().get_async(|_req, mut resp| async move {
+            Route::new().get(|_lp, _req, mut resp| async move {
                 resp.write("Hello, world");
                 resp
             }),
         )
         .route(
             "/later",
-            Route::new().get_async(|_req, mut resp| async move {
+            Route::new().get(|lp, _req, mut resp| async move {
                 coreloop::sleep(Duration::from_millis(10)).await;
-                let lp = IoLoop::current().expect("handlers run on a loop");
-                let next = lp.shard_handle((lp.shard_id() + 1) % lp.shard_count());
-                let answer = match next {
-                    Some(h) => lp.call_on(&h, |far| far.shard_id()).await,
-                    None => Ok(lp.shard_id()),
-                };
-                match answer {
-                    Ok(far) => resp.write(format!(
-                        "slept 10 ms on core {}, then asked core {far}\n",
-                        lp.shard_id()
-                    )),
-                    Err(e) => {
-                        resp.set_status(503);
-                        resp.write(format!("the other core did not answer: {e}\n"));
-                    }
-                }
-                resp
+                let next = (lp.shard_id() + 1) % lp.shard_count();
+                // A call that gives no value (the other core is closing) is a 500.
+                let far = lp.call_on(next, |far| far.shard_id()).await?;
+                resp.write(format!(
+                    "slept 10 ms on core {}, then asked core {far}\n",
+                    lp.shard_id()
+                ));
+                Ok(resp)
             }),
         );
-    let runtime = args.runtime();
+    let rt = args.start("hello_async");
     let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
-    let server = match HttpServer::new(app).listen(runtime, addr) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("hello_async: cannot listen on {addr}: {e}");
-            std::process::exit(1);
-        }
-    };
-    let _metrics = args.serve_metrics("hello_async", server.runtime());
+    let server = common::exit_on_error(
+        "hello_async",
+        &format!("cannot listen on {addr}"),
+        HttpServer::new(app).serve(&rt, addr),
+    );
+    args.serve_metrics("hello_async", &rt);
     println!(
         "Hello World (async handlers) on http://{} ({} cores)",
         server.local_addr(),
-        server.runtime().shards()
+        rt.shards()
     );
-    match server.run_until_signal(Duration::from_secs(5)) {
-        Ok(0) => println!("stopped"),
-        Ok(n) => println!("stopped; {n} connections were cut at the deadline"),
-        Err(e) => {
-            eprintln!("hello_async: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::wait("hello_async", rt);
 }

@@ -34,10 +34,10 @@
 //!         lp.call_later(Duration::from_millis(1), move |_| log::info!("shard {shard} ticked"));
 //!     })
 //!     .build()?;
-//! let shards = rt.invoke_on_all(|lp| (lp.shard_id(), lp.shard_count())).unwrap();
+//! let shards = rt.call_on_all(|lp| (lp.shard_id(), lp.shard_count())).wait().unwrap();
 //! assert_eq!(shards, vec![(0, 2), (1, 2)]);
 //! rt.shutdown().unwrap();
-//! # Ok::<(), std::io::Error>(())
+//! # Ok::<(), coreloop::RuntimeError>(())
 //! ```
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -57,16 +57,23 @@ mod runtime;
 mod task;
 
 pub use iostream::{
-    ConnectCallback, IoStream, ReadCallback, StreamCallback, StreamError, DEFAULT_HIGH_WATER,
+    Flushing, IoStream, Reading, StreamError, Writing, DEFAULT_HIGH_WATER, DEFAULT_LINGER,
     DEFAULT_MAX_BUFFER, DEFAULT_MAX_WRITE_BUFFER,
 };
-pub use net::{bind_reuseport, Acceptor, Incoming, ListenOptions, ServerHandle, TcpServer};
+pub use net::{
+    bind_reuseport, Acceptor, ConnOutput, ConnReturn, Connecting, Incoming, ListenOptions,
+    ServerHandle, TcpServer,
+};
+#[doc(hidden)]
+pub use net::{AsyncConn, PlainConn};
 pub use poller::{Backend, Interest, Ready};
 pub use reactor::{
-    CallError, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback, TimeoutId, WakeVia,
+    Call, CallError, CallFuture, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback,
+    TimeoutId, WakeVia,
 };
 pub use runtime::{
-    shard_of, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,
+    shard_of, CallTarget, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,
+    DEFAULT_DRAIN_DEADLINE,
 };
 pub use task::{
     block_on, interval, sleep, sleep_until, spawn, timeout, Elapsed, Interval, JoinError,

@@ -49,16 +49,16 @@ fn reads_and_writes_in_a_task(backend: Backend) {
     });
     let got = lp
         .run_until_complete(async move {
-            let a = s.read_until_async(b"\n", 64).await?;
-            let b = s.read_until_async(b"\n", 64).await?;
-            let c = s.read_exact_async(8).await?;
-            let d = s.read_some_async(100).await?; // "rest", buffered
-            let e = s.read_some_async(100).await?; // "late", after a wait
-            s.write_all_async(&vec![9u8; 3 << 20]).await?;
-            s.flush_async().await?;
-            let eof = s.read_some_async(100).await?; // the peer shut down its side
-            s.write_all_async(b"bye").await?;
-            s.flush_async().await?;
+            let a = s.read_until(b"\n", 64).await?;
+            let b = s.read_until(b"\n", 64).await?;
+            let c = s.read_bytes(8).await?;
+            let d = s.read_some(100).await?; // "rest", buffered
+            let e = s.read_some(100).await?; // "late", after a wait
+            s.write(&vec![9u8; 3 << 20]).await?;
+            s.flush().await?;
+            let eof = s.read_some(100).await?; // the peer shut down its side
+            s.write(b"bye").await?;
+            s.flush().await?;
             s.close();
             Ok::<_, std::io::Error>((a, b, c, d, e, eof))
         })
@@ -125,8 +125,8 @@ fn a_read_dropped_part_way_leaves_every_byte_for_the_next(backend: Backend) {
         .run_until_complete(async move {
             // The read is dropped (a timeout) while the recv is in flight, with bytes
             // already received.
-            let first = timeout(ms(45), s.read_until_async(b"\n", 64)).await;
-            let second = s.read_until_async(b"\n", 64).await;
+            let first = timeout(ms(45), s.read_until(b"\n", 64)).await;
+            let second = s.read_until(b"\n", 64).await;
             (first.is_err(), second)
         })
         .unwrap();
@@ -150,9 +150,11 @@ fn a_write_dropped_after_a_partial_send_loses_and_repeats_nothing(backend: Backe
     let d = data.clone();
     let (written_before_drop, s2) = lp
         .run_until_complete(async move {
-            // The peer does not read yet: the write stops at the high-water mark and is
+            // The peer does not read yet: futures' `write_all` (through `AsyncWrite`,
+            // which takes what fits below the high-water mark) stops there and is
             // dropped there.
-            let r = timeout(ms(50), s.write_all_async(&d)).await;
+            let mut s = s;
+            let r = timeout(ms(50), futures::AsyncWriteExt::write_all(&mut s, &d)).await;
             assert!(r.is_err(), "blocked by back-pressure");
             let handed = s.write_buffer_len();
             (handed, s)
@@ -167,7 +169,7 @@ fn a_write_dropped_after_a_partial_send_loses_and_repeats_nothing(backend: Backe
         got
     });
     lp.run_until_complete(async move {
-        s2.flush_async().await.unwrap();
+        s2.flush().await.unwrap();
         s2.close();
     })
     .unwrap();
@@ -188,10 +190,11 @@ fn accepting_and_connecting_in_tasks_and_dropping_them_leaks_nothing(backend: Ba
         .run_until_complete(async move {
             // An accept dropped before a connection came: nothing is lost.
             assert!(timeout(ms(10), incoming.accept()).await.is_err());
-            let client = IoStream::connect_async(addr, Duration::from_secs(5)).await?;
+            let lp = IoLoop::current().unwrap();
+            let client = IoStream::connect(&lp, addr, Duration::from_secs(5)).await?;
             let server = incoming.accept().await?;
-            client.write_all_async(b"hi\n").await?;
-            let line = server.read_until_async(b"\n", 16).await?;
+            client.write(b"hi\n").await?;
+            let line = server.read_until(b"\n", 16).await?;
             client.close();
             server.close();
             // A connect dropped before it completed closes its socket: one to a
@@ -206,7 +209,7 @@ fn accepting_and_connecting_in_tasks_and_dropping_them_leaks_nothing(backend: Ba
             }
             let r = timeout(
                 ms(20),
-                IoStream::connect_async(full_addr, Duration::from_secs(5)),
+                IoStream::connect(&lp, full_addr, Duration::from_secs(5)),
             )
             .await;
             drop(parked);
@@ -237,13 +240,21 @@ fn a_callback_read_and_a_task_read_never_wait_at_once(backend: Backend) {
         .run_until_complete(async move {
             let waiting = IoLoop::current()
                 .unwrap()
-                .spawn(async move { s2.read_some_async(10).await });
+                .spawn(async move { s2.read_some(10).await });
             sleep(ms(5)).await;
-            let refused = s.read_bytes(1, |_, _, _| {}).unwrap_err();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t = tx.clone();
+            s.read_bytes(1)
+                .then(move |_, _, r| t.send(r.err().and_then(|e| StreamError::of(&e))).unwrap());
+            sleep(ms(1)).await;
+            let refused = rx.try_recv().expect("answered in a later step");
             drop(waiting); // the task's read ends: the callback read may now start
             sleep(ms(1)).await;
-            let accepted = s.read_bytes(1, |_, _, _| {});
-            (StreamError::of(&refused), accepted.is_ok())
+            s.read_bytes(1)
+                .then(move |_, _, r| tx.send(r.err().and_then(|e| StreamError::of(&e))).unwrap());
+            sleep(ms(1)).await;
+            let accepted = rx.try_recv().is_err(); // still waiting for a byte
+            (refused, accepted)
         })
         .unwrap();
     assert_eq!(r, (Some(StreamError::ReadPending), true));
@@ -262,15 +273,16 @@ fn a_loop_dropped_with_operations_in_flight_releases_them(backend: Backend) {
         let incoming = Incoming::bind(&lp, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr: SocketAddr = incoming.local_addr().unwrap();
         lp.spawn(async move {
-            let _ = s.read_until_async(b"\n", 64).await;
+            let _ = s.read_until(b"\n", 64).await;
         })
         .detach();
         lp.spawn(async move {
             let _ = incoming.accept().await;
         })
         .detach();
+        let connecting = IoStream::connect(&lp, addr, Duration::from_secs(5));
         lp.spawn(async move {
-            let _ = IoStream::connect_async(addr, Duration::from_secs(5)).await;
+            let _ = connecting.await;
         })
         .detach();
         lp.call_later(ms(20), |lp| lp.stop());

@@ -72,9 +72,9 @@ fn an_idle_loop_runs_at_once(backend: Backend) {
 
 /// Echoes every line back, for as long as the stream is open.
 fn echo(s: &IoStream) {
-    let _ = s.read_until(b"\n", 1024, |_, s, line| {
+    s.read_until(b"\n", 1024).then(|_, s, line| {
         if let Ok(line) = line {
-            let _ = s.write(&line);
+            s.write(&line);
             echo(s);
         }
     });

@@ -4,7 +4,7 @@
 //! `invoke_on_all`).
 mod util;
 
-use coreloop::{shard_of, Backend, CallError, Cores, IoLoop, Runtime, RuntimeError, ShardError};
+use coreloop::{shard_of, Backend, CallError, Cores, IoLoop, Runtime};
 use coreloop_macros::on_both_backends;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -35,11 +35,8 @@ fn a_panic_on_the_target_comes_back_with_its_message_and_the_target_goes_on(back
     let rt = runtime(backend, 2);
     let got = on_shard(&rt, 0, |lp, tx| {
         let far = lp.shard_handle(1).unwrap();
-        lp.submit_to(
-            &far,
-            |_| -> u32 { panic!("key 7 is corrupt") },
-            move |lp, answer| tx.send((lp.shard_id(), answer)).unwrap(),
-        );
+        lp.call_on(&far, |_| -> u32 { panic!("key 7 is corrupt") })
+            .then(move |lp, answer| tx.send((lp.shard_id(), answer)).unwrap());
     });
     assert_eq!(
         got,
@@ -47,7 +44,7 @@ fn a_panic_on_the_target_comes_back_with_its_message_and_the_target_goes_on(back
         "the continuation runs on the asking loop with the message"
     );
     // The target caught the panic and still serves calls.
-    assert_eq!(rt.invoke_on(1, |lp| lp.shard_id()).unwrap(), 1);
+    assert_eq!(rt.call_on(1, |lp| lp.shard_id()).wait().unwrap(), 1);
     rt.shutdown().unwrap();
 }
 
@@ -61,14 +58,10 @@ fn a_closed_target_answers_closed_and_never_in_the_callers_stack(backend: Backen
     }; // dropped: closed
     let answered = std::rc::Rc::new(std::cell::Cell::new(None));
     let a = answered.clone();
-    lp.submit_to(
-        &dead,
-        |_| 1u8,
-        move |lp, answer| {
-            a.set(Some(answer));
-            lp.stop();
-        },
-    );
+    lp.call_on(&dead, |_| 1u8).then(move |lp, answer| {
+        a.set(Some(answer));
+        lp.stop();
+    });
     assert!(answered.take().is_none(), "not inside submit_to itself");
     run(&lp);
     assert_eq!(answered.take(), Some(Err(CallError::Closed)));
@@ -90,14 +83,10 @@ fn a_target_that_closes_before_running_the_call_answers_closed(backend: Backend)
     let far = rx.recv().unwrap();
     let answered = std::rc::Rc::new(std::cell::Cell::new(None));
     let a = answered.clone();
-    lp.submit_to(
-        &far,
-        |_| "ran",
-        move |lp, answer| {
-            a.set(Some(answer));
-            lp.stop();
-        },
-    );
+    lp.call_on(&far, |_| "ran").then(move |lp, answer| {
+        a.set(Some(answer));
+        lp.stop();
+    });
     close_tx.send(()).unwrap();
     run(&lp);
     target.join().unwrap();
@@ -106,26 +95,18 @@ fn a_target_that_closes_before_running_the_call_answers_closed(backend: Backend)
 
 #[on_both_backends]
 #[test]
-fn gathering_from_every_core_inside_a_loop_keeps_each_outcome(backend: Backend) {
+fn gathering_from_every_core_inside_a_loop_answers_the_first_failure(backend: Backend) {
     let rt = runtime(backend, 2);
     let all = on_shard(&rt, 1, |lp, tx| {
-        lp.submit_to_all(
-            |far| {
-                if far.shard_id() == 0 {
-                    panic!("shard 0 is full");
-                }
-                far.shard_id() * 100
-            },
-            move |lp, all| tx.send((lp.shard_id(), all)).unwrap(),
-        );
+        lp.call_on_all(|far| {
+            if far.shard_id() == 0 {
+                panic!("shard 0 is full");
+            }
+            far.shard_id() * 100
+        })
+        .then(move |lp, all| tx.send((lp.shard_id(), all)).unwrap());
     });
-    assert_eq!(
-        all,
-        (
-            1,
-            vec![Err(CallError::Panicked("shard 0 is full".into())), Ok(100)]
-        )
-    );
+    assert_eq!(all, (1, Err(CallError::Panicked("shard 0 is full".into()))));
     rt.shutdown().unwrap();
 }
 
@@ -133,34 +114,26 @@ fn gathering_from_every_core_inside_a_loop_keeps_each_outcome(backend: Backend) 
 #[test]
 fn blocking_calls_from_a_plain_thread_answer_every_way(backend: Backend) {
     let rt = runtime(backend, 2);
-    assert_eq!(rt.invoke_on(1, |lp| lp.shard_id() + 40).unwrap(), 41);
-    match rt.invoke_on(0, |_| -> () { panic!("refused") }) {
-        Err(RuntimeError::Shards(f)) => match &f[..] {
-            [(0, ShardError::Panicked(m))] => assert_eq!(m, "refused"),
-            other => panic!("{other:?}"),
-        },
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(
-        rt.invoke_on(2, |_| ()),
-        Err(RuntimeError::NoSuchShard(2))
-    ));
+    assert_eq!(rt.call_on(1, |lp| lp.shard_id() + 40).wait().unwrap(), 41);
+    assert_eq!(
+        rt.call_on(0, |_| -> () { panic!("refused") }).wait(),
+        Err(CallError::Panicked("refused".into()))
+    );
+    assert_eq!(rt.call_on(2, |_| ()).wait(), Err(CallError::NoSuchShard(2)));
     // A closed shard answers Closed for it, the others answer.
     let h1 = rt.handle(1).clone();
-    rt.invoke_on(1, |lp| lp.close()).unwrap();
+    rt.call_on(1, |lp| lp.close()).wait().unwrap();
     let deadline = std::time::Instant::now() + util::HANG;
     while !h1.is_closed() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(1));
     }
-    match rt.invoke_on_all(|lp| lp.shard_id()) {
-        Err(RuntimeError::Shards(f)) => assert!(matches!(&f[..], [(1, ShardError::Closed)])),
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(
-        rt.invoke_on(1, |_| ()),
-        Err(RuntimeError::Shards(f)) if matches!(&f[..], [(1, ShardError::Closed)])
-    ));
+    assert_eq!(
+        rt.call_on_all(|lp| lp.shard_id()).wait(),
+        Err(CallError::Closed)
+    );
+    assert_eq!(rt.call_on(1, |_| ()).wait(), Err(CallError::Closed));
+    assert_eq!(rt.call_on(0, |lp| lp.shard_id()).wait(), Ok(0));
     drop(rt);
 }
 
@@ -171,11 +144,12 @@ fn keys_map_to_the_same_shard_everywhere_and_spread_evenly() {
     let here: Vec<usize> = keys.iter().map(|k| shard_of(k.as_str(), 2)).collect();
     let k2 = keys.clone();
     let there = rt
-        .invoke_on(1, move |lp| {
+        .call_on(1, move |lp| {
             k2.iter()
                 .map(|k| lp.shard_of(k.as_str()))
                 .collect::<Vec<_>>()
         })
+        .wait()
         .unwrap();
     assert_eq!(here, there, "every core and thread agrees");
     for shards in [2usize, 3, 8] {

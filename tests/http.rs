@@ -1,9 +1,10 @@
 //! The HTTP/1.1 server over a raw socket client (exact bytes), on both backends.
 mod util;
+use util::Listen;
 
 use coreloop_macros::on_both_backends;
 
-use coreloop::http::{Application, HttpConfig, HttpServer, Route, RunningHttpServer};
+use coreloop::http::{Application, HttpConfig, HttpServer, Route};
 use coreloop::{Backend, Cores, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -22,7 +23,10 @@ fn app() -> Application {
             "/user/{id}",
             Route::new().get(|_, req, mut r| r.write(format!("user {}", req.param("id").unwrap()))),
         )
-        .route("/panic", Route::new().get(|_, _, _| panic!("handler boom")))
+        .route(
+            "/panic",
+            Route::new().get(|_, _, _| -> () { panic!("handler boom") }),
+        )
         .route(
             "/later",
             Route::new().get(|lp, _, mut r| {
@@ -38,14 +42,11 @@ fn app() -> Application {
                 let other = (lp.shard_id() + 1) % lp.shard_count();
                 let target = lp.shard_handle(other).expect("peers known");
                 let here = lp.shard_id();
-                lp.submit_to(
-                    &target,
-                    |far| far.shard_id(),
-                    move |_, far| {
+                lp.call_on(&target, |far| far.shard_id())
+                    .then(move |_, far| {
                         r.write(format!("from {here} via {}", far.unwrap()));
                         r.finish();
-                    },
-                );
+                    });
             }),
         )
         .route(
@@ -70,7 +71,7 @@ fn app() -> Application {
         )
 }
 
-fn server(backend: Backend, cores: usize, cfg: HttpConfig) -> RunningHttpServer {
+fn server(backend: Backend, cores: usize, cfg: HttpConfig) -> util::Served {
     HttpServer::new(app())
         .config(cfg)
         .listen(
@@ -82,7 +83,7 @@ fn server(backend: Backend, cores: usize, cfg: HttpConfig) -> RunningHttpServer 
         .unwrap()
 }
 
-fn connect(s: &RunningHttpServer) -> TcpStream {
+fn connect(s: &util::Served) -> TcpStream {
     let c = TcpStream::connect(s.local_addr()).unwrap();
     c.set_read_timeout(Some(util::HANG)).unwrap();
     c.set_nodelay(true).unwrap();
@@ -154,7 +155,7 @@ fn read_resp(r: &mut BufReader<TcpStream>, head_request: bool) -> Option<Resp> {
 }
 
 /// Sends `req` and reads one response.
-fn exchange(s: &RunningHttpServer, req: &[u8]) -> Resp {
+fn exchange(s: &util::Served, req: &[u8]) -> Resp {
     let mut c = connect(s);
     c.write_all(req).unwrap();
     read_resp(&mut BufReader::new(c), req.starts_with(b"HEAD")).expect("a response")
@@ -595,7 +596,7 @@ fn graceful_shutdown_finishes_requests_in_flight(backend: Backend) {
         .write_all(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(5));
-    let left = s.graceful_shutdown(Duration::from_secs(5)).unwrap();
+    let left = s.drain(Duration::from_secs(5)).wait().unwrap();
     assert_eq!(left, 0, "every connection ended before the deadline");
     // The request in flight got its answer, marked as the last on its connection.
     let mut busy_r = BufReader::new(busy);
@@ -641,7 +642,8 @@ fn closed_connections_leave_nothing_behind(backend: Backend) {
     loop {
         let left = s
             .runtime()
-            .invoke_on_all(|lp| (lp.open_resources(), lp.pending_timers()))
+            .call_on_all(|lp| (lp.open_resources(), lp.pending_timers()))
+            .wait()
             .unwrap();
         // One open resource: the acceptor. Timers: none per connection.
         if left == vec![(1, 0)] {

@@ -4,8 +4,9 @@
 //! for a slow client, learns that the client has gone, and is told when a part cannot
 //! be buffered).
 mod util;
+use util::Listen;
 
-use coreloop::http::{Application, HttpConfig, HttpServer, Response, Route, RunningHttpServer};
+use coreloop::http::{Application, HttpConfig, HttpServer, Response, Route};
 use coreloop::{Backend, CallError, Cores, IoLoop, LoopHandle, Runtime};
 use coreloop_macros::on_both_backends;
 use std::cell::RefCell;
@@ -20,7 +21,7 @@ fn closed_loop() -> LoopHandle {
     IoLoop::with_backend(Backend::Epoll).unwrap().handle()
 }
 
-fn server(backend: Backend, app: Application, cfg: HttpConfig) -> RunningHttpServer {
+fn server(backend: Backend, app: Application, cfg: HttpConfig) -> util::Served {
     HttpServer::new(app)
         .config(cfg)
         .listen(
@@ -32,7 +33,7 @@ fn server(backend: Backend, app: Application, cfg: HttpConfig) -> RunningHttpSer
 
 /// Sends one request (HTTP/1.0, so the server closes after it) and returns the status
 /// and the body.
-fn get(s: &RunningHttpServer, path: &str) -> (u16, String) {
+fn get(s: &util::Served, path: &str) -> (u16, String) {
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
     c.set_read_timeout(Some(util::HANG)).unwrap();
     write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
@@ -62,6 +63,10 @@ fn answer(mut r: Response, outcome: Result<String, CallError>) {
             r.set_status(503);
             r.write("the owner core is gone");
         }
+        Err(e) => {
+            r.set_status(500);
+            r.write(format!("the call failed: {e}"));
+        }
     }
     r.finish();
 }
@@ -73,17 +78,15 @@ fn app() -> Application {
             "/other-core-panics",
             Route::new().get(|lp, _, r| {
                 let far = lp.shard_handle((lp.shard_id() + 1) % 2).unwrap();
-                lp.submit_to(
+                lp.call_on(
                     &far,
-                    |_| -> String { panic!("index out of range") },
-                    move |_, outcome| answer(r, outcome),
-                );
+                    |_| -> String { panic!("index out of range") }).then(move |_, outcome| answer(r, outcome));
             }),
         )
         .route(
             "/other-core-closed",
             Route::new().get(move |lp, _, r| {
-                lp.submit_to(&dead, |_| String::from("never"), move |_, o| answer(r, o));
+                lp.call_on(&dead, |_| String::from("never")).then(move |_, o| answer(r, o));
             }),
         )
         .route(
@@ -92,7 +95,7 @@ fn app() -> Application {
                 let far = lp.shard_handle((lp.shard_id() + 1) % 2).unwrap();
                 r.write("partial");
                 // The continuation drops the response without finishing it.
-                lp.submit_to(&far, |_| (), move |_, _| drop(r));
+                lp.call_on(&far, |_| ()).then(move |_, _| drop(r));
             }),
         )
         .route(
@@ -202,7 +205,7 @@ fn a_streamed_response_waits_for_a_slow_client(backend: Backend) {
     let (m, w) = (made.clone(), waited.clone());
     let app = Application::new().route(
         "/parts",
-        Route::new().get(move |lp, _, r| stream_parts(lp, r, 0, m.clone(), w.clone())),
+        Route::new().get(move |lp, _, r| stream_parts(&lp, r, 0, m.clone(), w.clone())),
     );
     let s = server(backend, app, HttpConfig::default());
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
@@ -272,7 +275,7 @@ fn a_stream_learns_that_its_client_has_gone(backend: Backend) {
                 let _ = r.flush();
                 lp.call_later(Duration::from_millis(5), move |lp| tick(lp, r, n + 1, tx));
             }
-            tick(lp, r, 0, tx.clone());
+            tick(&lp, r, 0, tx.clone());
         }),
     );
     let s = server(backend, app, HttpConfig::default());

@@ -2,15 +2,16 @@
 //! sleep and another core, panics answered 500, pipelined requests answered in order
 //! whichever handlers waited, and a response streamed across awaits.
 mod util;
+use util::Listen;
 
-use coreloop::http::{Application, HttpServer, Route, RunningHttpServer};
+use coreloop::http::{Application, HttpServer, Route};
 use coreloop::{sleep, Backend, Cores, IoLoop, Runtime};
 use coreloop_macros::on_both_backends;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn server(backend: Backend, app: Application) -> RunningHttpServer {
+fn server(backend: Backend, app: Application) -> util::Served {
     HttpServer::new(app)
         .listen(
             Runtime::builder().backend(backend).cores(Cores::Count(2)),
@@ -27,14 +28,14 @@ fn app() -> Application {
         )
         .route(
             "/async",
-            Route::new().get_async(|_, mut r| async move {
+            Route::new().get(|_lp, _, mut r| async move {
                 r.write("Hello, world");
                 r
             }),
         )
         .route(
             "/await",
-            Route::new().get_async(|req, mut r| async move {
+            Route::new().get(|_lp, req, mut r| async move {
                 let ms: u64 = req
                     .query_arg("ms")
                     .and_then(|v| v.parse().ok())
@@ -49,7 +50,7 @@ fn app() -> Application {
         )
         .route(
             "/panic",
-            Route::new().get_async(|_, r| async move {
+            Route::new().get(|_lp, _, r| async move {
                 sleep(Duration::from_millis(1)).await;
                 if r.status() == 200 {
                     panic!("async handler boom");
@@ -59,7 +60,7 @@ fn app() -> Application {
         )
         .route(
             "/panic-now",
-            Route::new().get_async(|_, r| async move {
+            Route::new().get(|_lp, _, r| async move {
                 if r.status() == 200 {
                     panic!("async handler boom before any await");
                 }
@@ -70,7 +71,7 @@ fn app() -> Application {
             // Waits once without anything to wake it but itself: it wakes its waker and
             // returns Pending (a yield), so it must be polled again.
             "/yield",
-            Route::new().get_async(|_, mut r| async move {
+            Route::new().get(|_lp, _, mut r| async move {
                 let mut yielded = false;
                 std::future::poll_fn(|cx| {
                     if yielded {
@@ -88,7 +89,7 @@ fn app() -> Application {
         )
         .route(
             "/stream",
-            Route::new().get_async(|_, mut r| async move {
+            Route::new().get(|_lp, _, mut r| async move {
                 for i in 0..5 {
                     r.write(format!("part {i};"));
                     r.flush().unwrap();
@@ -99,7 +100,7 @@ fn app() -> Application {
         )
 }
 
-fn exchange(s: &RunningHttpServer, req: &str) -> String {
+fn exchange(s: &util::Served, req: &str) -> String {
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
     c.set_read_timeout(Some(util::HANG)).unwrap();
     c.write_all(req.as_bytes()).unwrap();

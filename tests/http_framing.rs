@@ -3,17 +3,18 @@
 //! one request ends and the next begins. A refused request gets its status and the
 //! connection closes; nothing after it is answered as a request.
 mod util;
+use util::Listen;
 
 use coreloop_macros::on_both_backends;
 
-use coreloop::http::{Application, HttpConfig, HttpServer, Route, RunningHttpServer};
+use coreloop::http::{Application, HttpConfig, HttpServer, Route};
 use coreloop::{Backend, Cores, Runtime};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-fn server(backend: Backend) -> RunningHttpServer {
+fn server(backend: Backend) -> util::Served {
     let echo =
-        |_: &coreloop::IoLoop, req: coreloop::http::Request, mut r: coreloop::http::Response| {
+        |_: coreloop::IoLoop, req: coreloop::http::Request, mut r: coreloop::http::Response| {
             r.write(format!(
                 "{} {}?{} [{}]",
                 req.method(),
@@ -43,7 +44,7 @@ fn server(backend: Backend) -> RunningHttpServer {
 
 /// Sends `req` whole, half-closes, and reads everything the server sends until it
 /// closes: the statuses and bodies of the responses, in order.
-fn exchange(s: &RunningHttpServer, req: &[u8]) -> Answers {
+fn exchange(s: &util::Served, req: &[u8]) -> Answers {
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
     c.set_read_timeout(Some(util::HANG)).unwrap();
     c.write_all(req).unwrap();
@@ -94,7 +95,7 @@ fn refused(code: u16) -> (u16, String) {
 /// What a connection answered: status and body of each response, in order.
 type Answers = Vec<(u16, String)>;
 
-fn check(s: &RunningHttpServer, cases: &[(&[u8], Answers)]) {
+fn check(s: &util::Served, cases: &[(&[u8], Answers)]) {
     for (req, want) in cases {
         assert_eq!(
             &exchange(s, req),

@@ -2,10 +2,11 @@
 //! 10, items 8-11): a client that pipelines without reading, one that stops reading
 //! after its last request, one that resets in the middle of a body, slow ones.
 mod util;
+use util::Listen;
 
 use coreloop_macros::on_both_backends;
 
-use coreloop::http::{Application, HttpConfig, HttpServer, Route, RunningHttpServer};
+use coreloop::http::{Application, HttpConfig, HttpServer, Route};
 use coreloop::{Backend, Cores, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// 64 KiB per answer of /big; `handled` counts the requests given to a handler.
-fn server(backend: Backend, cfg: HttpConfig, handled: Arc<AtomicUsize>) -> RunningHttpServer {
+fn server(backend: Backend, cfg: HttpConfig, handled: Arc<AtomicUsize>) -> util::Served {
     let app = Application::new()
         .route(
             "/",
@@ -48,7 +49,7 @@ fn server(backend: Backend, cfg: HttpConfig, handled: Arc<AtomicUsize>) -> Runni
 }
 
 /// A client socket with a small receive buffer (so little sits in the kernel).
-fn small_window_client(s: &RunningHttpServer) -> TcpStream {
+fn small_window_client(s: &util::Served) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(16 * 1024).unwrap();
     sock.connect(&s.local_addr().into()).unwrap();
@@ -79,8 +80,8 @@ fn settled(mut f: impl FnMut() -> usize) -> usize {
     }
 }
 
-fn open(s: &RunningHttpServer) -> usize {
-    s.open_connections().unwrap()
+fn open(s: &util::Served) -> usize {
+    s.open_connections().wait().unwrap()
 }
 
 /// Item 8: a client that pipelines 400 requests for 64 KiB answers (25 MiB) and reads

@@ -34,7 +34,7 @@ fn spawn_loop(backend: Backend, poll: Duration) -> (LoopHandle, JoinHandle<()>) 
 fn sleeps_during_remote_traffic(h: &LoopHandle) -> u64 {
     let sleeps = |h: &LoopHandle| {
         let (tx, rx) = mpsc::channel();
-        h.add_callback(move |lp| tx.send(lp.stats().sleeps).unwrap())
+        h.add_callback(move |lp| tx.send(lp.loop_stats().sleeps).unwrap())
             .unwrap();
         rx.recv_timeout(util::HANG).expect("stats never came")
     };
@@ -97,7 +97,7 @@ fn io_is_seen_while_idle_polling(backend: Backend) {
     // `run` fails the test after util::HANG: long before the idle poll would end.
     run(&lp);
     assert_eq!(&*got.borrow(), b"ping");
-    let stats = lp.stats();
+    let stats = lp.loop_stats();
     assert_eq!(stats.sleeps, 0, "the loop slept instead of polling");
     // The 20 ms of spinning before the write count as idle, not busy.
     assert!(stats.idle >= Duration::from_millis(15), "{stats:?}");

@@ -1,5 +1,6 @@
 //! Listening on every core, accepting, the connection limit, and fd exhaustion.
 mod util;
+use util::Listen;
 
 use coreloop_macros::on_both_backends;
 
@@ -25,11 +26,10 @@ fn backend_name(b: Backend) -> &'static str {
 
 /// Echoes lines until the peer closes.
 fn echo_lines(s: &IoStream) {
-    let _ = s.read_until(b"\n", 1024, |_, s, line| {
+    s.read_until(b"\n", 1024).then(|_, s, line| {
         if let Ok(line) = line {
-            if s.write(&line).is_ok() {
-                echo_lines(s);
-            }
+            s.write(&line);
+            echo_lines(s);
         }
     });
 }
@@ -40,17 +40,16 @@ fn port_zero_on_two_cores_shares_one_port_and_both_accept(backend: Backend) {
     let per_shard = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let nodelay = Arc::new(AtomicUsize::new(0));
     let (p, n) = (per_shard.clone(), nodelay.clone());
-    let server = TcpServer::bind(
+    let server = TcpServer::new(move |lp, s| {
+        p[lp.shard_id()].fetch_add(1, Ordering::Relaxed);
+        if s.nodelay().unwrap() {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        echo_lines(&s);
+    })
+    .listen(
         Runtime::builder().backend(backend).cores(Cores::Count(2)),
         "127.0.0.1:0".parse().unwrap(),
-        ListenOptions::default(),
-        move |lp, s| {
-            p[lp.shard_id()].fetch_add(1, Ordering::Relaxed);
-            if s.nodelay().unwrap() {
-                n.fetch_add(1, Ordering::Relaxed);
-            }
-            echo_lines(&s);
-        },
     )
     .unwrap();
     let addr = server.local_addr();
@@ -95,13 +94,12 @@ fn ipv6_listeners_work_too(backend: Backend) {
         return;
     };
     drop(probe);
-    let server = TcpServer::bind(
-        Runtime::builder().backend(backend).cores(Cores::Count(2)),
-        "[::1]:0".parse().unwrap(),
-        ListenOptions::default(),
-        |_, s| echo_lines(&s),
-    )
-    .unwrap();
+    let server = TcpServer::new(|_, s| echo_lines(&s))
+        .listen(
+            Runtime::builder().backend(backend).cores(Cores::Count(2)),
+            "[::1]:0".parse().unwrap(),
+        )
+        .unwrap();
     assert!(server.local_addr().is_ipv6());
     let mut c = TcpStream::connect(server.local_addr()).unwrap();
     c.write_all(b"six\n").unwrap();
@@ -117,11 +115,9 @@ fn a_taken_port_is_an_error_not_a_panic(backend: Backend) {
     // A plain listener without SO_REUSEPORT holds the port.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap();
-    let r = TcpServer::bind(
+    let r = TcpServer::new(|_, _| {}).listen(
         Runtime::builder().backend(backend).cores(Cores::Count(2)),
         addr,
-        ListenOptions::default(),
-        |_, _| {},
     );
     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
 }
@@ -136,8 +132,11 @@ fn the_connection_limit_stops_accepting_until_one_closes(backend: Backend) {
         max_connections: 5,
         ..ListenOptions::default()
     };
-    let acc = Acceptor::start(&lp, listener, opts, |_, _stream| {
-        // Kept open by the loop until the peer closes.
+    // Kept until the peer closes (end of file closes a stream).
+    let kept: Rc<RefCell<Vec<coreloop::IoStream>>> = Rc::default();
+    let k = kept.clone();
+    let acc = Acceptor::start(&lp, listener, opts, move |_, stream| {
+        k.borrow_mut().push(stream);
     })
     .unwrap();
     // The kernel completes all ten handshakes (backlog); the acceptor takes five.
@@ -185,13 +184,12 @@ fn a_stopped_acceptor_refuses_new_connections(backend: Backend) {
 #[on_both_backends]
 #[test]
 fn closed_connections_leave_nothing_behind(backend: Backend) {
-    let server = TcpServer::bind(
-        Runtime::builder().backend(backend).cores(Cores::Count(1)),
-        "127.0.0.1:0".parse().unwrap(),
-        ListenOptions::default(),
-        |_, s| echo_lines(&s),
-    )
-    .unwrap();
+    let server = TcpServer::new(|_, s| echo_lines(&s))
+        .listen(
+            Runtime::builder().backend(backend).cores(Cores::Count(1)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
     for i in 0..400 {
         let mut c = TcpStream::connect(server.local_addr()).unwrap();
         c.write_all(b"x\n").unwrap();
@@ -208,9 +206,10 @@ fn closed_connections_leave_nothing_behind(backend: Backend) {
     loop {
         let open = server
             .runtime()
-            .invoke_on_all(|lp| lp.open_resources())
+            .call_on_all(|lp| lp.open_resources())
+            .wait()
             .unwrap();
-        if open == vec![1] && server.open_connections().unwrap() == 0 {
+        if open == vec![1] && server.open_connections().wait().unwrap() == 0 {
             break; // the acceptor only
         }
         assert!(Instant::now() < deadline, "left open: {open:?}");

@@ -2,8 +2,9 @@
 //! seen, per-core histograms adding up to the merged ones, and a Prometheus exposition
 //! that parses (checked by promtool when it is installed, as CI installs it).
 mod util;
+use util::Listen;
 
-use coreloop::http::{Application, HttpConfig, HttpServer, Route, RunningHttpServer};
+use coreloop::http::{Application, HttpConfig, HttpServer, Route};
 use coreloop::metrics::Snapshot;
 use coreloop::{Backend, Cores, IoLoop, Runtime};
 use coreloop_macros::on_both_backends;
@@ -13,12 +14,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 use util::new_loop;
 
-fn server(backend: Backend) -> RunningHttpServer {
+fn server(backend: Backend) -> util::Served {
     named_server(backend, "coreloop")
 }
 
 /// A server whose loop threads are `{name}-N` (to tell its logs from other tests').
-fn named_server(backend: Backend, name: &str) -> RunningHttpServer {
+fn named_server(backend: Backend, name: &str) -> util::Served {
     let app = Application::new()
         .route("/", Route::new().get(|_, _, mut r| r.write("Hello, world")))
         .route(
@@ -44,7 +45,7 @@ fn named_server(backend: Backend, name: &str) -> RunningHttpServer {
 
 /// Sends `n` requests on one keep-alive connection, `depth` at a time (pipelined), and
 /// reads every answer.
-fn requests(s: &RunningHttpServer, path: &str, n: usize, depth: usize) {
+fn requests(s: &util::Served, path: &str, n: usize, depth: usize) {
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
     c.set_read_timeout(Some(util::HANG)).unwrap();
     let one = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -69,7 +70,7 @@ fn requests(s: &RunningHttpServer, path: &str, n: usize, depth: usize) {
     }
 }
 
-fn get(s: &RunningHttpServer, path: &str) -> String {
+fn get(s: &util::Served, path: &str) -> String {
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
     c.set_read_timeout(Some(util::HANG)).unwrap();
     write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
@@ -78,8 +79,8 @@ fn get(s: &RunningHttpServer, path: &str) -> String {
     out
 }
 
-fn snapshot(s: &RunningHttpServer) -> Snapshot {
-    s.runtime().stats().unwrap()
+fn snapshot(s: &util::Served) -> Snapshot {
+    s.runtime().stats().wait().unwrap()
 }
 
 #[on_both_backends]
@@ -213,7 +214,7 @@ fn a_timer_due_while_the_loop_was_blocked_shows_its_lateness(backend: Backend) {
     lp.call_later(Duration::from_millis(10), |lp| lp.stop());
     lp.add_callback(|_| std::thread::sleep(Duration::from_millis(100)));
     util::run(&lp);
-    let s = lp.stats();
+    let s = lp.loop_stats();
     assert_eq!(s.timers, 1);
     let late = s.timer_lag_ns.max();
     assert!(late >= 80_000_000, "the timer was {late} ns late");
@@ -403,7 +404,7 @@ fn with_stall_detection_off_nothing_is_a_stall_and_time_still_counts(backend: Ba
     lp.call_later(Duration::from_millis(10), |lp| lp.stop());
     lp.add_callback(|_| std::thread::sleep(Duration::from_millis(100)));
     util::run(&lp);
-    let s = lp.stats();
+    let s = lp.loop_stats();
     assert_eq!((s.callbacks, s.timers, s.stalls), (1, 1, 0));
     let late = s.timer_lag_ns.max();
     assert!(late >= 80_000_000, "the timer was {late} ns late");
@@ -429,7 +430,7 @@ fn changing_the_stall_threshold_while_running_reports_only_real_stalls(backend: 
     lp.add_callback(|lp| lp.set_stall_threshold(Duration::MAX));
     lp.add_callback(|lp| lp.stop());
     util::run(&lp);
-    let s = lp.stats();
+    let s = lp.loop_stats();
     assert_eq!(s.stalls, 2);
     assert!(s.stall_ns.min() >= 55_000_000, "{}", s.stall_ns.min());
 }
@@ -442,7 +443,7 @@ fn with_recording_off_counters_count_and_histograms_stay_empty(backend: Backend)
     lp.call_later(Duration::from_millis(1), |lp| lp.stop());
     lp.add_callback(|_| {});
     util::run(&lp);
-    let s = lp.stats();
+    let s = lp.loop_stats();
     assert_eq!((s.callbacks, s.timers), (1, 1));
     assert!(s.iterations >= 1);
     assert_eq!(s.iteration_ns.len() + s.timer_lag_ns.len(), 0);
@@ -465,7 +466,7 @@ fn the_watchdog_reports_a_stuck_loop_while_it_is_still_stuck(backend: Backend) {
     let dog = format!("dog-{backend:?}-watchdog");
     let d = dog.clone();
     let seen_while_stuck = rt
-        .invoke_on(0, move |_| {
+        .call_on(0, move |_| {
             let t0 = std::time::Instant::now();
             while t0.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -479,6 +480,7 @@ fn the_watchdog_reports_a_stuck_loop_while_it_is_still_stuck(backend: Backend) {
             }
             false
         })
+        .wait()
         .unwrap();
     assert!(seen_while_stuck, "no watchdog report within 5 s");
     // Once: the stuck job was reported one time.

@@ -4,7 +4,7 @@ mod util;
 
 use coreloop_macros::on_both_backends;
 
-use coreloop::{Backend, Cores, Runtime, RuntimeError, ShardError};
+use coreloop::{Backend, CallError, Cores, Runtime, RuntimeError, ShardError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +30,7 @@ fn one_loop_per_core_by_default_each_pinned(backend: Backend) {
         .unwrap();
     assert_eq!(rt.shards(), cores_here().len());
     // Answers also prove every setup closure ran before (it runs before start()).
-    let pins = rt.invoke_on_all(|_| util::cpus_allowed()).unwrap();
+    let pins = rt.call_on_all(|_| util::cpus_allowed()).wait().unwrap();
     let expected: Vec<String> = cores_here().iter().map(|c| c.to_string()).collect();
     assert_eq!(pins, expected, "each shard pinned to its own core");
     let mut setups = setups.lock().unwrap().clone();
@@ -52,7 +52,8 @@ fn count_and_list_choose_the_cores(backend: Backend) {
         .build()
         .unwrap();
     let ids = rt
-        .invoke_on_all(|lp| (lp.shard_id(), lp.shard_count()))
+        .call_on_all(|lp| (lp.shard_id(), lp.shard_count()))
+        .wait()
         .unwrap();
     assert_eq!(ids, vec![(0, 3), (1, 3), (2, 3)]);
     rt.shutdown().unwrap();
@@ -64,7 +65,7 @@ fn count_and_list_choose_the_cores(backend: Backend) {
         .build()
         .unwrap();
     assert_eq!(
-        rt.invoke_on_all(|_| util::cpus_allowed()).unwrap(),
+        rt.call_on_all(|_| util::cpus_allowed()).wait().unwrap(),
         vec![last.to_string()]
     );
     rt.shutdown().unwrap();
@@ -88,7 +89,7 @@ fn unpinned_loops_may_run_anywhere(backend: Backend) {
         .unwrap();
     let all = util::cpus_allowed();
     assert_eq!(
-        rt.invoke_on_all(|_| util::cpus_allowed()).unwrap(),
+        rt.call_on_all(|_| util::cpus_allowed()).wait().unwrap(),
         vec![all.clone(), all]
     );
     rt.shutdown().unwrap();
@@ -96,7 +97,7 @@ fn unpinned_loops_may_run_anywhere(backend: Backend) {
 
 #[on_both_backends]
 #[test]
-fn broadcast_reaches_every_loop(backend: Backend) {
+fn call_on_all_reaches_every_loop(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
         .cores(Cores::Count(4))
@@ -104,7 +105,8 @@ fn broadcast_reaches_every_loop(backend: Backend) {
         .unwrap();
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    rt.broadcast(move |lp| tx.lock().unwrap().send(lp.shard_id()).unwrap())
+    rt.call_on_all(move |lp| tx.lock().unwrap().send(lp.shard_id()).unwrap())
+        .wait()
         .unwrap();
     let mut got: Vec<usize> = (0..4)
         .map(|_| rx.recv_timeout(util::HANG).unwrap())
@@ -116,7 +118,7 @@ fn broadcast_reaches_every_loop(backend: Backend) {
 
 #[on_both_backends]
 #[test]
-fn loops_talk_to_each_other_with_submit_to(backend: Backend) {
+fn loops_talk_to_each_other_with_call_on(backend: Backend) {
     let rt = Runtime::builder()
         .backend(backend)
         .cores(Cores::Count(2))
@@ -126,13 +128,10 @@ fn loops_talk_to_each_other_with_submit_to(backend: Backend) {
     let (tx, rx) = mpsc::channel();
     rt.handle(0)
         .add_callback(move |lp| {
-            lp.submit_to(
-                &other,
-                |b| b.shard_id() * 10 + 7,
-                move |a, answer| {
+            lp.call_on(&other, |b| b.shard_id() * 10 + 7)
+                .then(move |a, answer| {
                     tx.send((a.shard_id(), answer)).unwrap();
-                },
-            );
+                });
         })
         .unwrap();
     assert_eq!(rx.recv_timeout(util::HANG).unwrap(), (0, Ok(17)));
@@ -153,11 +152,10 @@ fn gather_from_inside_a_loop_is_refused(backend: Backend) {
     let rt2 = rt.clone();
     rt.handle(0)
         .add_callback(move |_| {
-            let r = rt2.invoke_on_all(|lp| lp.shard_id());
+            let r = rt2.call_on_all(|lp| lp.shard_id()).wait();
             // Drop the runtime clone here, before answering, so the test can unwrap it.
             drop(rt2);
-            tx.send(matches!(r, Err(RuntimeError::WouldDeadlock)))
-                .unwrap();
+            tx.send(matches!(r, Err(CallError::WouldDeadlock))).unwrap();
         })
         .unwrap();
     assert!(rx.recv_timeout(util::HANG).unwrap());
@@ -172,25 +170,23 @@ fn a_panicking_gather_callback_is_reported_and_the_loop_survives(backend: Backen
         .cores(Cores::Count(2))
         .build()
         .unwrap();
-    let r = rt.invoke_on_all(|lp| {
-        if lp.shard_id() == 1 {
-            panic!("shard 1 refuses");
-        }
-        lp.shard_id()
-    });
-    match r {
-        Err(RuntimeError::Shards(f)) => {
-            assert_eq!(f.len(), 1);
-            assert_eq!(f[0].0, 1);
-            match &f[0].1 {
-                ShardError::Panicked(m) => assert_eq!(m, "shard 1 refuses"),
-                e => panic!("expected the panic's message, got {e}"),
+    let r = rt
+        .call_on_all(|lp| {
+            if lp.shard_id() == 1 {
+                panic!("shard 1 refuses");
             }
-        }
-        other => panic!("expected a shard failure, got {other:?}"),
+            lp.shard_id()
+        })
+        .wait();
+    match r {
+        Err(CallError::Panicked(m)) => assert_eq!(m, "shard 1 refuses"),
+        other => panic!("expected the panic's message, got {other:?}"),
     }
     // The loop caught the panic and still answers.
-    assert_eq!(rt.invoke_on_all(|lp| lp.shard_id()).unwrap(), vec![0, 1]);
+    assert_eq!(
+        rt.call_on_all(|lp| lp.shard_id()).wait().unwrap(),
+        vec![0, 1]
+    );
     rt.shutdown().unwrap();
 }
 
@@ -234,9 +230,9 @@ fn a_panic_or_an_error_in_setup_fails_build_with_its_message(backend: Backend) {
             .contains("shard 0: setup failed: no configuration for shard 0"),
         "{err}"
     );
-    match err.get_ref().and_then(|e| e.downcast_ref::<RuntimeError>()) {
-        Some(RuntimeError::Shards(f)) => assert!(matches!(&f[..], [(0, ShardError::Setup(_))])),
-        other => panic!("expected a RuntimeError inside, got {other:?}"),
+    match err {
+        RuntimeError::Shards(f) => assert!(matches!(&f[..], [(0, ShardError::Setup(_))])),
+        other => panic!("expected a shard's setup failure, got {other:?}"),
     }
 }
 
@@ -263,10 +259,11 @@ fn setup_sees_every_shard_and_builds_per_core_state(backend: Backend) {
         .build()
         .unwrap();
     let got = rt
-        .invoke_on_all(|lp| {
+        .call_on_all(|lp| {
             let c = lp.get_local::<Config>().expect("set in setup");
             (c.name.clone(), c.peers)
         })
+        .wait()
         .unwrap();
     assert_eq!(got, vec![("store-0".into(), 2), ("store-1".into(), 2)]);
     rt.shutdown().unwrap();
@@ -283,12 +280,13 @@ fn shutdown_stops_every_loop_and_closes_the_handles(backend: Backend) {
     let handles = rt.handles().to_vec();
     let ticks = Arc::new(AtomicUsize::new(0));
     let t = ticks.clone();
-    rt.broadcast(move |lp| {
+    rt.call_on_all(move |lp| {
         let t = t.clone();
         lp.call_later(Duration::from_secs(3600), move |_| {
             t.fetch_add(1, Ordering::Relaxed);
         });
     })
+    .wait()
     .unwrap();
     rt.shutdown().unwrap();
     for h in &handles {

@@ -27,9 +27,12 @@ fn any() -> SocketAddr {
 
 /// A server that greets every connection with `word` and closes it.
 fn greeter(rt: &Runtime, word: &'static str) -> ServerHandle {
-    TcpServer::serve(rt, any(), ListenOptions::default(), move |_, s| {
-        let _ = s.write_then(word.as_bytes(), |_, s| s.close());
+    TcpServer::new(move |_, s| {
+        s.write(word.as_bytes()).then(|_, s, _| {
+            s.close();
+        });
     })
+    .serve(rt, any())
     .unwrap()
 }
 
@@ -65,14 +68,17 @@ fn two_servers_on_one_runtime_one_shut_down_while_the_other_serves(backend: Back
         assert_eq!(read_all(a.local_addr()).unwrap(), "a");
         assert_eq!(read_all(b.local_addr()).unwrap(), "b");
     }
-    a.shutdown().unwrap();
+    a.close().wait().unwrap();
     // a's port no longer accepts (refused, or closed without a greeting); b serves.
     assert!(read_all(a.local_addr()).map_or(true, |s| s.is_empty()));
     for _ in 0..4 {
         assert_eq!(read_all(b.local_addr()).unwrap(), "b");
     }
     // The runtime itself is untouched.
-    assert_eq!(rt.invoke_on_all(|lp| lp.shard_id()).unwrap(), vec![0, 1]);
+    assert_eq!(
+        rt.call_on_all(|lp| lp.shard_id()).wait().unwrap(),
+        vec![0, 1]
+    );
     rt.shutdown().unwrap();
 }
 
@@ -81,17 +87,18 @@ fn two_servers_on_one_runtime_one_shut_down_while_the_other_serves(backend: Back
 fn draining_a_server_waits_for_its_connections_then_cuts_the_rest(backend: Backend) {
     let rt = runtime(backend);
     // Echoes lines until the client closes.
-    let echo = TcpServer::serve(&rt, any(), ListenOptions::default(), |_, s| {
+    let echo = TcpServer::new(|_, s| {
         fn line(s: &coreloop::IoStream) {
-            let _ = s.read_until(b"\n", 1024, |_, s, r| {
+            s.read_until(b"\n", 1024).then(|_, s, r| {
                 if let Ok(l) = r {
-                    let _ = s.write(&l);
+                    s.write(&l);
                     line(s);
                 }
             });
         }
         line(&s);
     })
+    .serve(&rt, any())
     .unwrap();
     let other = greeter(&rt, "still here");
     let mut c = TcpStream::connect(echo.local_addr()).unwrap();
@@ -99,29 +106,31 @@ fn draining_a_server_waits_for_its_connections_then_cuts_the_rest(backend: Backe
     c.write_all(b"x\n").unwrap();
     let mut b = [0u8; 2];
     c.read_exact(&mut b).unwrap();
-    assert_eq!(echo.open_connections().unwrap(), 1);
-    assert_eq!(
-        echo.connections_per_core().unwrap().iter().sum::<usize>(),
-        1
-    );
+    assert_eq!(echo.open_connections().wait().unwrap(), 1);
+    let stats = echo.stats().wait().unwrap();
+    assert_eq!(stats.cores.iter().map(|c| c.open).sum::<usize>(), 1);
+    assert_eq!((stats.accepted(), stats.open()), (1, 1));
     // The client keeps its connection: the drain waits out its deadline, then cuts it.
     let t0 = Instant::now();
-    let cut = echo.drain(Duration::from_millis(300)).unwrap();
+    let cut = echo.drain(Duration::from_millis(300)).wait().unwrap();
     assert_eq!(cut, 1);
     assert!(t0.elapsed() >= Duration::from_millis(300));
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap(); // end of file: the server closed it
     assert!(rest.is_empty());
-    assert_eq!(echo.open_connections().unwrap(), 0);
+    assert_eq!(echo.open_connections().wait().unwrap(), 0);
     assert_eq!(read_all(other.local_addr()).unwrap(), "still here");
     // A connection that ends by itself ends the drain early.
-    let echo2 = TcpServer::serve(&rt, any(), ListenOptions::default(), |_, s| {
-        let _ = s.read_until_close(|_, s, _| s.close());
+    let echo2 = TcpServer::new(|_, s| {
+        s.read_until_close().then(|_, s, _| {
+            s.close();
+        });
     })
+    .serve(&rt, any())
     .unwrap();
     let c2 = TcpStream::connect(echo2.local_addr()).unwrap();
     let deadline = Instant::now() + util::HANG;
-    while echo2.open_connections().unwrap() == 0 {
+    while echo2.open_connections().wait().unwrap() == 0 {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -130,7 +139,7 @@ fn draining_a_server_waits_for_its_connections_then_cuts_the_rest(backend: Backe
         drop(c2);
     });
     let t0 = Instant::now();
-    assert_eq!(echo2.drain(util::HANG).unwrap(), 0);
+    assert_eq!(echo2.drain(util::HANG).wait().unwrap(), 0);
     assert!(t0.elapsed() < util::HANG / 2);
     closer.join().unwrap();
     rt.shutdown().unwrap();
@@ -142,19 +151,17 @@ fn a_server_that_cannot_start_says_why_and_leaves_nothing_behind(backend: Backen
     let rt = runtime(backend);
     // A port another listener holds without SO_REUSEPORT.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = TcpServer::serve(
-        &rt,
-        taken.local_addr().unwrap(),
-        ListenOptions::default(),
-        |_, s| s.close(),
-    )
+    let err = TcpServer::new(|_, s| {
+        s.close();
+    })
+    .serve(&rt, taken.local_addr().unwrap())
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
     // Nothing was left listening or registered: a new server starts fine.
     let ok = greeter(&rt, "ok");
     assert_eq!(read_all(ok.local_addr()).unwrap(), "ok");
     assert_eq!(
-        rt.invoke_on_all(|lp| lp.open_resources()).unwrap(),
+        rt.call_on_all(|lp| lp.open_resources()).wait().unwrap(),
         vec![1, 1],
         "one acceptor per core, nothing else"
     );
@@ -178,7 +185,7 @@ fn http_servers_share_a_runtime_and_shut_down_gracefully_one_at_a_time(backend: 
     .unwrap();
     assert!(http_get(admin.local_addr(), "/health").ends_with("\r\n\r\nok"));
     assert!(http_get(api.local_addr(), "/").contains("\r\n\r\napi on "));
-    assert_eq!(admin.graceful_shutdown(Duration::from_secs(5)).unwrap(), 0);
+    assert_eq!(admin.drain(Duration::from_secs(5)).wait().unwrap(), 0);
     assert!(TcpStream::connect(admin.local_addr())
         .and_then(|mut c| {
             c.set_read_timeout(Some(util::HANG))?;
@@ -202,7 +209,7 @@ fn http_runs_on_a_connection_the_service_accepted_itself(backend: Backend) {
     let listener = bind_reuseport(any(), 128).unwrap();
     let addr = listener.local_addr().unwrap();
     let listener = std::sync::Mutex::new(Some(listener));
-    rt.invoke_on(0, move |lp| {
+    rt.call_on(0, move |lp| {
         let l = listener.lock().unwrap().take().unwrap();
         Acceptor::start(lp, l, ListenOptions::default(), move |lp, stream| {
             // The service's own policy first (here: nothing), then HTTP.
@@ -210,6 +217,7 @@ fn http_runs_on_a_connection_the_service_accepted_itself(backend: Backend) {
         })
         .map(drop)
     })
+    .wait()
     .unwrap()
     .unwrap();
     for _ in 0..3 {

@@ -17,7 +17,10 @@ fn stops_on(backend: Backend, signal: i32) {
         .unwrap();
     let handles = rt.handles().to_vec();
     // Both loops are up and answering before the signal.
-    assert_eq!(rt.invoke_on_all(|lp| lp.shard_id()).unwrap(), vec![0, 1]);
+    assert_eq!(
+        rt.call_on_all(|lp| lp.shard_id()).wait().unwrap(),
+        vec![0, 1]
+    );
     signal_hook::low_level::raise(signal).unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || tx.send(rt.wait().is_ok()).unwrap());

@@ -153,7 +153,7 @@ fn a_task_on_another_core_is_awaited_from_a_loop_and_from_a_plain_thread(backend
     let t = rt.handle(0).spawn(|| async {
         let lp = IoLoop::current().unwrap();
         let far = lp.shard_handle(1).unwrap();
-        let inner = lp.spawn_on(&far, || async {
+        let inner = far.spawn(|| async {
             let here = Rc::new(IoLoop::current().unwrap().shard_id()); // not Send
             *here + 10
         });
@@ -197,7 +197,7 @@ fn a_remote_task_is_cancelled_by_its_handle_and_a_closed_loop_says_cancelled(bac
         *dropped_on.lock().unwrap(),
         Some(std::thread::current().id())
     );
-    assert_eq!(rt.invoke_on(0, |lp| lp.tasks()).unwrap(), 0);
+    assert_eq!(rt.call_on(0, |lp| lp.tasks()).wait().unwrap(), 0);
     let h = rt.handle(0).clone();
     rt.shutdown().unwrap();
     assert_eq!(block_on(h.spawn(|| async { 1 })), Err(JoinError::Cancelled));
@@ -260,7 +260,7 @@ fn awaiting_other_cores_always_answers(backend: Backend) {
     assert_eq!(ok, Ok(1));
     assert_eq!(bad, Err(CallError::Panicked("far call boom".into())));
     assert_eq!(closed, Err(CallError::Closed));
-    assert_eq!(all, vec![Ok(0), Ok(2)]);
+    assert_eq!(all, Ok(vec![0, 2]));
     rt.shutdown().unwrap();
 }
 

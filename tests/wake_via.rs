@@ -26,7 +26,7 @@ fn spawn_loop(backend: Backend, via: WakeVia) -> (LoopHandle, JoinHandle<()>) {
 
 fn stats_of(h: &LoopHandle) -> LoopStats {
     let (tx, rx) = mpsc::channel();
-    h.add_callback(move |lp| tx.send(lp.stats()).unwrap())
+    h.add_callback(move |lp| tx.send(lp.loop_stats()).unwrap())
         .unwrap();
     rx.recv_timeout(util::HANG).expect("stats never came")
 }

@@ -3,35 +3,33 @@
 use coreloop::IoStream;
 
 /// Reads what is there (up to 64 KiB) and writes it back, forever; past the write
-/// buffer's high-water mark it stops reading until the buffer drains.
+/// buffer's high-water mark it stops reading until the buffer drains. At end of file
+/// the stream closes by itself once what was written has gone out.
 pub fn echo(stream: &IoStream) {
-    let r = stream.read_bytes_partial(64 * 1024, |_, s, data| {
-        // An error means end of file (the stream closes itself once what we wrote has
-        // been sent; calling close() here would drop it) or a failure (already closed).
-        let Ok(data) = data else { return };
-        if s.write(&data).is_err() {
-            return;
-        }
+    stream.read_some(64 * 1024).then(|_, s, data| {
+        let data = match data {
+            Ok(d) if !d.is_empty() => d,
+            _ => return, // end of file, or an error (which closed the stream)
+        };
+        s.write(&data);
         if s.over_high_water() {
             s.on_drain(|_, s| echo(s));
         } else {
             echo(s);
         }
     });
-    if r.is_err() {
-        stream.close();
-    }
 }
 
-/// The same in a task: what arrives goes back, and a write waits while the buffer is
-/// over its high-water mark; returns at end of file or on an error.
+/// The same in a task: what arrives goes back, each write waiting until it has gone
+/// to the kernel; returns at end of file or on an error (the stream closes when the
+/// task drops it).
 pub async fn echo_async(stream: IoStream) {
     loop {
-        let data = match stream.read_some_async(64 * 1024).await {
+        let data = match stream.read_some(64 * 1024).await {
             Ok(d) if !d.is_empty() => d,
             _ => return,
         };
-        if stream.write_all_async(&data).await.is_err() {
+        if stream.write(&data).await.is_err() {
             return;
         }
     }

@@ -1,11 +1,23 @@
 //! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`,
-//! `--batch-wait-us`, `--metrics PORT`, `--no-recording`.
+//! `--batch-wait-us`, `--metrics PORT`, `--no-recording`; the logger; starting the
+//! runtime.
 
 #![allow(dead_code)]
 
 pub mod echo;
 
-use coreloop::{Backend, Cores};
+use coreloop::{Backend, Cores, Runtime};
+use std::time::Duration;
+
+/// How long a graceful stop (Ctrl-C, SIGTERM) lets requests in flight finish.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Installs the logger: coreloop's own lines (stalls, refused work, 500s) at `info`
+/// unless `RUST_LOG` says otherwise (`RUST_LOG=coreloop=debug`, say).
+pub fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+}
 
 pub struct ServerArgs {
     pub port: u16,
@@ -20,22 +32,26 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// A runtime builder with these cores, backend and batch wait.
+    /// A runtime builder with these cores, backend and batch wait, that stops
+    /// gracefully on SIGINT and SIGTERM (requests in flight get [`DRAIN_DEADLINE`]).
     pub fn runtime(&self) -> coreloop::RuntimeBuilder {
         coreloop::Runtime::builder()
             .cores(self.cores.clone())
             .backend(self.backend)
             .batch_wait(self.batch_wait)
             .recording(self.recording)
+            .stop_on_signals(true)
+            .drain_deadline(DRAIN_DEADLINE)
+    }
+
+    /// Starts the runtime of [`runtime`](Self::runtime), or exits with a message.
+    pub fn start(&self, name: &str) -> Runtime {
+        exit_on_error(name, "cannot start", self.runtime().build())
     }
 
     /// With `--metrics PORT`: serves `/metrics` on that port, on `rt` beside the example's
     /// own server. Exits with a message if it cannot.
-    pub fn serve_metrics(
-        &self,
-        name: &str,
-        rt: &coreloop::Runtime,
-    ) -> Option<coreloop::http::HttpServerHandle> {
+    pub fn serve_metrics(&self, name: &str, rt: &Runtime) -> Option<coreloop::ServerHandle> {
         let port = self.metrics?;
         let app = coreloop::http::Application::new().route("/metrics", coreloop::metrics::route());
         let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
@@ -52,8 +68,25 @@ impl ServerArgs {
     }
 }
 
+/// `r`'s value, or a message (`name: what: error`) and exit status 1.
+pub fn exit_on_error<T, E: std::fmt::Display>(name: &str, what: &str, r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{name}: {what}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Waits until a signal has stopped `rt` gracefully, then says so.
+pub fn wait(name: &str, rt: Runtime) {
+    exit_on_error(name, "stopped by an error", rt.wait());
+    println!("{name}: stopped");
+}
+
 /// Parses `--port P --cores N --backend auto|uring|epoll --batch-wait-us U`; exits with
-/// a message on bad input.
+/// a message on bad input. Installs the logger too.
 pub fn server_args(name: &str, default_port: u16) -> ServerArgs {
     server_args_with(name, default_port, "", |_, _| Ok(false))
 }
@@ -70,6 +103,7 @@ pub fn server_args_with(
     extra_usage: &str,
     mut extra: impl FnMut(&str, Value<'_>) -> Result<bool, String>,
 ) -> ServerArgs {
+    init_logging();
     match parse(default_port, &mut extra) {
         Ok(a) => a,
         Err(e) => {

@@ -20,7 +20,7 @@
 //!   its loop touches it), built in the runtime's setup (`on_start` + `set_local`).
 //! - **Forwarding.** A connection lives on the core that accepted it. A command on a key
 //!   this core owns runs at once; one on a key another core owns goes there with
-//!   `submit_to` and its reply bytes come back (the commands of one read for one core
+//!   `call_on` and its reply bytes come back (the commands of one read for one core
 //!   go together, in one call). MGET, MSET, DEL and EXISTS with keys on
 //!   several cores scatter to the owners and gather (so, as in Redis Cluster, MSET is
 //!   atomic per core, not across cores); DBSIZE, FLUSHALL and INFO ask every core. A
@@ -43,7 +43,7 @@
 //!   reads), and resumes when they drain: memory stays bounded.
 //! - **HTTP** on `--http-port`: `GET/PUT/DELETE /kv/{key}` on the same keys (forwarded
 //!   the same way) and `GET /stats`, every core's keys and counters gathered with
-//!   `submit_to_all`.
+//!   `call_on_all`.
 //! - SIGINT/SIGTERM stop it gracefully: no new connections, replies in flight go out,
 //!   then it exits (5 s at most).
 //!
@@ -57,7 +57,6 @@ mod common;
 mod server;
 
 use server::{Config, ShardOverride};
-use std::time::Duration;
 
 fn main() {
     let mut cfg = Config::default();
@@ -91,28 +90,14 @@ fn main() {
         },
     );
     cfg.port = args.port;
-    // Handlers first, so a signal during start-up is not lost.
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kv: cannot watch signals: {e}");
-            std::process::exit(1);
-        }
-    };
-    let kv = match server::start(args.runtime(), cfg) {
-        Ok(kv) => kv,
-        Err(e) => {
-            eprintln!("kv: cannot start: {e}");
-            std::process::exit(1);
-        }
-    };
-    let _metrics = args.serve_metrics("kv", kv.runtime());
+    // The runtime stops gracefully on SIGINT/SIGTERM: both servers drain (RESP
+    // connections close once the replies to what they sent are out), then the loops stop.
+    let kv = common::exit_on_error("kv", "cannot start", server::start(args.runtime(), cfg));
+    args.serve_metrics("kv", kv.runtime());
     let backend = kv
         .runtime()
-        .invoke_on_all(|lp| lp.backend_detail())
+        .call_on_all(|lp| lp.backend_detail())
+        .wait()
         .unwrap_or_default();
     println!(
         "kv: RESP on {}, HTTP on http://{} ({} cores: {})",
@@ -121,14 +106,6 @@ fn main() {
         backend.len(),
         backend.first().copied().unwrap_or("?")
     );
-    let sig = signals.forever().next();
-    println!("kv: signal {sig:?}: stopping");
-    match kv.shutdown(Duration::from_secs(5)) {
-        Ok(0) => println!("kv: stopped"),
-        Ok(n) => println!("kv: stopped; {n} connections were cut at the deadline"),
-        Err(e) => {
-            eprintln!("kv: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::exit_on_error("kv", "stopped by an error", kv.wait());
+    println!("kv: stopped");
 }

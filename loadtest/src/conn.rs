@@ -169,27 +169,19 @@ impl Conn {
         }
         let me = self.clone();
         let generation = self.generation.get();
-        let r = IoStream::connect(
-            lp,
-            self.ctx.plan.addr,
-            self.ctx.plan.timeout,
-            move |lp, s| {
-                if me.generation.get() != generation {
-                    return; // superseded meanwhile
+        IoStream::connect(lp, self.ctx.plan.addr, self.ctx.plan.timeout).then(move |lp, s| {
+            if me.generation.get() != generation {
+                return; // superseded meanwhile
+            }
+            match s {
+                Ok(s) => {
+                    *me.stream.borrow_mut() = Some(s);
+                    me.sent.borrow_mut().clear();
+                    me.send(lp, Instant::now());
                 }
-                match s {
-                    Ok(s) => {
-                        *me.stream.borrow_mut() = Some(s);
-                        me.sent.borrow_mut().clear();
-                        me.send(lp, Instant::now());
-                    }
-                    Err(_) => me.connect_failed(lp),
-                }
-            },
-        );
-        if r.is_err() {
-            self.connect_failed(lp);
-        }
+                Err(_) => me.connect_failed(lp),
+            }
+        });
     }
 
     fn connect_failed(self: &Rc<Self>, lp: &IoLoop) {
@@ -241,7 +233,7 @@ impl Conn {
         let Some(s) = self.stream.borrow().clone() else {
             return;
         };
-        if s.write(bytes).is_err() {
+        if s.write_with(|out| out.extend_from_slice(bytes)).is_err() {
             self.ctx.stats.borrow_mut().write_errors += 1;
             return self.reconnect(lp);
         }
@@ -253,20 +245,20 @@ impl Conn {
 
     /// Reads whatever has arrived and parses every whole response in it (as wrk does
     /// over its read buffer): one read callback per batch, not two per response.
-    fn read_more(self: &Rc<Self>, lp: &IoLoop, s: &IoStream) {
+    fn read_more(self: &Rc<Self>, _lp: &IoLoop, s: &IoStream) {
         if self.reading.get() {
             return;
         }
         self.reading.set(true);
         let me = self.clone();
         let generation = self.generation.get();
-        let r = s.read_bytes_partial(256 * 1024, move |lp, s, data| {
+        s.read_some(256 * 1024).then(move |lp, s, data| {
             if me.generation.get() != generation {
                 return;
             }
             me.reading.set(false);
             match data {
-                Ok(data) => {
+                Ok(data) if !data.is_empty() => {
                     {
                         let mut p = me.pending.borrow_mut();
                         if p.is_empty() {
@@ -278,13 +270,9 @@ impl Conn {
                     me.parse_pending(lp, s);
                 }
                 // The server closed: a body framed by the close ends here.
-                Err(_) => me.at_close(lp),
+                Ok(_) | Err(_) => me.at_close(lp),
             }
         });
-        if r.is_err() {
-            self.reading.set(false);
-            self.failed(lp);
-        }
     }
 
     /// Completes every whole response at the front of `pending`.

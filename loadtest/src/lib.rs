@@ -192,15 +192,16 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), String> {
 /// ```
 /// use coreloop::http::{Application, HttpServer, Route};
 /// use coreloop::{Cores, Runtime};
+/// let rt = Runtime::builder().cores(Cores::Count(1)).build().unwrap();
 /// let app = Application::new().route("/", Route::new().get(|_, _, mut r| r.write("hi")));
 /// let server = HttpServer::new(app)
-///     .listen(Runtime::builder().cores(Cores::Count(1)), "127.0.0.1:0".parse().unwrap())
+///     .serve(&rt, "127.0.0.1:0".parse().unwrap())
 ///     .unwrap();
 /// let url = format!("http://{}/", server.local_addr());
 /// let cfg = loadtest::Config::from_args(["loadtest", "-c", "4", "-d", "200ms", &url]).unwrap();
 /// let report = loadtest::run(&cfg).unwrap();
 /// assert!(report.totals.requests > 0 && report.totals.read_errors == 0);
-/// server.shutdown().unwrap();
+/// rt.shutdown().unwrap();
 /// ```
 pub fn run(cfg: &Config) -> Result<Report, String> {
     let (host, port, path) = parse_url(&cfg.url)?;
@@ -270,10 +271,11 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     let per = cfg.connections as usize / threads;
     let extra = cfg.connections as usize % threads;
     let p = plan.clone();
-    rt.invoke_on_all(move |lp| {
+    rt.call_on_all(move |lp| {
         let n = per + usize::from(lp.shard_id() < extra);
         conn::start_shard(lp, p.clone(), n);
     })
+    .wait()
     .map_err(|e| e.to_string())?;
     // The server's own histogram, read once recording starts (after the warm-up).
     let server_before = match &cfg.server_metrics {
@@ -298,7 +300,8 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         std::thread::sleep((plan.stop_at - now).min(Duration::from_secs(1)));
         if live {
             let counts = rt
-                .invoke_on_all(conn::progress)
+                .call_on_all(conn::progress)
+                .wait()
                 .map_err(|e| e.to_string())?;
             let (done, errors) = counts.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
             let dt = last.0.elapsed().as_secs_f64().max(1e-3);
@@ -317,7 +320,8 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     let drain_until = Instant::now() + cfg.timeout.min(Duration::from_secs(2));
     loop {
         let busy: usize = rt
-            .invoke_on_all(conn::outstanding)
+            .call_on_all(conn::outstanding)
+            .wait()
             .map_err(|e| e.to_string())?
             .into_iter()
             .sum();
@@ -326,7 +330,10 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let shards = rt.invoke_on_all(conn::collect).map_err(|e| e.to_string())?;
+    let shards = rt
+        .call_on_all(conn::collect)
+        .wait()
+        .map_err(|e| e.to_string())?;
     let _ = rt.shutdown();
     let mut report = Report::merge(shards, cfg.duration, cfg);
     if let (Some(url), Some(before)) = (&cfg.server_metrics, server_before) {

@@ -1,7 +1,7 @@
 //! loadtest against coreloop servers in the same process, on both backends.
 
-use coreloop::http::{Application, HttpServer, Route, RunningHttpServer};
-use coreloop::{Backend, Cores, Runtime};
+use coreloop::http::{Application, HttpServer, Route};
+use coreloop::{Backend, Cores, Runtime, ServerHandle};
 use coreloop_macros::on_both_backends;
 use loadtest::{run, Config};
 use std::io::{Read, Write};
@@ -20,16 +20,33 @@ fn backend_arg(b: Backend) -> &'static str {
 /// The server under test. Neither it nor the client is pinned: pinned, both would run
 /// on the first core (in one process, `Cores::Count(1)` means the same core), and on a
 /// busy machine the two could wait on each other for seconds.
-fn server(app: Application) -> RunningHttpServer {
-    HttpServer::new(app)
-        .listen(
-            Runtime::builder()
-                .cores(Cores::Count(1))
-                .pin(false)
-                .backend(Backend::Auto),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .unwrap()
+fn server(app: Application) -> Served {
+    let rt = Runtime::builder()
+        .cores(Cores::Count(1))
+        .pin(false)
+        .backend(Backend::Auto)
+        .build()
+        .unwrap();
+    let server = HttpServer::new(app)
+        .serve(&rt, "127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    Served { rt, server }
+}
+
+/// The server's runtime, and its handle.
+struct Served {
+    rt: Runtime,
+    server: ServerHandle,
+}
+
+impl Served {
+    fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    fn shutdown(self) -> Result<(), coreloop::RuntimeError> {
+        self.rt.shutdown()
+    }
 }
 
 fn cfg(args: &[&str]) -> Config {
@@ -38,7 +55,7 @@ fn cfg(args: &[&str]) -> Config {
     Config::from_args(all).unwrap()
 }
 
-fn counted_server() -> (RunningHttpServer, Arc<AtomicU64>) {
+fn counted_server() -> (Served, Arc<AtomicU64>) {
     let n = Arc::new(AtomicU64::new(0));
     let c = n.clone();
     let app = Application::new().route(

@@ -1,32 +1,143 @@
 //! `Application`: routes (path patterns with captures) to handlers per HTTP method.
 
+use super::error::HttpError;
 use super::request::Request;
-use super::response::Response;
+use super::response::{Answer, Response};
 use crate::reactor::IoLoop;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-/// A request handler: gets the loop, the request and the response to fill. It may
-/// finish the response at once (or simply return: dropping a response finishes it), or
-/// keep it and finish it later, from a timer or from a callback sent back by another
-/// core (Tornado's asynchronous handlers). It runs on the core that accepted the
-/// connection; the application is shared by every core, hence `Send + Sync`.
-pub type Handler = Arc<dyn Fn(&IoLoop, Request, Response) + Send + Sync + 'static>;
+/// A request handler, as the server calls it (every kind of handler becomes one).
+pub(crate) type Handler = Arc<dyn Fn(&IoLoop, Request, Response) + Send + Sync + 'static>;
 
 /// The handlers of one path, by method.
 ///
+/// A handler gets the loop, the request and the response to fill; it runs on the core
+/// that accepted the connection (the application is shared by every core, hence
+/// `Send + Sync`). One registration takes every kind of handler, told apart by what it
+/// returns:
+///
+/// | the handler returns | the response is |
+/// |---|---|
+/// | `()` | finished when the handler drops it (or later, by whoever the handler gave it to: a timer, a [`Call`](crate::Call)'s continuation) |
+/// | `Result<(), HttpError>` | the same on `Ok`; on `Err(e)`, answered with `e`'s status, unless it was finished already |
+/// | a future of `Response`, `()`, `Result<Response, HttpError>` or `Result<(), HttpError>` (an `async` block) | the same, once the future is done; it runs on the connection's loop, need not be `Send`, and is polled at once, so one that does not wait costs no extra turn of the loop |
+///
+/// `?` works in the handlers that return a `Result`: any error becomes a 500 (logged),
+/// and [`HttpError::new`] gives another status. A panic answers 500 in every kind.
+///
 /// ```
-/// use coreloop::http::Route;
+/// use coreloop::http::{HttpError, Route};
+/// use std::time::Duration;
 /// let r = Route::new()
-///     .get(|_, _, mut resp| resp.write("list"))
-///     .post(|_, req, mut resp| { resp.set_status(201); resp.write(req.body()); });
-/// assert_eq!(r.allowed(), "GET, HEAD, POST");
+///     .get(|_lp, _req, mut resp| resp.write("list"))
+///     .post(|_lp, req, mut resp| { resp.set_status(201); resp.write(req.body()); })
+///     .put(|lp, req, mut resp| async move {
+///         coreloop::sleep(Duration::from_millis(1)).await;
+///         let shard = lp.call_on(0, |far| far.shard_id()).await?; // a CallError is a 500
+///         if req.body().is_empty() {
+///             return Err(HttpError::new(400, "an empty body"));
+///         }
+///         resp.write(format!("stored on {shard}"));
+///         Ok(resp)
+///     });
+/// assert_eq!(r.allowed(), "GET, HEAD, POST, PUT");
 /// ```
 #[derive(Clone, Default)]
 pub struct Route {
     methods: Vec<(String, Handler)>,
+}
+
+mod sealed {
+    pub trait Sealed<M> {}
+}
+
+/// What a handler may return (see [`Route`]): `()`, `Result<(), HttpError>`, or a
+/// future of `Response`, `()`, `Result<Response, HttpError>` or `Result<(), HttpError>`.
+/// `M` tells the kinds apart; it is inferred.
+pub trait HandlerReturn<M>: sealed::Sealed<M> + 'static {
+    #[doc(hidden)]
+    /// Whether the response the handler drops waits for what the handler returns
+    /// (instead of being finished as it is dropped).
+    const WAITS: bool;
+    #[doc(hidden)]
+    fn settle(self, lp: &IoLoop, answer: Answer);
+}
+
+/// What an async handler's future may resolve to (see [`Route`]).
+pub trait AsyncReturn: 'static {
+    #[doc(hidden)]
+    fn settle(self, answer: Answer);
+}
+
+/// The kinds of handler (the `M` of [`HandlerReturn`]).
+#[doc(hidden)]
+pub enum Plain {}
+#[doc(hidden)]
+pub enum Fallible {}
+#[doc(hidden)]
+pub enum Async {}
+
+impl sealed::Sealed<Plain> for () {}
+impl HandlerReturn<Plain> for () {
+    const WAITS: bool = false;
+    fn settle(self, _: &IoLoop, _: Answer) {}
+}
+
+impl sealed::Sealed<Fallible> for Result<(), HttpError> {}
+impl HandlerReturn<Fallible> for Result<(), HttpError> {
+    const WAITS: bool = true;
+    fn settle(self, _: &IoLoop, answer: Answer) {
+        answer.settle(self.map(|()| None));
+    }
+}
+
+impl<F: Future + 'static> sealed::Sealed<Async> for F where F::Output: AsyncReturn {}
+impl<F: Future + 'static> HandlerReturn<Async> for F
+where
+    F::Output: AsyncReturn,
+{
+    const WAITS: bool = true;
+    fn settle(self, lp: &IoLoop, answer: Answer) {
+        // Polled here first, inside the dispatch (under its panic guard): a handler
+        // that does not wait costs one allocation, not a task. One that waits becomes
+        // a task, polled again from the run queue with its own waker (a future
+        // registers the waker of its latest poll, so the first poll's no-op waker is
+        // never the one that matters). The answer goes with the future: a task dropped
+        // unfinished answers 500.
+        let mut fut = Box::pin(self);
+        let mut cx = Context::from_waker(Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => out.settle(answer),
+            Poll::Pending => lp.spawn(async move { fut.await.settle(answer) }).detach(),
+        }
+    }
+}
+
+impl AsyncReturn for Response {
+    fn settle(self, answer: Answer) {
+        answer.settle(Ok(Some(self)));
+    }
+}
+
+impl AsyncReturn for () {
+    fn settle(self, answer: Answer) {
+        answer.settle(Ok(None));
+    }
+}
+
+impl AsyncReturn for Result<Response, HttpError> {
+    fn settle(self, answer: Answer) {
+        answer.settle(self.map(Some));
+    }
+}
+
+impl AsyncReturn for Result<(), HttpError> {
+    fn settle(self, answer: Answer) {
+        answer.settle(self.map(|()| None));
+    }
 }
 
 impl Route {
@@ -35,130 +146,61 @@ impl Route {
         Route::default()
     }
 
-    /// Handles `method` (any token, e.g. `"PROPFIND"`) with `h`.
-    pub fn method<F>(mut self, method: &str, h: F) -> Route
+    /// Handles `method` (any token, e.g. `"PROPFIND"`) with `h`, of any kind (see
+    /// [`Route`]).
+    pub fn method<F, R, M>(mut self, method: &str, h: F) -> Route
     where
-        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+        F: Fn(IoLoop, Request, Response) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
     {
         let m = method.to_ascii_uppercase();
+        let handler: Handler = Arc::new(move |lp: &IoLoop, req: Request, resp: Response| {
+            if R::WAITS {
+                let answer = resp.answer_later();
+                h(lp.clone(), req, resp).settle(lp, answer);
+            } else {
+                h(lp.clone(), req, resp);
+            }
+        });
         self.methods.retain(|(x, _)| *x != m);
-        self.methods.push((m, Arc::new(h)));
+        self.methods.push((m, handler));
         self
     }
 
     /// Handles GET (and HEAD, with the body left out, unless HEAD has its own handler).
-    pub fn get<F>(self, h: F) -> Route
+    pub fn get<F, R, M>(self, h: F) -> Route
     where
-        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+        F: Fn(IoLoop, Request, Response) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
     {
         self.method("GET", h)
     }
 
     /// Handles POST.
-    pub fn post<F>(self, h: F) -> Route
+    pub fn post<F, R, M>(self, h: F) -> Route
     where
-        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+        F: Fn(IoLoop, Request, Response) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
     {
         self.method("POST", h)
     }
 
     /// Handles PUT.
-    pub fn put<F>(self, h: F) -> Route
+    pub fn put<F, R, M>(self, h: F) -> Route
     where
-        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+        F: Fn(IoLoop, Request, Response) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
     {
         self.method("PUT", h)
     }
 
     /// Handles DELETE.
-    pub fn delete<F>(self, h: F) -> Route
+    pub fn delete<F, R, M>(self, h: F) -> Route
     where
-        F: Fn(&IoLoop, Request, Response) + Send + Sync + 'static,
+        F: Fn(IoLoop, Request, Response) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
     {
         self.method("DELETE", h)
-    }
-
-    /// Handles `method` with an async handler: `h` gets the request and the response,
-    /// and its future resolves to the response (finished then, unless it already was).
-    /// The future runs on the connection's loop and need not be `Send`; it is polled at
-    /// once, so a handler that does not wait costs no extra turn of the loop. It may
-    /// await anything (a sleep, a call to another core, a stream) and stream its answer
-    /// across awaits. A panic in it answers 500, as in a callback handler.
-    ///
-    /// ```
-    /// use coreloop::http::{Application, Route};
-    /// use std::time::Duration;
-    /// let app = Application::new().route("/slow", Route::new().method_async("GET", |_req, mut resp| async move {
-    ///     coreloop::sleep(Duration::from_millis(10)).await;
-    ///     resp.write("awake");
-    ///     resp
-    /// }));
-    /// # let _ = app;
-    /// ```
-    pub fn method_async<F, Fut>(self, method: &str, h: F) -> Route
-    where
-        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response> + 'static,
-    {
-        self.method(method, move |lp, req, resp| {
-            // Polled here first, inside the dispatch (under its panic guard): a handler
-            // that does not wait costs one allocation, not a task. One that waits
-            // becomes a task, polled again from the run queue with its own waker (a
-            // future registers the waker of its latest poll, so the first poll's no-op
-            // waker is never the one that matters).
-            let mut fut = Box::pin(h(req, resp));
-            let mut cx = Context::from_waker(Waker::noop());
-            match fut.as_mut().poll(&mut cx) {
-                Poll::Ready(resp) => resp.finish(),
-                Poll::Pending => lp.spawn(async move { fut.await.finish() }).detach(),
-            }
-        })
-    }
-
-    /// Handles GET (and HEAD) with an async handler; see
-    /// [`method_async`](Self::method_async).
-    ///
-    /// ```
-    /// use coreloop::http::{Application, Route};
-    /// let app = Application::new().route("/", Route::new().get_async(|_req, mut resp| async move {
-    ///     resp.write("Hello, world");
-    ///     resp
-    /// }));
-    /// # let _ = app;
-    /// ```
-    pub fn get_async<F, Fut>(self, h: F) -> Route
-    where
-        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response> + 'static,
-    {
-        self.method_async("GET", h)
-    }
-
-    /// Handles POST with an async handler.
-    pub fn post_async<F, Fut>(self, h: F) -> Route
-    where
-        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response> + 'static,
-    {
-        self.method_async("POST", h)
-    }
-
-    /// Handles PUT with an async handler.
-    pub fn put_async<F, Fut>(self, h: F) -> Route
-    where
-        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response> + 'static,
-    {
-        self.method_async("PUT", h)
-    }
-
-    /// Handles DELETE with an async handler.
-    pub fn delete_async<F, Fut>(self, h: F) -> Route
-    where
-        F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response> + 'static,
-    {
-        self.method_async("DELETE", h)
     }
 
     /// The handler for `method`, and whether it is GET standing in for HEAD.

@@ -62,19 +62,26 @@ pub(crate) fn server_stats(lp: &IoLoop) -> Vec<HttpStats> {
         .values()
         .cloned()
         .collect();
-    servers
-        .iter()
-        .map(|sc| {
-            let conns = sc.conns.borrow();
-            let idle = conns
-                .iter()
-                .filter_map(|(_, w)| w.upgrade())
-                .filter(|c| c.idle())
-                .count();
-            sc.stats
-                .snapshot(sc.accepted.get(), conns.len() as u64, idle as u64)
-        })
-        .collect()
+    servers.iter().map(|sc| sc.snapshot()).collect()
+}
+
+/// This loop's numbers of HTTP server `id`, if it serves here.
+pub(crate) fn server_stats_of(lp: &IoLoop, id: ServerId) -> Option<HttpStats> {
+    let sc = lp.local::<HttpLoop>().0.borrow().get(&id).cloned()?;
+    Some(sc.snapshot())
+}
+
+impl ServerConns {
+    fn snapshot(&self) -> HttpStats {
+        let conns = self.conns.borrow();
+        let idle = conns
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .filter(|c| c.idle())
+            .count();
+        self.stats
+            .snapshot(self.accepted.get(), conns.len() as u64, idle as u64)
+    }
 }
 
 /// Names server `id`'s numbers on this loop (by the address it listens on).
@@ -167,6 +174,10 @@ pub(crate) struct Conn {
     streamed: Cell<bool>,
     /// A streamed response waiting for the write buffer to drain (or the client to go).
     drain_waiter: RefCell<Option<DrainWaiter>>,
+    /// The current handler returns what decides its response (a `Result`, a future):
+    /// a response it drops waits in `parked` for that.
+    parking: Cell<bool>,
+    parked: RefCell<Option<Response>>,
     /// The current request's route (by index; `None`: no route matched), and when the
     /// first byte of its head arrived.
     route: Cell<Option<usize>>,
@@ -214,6 +225,8 @@ pub(crate) fn serve(
         timed_out: Cell::new(false),
         streamed: Cell::new(false),
         drain_waiter: RefCell::new(None),
+        parking: Cell::new(false),
+        parked: RefCell::new(None),
         route: Cell::new(None),
         started: Cell::new(lp.time()),
     });
@@ -300,7 +313,7 @@ impl Conn {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
             match c.effective_deadline() {
-                Some(d) if lp.time() >= d => c.stream.close(),
+                Some(d) if lp.time() >= d => c.stream.abort(),
                 Some(d) => c.arm(lp, d - lp.time()),
                 None => {}
             }
@@ -390,7 +403,7 @@ impl Conn {
             .read_more_by(self.clone() as Rc<dyn ReadHandler>)
             .is_err()
         {
-            self.stream.close();
+            self.stream.abort();
         }
         Turn::Stopped
     }
@@ -445,7 +458,7 @@ impl Conn {
                         expect_continue,
                     }) = slot.take()
                     else {
-                        self.stream.close(); // (a head always comes with its event)
+                        self.stream.abort(); // (a head always comes with its event)
                         return Turn::Stopped;
                     };
                     req.peer = self.peer;
@@ -454,7 +467,9 @@ impl Conn {
                         return Turn::Dispatched;
                     }
                     if expect_continue {
-                        let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        let _ = self.stream.write_with(|out| {
+                            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        });
                     }
                     self.set_timer(lp, Phase::Body, self.cfg.body_timeout);
                     *self.current.borrow_mut() = Some((req, keep_alive));
@@ -462,7 +477,7 @@ impl Conn {
                 Event::Body(_) => {}
                 Event::End => {
                     let Some((req, keep_alive)) = self.current.borrow_mut().take() else {
-                        self.stream.close(); // (the decoder ends only what it began)
+                        self.stream.abort(); // (the decoder ends only what it began)
                         return Turn::Stopped;
                     };
                     self.dispatch(lp, req, keep_alive);
@@ -531,7 +546,7 @@ impl Conn {
             if c.streamed.get() {
                 // Part of the answer is out: all that can be done is to cut it off.
                 log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
-                c.stream.close();
+                c.stream.abort();
             } else {
                 log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
                 c.refuse(lp, 503);
@@ -619,7 +634,31 @@ impl Conn {
     /// Closes at once (a streamed response that cannot be completed).
     pub(crate) fn abort(&self) {
         self.end_of_response();
-        self.stream.close();
+        self.stream.abort();
+    }
+
+    /// Room left in the write buffer before its limit.
+    pub(crate) fn write_room(&self) -> usize {
+        self.stream.write_room()
+    }
+
+    /// Whether a response dropped now waits for its handler's outcome.
+    pub(crate) fn parking(&self) -> bool {
+        self.parking.get()
+    }
+
+    pub(crate) fn set_parking(&self, on: bool) {
+        self.parking.set(on);
+    }
+
+    /// Keeps a response its handler dropped until the handler's outcome decides it.
+    pub(crate) fn park(&self, r: Response) {
+        let old = self.parked.borrow_mut().replace(r);
+        drop(old);
+    }
+
+    pub(crate) fn take_parked(&self) -> Option<Response> {
+        self.parked.borrow_mut().take()
     }
 
     /// The client has gone (or the connection is closing): nothing more can reach it.
@@ -667,13 +706,10 @@ impl Conn {
         // The callback keeps the connection, and so its timer, until the stream
         // closes one way or the other (nothing else may hold it by now).
         let me = self.clone();
-        let flushed = self.stream.write_then(b"", move |_, s| {
-            s.close();
+        self.stream.flush().then(move |_, s, _| {
+            s.abort();
             drop(me);
         });
-        if flushed.is_err() {
-            self.stream.close();
-        }
     }
 
     /// Answers a request whose framing cannot be trusted, then closes: shut down the
@@ -683,19 +719,22 @@ impl Conn {
     fn refuse(self: &Rc<Self>, lp: &IoLoop, code: u16) {
         self.clear_timer();
         self.registry.stats.refused(code);
-        let mut out = Vec::with_capacity(192);
-        write_refusal(&mut out, code, lp.time());
-        if self.stream.write(&out).is_err() {
+        let now = lp.time();
+        if self
+            .stream
+            .write_with(|out| write_refusal(out, code, now))
+            .is_err()
+        {
             return;
         }
         self.stream.shutdown_write();
         let s = self.stream.clone();
-        lp.call_later(LINGER, move |_| s.close());
+        lp.call_later(LINGER, move |_| s.abort());
         // Discard what the client still sends until it closes (bounded by the timer).
         fn drain(s: &IoStream) {
-            let _ = s.read_bytes_partial(64 * 1024, |_, s, r| match r {
-                Ok(_) => drain(s),
-                Err(_) => s.close(),
+            s.read_some(64 * 1024).then(|_, s, r| match r {
+                Ok(got) if !got.is_empty() => drain(s),
+                _ => s.abort(),
             });
         }
         let s = self.stream.clone();

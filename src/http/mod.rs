@@ -22,6 +22,7 @@ mod app;
 mod conn;
 mod date;
 mod decoder;
+mod error;
 pub mod framing;
 mod head;
 mod request;
@@ -38,11 +39,16 @@ pub mod fuzzing {
     pub use super::decoder::{decode_all, Decoded, Message, Outcome};
 }
 
-pub use app::{Application, Handler, Route};
-pub(crate) use conn::server_stats;
+pub use app::{Application, AsyncReturn, HandlerReturn, Route};
+#[doc(hidden)]
+pub use app::{Async, Fallible, Plain};
+pub(crate) use conn::{server_stats, server_stats_of};
+pub use error::HttpError;
 pub use request::Request;
+#[doc(hidden)]
+pub use response::Answer;
 pub use response::Response;
-pub use server::{HttpServer, HttpServerHandle, RunningHttpServer};
+pub use server::HttpServer;
 pub(crate) use stats::export as export_stats;
 pub use stats::{HttpStats, RouteLatency};
 
@@ -89,9 +95,10 @@ pub struct HttpConfig {
     /// How long a kept-alive connection may wait for the first byte of its next
     /// request (from then on, `header_timeout` bounds the head).
     pub idle_timeout: Duration,
-    /// How long a handler may take to finish its response (`None`, the default: no
-    /// limit). Past it the request is answered 503 (a response already streaming is
-    /// cut off) and the connection closes; the late response is ignored.
+    /// How long a handler may take to finish its response (default 60 s; `None`: no
+    /// limit, and a response a handler forgets but keeps hangs its client). Past it the
+    /// request is answered 503 (a response already streaming is cut off) and the
+    /// connection closes; the late response is ignored.
     pub handler_timeout: Option<Duration>,
     /// How long a connection may go without sending anything while it waits for the
     /// client to read its answers (it answered its last request, or paused reading a
@@ -111,7 +118,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
-            handler_timeout: None,
+            handler_timeout: Some(Duration::from_secs(60)),
             send_timeout: Duration::from_secs(60),
             listen: ListenOptions::default(),
         }

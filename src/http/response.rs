@@ -1,7 +1,8 @@
 //! `Response`: status, headers and body of one answer, written when it is finished.
 
 use super::conn::Conn;
-use super::response_head::ResponseHead;
+use super::error::HttpError;
+use super::response_head::{reason, ResponseHead};
 use crate::reactor::IoLoop;
 use std::fmt;
 use std::io::Write;
@@ -12,12 +13,15 @@ use std::time::Instant;
 /// [`finish`](Response::finish) it, at once or later (keep it in a timer's closure, or
 /// in the `then` of an [`IoLoop::submit_to`](crate::IoLoop::submit_to) to another core).
 ///
-/// Every request gets an answer: a response its handler drops before returning is
-/// finished (as Tornado finishes a synchronous handler's); one dropped unfinished later
-/// (the closure that held it was dropped, or forgot to finish it) answers 500 and is
-/// logged; one dropped while a handler panics answers 500 and closes the connection; and
-/// with [`HttpConfig::handler_timeout`](super::HttpConfig::handler_timeout) a response
-/// not finished in time is answered 503.
+/// Every request gets an answer. **Dropping** a response: one its handler drops before
+/// returning is finished (as Tornado finishes a synchronous handler's), and so is one an
+/// async handler drops before its future is done; one dropped unfinished later (the
+/// closure that held it was dropped, or forgot to finish it) answers 500 and is logged;
+/// one dropped while a handler panics answers 500 and closes the connection. A handler
+/// returning `Err` has its response answered with the error's status
+/// ([`HttpError`]). A response not finished within
+/// [`HttpConfig::handler_timeout`](super::HttpConfig::handler_timeout) (60 s by default)
+/// is answered 503.
 ///
 /// A streamed response ([`flush`](Response::flush)) has flow control: it can see that
 /// the client is not keeping up ([`over_high_water`](Response::over_high_water)) and wait
@@ -28,6 +32,8 @@ use std::time::Instant;
 /// The body is sent with a `Content-Length`; HEAD requests and 1xx/204/304 statuses
 /// get no body. `Server`, `Date` and (unless set) `Content-Type: text/html;
 /// charset=UTF-8` are added, as Tornado does.
+///
+/// Once finished (or answered for the handler), the methods that change it do nothing.
 ///
 /// ```
 /// use coreloop::http::{Application, Route};
@@ -103,9 +109,29 @@ impl Response {
     /// the connection closes). A handler that streams much should wait for
     /// [`on_drain`](Self::on_drain) whenever [`over_high_water`](Self::over_high_water).
     pub fn flush(&mut self) -> std::io::Result<()> {
-        let st = self.st();
+        let Some(st) = self.st.as_mut() else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the response is finished",
+            ));
+        };
         let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
         let first = !st.streaming;
+        if first && st.body.len() + HEAD_ROOM > st.conn.write_room() {
+            // Nothing has gone out yet, and this would pass the connection's write
+            // limit: the client gets a 500 rather than a cut connection.
+            let size = st.body.len();
+            log::warn!(
+                "coreloop: the first part of a streamed HTTP response ({size} bytes) is over the connection's write limit: answering 500"
+            );
+            let mut st = self.st.take().expect("checked above");
+            answer_error(&mut st, 500);
+            send(st);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a streamed part of {size} bytes is over the connection's write limit: answered 500"),
+            ));
+        }
         if first {
             st.streaming = true;
             if st.minor_version == 0 {
@@ -121,7 +147,9 @@ impl Response {
                 write_body_part(st, out);
             }
         });
-        self.st().body.clear();
+        if let Some(st) = self.st.as_mut() {
+            st.body.clear();
+        }
         if let Err(e) = &sent {
             log::warn!("coreloop: part of a streamed HTTP response not sent: {e}");
         }
@@ -167,7 +195,7 @@ impl Response {
     ///     }
     ///     resp.finish();
     /// }
-    /// let app = Application::new().route("/parts", Route::new().get(|lp, _, resp| send_parts(lp, resp, 0)));
+    /// let app = Application::new().route("/parts", Route::new().get(|lp, _, resp| send_parts(&lp, resp, 0)));
     /// # let _ = app;
     /// ```
     pub fn on_drain<F>(self, f: F)
@@ -180,13 +208,11 @@ impl Response {
         conn.when_drained(Box::new(move |lp| f(lp, self)));
     }
 
-    fn st(&mut self) -> &mut State {
-        self.st.as_mut().expect("a finished response is consumed")
-    }
-
     /// Sets the status code (default 200).
     pub fn set_status(&mut self, code: u16) {
-        self.st().status = code;
+        if let Some(st) = self.st.as_mut() {
+            st.status = code;
+        }
     }
 
     /// The status code so far.
@@ -203,9 +229,10 @@ impl Response {
             log::warn!("coreloop: header {name:?} refused by set_header");
             return;
         }
-        let st = self.st();
-        st.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-        st.headers.push((name.to_string(), value));
+        if let Some(st) = self.st.as_mut() {
+            st.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            st.headers.push((name.to_string(), value));
+        }
     }
 
     /// Adds a header, keeping others with the same name (as `Set-Cookie` needs).
@@ -215,12 +242,16 @@ impl Response {
             log::warn!("coreloop: header {name:?} refused by add_header");
             return;
         }
-        self.st().headers.push((name.to_string(), value));
+        if let Some(st) = self.st.as_mut() {
+            st.headers.push((name.to_string(), value));
+        }
     }
 
     /// Appends to the body.
     pub fn write(&mut self, data: impl AsRef<[u8]>) {
-        self.st().body.extend_from_slice(data.as_ref());
+        if let Some(st) = self.st.as_mut() {
+            st.body.extend_from_slice(data.as_ref());
+        }
     }
 
     /// Sends the response. The connection then reads the next request (keep-alive) or
@@ -228,6 +259,97 @@ impl Response {
     pub fn finish(mut self) {
         if let Some(st) = self.st.take() {
             send(st);
+        }
+    }
+
+    /// The handler's outcome decides this response: from now on, dropped unfinished, it
+    /// waits for that instead of being finished (see [`Answer`]).
+    pub(crate) fn answer_later(&self) -> Answer {
+        let conn = self.st.as_ref().map(|s| s.conn.clone());
+        if let Some(c) = &conn {
+            c.set_parking(true);
+        }
+        Answer { conn }
+    }
+}
+
+/// Room a response head takes at most, for the write-limit check of a first part.
+const HEAD_ROOM: usize = 4096;
+
+/// Turns a response into an error answer with `status` (the connection closes after
+/// it, for a 5xx; a 4xx leaves it open).
+fn answer_error(st: &mut State, status: u16) {
+    st.status = status;
+    st.headers.clear();
+    st.headers
+        .push(("Content-Type".into(), "text/plain; charset=UTF-8".into()));
+    st.body = smallvec::SmallVec::from_slice(format!("{status}: {}", reason(status)).as_bytes());
+    if status >= 500 {
+        st.keep_alive = false;
+    }
+}
+
+/// How a handler that returns something (a `Result`, a future) answers its request once
+/// that is known: the response it dropped meanwhile waits here (instead of being
+/// finished when dropped). Made by the server; a handler never names it.
+#[doc(hidden)]
+pub struct Answer {
+    conn: Option<Rc<Conn>>,
+}
+
+impl Answer {
+    /// The handler is done: `Ok` finishes the response (the one returned, or the one it
+    /// dropped); `Err` answers the error's status instead, if the response is not
+    /// finished yet.
+    pub(crate) fn settle(mut self, outcome: Result<Option<Response>, HttpError>) {
+        let Some(conn) = self.conn.take() else { return };
+        conn.set_parking(false);
+        let dropped = conn.take_parked();
+        match outcome {
+            Ok(returned) => {
+                if let Some(r) = returned.or(dropped) {
+                    r.finish();
+                }
+            }
+            Err(e) => {
+                if e.status() >= 500 {
+                    log::warn!("coreloop: HTTP handler failed: {e}");
+                } else {
+                    log::debug!("coreloop: HTTP handler refused the request: {e}");
+                }
+                match dropped {
+                    Some(mut r) => {
+                        if let Some(mut st) = r.st.take() {
+                            if st.streaming {
+                                // Part of the answer is out: all that can be done is to
+                                // cut it off.
+                                st.conn.abort();
+                                return;
+                            }
+                            answer_error(&mut st, e.status());
+                            if e.status() < 500 && !e.message().is_empty() {
+                                st.body = smallvec::SmallVec::from_slice(e.message().as_bytes());
+                            }
+                            send(st);
+                        }
+                    }
+                    None => log::warn!(
+                        "coreloop: an HTTP handler returned {e} after its response was finished or given away"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Answer {
+    /// The handler's future was dropped before it was done (its task was cancelled): the
+    /// response it dropped, or drops later, answers 500.
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        conn.set_parking(false);
+        if let Some(r) = conn.take_parked() {
+            drop(r); // not in the handler any more: abandoned, 500
         }
     }
 }
@@ -302,6 +424,12 @@ impl Drop for Response {
     fn drop(&mut self) {
         let Some(mut st) = self.st.take() else { return };
         let panicking = std::thread::panicking();
+        if !panicking && st.conn.parking() {
+            // Its handler returns something that decides it (a Result, a future).
+            let conn = st.conn.clone();
+            conn.park(Response { st: Some(st) });
+            return;
+        }
         let abandoned = !panicking && !st.conn.in_handler();
         if abandoned {
             log::warn!(
@@ -317,10 +445,7 @@ impl Drop for Response {
         }
         if panicking || abandoned {
             // The work failed: answer 500 and close (the loop logs a panic).
-            st.status = 500;
-            st.headers.clear();
-            st.body = smallvec::SmallVec::from_slice(b"500: Internal Server Error");
-            st.keep_alive = false;
+            answer_error(&mut st, 500);
         }
         send(st);
     }

@@ -18,11 +18,11 @@ use std::io;
 /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
 /// let s = IoStream::new(&lp, a)?;
 /// b.write_all(b"no newline in sight")?;
-/// s.read_until(b"\n", 8, |lp, _, r| {
+/// s.read_until(b"\n", 8).then(|lp, _, r| {
 ///     let e = r.unwrap_err();
 ///     assert_eq!(StreamError::of(&e), Some(StreamError::TooLong { max_bytes: 8, closed: true }));
 ///     lp.stop();
-/// })?;
+/// });
 /// lp.start()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -67,6 +67,11 @@ pub enum StreamError {
     ReadPending,
     /// A delimiter must be 1 to 16 bytes. Kind `InvalidInput`.
     BadDelimiter,
+    /// The stream was closed with bytes still to send, and the peer did not take them
+    /// within the stream's linger time
+    /// ([`IoStream::set_linger`](crate::IoStream::set_linger)): the connection was cut.
+    /// Kind `TimedOut`.
+    LingerTimeout,
 }
 
 impl StreamError {
@@ -87,6 +92,7 @@ impl StreamError {
             StreamError::Eof => io::ErrorKind::UnexpectedEof,
             StreamError::Closed => io::ErrorKind::NotConnected,
             StreamError::ReadPending => io::ErrorKind::ResourceBusy,
+            StreamError::LingerTimeout => io::ErrorKind::TimedOut,
         }
     }
 }
@@ -117,6 +123,9 @@ impl fmt::Display for StreamError {
             StreamError::Closed => f.write_str("stream is closed"),
             StreamError::ReadPending => f.write_str("a read is already pending on this stream"),
             StreamError::BadDelimiter => f.write_str("a delimiter is 1 to 16 bytes"),
+            StreamError::LingerTimeout => f.write_str(
+                "closed with bytes unsent, and the peer did not take them within the linger time",
+            ),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! `IoStream`: Tornado's IOStream, a buffered stream over a connected socket.
 //!
 //! The same API on both backends (the differences live in `transport/`):
-//! `read_until`, `read_bytes`, `read_bytes_partial`, `read_until_close`, `write` with a
-//! callback once flushed, a close callback, `close`, and the error that closed it. The
-//! read side is `read.rs`, the write side `write.rs`, the errors `error.rs`, the async
-//! methods and `AsyncRead`/`AsyncWrite` for tasks `async_io.rs`; this file holds the
-//! stream itself, closing, and the dispatch loop that runs callbacks.
+//! `read_until`, `read_bytes`, `read_some`, `read_until_close`, `write`, `flush`,
+//! `close`, a close callback, and the error that closed it. Each operation gives one
+//! value (`ops.rs`: [`Reading`], [`Writing`], [`Flushing`]) that is given a
+//! continuation with `then` (Tornado's callbacks) or awaited in a task. The read side is
+//! `read.rs`, the write side `write.rs`, the errors `error.rs`, `AsyncRead`/`AsyncWrite`
+//! for tasks `async_io.rs`; this file holds the stream itself, its handles, closing, and
+//! the dispatch loop that runs callbacks.
 //!
 //! # Rules
 //!
@@ -24,47 +26,67 @@
 //! - Errors the stream decides on carry a [`StreamError`] a caller can match.
 //! - An idle stream holds no buffer: read and write buffers come from the loop's pool
 //!   and go back when emptied.
-//! - An open stream is kept alive by its loop (a stream nobody holds still delivers its
-//!   callbacks) until it is closed: by [`IoStream::close`], by an error, at end of file
-//!   (unless [`IoStream::set_close_on_eof`] says otherwise), or when its loop closes.
+//! - A stream closes: by [`IoStream::close`], by an error, at end of file (unless
+//!   [`IoStream::set_close_on_eof`] says otherwise), when its loop closes, or when its
+//!   last handle is dropped with nothing waiting on it (no read pending, no write or
+//!   flush waiting for a continuation, no drain callback). A read pending keeps it open
+//!   with no handle left, as a Tornado stream is kept by its callbacks.
+//! - Closing is graceful: bytes written before a close (or before the last handle was
+//!   dropped) still go out, within the stream's linger time
+//!   ([`IoStream::set_linger`], 60 s by default), and then the socket closes; the peer
+//!   sends what it likes meanwhile, and it is read and dropped (a socket closed with
+//!   unread bytes would reset the connection and could cut off the answer). Only errors,
+//!   the linger time, a server's immediate close and the loop closing cut a connection
+//!   with bytes unsent.
 
 mod async_io;
 mod error;
+mod ops;
 mod read;
 mod transport;
 mod write;
 
 pub use error::StreamError;
+pub use ops::{Flushing, Reading, Writing};
 pub(crate) use read::ReadHandler;
 pub use write::{DEFAULT_HIGH_WATER, DEFAULT_MAX_WRITE_BUFFER};
 
 use crate::reactor::{IoLoop, Resource, StepEnd, WeakLoop};
 use error::Failure;
 use read::ReadSide;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 use transport::{SockEvent, Transport};
 use write::WriteSide;
 
 /// The callback of a read: the bytes read (delimiter included), or why there are none.
-pub type ReadCallback = Box<dyn FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>)>;
-/// A callback that gets the loop and the stream (write flushed, drained, closed).
-pub type StreamCallback = Box<dyn FnOnce(&IoLoop, &IoStream)>;
-/// The callback of [`IoStream::connect`].
-pub type ConnectCallback = Box<dyn FnOnce(&IoLoop, io::Result<IoStream>)>;
+pub(crate) type ReadCallback = Box<dyn FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>)>;
+/// A callback that gets the loop and the stream (drained, closed).
+pub(crate) type StreamCallback = Box<dyn FnOnce(&IoLoop, &IoStream)>;
+/// What waits for bytes to have gone out (or the stream to have closed): the outcome.
+pub(crate) type SentCallback = Box<dyn FnOnce(&IoLoop, &IoStream, io::Result<()>)>;
 
 /// Default [`IoStream::set_max_buffer_size`].
 pub const DEFAULT_MAX_BUFFER: usize = 4 * 1024 * 1024;
 
+/// Default [`IoStream::set_linger`].
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(60);
+
 struct State {
-    lp: WeakLoop,
     r: ReadSide,
     w: WriteSide,
+    /// Closed for its owner: reads and writes are refused (the socket may still be
+    /// open, `lingering`).
     closed: bool,
+    /// Closed with bytes still to send: the socket stays open until they are out or
+    /// the linger time has passed.
+    lingering: bool,
+    linger: Duration,
     /// What closed the stream, if an error did.
     error: Option<Failure>,
     close_cb: Option<StreamCallback>,
@@ -81,6 +103,9 @@ struct State {
 struct Inner {
     st: RefCell<State>,
     transport: Transport,
+    lp: WeakLoop,
+    /// The owner's handles alive (clones of the one `new` gave).
+    handles: Cell<usize>,
 }
 
 /// A buffered, nonblocking stream over a connected socket (Tornado's `IOStream`).
@@ -88,27 +113,75 @@ struct Inner {
 /// Cloning gives another handle to the same stream. It is `!Send`: it belongs to the
 /// loop that made it.
 ///
+/// Every operation gives one value to wait on, with a continuation (`then`) or
+/// `.await`: reads ([`read_until`](Self::read_until), [`read_bytes`](Self::read_bytes),
+/// [`read_some`](Self::read_some), [`read_until_close`](Self::read_until_close)) give a
+/// [`Reading`]; [`write`](Self::write) a [`Writing`]; [`flush`](Self::flush) and
+/// [`close`](Self::close) a [`Flushing`]. The names match `futures`' `AsyncWriteExt`
+/// where the meaning does (`write`, `flush`, `close` resolve when the bytes have gone
+/// to the kernel), and the stream implements `AsyncRead`/`AsyncWrite`.
+///
+/// **Dropping**: dropping the last handle closes the stream, gracefully (what was
+/// written still goes out, within the [linger time](Self::set_linger)), unless
+/// something still waits on it: a read pending, a write or flush with a continuation,
+/// a drain callback. Then it closes once that is done, if no handle has been made
+/// again meanwhile (the callbacks get `&IoStream`, and may clone it).
+///
 /// ```
 /// use coreloop::{IoLoop, IoStream};
-/// use std::io::Write;
+/// use std::io::{Read, Write};
 /// use std::os::unix::net::UnixStream;
 ///
 /// let lp = IoLoop::new()?;
 /// let (ours, mut theirs) = UnixStream::pair()?;
 /// let stream = IoStream::new(&lp, ours)?;
 /// theirs.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-/// stream.read_until(b"\r\n\r\n", 1024, |lp, s, head| {
+/// stream.read_until(b"\r\n\r\n", 1024).then(|lp, s, head| {
 ///     assert_eq!(head.unwrap(), b"GET / HTTP/1.0\r\n\r\n");
-///     s.write(b"HTTP/1.0 200 OK\r\n\r\nhi").unwrap();
-///     s.close();
-///     lp.stop();
-/// })?;
+///     s.write(b"HTTP/1.0 200 OK\r\n\r\nhi");
+///     s.close().then(|lp, _, closed| { closed.unwrap(); lp.stop(); });
+/// });
+/// drop(stream); // the pending read keeps it open
 /// lp.start()?;
+/// let mut answer = String::new();
+/// theirs.read_to_string(&mut answer)?;
+/// assert_eq!(answer, "HTTP/1.0 200 OK\r\n\r\nhi");
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct IoStream {
     inner: Rc<Inner>,
+    /// A handle of the owner's (counted in `handles`), or the stream's own reference
+    /// to itself while it runs callbacks (not counted).
+    counted: bool,
+}
+
+impl Clone for IoStream {
+    fn clone(&self) -> IoStream {
+        self.inner.handles.set(self.inner.handles.get() + 1);
+        IoStream {
+            inner: self.inner.clone(),
+            counted: true,
+        }
+    }
+}
+
+impl Drop for IoStream {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let left = self.inner.handles.get() - 1;
+        self.inner.handles.set(left);
+        if left == 0 {
+            // The dispatch loop, in a later step, closes it if nothing waits on it. (A
+            // handle may be dropped while the stream's state is borrowed further up the
+            // stack, when a callback holding it is dropped: nothing here borrows it.)
+            if let Some(lp) = self.inner.lp.upgrade() {
+                let me = self.internal();
+                lp.add_callback(move |lp| me.dispatch(lp));
+            }
+        }
+    }
 }
 
 impl IoStream {
@@ -128,7 +201,7 @@ impl IoStream {
             // Weak: the loop's resource table is what keeps an open stream alive.
             let sink = Rc::new(move |lp: &IoLoop, ev: SockEvent| {
                 if let Some(inner) = weak.upgrade() {
-                    IoStream { inner }.on_event(lp, ev);
+                    IoStream::uncounted(inner).on_event(lp, ev);
                 }
             });
             let transport = match Transport::new(lp, fd, sink) {
@@ -140,10 +213,11 @@ impl IoStream {
             };
             Inner {
                 st: RefCell::new(State {
-                    lp: lp.downgrade(),
                     r: ReadSide::default(),
                     w: WriteSide::default(),
                     closed: false,
+                    lingering: false,
+                    linger: DEFAULT_LINGER,
                     error: None,
                     close_cb: None,
                     close_on_eof: true,
@@ -153,6 +227,8 @@ impl IoStream {
                     guard: None,
                 }),
                 transport,
+                lp: lp.downgrade(),
+                handles: Cell::new(1),
             }
         });
         if let Some(e) = failed {
@@ -160,7 +236,23 @@ impl IoStream {
         }
         let key = lp.track(inner.clone());
         inner.st.borrow_mut().resource_key = Some(key);
-        Ok(IoStream { inner })
+        Ok(IoStream {
+            inner,
+            counted: true,
+        })
+    }
+
+    /// The stream's own reference to itself (not one of the owner's handles).
+    fn uncounted(inner: Rc<Inner>) -> IoStream {
+        IoStream {
+            inner,
+            counted: false,
+        }
+    }
+
+    /// Another reference to this stream that is not one of the owner's handles.
+    fn internal(&self) -> IoStream {
+        IoStream::uncounted(self.inner.clone())
     }
 
     /// A reference that does not keep the stream alive.
@@ -169,7 +261,7 @@ impl IoStream {
     }
 
     fn lp(&self) -> Option<IoLoop> {
-        self.inner.st.borrow().lp.upgrade()
+        self.inner.lp.upgrade()
     }
 
     /// Whether end of file closes the stream (default true, as in Tornado): once the
@@ -194,18 +286,91 @@ impl IoStream {
         }
     }
 
-    /// Closes the stream at once: data not yet handed to the kernel is dropped (use
-    /// [`write_then`](Self::write_then) to close after a write has gone out), a pending
-    /// read fails, the close callback runs. Calling it again does nothing.
-    pub fn close(&self) {
+    /// Closes the stream, gracefully: a pending read fails, reads and writes are
+    /// refused from now on and the close callback runs, but the bytes written before it
+    /// still go out (within the [linger time](Self::set_linger)) before the socket
+    /// closes. The returned [`Flushing`] says when the socket has closed, and whether all
+    /// the bytes went out (`AsyncWriteExt::close` for a task, with the same meaning); it
+    /// need not be waited for. Calling it again does nothing more.
+    ///
+    /// ```
+    /// use coreloop::{IoLoop, IoStream};
+    /// use std::io::Read;
+    /// let lp = IoLoop::new()?;
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let s = IoStream::new(&lp, a)?;
+    /// lp.run_until_complete(async move {
+    ///     s.write(b"bye");
+    ///     s.close().await // the write above has gone out by now
+    /// })??;
+    /// let mut got = String::new();
+    /// b.read_to_string(&mut got)?;
+    /// assert_eq!(got, "bye");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close(&self) -> Flushing {
+        if let Some(lp) = self.lp() {
+            self.close_gracefully(&lp);
+        }
+        Flushing::new(self, ops::Until::Closed)
+    }
+
+    /// Closes the stream at once: what was not yet handed to the kernel is dropped.
+    pub(crate) fn abort(&self) {
         if let Some(lp) = self.lp() {
             self.close_with(&lp, None);
         }
     }
 
-    /// True once the stream is closed.
+    /// How long bytes written before a close may wait for the peer to take them
+    /// (default [`DEFAULT_LINGER`], 60 s); past it the connection is cut and the close
+    /// answers [`StreamError::LingerTimeout`]. What a dropped stream's unsent bytes get
+    /// too.
+    pub fn set_linger(&self, linger: Duration) {
+        self.inner.st.borrow_mut().linger = linger;
+    }
+
+    /// True once the stream is closed for its owner (the socket may still be sending
+    /// what was written before the close).
     pub fn closed(&self) -> bool {
         self.inner.st.borrow().closed
+    }
+
+    /// Closes for the owner now and for the socket once the write buffer is empty (or
+    /// the linger time is over).
+    fn close_gracefully(&self, lp: &IoLoop) {
+        let linger = {
+            let mut st = self.inner.st.borrow_mut();
+            if st.closed {
+                return;
+            }
+            if st.w.buffered() == 0 {
+                None
+            } else {
+                st.closed = true;
+                st.lingering = true;
+                st.r.wake_reader();
+                st.w.wake_writer();
+                Some(st.linger)
+            }
+        };
+        let Some(linger) = linger else {
+            return self.close_with(lp, None);
+        };
+        // Whatever the peer sends meanwhile is read and dropped.
+        if self.inner.transport.would_change_reading(true) {
+            self.inner.transport.set_reading(lp, true);
+        }
+        let weak = Rc::downgrade(&self.inner);
+        lp.call_later(linger, move |lp| {
+            if let Some(inner) = weak.upgrade() {
+                let s = IoStream::uncounted(inner);
+                if s.inner.st.borrow().lingering {
+                    s.close_with(lp, Some(&StreamError::LingerTimeout.into()));
+                }
+            }
+        });
+        self.schedule_dispatch();
     }
 
     /// The error that closed the stream, if an error did.
@@ -218,14 +383,18 @@ impl IoStream {
         self.inner.st.borrow_mut().guard = Some(guard);
     }
 
+    /// Closes the socket now (a graceful close ends here too, once its bytes are out).
     fn close_with(&self, lp: &IoLoop, err: Option<&io::Error>) {
         let (out, key, guard) = {
             let mut st = self.inner.st.borrow_mut();
-            if st.closed {
+            if st.closed && !st.lingering {
                 return;
             }
             st.closed = true;
-            st.error = err.map(Failure::of);
+            st.lingering = false;
+            if st.error.is_none() {
+                st.error = err.map(Failure::of);
+            }
             st.r.wake_reader();
             (st.w.on_close(), st.resource_key.take(), st.guard.take())
         };
@@ -309,10 +478,12 @@ impl IoStream {
         if st.dispatching || st.dispatch_scheduled {
             return;
         }
-        let Some(lp) = st.lp.upgrade() else { return };
+        let Some(lp) = self.inner.lp.upgrade() else {
+            return;
+        };
         st.dispatch_scheduled = true;
         drop(st);
-        let me = self.clone();
+        let me = self.internal();
         lp.add_callback(move |lp| {
             me.inner.st.borrow_mut().dispatch_scheduled = false;
             me.dispatch(lp);
@@ -335,9 +506,14 @@ impl IoStream {
                 cb.call(lp, self, result);
                 continue;
             }
-            let write_cb = self.inner.st.borrow_mut().w.due_write_callback();
-            if let Some(cb) = write_cb {
-                cb(lp, self);
+            let write_cb = {
+                let mut st = self.inner.st.borrow_mut();
+                let dead = st.closed && !st.lingering;
+                let error = st.error;
+                st.w.due_write_callback(dead, error)
+            };
+            if let Some((cb, result)) = write_cb {
+                cb(lp, self, result);
                 continue;
             }
             let drain_cb = {
@@ -375,6 +551,16 @@ impl IoStream {
                 self.close_with(lp, None);
                 continue;
             }
+            // Nobody holds the stream and nothing waits on it: it is closed, as a
+            // dropped socket is (what was written still goes out).
+            let released = {
+                let st = self.inner.st.borrow();
+                self.inner.handles.get() == 0 && !st.closed && !st.r.wanted() && !st.w.waited_on()
+            };
+            if released {
+                self.close_gracefully(lp);
+                continue;
+            }
             break;
         }
         self.inner.st.borrow_mut().dispatching = false;
@@ -386,8 +572,10 @@ impl IoStream {
 pub(crate) struct WeakStream(Weak<Inner>);
 
 impl WeakStream {
+    /// The stream, if it is still there (a reference of the stream's own, not one of
+    /// its owner's handles).
     pub(crate) fn upgrade(&self) -> Option<IoStream> {
-        self.0.upgrade().map(|inner| IoStream { inner })
+        self.0.upgrade().map(IoStream::uncounted)
     }
 }
 
@@ -413,7 +601,7 @@ impl State {
 impl StepEnd for Inner {
     fn run(self: Rc<Self>, lp: &IoLoop) {
         self.st.borrow_mut().w.flush_scheduled = false;
-        IoStream { inner: self }.start_send(lp);
+        IoStream::uncounted(self).start_send(lp);
     }
 }
 
@@ -421,13 +609,15 @@ impl Resource for Inner {
     fn close_resource(&self, lp: &IoLoop) {
         let guard = {
             let mut st = self.st.borrow_mut();
-            if st.closed {
+            if st.closed && !st.lingering {
                 return;
             }
             st.closed = true;
+            st.lingering = false;
             st.r.read = None;
             st.r.wake_reader();
             st.w.on_close();
+            st.w.forget_waiters();
             st.close_cb = None;
             st.resource_key = None; // the loop is dropping its whole table
             st.guard.take()

@@ -1,6 +1,7 @@
 //! The read side of a stream: the read buffer, the one pending read, and how it
 //! completes.
 
+use super::ops::Reading;
 use super::{IoStream, State, StreamError, DEFAULT_MAX_BUFFER};
 use crate::reactor::IoLoop;
 use std::io;
@@ -49,17 +50,6 @@ pub(super) enum ReadKind {
     /// More than this many bytes unread: completes with nothing taken (see
     /// [`IoStream::read_more_by`]).
     More(usize),
-}
-
-impl ReadKind {
-    /// A delimited read that closes the stream past `max` (Tornado's `read_until`).
-    pub(super) fn until(delimiter: &[u8], max: usize) -> Result<ReadKind, StreamError> {
-        Ok(ReadKind::Until {
-            delim: Delim::new(delimiter)?,
-            max,
-            close: true,
-        })
-    }
 }
 
 pub(super) struct PendingRead {
@@ -132,10 +122,6 @@ impl Default for ReadSide {
 }
 
 impl ReadSide {
-    pub(super) fn max_buffer(&self) -> usize {
-        self.max_buffer
-    }
-
     pub(super) fn unread(&self) -> usize {
         self.rbuf.len() - self.rpos
     }
@@ -185,11 +171,12 @@ impl ReadSide {
 }
 
 impl IoStream {
-    fn start_read(&self, kind: ReadKind, cb: Reader) -> io::Result<()> {
+    /// Leaves a pending read (or hands `cb` back with why it cannot).
+    pub(super) fn start_read(&self, kind: ReadKind, cb: Reader) -> Result<(), (io::Error, Reader)> {
         {
             let mut st = self.inner.st.borrow_mut();
             if st.r.wanted() {
-                return Err(StreamError::ReadPending.into());
+                return Err((StreamError::ReadPending.into(), cb));
             }
             st.r.scanned = 0;
             st.r.read = Some(PendingRead { kind, cb });
@@ -204,8 +191,8 @@ impl IoStream {
     }
 
     /// Reads up to and including `delimiter` (1 to 16 bytes). If the delimiter is not
-    /// within the first `max_bytes` bytes, the callback gets a
-    /// [`StreamError::TooLong`] error (kind `InvalidData`) and the stream closes.
+    /// within the first `max_bytes` bytes, the read fails with
+    /// [`StreamError::TooLong`] (kind `InvalidData`) and the stream closes.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
@@ -214,18 +201,19 @@ impl IoStream {
     /// # let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
     /// # let s = IoStream::new(&lp, a)?;
     /// b.write_all(b"line one\nline two\n")?;
-    /// s.read_until(b"\n", 64, |lp, _, line| {
+    /// // With a continuation:
+    /// s.read_until(b"\n", 64).then(|lp, _, line| {
     ///     assert_eq!(line.unwrap(), b"line one\n");
     ///     lp.stop();
-    /// })?;
+    /// });
     /// lp.start()?;
+    /// // Awaited:
+    /// let next = lp.run_until_complete(async move { s.read_until(b"\n", 64).await })?;
+    /// assert_eq!(next?, b"line two\n");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn read_until<F>(&self, delimiter: &[u8], max_bytes: usize, cb: F) -> io::Result<()>
-    where
-        F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
-    {
-        self.read_until_kind(delimiter, max_bytes, true, Reader::Once(Box::new(cb)))
+    pub fn read_until(&self, delimiter: &[u8], max_bytes: usize) -> Reading {
+        self.read_until_kind(delimiter, max_bytes, true)
     }
 
     /// Like [`read_until`](Self::read_until), but when the delimiter is not within
@@ -239,32 +227,23 @@ impl IoStream {
     /// # let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
     /// # let s = IoStream::new(&lp, a)?;
     /// b.write_all(b"a very long line\n")?;
-    /// s.read_until_within(b"\n", 4, |lp, s, r| {
+    /// s.read_until_within(b"\n", 4).then(|lp, s, r| {
     ///     let e = r.unwrap_err();
     ///     assert_eq!(StreamError::of(&e), Some(StreamError::TooLong { max_bytes: 4, closed: false }));
     ///     assert!(!s.closed());
     ///     assert_eq!(s.peek(6), b"a very");
     ///     lp.stop();
-    /// })?;
+    /// });
     /// lp.start()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn read_until_within<F>(&self, delimiter: &[u8], max_bytes: usize, cb: F) -> io::Result<()>
-    where
-        F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
-    {
-        self.read_until_kind(delimiter, max_bytes, false, Reader::Once(Box::new(cb)))
+    pub fn read_until_within(&self, delimiter: &[u8], max_bytes: usize) -> Reading {
+        self.read_until_kind(delimiter, max_bytes, false)
     }
 
-    fn read_until_kind(
-        &self,
-        delimiter: &[u8],
-        max: usize,
-        close: bool,
-        cb: Reader,
-    ) -> io::Result<()> {
-        let delim = Delim::new(delimiter)?;
-        self.start_read(ReadKind::Until { delim, max, close }, cb)
+    fn read_until_kind(&self, delimiter: &[u8], max: usize, close: bool) -> Reading {
+        let kind = Delim::new(delimiter).map(|delim| ReadKind::Until { delim, max, close });
+        Reading::new(self, kind)
     }
 
     /// Waits until more bytes than those unread now have arrived, or the stream ends
@@ -273,6 +252,7 @@ impl IoStream {
     pub(crate) fn read_more_by(&self, handler: Rc<dyn ReadHandler>) -> io::Result<()> {
         let unread = self.inner.st.borrow().r.unread();
         self.start_read(ReadKind::More(unread), Reader::Handler(handler))
+            .map_err(|(e, _)| e)
     }
 
     /// Lets `f` look at the unread bytes and consume the first of them: it returns how
@@ -295,8 +275,10 @@ impl IoStream {
         unread[..unread.len().min(max)].to_vec()
     }
 
-    /// Reads exactly `n` bytes (`n == 0` completes at once with nothing). `n` above the
-    /// stream's maximum buffer size fails with [`StreamError::ReadTooLarge`].
+    /// Reads exactly `n` bytes (`n == 0` completes at once with nothing); fails with
+    /// [`StreamError::Eof`] if the stream ends first (the bytes that did come stay
+    /// buffered). `n` above the stream's maximum buffer size fails with
+    /// [`StreamError::ReadTooLarge`].
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
@@ -305,25 +287,25 @@ impl IoStream {
     /// # let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
     /// # let s = IoStream::new(&lp, a)?;
     /// b.write_all(b"abcdef")?;
-    /// s.read_bytes(4, |lp, _, got| {
+    /// s.read_bytes(4).then(|lp, _, got| {
     ///     assert_eq!(got.unwrap(), b"abcd");
     ///     lp.stop();
-    /// })?;
+    /// });
     /// lp.start()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn read_bytes<F>(&self, n: usize, cb: F) -> io::Result<()>
-    where
-        F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
-    {
+    pub fn read_bytes(&self, n: usize) -> Reading {
         let limit = self.inner.st.borrow().r.max_buffer;
-        if n > limit {
-            return Err(StreamError::ReadTooLarge { limit }.into());
-        }
-        self.start_read(ReadKind::Bytes(n), Reader::Once(Box::new(cb)))
+        let kind = if n > limit {
+            Err(StreamError::ReadTooLarge { limit })
+        } else {
+            Ok(ReadKind::Bytes(n))
+        };
+        Reading::new(self, kind)
     }
 
-    /// Reads whatever is available, at least one byte and at most `max_bytes`.
+    /// Reads what is there: at least one byte and at most `max_bytes`, or nothing (an
+    /// empty `Vec`) once the stream has ended, as `std::io::Read::read` answers 0.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
@@ -332,23 +314,20 @@ impl IoStream {
     /// # let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
     /// # let s = IoStream::new(&lp, a)?;
     /// b.write_all(b"xyz")?;
-    /// s.read_bytes_partial(2, |lp, _, got| {
-    ///     assert_eq!(got.unwrap(), b"xy");
-    ///     lp.stop();
+    /// drop(b);
+    /// let (first, rest, end) = lp.run_until_complete(async move {
+    ///     (s.read_some(2).await, s.read_some(2).await, s.read_some(2).await)
     /// })?;
-    /// lp.start()?;
+    /// assert_eq!((first?, rest?, end?), (b"xy".to_vec(), b"z".to_vec(), vec![]));
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn read_bytes_partial<F>(&self, max_bytes: usize, cb: F) -> io::Result<()>
-    where
-        F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
-    {
+    pub fn read_some(&self, max_bytes: usize) -> Reading {
         let kind = if max_bytes == 0 {
             ReadKind::Bytes(0)
         } else {
             ReadKind::Partial(max_bytes)
         };
-        self.start_read(kind, Reader::Once(Box::new(cb)))
+        Reading::new(self, Ok(kind))
     }
 
     /// Reads everything until the peer closes (bounded by the maximum buffer size).
@@ -361,18 +340,15 @@ impl IoStream {
     /// # let s = IoStream::new(&lp, a)?;
     /// b.write_all(b"all of it")?;
     /// drop(b);
-    /// s.read_until_close(|lp, _, got| {
+    /// s.read_until_close().then(|lp, _, got| {
     ///     assert_eq!(got.unwrap(), b"all of it");
     ///     lp.stop();
-    /// })?;
+    /// });
     /// lp.start()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn read_until_close<F>(&self, cb: F) -> io::Result<()>
-    where
-        F: FnOnce(&IoLoop, &IoStream, io::Result<Vec<u8>>) + 'static,
-    {
-        self.start_read(ReadKind::UntilClose, Reader::Once(Box::new(cb)))
+    pub fn read_until_close(&self) -> Reading {
+        Reading::new(self, Ok(ReadKind::UntilClose))
     }
 
     /// True while a read is waiting for data.
@@ -401,6 +377,12 @@ impl IoStream {
     pub(super) fn received(&self, lp: &IoLoop, v: Vec<u8>) {
         let too_big = {
             let mut st = self.inner.st.borrow_mut();
+            if st.closed {
+                // Closed by its owner, still sending: what the peer sends is dropped.
+                drop(st);
+                lp.with_pool(|p| p.give(v));
+                return;
+            }
             let r = &mut st.r;
             if r.rpos == r.rbuf.len() {
                 r.since = lp.time();
@@ -508,6 +490,8 @@ fn outcome(st: &mut State, kind: &ReadKind) -> Option<io::Result<usize>> {
         ReadKind::Partial(max) => {
             if unread > 0 {
                 Some(Ok(unread.min(*max)))
+            } else if ended && st_error_is_eof(&ended_error) {
+                Some(Ok(0))
             } else {
                 ended_error.map(Err)
             }
@@ -539,6 +523,12 @@ fn outcome(st: &mut State, kind: &ReadKind) -> Option<io::Result<usize>> {
             }
         }
     }
+}
+
+/// The stream ended cleanly (its peer closed): a partial read answers nothing then.
+fn st_error_is_eof(e: &Option<io::Error>) -> bool {
+    e.as_ref()
+        .is_some_and(|e| StreamError::of(e) == Some(StreamError::Eof))
 }
 
 /// Where `delim` first occurs in `hay`: memchr for its first byte, then a compare.

@@ -1,11 +1,14 @@
 //! The write side of a stream: the write buffer, one send at a time, write callbacks,
 //! and back-pressure (the high-water mark and `on_drain`).
 
+use super::error::Failure;
+use super::ops::{Flushing, Until, Writing};
 use super::transport::SendNow;
-use super::{IoStream, StreamCallback, StreamError};
+use super::{IoStream, SentCallback, StreamCallback, StreamError};
 use crate::reactor::IoLoop;
 use std::collections::VecDeque;
 use std::io;
+use std::task::{Context, Poll};
 
 /// Default [`IoStream::set_high_water_mark`].
 pub const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
@@ -23,8 +26,10 @@ pub(super) struct WriteSide {
     /// Bytes written in all, and bytes sent in all.
     written: u64,
     flushed: u64,
-    /// Callbacks due once `flushed` reaches their mark.
-    write_cbs: VecDeque<(u64, StreamCallback)>,
+    /// Continuations due once `flushed` reaches their mark (or the stream dies first).
+    write_cbs: VecDeque<(u64, SentCallback)>,
+    /// Continuations due once the socket has closed.
+    close_cbs: Vec<SentCallback>,
     high_water: usize,
     max_write: usize,
     drain_cb: Option<StreamCallback>,
@@ -42,6 +47,7 @@ impl Default for WriteSide {
             written: 0,
             flushed: 0,
             write_cbs: VecDeque::new(),
+            close_cbs: Vec::new(),
             high_water: DEFAULT_HIGH_WATER,
             max_write: DEFAULT_MAX_WRITE_BUFFER,
             drain_cb: None,
@@ -68,11 +74,61 @@ impl WriteSide {
         self.high_water
     }
 
-    /// The first write callback whose bytes have all been sent.
-    pub(super) fn due_write_callback(&mut self) -> Option<StreamCallback> {
+    /// Bytes written in all (a mark `flush` waits for).
+    pub(super) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The first continuation that is due, with its outcome: one whose bytes have all
+    /// been sent; once the socket is closed (`dead`), every other one, with `error`
+    /// (or `Closed` if bytes were cut off without one).
+    pub(super) fn due_write_callback(
+        &mut self,
+        dead: bool,
+        error: Option<Failure>,
+    ) -> Option<(SentCallback, io::Result<()>)> {
+        let cut =
+            || -> io::Error { error.map_or_else(|| StreamError::Closed.into(), Failure::to_error) };
         match self.write_cbs.front() {
-            Some((at, _)) if *at <= self.flushed => self.write_cbs.pop_front().map(|x| x.1),
-            _ => None,
+            Some((at, _)) if *at <= self.flushed => {
+                return self.write_cbs.pop_front().map(|x| (x.1, Ok(())));
+            }
+            Some(_) if dead => return self.write_cbs.pop_front().map(|x| (x.1, Err(cut()))),
+            _ => {}
+        }
+        if !dead {
+            return None;
+        }
+        let cb = self.close_cbs.pop()?;
+        let clean = error.is_none() && self.flushed == self.written;
+        Some((cb, if clean { Ok(()) } else { Err(cut()) }))
+    }
+
+    /// Something waits for this stream's bytes to go out or for it to close (with a
+    /// continuation): it stays open while nobody holds it.
+    pub(super) fn waited_on(&self) -> bool {
+        !self.write_cbs.is_empty() || !self.close_cbs.is_empty() || self.drain_cb.is_some()
+    }
+
+    /// The loop is closing: the continuations are dropped unrun.
+    pub(super) fn forget_waiters(&mut self) {
+        self.write_cbs.clear();
+        self.close_cbs.clear();
+    }
+
+    /// Whether what `until` waits for has happened: `Some(outcome)` once it has (or
+    /// never can), given whether the socket is closed and why.
+    fn reached(&self, until: Until, dead: bool, error: Option<Failure>) -> Option<io::Result<()>> {
+        let cut = || error.map_or_else(|| StreamError::Closed.into(), Failure::to_error);
+        match until {
+            Until::Sent(mark) if mark <= self.flushed => Some(Ok(())),
+            Until::Sent(_) => dead.then(|| Err(cut())),
+            Until::Closed if dead => Some(if error.is_none() && self.flushed == self.written {
+                Ok(())
+            } else {
+                Err(cut())
+            }),
+            Until::Closed => None,
         }
     }
 
@@ -85,10 +141,9 @@ impl WriteSide {
         }
     }
 
-    /// The stream closed: nothing waits on the buffer any more; its bytes are returned
-    /// (for the pool).
+    /// The socket closed: its unsent bytes are returned (for the pool); the
+    /// continuations waiting for them are answered by the dispatch loop.
     pub(super) fn on_close(&mut self) -> Vec<u8> {
-        self.write_cbs.clear();
         self.drain_cb = None;
         self.wake_writer();
         std::mem::take(&mut self.out)
@@ -96,66 +151,88 @@ impl WriteSide {
 }
 
 impl IoStream {
-    /// Queues `data` to be written; it goes out while the loop runs (on epoll usually at
-    /// once, on io_uring with the loop's next submit). Errors if the stream is closed, or
-    /// (closing it, with [`StreamError::WriteBufferFull`]) if the write buffer would pass
-    /// [`set_max_write_buffer`](Self::set_max_write_buffer).
+    /// Writes `data`: it is copied into the stream's write buffer now and goes out while
+    /// the loop runs (on epoll usually at the end of this step, on io_uring with the
+    /// loop's next submit), whether or not anyone waits. The returned [`Writing`] says
+    /// when it has gone to the kernel: continue with [`then`](Writing::then), or
+    /// `.await` it (with `AsyncWriteExt::write`'s meaning: it answers how many bytes
+    /// were written, which is all of them). It answers an error if the stream is closed,
+    /// or (closing it, with [`StreamError::WriteBufferFull`]) if the write buffer would
+    /// pass [`set_max_write_buffer`](Self::set_max_write_buffer). A
+    /// [`close`](Self::close) after it still delivers the bytes.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
     /// # use std::io::Read;
-    /// # use std::time::Duration;
     /// # let lp = IoLoop::new()?;
     /// # let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
     /// let s = IoStream::new(&lp, a)?;
-    /// s.write(b"hello")?;
-    /// lp.call_later(Duration::from_millis(5), |lp| lp.stop());
+    /// s.write(b"hello").then(|lp, _, sent| {
+    ///     assert_eq!(sent.unwrap(), 5);
+    ///     lp.stop();
+    /// });
     /// lp.start()?;
     /// let mut got = [0u8; 5];
     /// b.read_exact(&mut got)?;
     /// assert_eq!(&got, b"hello");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn write(&self, data: &[u8]) -> io::Result<()> {
-        self.write_inner(data, None)
+    pub fn write(&self, data: &[u8]) -> Writing {
+        let done = self
+            .write_with(|out| out.extend_from_slice(data))
+            .map(|()| (self.inner.st.borrow().w.written, data.len()));
+        Writing::new(self, done)
     }
 
-    /// Like [`write`](Self::write), then `cb` once everything written so far has gone
-    /// to the kernel. Not called if the stream closes first.
+    /// Waits until everything written so far has gone to the kernel:
+    /// `AsyncWriteExt::flush`'s meaning, for a continuation or a task.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
     /// # let lp = IoLoop::new()?;
     /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
     /// let s = IoStream::new(&lp, a)?;
-    /// s.write_then(b"bye", |lp, s| { s.close(); lp.stop(); })?;
+    /// s.write(b"one");
+    /// s.write(b"two");
+    /// s.flush().then(|lp, s, r| { r.unwrap(); assert_eq!(s.write_buffer_len(), 0); lp.stop(); });
     /// lp.start()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn write_then<F>(&self, data: &[u8], cb: F) -> io::Result<()>
-    where
-        F: FnOnce(&IoLoop, &IoStream) + 'static,
-    {
-        self.write_inner(data, Some(Box::new(cb)))
+    pub fn flush(&self) -> Flushing {
+        let mark = self.inner.st.borrow().w.written;
+        Flushing::new(self, Until::Sent(mark))
     }
 
-    fn write_inner(&self, data: &[u8], cb: Option<StreamCallback>) -> io::Result<()> {
-        self.write_with(|out| out.extend_from_slice(data))?;
-        if let Some(cb) = cb {
+    /// Runs `cb` once what `until` waits for has happened (in a later step; with the
+    /// error if it never can).
+    pub(super) fn when_sent(&self, until: Until, cb: SentCallback) {
+        {
             let mut st = self.inner.st.borrow_mut();
-            let at = st.w.written;
-            st.w.write_cbs.push_back((at, cb));
-            drop(st);
-            // Due at once if nothing is left to send: the dispatch loop runs it.
-            self.schedule_dispatch();
+            match until {
+                Until::Sent(mark) => st.w.write_cbs.push_back((mark, cb)),
+                Until::Closed => st.w.close_cbs.push(cb),
+            }
         }
-        Ok(())
+        // Due at once if nothing is left to send: the dispatch loop runs it.
+        self.schedule_dispatch();
+    }
+
+    /// A task's wait for `until`.
+    pub(super) fn poll_until(&self, cx: &mut Context<'_>, until: Until) -> Poll<io::Result<()>> {
+        let mut st = self.inner.st.borrow_mut();
+        let dead = st.closed && !st.lingering;
+        if let Some(r) = st.w.reached(until, dead, st.error) {
+            return Poll::Ready(r);
+        }
+        st.w.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Appends to the write buffer through `f` (no intermediate copy): how a protocol
-    /// serializes a response straight into the stream. Errors as [`write`](Self::write);
-    /// the limit is checked after `f` ran, so the buffer passes it by one write at most
-    /// before the stream closes.
+    /// serializes a response straight into the stream. Errors as [`write`](Self::write)
+    /// does, at once; the limit is checked after `f` ran, so the buffer passes it by one
+    /// write at most before the stream closes. [`flush`](Self::flush) waits for the
+    /// bytes to go out.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
@@ -195,7 +272,7 @@ impl IoStream {
     /// has been handed to the kernel; reading goes on. For a lingering close: answer,
     /// shut down, drain what the peer still sends, then close.
     pub fn shutdown_write(&self) {
-        let _ = self.write_then(b"", |_, s| {
+        self.flush().then(|_, s, _| {
             let _ = s
                 .inner
                 .transport
@@ -208,7 +285,7 @@ impl IoStream {
     fn schedule_flush(&self, lp: &IoLoop) {
         {
             let mut st = self.inner.st.borrow_mut();
-            if st.w.flush_scheduled || st.w.sending > 0 || st.closed {
+            if st.w.flush_scheduled || st.w.sending > 0 || (st.closed && !st.lingering) {
                 return;
             }
             st.w.flush_scheduled = true;
@@ -220,7 +297,7 @@ impl IoStream {
     pub(super) fn start_send(&self, lp: &IoLoop) {
         let buf = {
             let mut st = self.inner.st.borrow_mut();
-            if st.closed || st.w.sending > 0 || st.w.out.is_empty() {
+            if (st.closed && !st.lingering) || st.w.sending > 0 || st.w.out.is_empty() {
                 return;
             }
             let buf = std::mem::take(&mut st.w.out);
@@ -257,6 +334,14 @@ impl IoStream {
         if more {
             self.start_send(lp);
         }
+        // A graceful close ends once the last byte is out.
+        let lingered = {
+            let st = self.inner.st.borrow();
+            st.lingering && st.w.buffered() == 0
+        };
+        if lingered {
+            self.close_with(lp, None);
+        }
         // Only what waits on sends needs the dispatch loop: write and drain callbacks,
         // and a close that waits for the buffer to empty. (Scheduling it regardless cost
         // a boxed callback per keep-alive response.)
@@ -267,6 +352,12 @@ impl IoStream {
         if waiting {
             self.schedule_dispatch();
         }
+    }
+
+    /// How many more bytes may be written before the buffer passes its limit.
+    pub(crate) fn write_room(&self) -> usize {
+        let st = self.inner.st.borrow();
+        st.w.max_write.saturating_sub(st.w.buffered())
     }
 
     /// Bytes written and not yet handed to the kernel.
@@ -296,7 +387,7 @@ impl IoStream {
     /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
     /// let s = IoStream::new(&lp, a)?;
     /// s.set_high_water_mark(64 * 1024);
-    /// s.write(&vec![0u8; 16 * 1024])?;
+    /// s.write(&vec![0u8; 16 * 1024]);
     /// s.on_drain(|lp, s| { assert!(!s.over_high_water()); lp.stop(); });
     /// lp.start()?;
     /// # Ok::<(), std::io::Error>(())

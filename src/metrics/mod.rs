@@ -3,24 +3,26 @@
 //!
 //! Recording happens where the work is, on each loop's own thread, without a lock or a
 //! shared cache line (`reactor/stats.rs` for the loop, `http/stats.rs` for the HTTP
-//! server). Nothing is shared until someone asks: [`Runtime::stats`] (from a plain
-//! thread) or [`IoLoop::gather_stats`] (from a loop, without blocking it) sends every
-//! core a call for a copy of its numbers, and a [`Snapshot`] keeps the per-core detail
-//! and adds the histograms up. [`Snapshot::to_prometheus`] writes Prometheus's text
+//! server). Nothing is shared until someone asks: [`Runtime::stats`] or
+//! [`IoLoop::stats`] sends every core a call for a copy of its numbers (a
+//! [`Call`](crate::Call): waited for from a plain thread, awaited in a task, or continued
+//! on a loop without blocking it), and a [`Snapshot`] keeps the per-core detail and adds
+//! the histograms up. [`Snapshot::to_prometheus`] writes Prometheus's text
 //! format (aggregated, or per core with a `shard` label); [`hgrm`] writes any histogram
 //! in HdrHistogram's percentile format.
 
 mod hgrm;
 mod prometheus;
+mod server;
 
 pub use hgrm::hgrm;
 pub use prometheus::LATENCY_BUCKETS;
 pub(crate) use prometheus::{labels, Exposition};
+pub use server::{ServerCoreStats, ServerStats};
 
 use crate::http::HttpStats;
-use crate::reactor::{IoLoop, LoopStats};
-use crate::runtime::{Runtime, RuntimeError};
-use std::future::Future;
+use crate::reactor::{Call, IoLoop, LoopStats};
+use crate::runtime::Runtime;
 
 /// What one core recorded: its loop, and each HTTP server it serves.
 #[derive(Clone, Debug)]
@@ -39,14 +41,14 @@ pub struct CoreStats {
 /// ```
 /// use coreloop::{Cores, Runtime};
 /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
-/// let s = rt.stats().unwrap();
+/// let s = rt.stats().wait().unwrap();
 /// assert_eq!(s.cores.len(), 2);
 /// let total = s.total();
 /// assert_eq!(total.iterations, s.cores[0].reactor.iterations + s.cores[1].reactor.iterations);
 /// let text = s.to_prometheus(false);
 /// assert!(text.contains("# TYPE coreloop_loop_iteration_seconds histogram"));
 /// rt.shutdown().unwrap();
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), coreloop::RuntimeError>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -63,7 +65,7 @@ type Hist = fn(&LoopStats) -> &hdrhistogram::Histogram<u64>;
 fn core_stats(lp: &IoLoop) -> CoreStats {
     CoreStats {
         shard: lp.shard_id(),
-        reactor: lp.stats(),
+        reactor: lp.loop_stats(),
         http: crate::http::server_stats(lp),
     }
 }
@@ -233,9 +235,9 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 /// use coreloop::http::{Application, HttpServer};
 /// use coreloop::{Cores, Runtime};
 /// use std::io::{Read, Write};
+/// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
 /// let app = Application::new().route("/metrics", coreloop::metrics::route());
-/// let server = HttpServer::new(app)
-///     .listen(Runtime::builder().cores(Cores::Count(2)), "127.0.0.1:0".parse().unwrap())?;
+/// let server = HttpServer::new(app).serve(&rt, "127.0.0.1:0".parse().unwrap())?;
 /// let mut c = std::net::TcpStream::connect(server.local_addr())?;
 /// // Two requests: the second answer shows the first one's latency.
 /// c.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\nGET /metrics HTTP/1.0\r\n\r\n")?;
@@ -243,68 +245,56 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 /// c.read_to_string(&mut text)?;
 /// assert!(text.contains("coreloop_loop_iterations_total "));
 /// assert!(text.contains(r#"route="/metrics",class="2xx",le="#));
-/// server.shutdown().unwrap();
-/// # Ok::<(), std::io::Error>(())
+/// rt.shutdown()?;
+/// # Ok::<(), coreloop::RuntimeError>(())
 /// ```
 pub fn route() -> crate::http::Route {
     crate::http::Route::new().get(|lp, req, mut resp| {
         let per_core = matches!(req.query_arg("per_core"), Some("1" | "true"));
-        lp.gather_stats(move |_, snapshot| {
-            resp.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE);
-            resp.write(snapshot.to_prometheus(per_core));
-            resp.finish();
+        lp.stats().then(move |_, snapshot| match snapshot {
+            Ok(snapshot) => {
+                resp.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE);
+                resp.write(snapshot.to_prometheus(per_core));
+                resp.finish();
+            }
+            Err(e) => {
+                log::warn!("coreloop: gathering the metrics: {e}");
+                resp.set_status(503);
+                resp.finish();
+            }
         });
     })
 }
 
 impl Runtime {
-    /// Every core's numbers, gathered through the loops (each copies its own; no lock
-    /// is shared), from a plain thread (it waits for the loops). A core that cannot
-    /// answer (closed) makes it an error.
-    pub fn stats(&self) -> Result<Snapshot, RuntimeError> {
-        Ok(Snapshot {
-            cores: self.invoke_on_all(core_stats)?,
-        })
+    /// Every core's numbers, gathered through the loops (each copies its own; no lock is
+    /// shared), as one [`Call`]: [`wait`](Call::wait) for it from a plain thread. A core
+    /// that cannot answer (closed) fails the call.
+    pub fn stats(&self) -> Call<Snapshot> {
+        crate::runtime::call_all(self.handles(), core_stats).map(|cores| Snapshot { cores })
     }
 }
 
 impl IoLoop {
-    /// Every core's numbers of this loop's runtime, gathered without blocking this loop:
-    /// `then` runs here once every core has answered (cores that could not answer are
-    /// left out).
+    /// Every core's numbers of this loop's runtime (this loop's alone if it is not in
+    /// one), as one [`Call`]: continue with [`then`](Call::then) on this loop, or await
+    /// it in a task, without blocking the loop. This one loop's own numbers, at once,
+    /// are [`loop_stats`](IoLoop::loop_stats).
     ///
     /// ```
     /// use coreloop::{Cores, Runtime};
     /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// rt.handle(0).add_callback(move |lp| {
-    ///     lp.gather_stats(move |_, s| tx.send(s.cores.len()).unwrap());
+    ///     lp.stats().then(move |_, s| tx.send(s.map(|s| s.cores.len())).unwrap());
     /// }).unwrap();
-    /// assert_eq!(rx.recv().unwrap(), 2);
+    /// assert_eq!(rx.recv().unwrap(), Ok(2));
     /// rt.shutdown().unwrap();
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), coreloop::RuntimeError>(())
     /// ```
-    pub fn gather_stats<G>(&self, then: G)
-    where
-        G: FnOnce(&IoLoop, Snapshot) + 'static,
-    {
-        self.submit_to_all(core_stats, move |lp, all| {
-            then(
-                lp,
-                Snapshot {
-                    cores: all.into_iter().flatten().collect(),
-                },
-            )
-        });
-    }
-
-    /// [`gather_stats`](Self::gather_stats) for a task.
-    pub fn stats_all(&self) -> impl Future<Output = Snapshot> + 'static {
-        let all = self.call_on_all(core_stats);
-        async move {
-            Snapshot {
-                cores: all.await.into_iter().flatten().collect(),
-            }
-        }
+    pub fn stats(&self) -> Call<Snapshot> {
+        crate::runtime::call_all(&self.shard_handles(), core_stats)
+            .map(|cores| Snapshot { cores })
+            .made_by(self)
     }
 }

@@ -1,21 +1,27 @@
 //! Connecting: a nonblocking TCP connect watched through the loop (on either backend,
-//! by the socket becoming writable), which becomes an [`IoStream`] once it completes;
-//! with a callback, or awaited by a task.
+//! by the socket becoming writable), which becomes an [`IoStream`] once it completes:
+//! one [`Connecting`] value, given a continuation or awaited by a task.
 //!
 //! The pending connect owns the socket until it completes, fails or times out; a task
 //! that drops its connect future cancels it: the handler and the timer go, and the
 //! socket is closed (no descriptor is left behind).
 
-use crate::iostream::{ConnectCallback, IoStream};
+use crate::iostream::IoStream;
 use crate::poller::Interest;
 use crate::reactor::{IoLoop, TimeoutId, WeakLoop};
 use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+/// Who hears how a connect ended.
+type ConnectCallback = Box<dyn FnOnce(&IoLoop, io::Result<IoStream>)>;
 
 /// A connect in progress: the socket, its timer, and who hears how it ended.
 struct Pending {
@@ -49,14 +55,24 @@ impl Pending {
     }
 }
 
-/// Starts a connect to `addr` on `lp`; `done` hears how it ended.
+/// Starts a connect to `addr` on `lp`; `done` hears how it ended (or is handed back
+/// with the error, if the connect could not start).
 fn start(
     lp: &IoLoop,
     addr: SocketAddr,
     timeout: Duration,
     done: ConnectCallback,
-) -> io::Result<Rc<Pending>> {
+) -> Result<Rc<Pending>, (io::Error, ConnectCallback)> {
+    match open(lp, addr) {
+        Ok(fd) => Ok(watch(lp, fd, timeout, done)),
+        Err(e) => Err((e, done)),
+    }
+}
+
+/// A nonblocking socket connecting to `addr`.
+fn open(lp: &IoLoop, addr: SocketAddr) -> io::Result<OwnedFd> {
     use socket2::{Domain, Protocol, Socket, Type};
+    let _ = lp;
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_cloexec(true)?;
@@ -66,7 +82,11 @@ fn start(
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let fd: OwnedFd = sock.into();
+    Ok(sock.into())
+}
+
+/// Watches a connecting socket until it is writable (connected or failed) or `timeout`.
+fn watch(lp: &IoLoop, fd: OwnedFd, timeout: Duration, done: ConnectCallback) -> Rc<Pending> {
     let raw = fd.as_raw_fd();
     let pending = Rc::new(Pending {
         fd: RefCell::new(Some(fd)),
@@ -76,7 +96,7 @@ fn start(
     // The handler and the timer share the pending connect; whichever comes first takes
     // it. Both hold it weakly: the connect's owner keeps it.
     let weak = Rc::downgrade(&pending);
-    lp.add_handler(raw, Interest::WRITABLE, move |lp, fd, _ready| {
+    let watched = lp.add_handler(raw, Interest::WRITABLE, move |lp, fd, _ready| {
         let Some(p) = weak.upgrade() else {
             lp.remove_handler(fd);
             return;
@@ -87,7 +107,15 @@ fn start(
             Ok(Some(e)) | Err(e) => Err(e),
         };
         p.report(lp, result);
-    })?;
+    });
+    if let Err(e) = watched {
+        pending.fd.borrow_mut().take();
+        let done = pending.done.borrow_mut().take();
+        if let Some(done) = done {
+            lp.add_callback(move |lp| done(lp, Err(e)));
+        }
+        return pending;
+    }
     let weak = Rc::downgrade(&pending);
     let timer = lp.call_later(timeout, move |lp| {
         if let Some(p) = weak.upgrade() {
@@ -98,50 +126,33 @@ fn start(
         }
     });
     pending.timer.set(Some(timer));
-    Ok(pending)
+    pending
 }
 
 /// Keeps a callback connect's state alive until it ends.
 #[derive(Default)]
-struct Connecting(RefCell<slab::Slab<Rc<Pending>>>);
+struct Connects(RefCell<slab::Slab<Rc<Pending>>>);
+
+/// A connect to a TCP address ([`IoStream::connect`]): give it a continuation with
+/// [`then`](Connecting::then) or `.await` it in a task; until then nothing is sent.
+/// Dropping an awaited connect before it completes cancels it and closes its socket.
+#[must_use = "a connect does nothing until it is given a continuation with then() or awaited"]
+pub struct Connecting {
+    lp: WeakLoop,
+    addr: SocketAddr,
+    timeout: Duration,
+    /// Once polled: the outcome's slot, and the connect (cancelled if dropped).
+    started: Option<(Slot, CancelOnDrop)>,
+}
+
+/// The outcome, and the task waiting for it.
+type Slot = Rc<RefCell<(Option<io::Result<IoStream>>, Option<Waker>)>>;
 
 impl IoStream {
-    /// Connects to `addr` without blocking the loop (TCP_NODELAY set), then calls `cb`
-    /// with the stream or the error. The connect is watched through the loop's readiness
-    /// on either backend; `timeout` bounds it (a timeout is `TimedOut`).
-    ///
-    /// ```
-    /// use coreloop::{IoLoop, IoStream};
-    /// use std::time::Duration;
-    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let lp = IoLoop::new()?;
-    /// IoStream::connect(&lp, l.local_addr()?, Duration::from_secs(5), |lp, r| {
-    ///     assert!(r.is_ok());
-    ///     lp.stop();
-    /// })?;
-    /// lp.start()?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn connect<F>(lp: &IoLoop, addr: SocketAddr, timeout: Duration, cb: F) -> io::Result<()>
-    where
-        F: FnOnce(&IoLoop, io::Result<IoStream>) + 'static,
-    {
-        let key = Rc::new(Cell::new(usize::MAX));
-        let k = key.clone();
-        let cb: ConnectCallback = Box::new(cb);
-        let done = Box::new(move |lp: &IoLoop, r: io::Result<IoStream>| {
-            let p = lp.local::<Connecting>().0.borrow_mut().try_remove(k.get());
-            drop(p);
-            cb(lp, r);
-        });
-        let pending = start(lp, addr, timeout, done)?;
-        key.set(lp.local::<Connecting>().0.borrow_mut().insert(pending));
-        Ok(())
-    }
-
-    /// Connects to `addr` from a task of the running loop (TCP_NODELAY set); `timeout`
-    /// bounds it (`TimedOut`). Dropping the future cancels the connect and closes its
-    /// socket.
+    /// Connects to `addr` on `lp` without blocking it (TCP_NODELAY set); `timeout`
+    /// bounds it (a timeout is `TimedOut`). The connect is watched through the loop's
+    /// readiness on either backend. Continue with [`then`](Connecting::then), or await
+    /// it in a task of `lp`.
     ///
     /// ```
     /// use coreloop::{IoLoop, IoStream};
@@ -149,23 +160,60 @@ impl IoStream {
     /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let addr = l.local_addr()?;
     /// let lp = IoLoop::new()?;
-    /// let s = lp.run_until_complete(IoStream::connect_async(addr, Duration::from_secs(5)))?;
+    /// // With a continuation:
+    /// IoStream::connect(&lp, addr, Duration::from_secs(5)).then(|lp, r| {
+    ///     assert!(r.is_ok());
+    ///     lp.stop();
+    /// });
+    /// lp.start()?;
+    /// // Awaited:
+    /// let s = lp.run_until_complete(IoStream::connect(&lp, addr, Duration::from_secs(5)))?;
     /// assert_eq!(s?.peer_addr()?, addr);
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub async fn connect_async(addr: SocketAddr, timeout: Duration) -> io::Result<IoStream> {
-        let lp = IoLoop::current().ok_or_else(|| {
-            io::Error::other("IoStream::connect_async must be awaited by a task of a running loop")
-        })?;
-        // The outcome, and the task waiting for it.
-        type Slot = (Option<io::Result<IoStream>>, Option<Waker>);
-        let slot: Rc<RefCell<Slot>> = Rc::new(RefCell::new((None, None)));
-        let s = slot.clone();
-        let pending = start(
-            &lp,
+    pub fn connect(lp: &IoLoop, addr: SocketAddr, timeout: Duration) -> Connecting {
+        Connecting {
+            lp: lp.downgrade(),
             addr,
             timeout,
-            Box::new(move |_, r| {
+            started: None,
+        }
+    }
+}
+
+impl Connecting {
+    /// Connects, then runs `then` on the loop with the stream or the error, in a later
+    /// step (unless the loop closes first).
+    pub fn then<F>(self, then: F)
+    where
+        F: FnOnce(&IoLoop, io::Result<IoStream>) + 'static,
+    {
+        let Some(lp) = self.lp.upgrade() else { return };
+        let key = Rc::new(Cell::new(usize::MAX));
+        let k = key.clone();
+        let done: ConnectCallback = Box::new(move |lp: &IoLoop, r: io::Result<IoStream>| {
+            let p = lp.local::<Connects>().0.borrow_mut().try_remove(k.get());
+            drop(p);
+            then(lp, r);
+        });
+        match start(&lp, self.addr, self.timeout, done) {
+            Ok(pending) => key.set(lp.local::<Connects>().0.borrow_mut().insert(pending)),
+            Err((e, done)) => lp.add_callback(move |lp| done(lp, Err(e))),
+        }
+    }
+}
+
+impl Future for Connecting {
+    type Output = io::Result<IoStream>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.started.is_none() {
+            let Some(lp) = self.lp.upgrade() else {
+                return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            };
+            let slot: Slot = Rc::new(RefCell::new((None, None)));
+            let s = slot.clone();
+            let done: ConnectCallback = Box::new(move |_, r| {
                 let w = {
                     let mut s = s.borrow_mut();
                     s.0 = Some(r);
@@ -174,20 +222,32 @@ impl IoStream {
                 if let Some(w) = w {
                     w.wake();
                 }
-            }),
-        )?;
-        let _cancel = CancelOnDrop(pending, lp.downgrade());
-        std::future::poll_fn(|cx| {
-            let mut s = slot.borrow_mut();
-            match s.0.take() {
-                Some(r) => Poll::Ready(r),
-                None => {
-                    s.1 = Some(cx.waker().clone());
-                    Poll::Pending
-                }
+            });
+            match start(&lp, self.addr, self.timeout, done) {
+                Ok(pending) => self.started = Some((slot, CancelOnDrop(pending, lp.downgrade()))),
+                Err((e, _)) => return Poll::Ready(Err(e)),
             }
-        })
-        .await
+        }
+        let Some((slot, _)) = &self.started else {
+            unreachable!("started above");
+        };
+        let mut s = slot.borrow_mut();
+        match s.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Connecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connecting")
+            .field("addr", &self.addr)
+            .field("started", &self.started.is_some())
+            .finish()
     }
 }
 

@@ -47,9 +47,9 @@ struct Queue {
 /// });
 /// lp.run_until_complete(async move {
 ///     let s = incoming.accept().await?;
-///     let line = s.read_until_async(b"\n", 64).await?;
-///     s.write_all_async(&line).await?;
-///     s.flush_async().await?;
+///     let line = s.read_until(b"\n", 64).await?;
+///     s.write(&line).await?;
+///     s.flush().await?;
 ///     s.close();
 ///     Ok::<_, std::io::Error>(())
 /// })??;

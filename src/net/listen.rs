@@ -22,6 +22,12 @@ pub struct ListenOptions {
     pub accepts_per_event: usize,
     /// How long accepting pauses when the process is out of file descriptors.
     pub fd_exhausted_pause: Duration,
+    /// Let this server share its port with other listeners that opt in too (another
+    /// server of this process, or another process of the same user, as in a rolling
+    /// restart by hand); the kernel then spreads connections over all of them. Default
+    /// false: a port something already listens on is refused with `AddrInUse`, as
+    /// Tornado's `listen` does.
+    pub share_port: bool,
 }
 
 impl Default for ListenOptions {
@@ -31,8 +37,50 @@ impl Default for ListenOptions {
             max_connections: 100_000,
             accepts_per_event: 64,
             fd_exhausted_pause: Duration::from_millis(100),
+            share_port: false,
         }
     }
+}
+
+/// One listener per core on `addr`: the first binds `addr` (port 0 picks a port), the
+/// rest bind the port it got. Unless `opts.share_port`, a port that something already
+/// listens on is refused first: a socket without `SO_REUSEPORT` is bound to it and
+/// released (a port held by any listener, ours or another process's, refuses that
+/// bind), and the listeners then take the port it proved free.
+pub(crate) fn bind_listeners(
+    addr: SocketAddr,
+    opts: &ListenOptions,
+    n: usize,
+) -> io::Result<Vec<TcpListener>> {
+    let mut at = addr;
+    if !opts.share_port {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            probe.set_only_v6(true)?;
+        }
+        // SO_REUSEADDR lets the port be taken while old connections of it linger in
+        // TIME_WAIT; on Linux it never lets two sockets listen on one port.
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{addr}: {e} (set ListenOptions::share_port to share a port on purpose)"),
+            )
+        })?;
+        if let Some(a) = probe.local_addr()?.as_socket() {
+            at = a;
+        }
+        // Released before the listeners bind: a bound socket without SO_REUSEPORT
+        // would refuse them too.
+        drop(probe);
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let l = bind_reuseport(at, opts.backlog)?;
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// Binds a nonblocking TCP listener with `SO_REUSEADDR` and `SO_REUSEPORT` (IPv4 or

@@ -1,6 +1,6 @@
 //! Networking above the stream: listening sockets (`listen.rs`), accepting on one loop
 //! (`acceptor/`, and `incoming.rs` for tasks), a server on every core of a runtime
-//! (`server.rs`), and connecting (`connect.rs`, with a callback or awaited).
+//! (`server.rs`), and connecting (`connect.rs`, continued or awaited).
 //!
 //! Every core binds its own socket to the same address with `SO_REUSEPORT`, so the
 //! kernel spreads new connections across cores and no accept lock exists. With port 0,
@@ -13,7 +13,10 @@ mod listen;
 mod server;
 
 pub use acceptor::Acceptor;
+pub use connect::Connecting;
 pub use incoming::Incoming;
 pub use listen::{bind_reuseport, ListenOptions};
-pub(crate) use server::ServerId;
-pub use server::{ServerHandle, TcpServer};
+pub(crate) use server::{acceptor_of, serve_on, ServerId};
+#[doc(hidden)]
+pub use server::{AsyncConn, PlainConn};
+pub use server::{ConnOutput, ConnReturn, ServerHandle, TcpServer};

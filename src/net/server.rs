@@ -1,18 +1,20 @@
-//! Servers on every core of a runtime: [`TcpServer::serve`] attaches a listener and an
-//! [`Acceptor`] per core to a running [`Runtime`] and returns a [`ServerHandle`] that
-//! stops, drains and shuts down that server alone, while the runtime and its other
-//! servers go on. [`TcpServer::bind`] is the one-call shortcut that also builds (and
-//! owns) the runtime.
+//! Servers on every core of a runtime: [`TcpServer::serve`] (and
+//! [`HttpServer::serve`](crate::http::HttpServer::serve), built on it) attaches a
+//! listener and an [`Acceptor`] per core to a running [`Runtime`] and returns a
+//! [`ServerHandle`] that stops, drains and closes that server alone, while the runtime
+//! and its other servers go on. The runtime knows its servers: [`Runtime::drain`] and a
+//! signal with `stop_on_signals` drain them all.
 
 use super::acceptor::Acceptor;
-use super::listen::{bind_reuseport, ListenOptions};
+use super::listen::{bind_listeners, ListenOptions};
 use crate::iostream::IoStream;
-use crate::reactor::{IoLoop, LoopHandle};
-use crate::runtime::{invoke_all, Runtime, RuntimeBuilder, RuntimeError};
+use crate::reactor::{Call, IoLoop, LoopHandle, Reply};
+use crate::runtime::{AttachedRef, DrainFn, Runtime};
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,12 +30,14 @@ impl ServerId {
     }
 }
 
-/// The acceptors a loop runs, by the server they belong to.
+/// The acceptors a loop runs, by the server they belong to. An acceptor stays here
+/// after it stops accepting, so that its open connections are still counted, drained
+/// and closed; it leaves when its server is drained or closed.
 #[derive(Default)]
 struct LoopServers(RefCell<Vec<(ServerId, Acceptor)>>);
 
 /// This loop's acceptor of server `id`, if it has one.
-fn acceptor_of(lp: &IoLoop, id: ServerId) -> Option<Acceptor> {
+pub(crate) fn acceptor_of(lp: &IoLoop, id: ServerId) -> Option<Acceptor> {
     lp.local::<LoopServers>()
         .0
         .borrow()
@@ -53,324 +57,489 @@ fn remove_acceptor(lp: &IoLoop, id: ServerId) -> Option<Acceptor> {
     Some(acc)
 }
 
-/// A TCP server on every core of a runtime: one SO_REUSEPORT listener and one
-/// [`Acceptor`] per loop, all on the same port, handing connections to `on_conn` on the
-/// loop that accepted them.
+type OnConn = Arc<dyn Fn(&IoLoop, IoStream) + Send + Sync>;
+
+mod sealed {
+    pub trait Sealed<M> {}
+}
+
+/// What a connection handler may return (see [`TcpServer::new`]): `()` (the handler
+/// keeps the stream, or hands it to its callbacks), or a future, run as a task on the
+/// connection's loop: of `()`, or of `io::Result<()>` (an error is logged at debug
+/// level). `M` tells them apart; it is inferred.
+pub trait ConnReturn<M>: sealed::Sealed<M> + 'static {
+    #[doc(hidden)]
+    fn run(self, lp: &IoLoop);
+}
+
+/// The kinds of connection handler (the `M` of [`ConnReturn`]).
+#[doc(hidden)]
+pub enum PlainConn {}
+#[doc(hidden)]
+pub enum AsyncConn {}
+
+impl sealed::Sealed<PlainConn> for () {}
+impl ConnReturn<PlainConn> for () {
+    fn run(self, _: &IoLoop) {}
+}
+
+/// What an async connection handler's future may resolve to.
+pub trait ConnOutput: 'static {
+    #[doc(hidden)]
+    fn report(self);
+}
+
+impl ConnOutput for () {
+    fn report(self) {}
+}
+
+impl ConnOutput for io::Result<()> {
+    fn report(self) {
+        if let Err(e) = self {
+            log::debug!("coreloop: a connection handler ended with an error: {e}");
+        }
+    }
+}
+
+impl<F: std::future::Future + 'static> sealed::Sealed<AsyncConn> for F where F::Output: ConnOutput {}
+impl<F: std::future::Future + 'static> ConnReturn<AsyncConn> for F
+where
+    F::Output: ConnOutput,
+{
+    fn run(self, lp: &IoLoop) {
+        lp.spawn(async move { self.await.report() }).detach();
+    }
+}
+
+/// A TCP server on every core of a runtime: one listener and one [`Acceptor`] per loop,
+/// all on the same port (SO_REUSEPORT: the kernel spreads connections over the cores),
+/// handing connections to `on_conn` on the loop that accepted them.
 ///
-/// [`serve`](TcpServer::serve) attaches one to a runtime the service owns (several per
-/// runtime, each with its own [`ServerHandle`]); [`bind`](TcpServer::bind) builds a
-/// runtime for it alone.
+/// Built like [`HttpServer`](crate::http::HttpServer): `new`, then
+/// [`config`](Self::config) if the defaults do not do, then [`serve`](Self::serve) on a
+/// runtime, which gives the [`ServerHandle`] every kind of server has.
 ///
 /// ```
-/// use coreloop::{Cores, ListenOptions, Runtime, TcpServer};
+/// use coreloop::{Cores, Runtime, TcpServer};
 /// use std::io::{Read, Write};
 ///
-/// let server = TcpServer::bind(
-///     Runtime::builder().cores(Cores::Count(2)),
-///     "127.0.0.1:0".parse().unwrap(),
-///     ListenOptions::default(),
-///     |_lp, stream| {
-///         // Echo one line back.
-///         stream.read_until(b"\n", 1024, |_, s, line| {
-///             if let Ok(line) = line { let _ = s.write_then(&line, |_, s| s.close()); }
-///         }).unwrap();
-///     },
-/// )?;
+/// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+/// // Echo one line back, then close.
+/// let server = TcpServer::new(|_lp, stream| {
+///     let _ = stream.read_until(b"\n", 1024).then(|_, s, line| {
+///         if let Ok(line) = line {
+///             s.write(&line);
+///         }
+///         s.close(); // what was written still goes out
+///     });
+/// })
+/// .serve(&rt, "127.0.0.1:0".parse().unwrap())?;
 /// let mut c = std::net::TcpStream::connect(server.local_addr())?;
 /// c.write_all(b"ping\n")?;
 /// let mut got = String::new();
 /// c.read_to_string(&mut got)?;
 /// assert_eq!(got, "ping\n");
-/// server.shutdown().unwrap();
-/// # Ok::<(), std::io::Error>(())
+/// rt.shutdown()?;
+/// # Ok::<(), coreloop::RuntimeError>(())
 /// ```
+#[derive(Clone)]
 pub struct TcpServer {
-    runtime: Runtime,
-    handle: ServerHandle,
+    on_conn: OnConn,
+    opts: ListenOptions,
+    tell: Option<Tell>,
 }
 
 impl TcpServer {
-    /// Serves on `addr` on every core of `runtime`, which goes on running whatever else
-    /// it runs. Port 0 picks a free port, the same on every core
-    /// ([`ServerHandle::local_addr`]). Returns once every core accepts; if a core cannot
-    /// (its listener or acceptor fails, or setting it up panics), the cores already
-    /// accepting stop again and the error says which core and why. Call it from a plain
-    /// thread (it waits for the loops).
+    /// A server that hands every connection it accepts to `on_conn`, on the loop that
+    /// accepted it, with the default [`ListenOptions`]. The handler may be a callback
+    /// (returning `()`) or async (returning a future, run as a task on that loop); either
+    /// way, the stream closes once nothing holds it (a task that returns, even early
+    /// with `?`, closes it; what it wrote still goes out).
     ///
     /// ```
-    /// use coreloop::{Cores, ListenOptions, Runtime, TcpServer};
+    /// use coreloop::{Cores, Runtime, TcpServer};
     /// use std::io::{Read, Write};
+    /// let rt = Runtime::builder().cores(Cores::Count(1)).build()?;
+    /// // An async line echo: `?` ends the task, and with it the connection.
+    /// let echo = TcpServer::new(|_lp, s| async move {
+    ///     loop {
+    ///         let line = s.read_until(b"\n", 1024).await?;
+    ///         s.write(&line).await?;
+    ///     }
+    ///     #[allow(unreachable_code)]
+    ///     Ok::<(), std::io::Error>(())
+    /// })
+    /// .serve(&rt, "127.0.0.1:0".parse().unwrap())?;
+    /// let mut c = std::net::TcpStream::connect(echo.local_addr())?;
+    /// c.write_all(b"one\ntwo\n")?;
+    /// c.shutdown(std::net::Shutdown::Write)?;
+    /// let mut got = String::new();
+    /// c.read_to_string(&mut got)?;
+    /// assert_eq!(got, "one\ntwo\n");
+    /// rt.shutdown()?;
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
+    pub fn new<F, R, M>(on_conn: F) -> TcpServer
+    where
+        F: Fn(&IoLoop, IoStream) -> R + Send + Sync + 'static,
+        R: ConnReturn<M>,
+    {
+        TcpServer {
+            on_conn: Arc::new(move |lp: &IoLoop, s: IoStream| on_conn(lp, s).run(lp)),
+            opts: ListenOptions::default(),
+            tell: None,
+        }
+    }
+
+    /// How the protocol asks its connections to finish when the server drains
+    /// ([`ServerHandle::drain`], [`Runtime::drain`], a signal): `f` runs on every core
+    /// once accepting has stopped there, and the drain then waits for the connections
+    /// to close (an HTTP server closes the idle ones and answers the rest with
+    /// `Connection: close`). Without it a drain only waits.
+    ///
+    /// ```
+    /// use coreloop::{IoLoop, TcpServer};
+    /// // Each core keeps its connections in a per-loop list and closes the idle ones.
+    /// #[derive(Default)]
+    /// struct Idle(std::cell::RefCell<Vec<coreloop::IoStream>>);
+    /// let server = TcpServer::new(|lp, s| lp.local::<Idle>().0.borrow_mut().push(s))
+    ///     .when_draining(|lp: &IoLoop| {
+    ///         for s in lp.local::<Idle>().0.borrow_mut().drain(..) {
+    ///             s.close();
+    ///         }
+    ///     });
+    /// # let _ = server;
+    /// ```
+    pub fn when_draining<F>(mut self, f: F) -> TcpServer
+    where
+        F: Fn(&IoLoop) + Send + Sync + 'static,
+    {
+        self.tell = Some(Arc::new(f));
+        self
+    }
+
+    /// Replaces how it listens and accepts (backlog, connection limit, port sharing).
+    pub fn config(mut self, opts: ListenOptions) -> TcpServer {
+        self.opts = opts;
+        self
+    }
+
+    /// Serves on `addr` on every core of `runtime`, beside whatever else it runs. Port 0
+    /// picks a free port, the same on every core ([`ServerHandle::local_addr`]). A port
+    /// this process or another already listens on is refused (`AddrInUse`) unless
+    /// [`ListenOptions::share_port`] opts in to sharing it. Returns once every core
+    /// accepts; if a core cannot (its acceptor fails, or setting it up panics), the
+    /// cores already accepting stop again and the error says which core and why. Call
+    /// it from a plain thread (it waits for the loops).
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime, TcpServer};
+    /// use std::io::Read;
     ///
     /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
     /// let any = "127.0.0.1:0".parse().unwrap();
-    /// let hello = TcpServer::serve(&rt, any, ListenOptions::default(), |_, s| {
-    ///     let _ = s.write_then(b"hello\n", |_, s| s.close());
-    /// })?;
-    /// let bye = TcpServer::serve(&rt, any, ListenOptions::default(), |_, s| {
-    ///     let _ = s.write_then(b"bye\n", |_, s| s.close());
-    /// })?;
-    /// hello.shutdown().unwrap(); // the other server and the runtime go on
+    /// let hello = TcpServer::new(|_, s| { s.write(b"hello\n"); s.close(); }).serve(&rt, any)?;
+    /// let bye = TcpServer::new(|_, s| { s.write(b"bye\n"); s.close(); }).serve(&rt, any)?;
+    /// hello.close().wait()?; // the other server and the runtime go on
     /// let mut got = String::new();
     /// std::net::TcpStream::connect(bye.local_addr())?.read_to_string(&mut got)?;
     /// assert_eq!(got, "bye\n");
-    /// rt.shutdown().unwrap();
-    /// # Ok::<(), std::io::Error>(())
+    /// // The same port twice is refused.
+    /// let again = TcpServer::new(|_, s| s.close()).serve(&rt, bye.local_addr());
+    /// assert_eq!(again.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+    /// rt.shutdown()?;
+    /// # Ok::<(), coreloop::RuntimeError>(())
     /// ```
-    pub fn serve<F>(
-        runtime: &Runtime,
-        addr: SocketAddr,
-        opts: ListenOptions,
-        on_conn: F,
-    ) -> io::Result<ServerHandle>
-    where
-        F: Fn(&IoLoop, IoStream) + Send + Sync + 'static,
-    {
-        TcpServer::serve_as(ServerId::next(), runtime.handles(), addr, opts, on_conn)
-    }
-
-    /// [`serve`](Self::serve) under a given id, on the loops behind `loops`.
-    pub(crate) fn serve_as<F>(
-        id: ServerId,
-        loops: &[LoopHandle],
-        addr: SocketAddr,
-        opts: ListenOptions,
-        on_conn: F,
-    ) -> io::Result<ServerHandle>
-    where
-        F: Fn(&IoLoop, IoStream) + Send + Sync + 'static,
-    {
-        // Every core's listener is bound here, the first on `addr` and the rest on the
-        // port it got, then handed to its core.
-        let mut listeners = Vec::with_capacity(loops.len());
-        let mut local_addr = addr;
-        for _ in loops {
-            let l = bind_reuseport(local_addr, opts.backlog)?;
-            local_addr = l.local_addr()?;
-            listeners.push(Some(l));
-        }
-        let listeners: Arc<Mutex<Vec<Option<TcpListener>>>> = Arc::new(Mutex::new(listeners));
-        let on_conn = Arc::new(on_conn);
-        let handle = ServerHandle {
-            id,
-            local_addr,
-            loops: loops.to_vec(),
-        };
-        let all = handle.loops.clone();
-        let started = invoke_all(loops, move |lp| -> io::Result<()> {
-            let me = lp.handle();
-            let shard = all
-                .iter()
-                .position(|h| h.same_loop(&me))
-                .unwrap_or(usize::MAX);
-            let listener = listeners
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(shard)
-                .and_then(Option::take)
-                .ok_or_else(|| io::Error::other("no listener for this core"))?;
-            let on_conn = on_conn.clone();
-            let acc = Acceptor::start(lp, listener, opts.clone(), move |lp, s| on_conn(lp, s))?;
-            lp.local::<LoopServers>().0.borrow_mut().push((id, acc));
-            Ok(())
-        });
-        let failure = match started {
-            Ok(results) => results
-                .into_iter()
-                .enumerate()
-                .find_map(|(shard, r)| r.err().map(|e| (shard, e))),
-            Err(e) => Some((usize::MAX, io::Error::other(e))),
-        };
-        if let Some((shard, e)) = failure {
-            let _ = handle.shutdown();
-            return Err(if shard == usize::MAX {
-                e
-            } else {
-                io::Error::new(
-                    e.kind(),
-                    format!("coreloop: shard {shard} cannot serve: {e}"),
-                )
-            });
-        }
-        Ok(handle)
-    }
-
-    /// Starts `builder`'s runtime and serves on `addr` on every core (the shortcut for a
-    /// process with one server); see [`serve`](Self::serve).
-    pub fn bind<F>(
-        builder: RuntimeBuilder,
-        addr: SocketAddr,
-        opts: ListenOptions,
-        on_conn: F,
-    ) -> io::Result<TcpServer>
-    where
-        F: Fn(&IoLoop, IoStream) + Send + Sync + 'static,
-    {
-        let runtime = builder.build()?;
-        match TcpServer::serve(&runtime, addr, opts, on_conn) {
-            Ok(handle) => Ok(TcpServer { runtime, handle }),
-            Err(e) => {
-                let _ = runtime.shutdown();
-                Err(e)
-            }
-        }
-    }
-
-    /// The address every core listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.handle.local_addr
-    }
-
-    /// The server's handle (stop accepting, drain, count connections).
-    pub fn handle(&self) -> &ServerHandle {
-        &self.handle
-    }
-
-    /// Connections accepted by this server and still open, on all cores.
-    pub fn open_connections(&self) -> Result<usize, RuntimeError> {
-        self.handle.open_connections()
-    }
-
-    /// Stops accepting on every core and closes the listeners; open connections go on.
-    pub fn stop_accepting(&self) -> Result<(), RuntimeError> {
-        self.handle.stop_accepting()
-    }
-
-    /// The runtime the server runs on (to broadcast to it or gather from it).
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
-    /// Stops every loop and waits for them.
-    pub fn shutdown(self) -> Result<(), RuntimeError> {
-        self.runtime.shutdown()
-    }
-
-    /// Waits until the loops stop (a signal with `stop_on_signals`, or a handle).
-    pub fn wait(self) -> Result<(), RuntimeError> {
-        self.runtime.wait()
-    }
-}
-
-/// One server attached to a runtime, on every core: stop it accepting, drain it, shut
-/// it down or count its connections, while the runtime and its other servers go on.
-/// The methods wait for every core's answer: call them from a plain thread.
-///
-/// ```
-/// use coreloop::{Cores, ListenOptions, Runtime, TcpServer};
-/// use std::time::Duration;
-/// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
-/// let server = TcpServer::serve(&rt, "127.0.0.1:0".parse().unwrap(), ListenOptions::default(),
-///     |_, s| s.close())?;
-/// assert_eq!(server.open_connections().unwrap(), 0);
-/// let cut = server.drain(Duration::from_secs(1)).unwrap(); // nothing open: returns at once
-/// assert_eq!(cut, 0);
-/// rt.shutdown().unwrap();
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Clone)]
-pub struct ServerHandle {
-    id: ServerId,
-    local_addr: SocketAddr,
-    loops: Vec<LoopHandle>,
-}
-
-impl ServerHandle {
-    /// The address every core listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub(crate) fn id(&self) -> ServerId {
-        self.id
-    }
-
-    /// Runs `f` with this server's acceptor on every core, by shard.
-    fn on_each<T, F>(&self, f: F) -> Result<Vec<T>, RuntimeError>
-    where
-        T: Send + 'static,
-        F: Fn(&IoLoop, Option<Acceptor>) -> T + Send + Sync + 'static,
-    {
-        let id = self.id;
-        invoke_all(&self.loops, move |lp| f(lp, acceptor_of(lp, id)))
-    }
-
-    /// Connections this server accepted that are still open, on each core by shard id
-    /// (how SO_REUSEPORT spread them).
-    pub fn connections_per_core(&self) -> Result<Vec<usize>, RuntimeError> {
-        self.on_each(|_, a| a.map_or(0, |a| a.connections()))
-    }
-
-    /// Connections this server accepted that are still open, on all cores.
-    pub fn open_connections(&self) -> Result<usize, RuntimeError> {
-        Ok(self.connections_per_core()?.into_iter().sum())
-    }
-
-    /// Stops accepting on every core and closes the listeners; open connections go on.
-    pub fn stop_accepting(&self) -> Result<(), RuntimeError> {
-        let id = self.id;
-        invoke_all(&self.loops, move |lp| drop(remove_acceptor(lp, id)))?;
-        Ok(())
-    }
-
-    /// Stops accepting, waits until the server's connections have closed or `deadline`
-    /// has passed, then closes those still open; returns how many that was.
-    pub fn drain(&self, deadline: Duration) -> Result<usize, RuntimeError> {
-        self.drain_with(deadline, |_| {})
-    }
-
-    /// [`drain`](Self::drain), running `tell(loop)` on every core once accepting has
-    /// stopped (how a protocol asks its connections to finish: HTTP closes idle ones and
-    /// answers the rest with `Connection: close`).
-    pub(crate) fn drain_with(
-        &self,
-        deadline: Duration,
-        tell: impl Fn(&IoLoop) + Send + Sync + 'static,
-    ) -> Result<usize, RuntimeError> {
-        let end = Instant::now() + deadline;
-        // The acceptors stay registered (stopped) so their connections can be counted.
-        self.on_each(|_, a| {
-            if let Some(a) = a {
-                a.stop();
-            }
-        })?;
-        invoke_all(&self.loops, tell)?;
-        let left = loop {
-            let open = self.open_connections()?;
-            if open == 0 || Instant::now() >= end {
-                break open;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        self.shutdown()?;
-        Ok(left)
-    }
-
-    /// Stops accepting and closes every connection this server accepted, now.
-    pub fn shutdown(&self) -> Result<(), RuntimeError> {
-        let id = self.id;
-        invoke_all(&self.loops, move |lp| {
-            if let Some(acc) = remove_acceptor(lp, id) {
-                acc.close_connections();
-            }
-        })?;
-        Ok(())
-    }
-}
-
-impl fmt::Debug for ServerHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("local_addr", &self.local_addr)
-            .field("cores", &self.loops.len())
-            .finish()
+    pub fn serve(&self, runtime: &Runtime, addr: SocketAddr) -> io::Result<ServerHandle> {
+        let on_conn = self.on_conn.clone();
+        serve_on(
+            ServerId::next(),
+            runtime,
+            addr,
+            self.opts.clone(),
+            move |lp, s| on_conn(lp, s),
+            self.tell.clone(),
+        )
     }
 }
 
 impl fmt::Debug for TcpServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpServer")
-            .field("local_addr", &self.handle.local_addr)
-            .field("shards", &self.runtime.shards())
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+/// How a protocol asks its connections on one loop to finish, when its server drains
+/// (HTTP closes idle ones and answers the rest with `Connection: close`).
+pub(crate) type Tell = Arc<dyn Fn(&IoLoop) + Send + Sync>;
+
+/// Attaches a server under `id` to every core of `runtime`.
+pub(crate) fn serve_on<F>(
+    id: ServerId,
+    runtime: &Runtime,
+    addr: SocketAddr,
+    opts: ListenOptions,
+    on_conn: F,
+    tell: Option<Tell>,
+) -> io::Result<ServerHandle>
+where
+    F: Fn(&IoLoop, IoStream) + Send + Sync + 'static,
+{
+    let loops = runtime.handles();
+    let listeners = bind_listeners(addr, &opts, loops.len())?;
+    let local_addr = listeners[0].local_addr()?;
+    let listeners: Arc<Mutex<Vec<Option<TcpListener>>>> =
+        Arc::new(Mutex::new(listeners.into_iter().map(Some).collect()));
+    let on_conn = Arc::new(on_conn);
+    // Every server is on its runtime's list until it is drained or closed (so that a
+    // graceful stop of the runtime drains it, whether or not a handle is kept).
+    let attached = std::sync::OnceLock::new();
+    let handle = ServerHandle {
+        inner: Arc::new(ServerInner {
+            id,
+            local_addr,
+            loops: loops.to_vec(),
+            tell,
+            attached,
+        }),
+    };
+    let all = handle.inner.loops.clone();
+    let started = crate::runtime::call_all(loops, move |lp| -> io::Result<()> {
+        let me = lp.handle();
+        let shard = all
+            .iter()
+            .position(|h| h.same_loop(&me))
+            .unwrap_or(usize::MAX);
+        let listener = listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(shard)
+            .and_then(Option::take)
+            .ok_or_else(|| io::Error::other("no listener for this core"))?;
+        let on_conn = on_conn.clone();
+        let acc = Acceptor::start(lp, listener, opts.clone(), move |lp, s| on_conn(lp, s))?;
+        lp.local::<LoopServers>().0.borrow_mut().push((id, acc));
+        Ok(())
+    })
+    .wait();
+    let failure = match started {
+        Ok(results) => results
+            .into_iter()
+            .enumerate()
+            .find_map(|(shard, r)| r.err().map(|e| (Some(shard), e))),
+        Err(e) => Some((None, io::Error::from(e))),
+    };
+    if let Some((shard, e)) = failure {
+        let _ = handle.close().wait();
+        return Err(match shard {
+            Some(shard) => io::Error::new(
+                e.kind(),
+                format!("coreloop: shard {shard} cannot serve: {e}"),
+            ),
+            None => e,
+        });
+    }
+    let server = handle.clone();
+    let drain: DrainFn = Arc::new(move |deadline| server.drain(deadline));
+    let _ = handle
+        .inner
+        .attached
+        .set(runtime.attached().add(id.0, drain));
+    Ok(handle)
+}
+
+struct ServerInner {
+    id: ServerId,
+    local_addr: SocketAddr,
+    loops: Vec<LoopHandle>,
+    tell: Option<Tell>,
+    /// Its place on the runtime's list of servers (set once it serves on every core).
+    attached: std::sync::OnceLock<AttachedRef>,
+}
+
+impl ServerInner {
+    /// The server is done (drained or closed): off the runtime's list.
+    fn detach(&self) {
+        if let Some(a) = self.attached.get() {
+            a.remove(self.id.0);
+        }
+    }
+}
+
+/// One server attached to a runtime, on every core, whatever its protocol (what
+/// [`TcpServer::serve`] and [`HttpServer::serve`](crate::http::HttpServer::serve)
+/// return): stop it accepting, drain it, close it, count its connections, while the
+/// runtime and its other servers go on.
+///
+/// Every method that needs the cores gives a [`Call`]: [`wait`](Call::wait) for it from
+/// a plain thread, await it in a task, or continue with [`then`](Call::then) on a loop.
+///
+/// | what | method |
+/// |---|---|
+/// | stop taking new connections; open ones go on | [`stop_accepting`](Self::stop_accepting) |
+/// | stop gracefully: finish what is in flight, close the rest at a deadline | [`drain`](Self::drain) |
+/// | stop now: close every connection | [`close`](Self::close) |
+/// | connections open now | [`open_connections`](Self::open_connections) |
+///
+/// Dropping a handle does nothing to the server: it serves until it is drained or
+/// closed, or its runtime stops. Clones are handles to the same server.
+///
+/// ```
+/// use coreloop::{Cores, Runtime, TcpServer};
+/// use std::time::Duration;
+/// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+/// let server = TcpServer::new(|_, s| s.close()).serve(&rt, "127.0.0.1:0".parse().unwrap())?;
+/// assert_eq!(server.open_connections().wait()?, 0);
+/// let cut = server.drain(Duration::from_secs(1)).wait()?; // nothing open: at once
+/// assert_eq!(cut, 0);
+/// rt.shutdown()?;
+/// # Ok::<(), coreloop::RuntimeError>(())
+/// ```
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<ServerInner>,
+}
+
+impl ServerHandle {
+    /// The address every core listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    pub(crate) fn id(&self) -> ServerId {
+        self.inner.id
+    }
+
+    /// The loops the server runs on, by shard.
+    pub(crate) fn loops(&self) -> &[LoopHandle] {
+        &self.inner.loops
+    }
+
+    /// Runs `f` with this server's acceptor on every core, by shard.
+    fn on_each<T, F>(&self, f: F) -> Call<Vec<T>>
+    where
+        T: Send + 'static,
+        F: Fn(&IoLoop, Option<Acceptor>) -> T + Send + Sync + 'static,
+    {
+        let id = self.inner.id;
+        crate::runtime::call_all(&self.inner.loops, move |lp| f(lp, acceptor_of(lp, id)))
+    }
+
+    /// Connections this server accepted that are still open, on all cores (those open
+    /// after [`stop_accepting`](Self::stop_accepting) included).
+    pub fn open_connections(&self) -> Call<usize> {
+        self.on_each(|_, a| a.map_or(0, |a| a.connections()))
+            .map(|per_core| per_core.into_iter().sum())
+    }
+
+    /// Stops accepting on every core and closes the listeners; open connections go on
+    /// (and are still counted, drained and closed by this handle).
+    pub fn stop_accepting(&self) -> Call<()> {
+        self.on_each(|_, a| {
+            if let Some(a) = a {
+                a.stop();
+            }
+        })
+        .map(drop)
+    }
+
+    /// Stops gracefully: stops accepting, asks the protocol to finish (HTTP closes the
+    /// connections that wait for a request and answers the requests in flight with
+    /// `Connection: close`), waits until every connection has closed or `deadline` has
+    /// passed, then closes those still open. Answers how many that was (connections
+    /// cut without finishing). Each core drains on its own, without a thread waiting.
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime, TcpServer};
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+    /// // A server whose connections never finish by themselves.
+    /// let server = TcpServer::new(|_, s| { let _ = s.read_until_close().then(|_, _, _| {}); })
+    ///     .serve(&rt, "127.0.0.1:0".parse().unwrap())?;
+    /// let mut c = std::net::TcpStream::connect(server.local_addr())?;
+    /// c.write_all(b"x")?;
+    /// while server.open_connections().wait()? == 0 {}
+    /// assert_eq!(server.drain(Duration::from_millis(50)).wait()?, 1);
+    /// assert_eq!(c.read(&mut [0; 1])?, 0); // closed at the deadline
+    /// rt.shutdown()?;
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
+    pub fn drain(&self, deadline: Duration) -> Call<usize> {
+        let inner = self.inner.clone();
+        let end = Instant::now() + deadline;
+        let parts = inner
+            .loops
+            .iter()
+            .map(|h| {
+                let (h, inner) = (h.clone(), inner.clone());
+                Call::new(move |reply: Reply<usize>| {
+                    let _ = h.add_callback(move |lp| drain_here(lp, &inner, end, reply));
+                })
+            })
+            .collect();
+        crate::reactor::gather(parts).map(move |cut| {
+            inner.detach();
+            cut.into_iter().sum()
+        })
+    }
+
+    /// Stops at once: stops accepting and closes every connection this server accepted
+    /// (what they had not sent yet is dropped).
+    pub fn close(&self) -> Call<()> {
+        let id = self.inner.id;
+        let inner = self.inner.clone();
+        crate::runtime::call_all(&self.inner.loops, move |lp| {
+            if let Some(acc) = remove_acceptor(lp, id) {
+                acc.close_connections();
+            }
+        })
+        .map(move |_| inner.detach())
+    }
+}
+
+/// One core's part of a drain: stop accepting, tell the protocol, answer when this
+/// core's connections of the server are gone or at `end` (closing those left).
+fn drain_here(lp: &IoLoop, server: &ServerInner, end: Instant, reply: Reply<usize>) {
+    let id = server.id;
+    let Some(acc) = acceptor_of(lp, id) else {
+        return reply.send(Ok(0));
+    };
+    acc.stop();
+    if let Some(tell) = &server.tell {
+        tell(lp);
+    }
+    let reply = Rc::new(RefCell::new(Some(reply)));
+    let at_deadline = {
+        let (acc, reply) = (acc.clone(), reply.clone());
+        lp.call_at(end, move |lp| {
+            let cut = acc.connections();
+            if cut > 0 {
+                log::info!("coreloop: drain deadline: closing {cut} connections still open");
+            }
+            acc.close_connections();
+            remove_acceptor(lp, id);
+            if let Some(r) = reply.borrow_mut().take() {
+                r.send(Ok(cut));
+            }
+        })
+    };
+    acc.when_empty(move |lp| {
+        lp.remove_timeout(at_deadline);
+        remove_acceptor(lp, id);
+        if let Some(r) = reply.borrow_mut().take() {
+            r.send(Ok(0));
+        }
+    });
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.inner.local_addr)
+            .field("cores", &self.inner.loops.len())
             .finish()
     }
 }

@@ -30,7 +30,7 @@
 //! This file holds the loop object and its state; each concern adds its methods in its
 //! own file: `iteration.rs` (start, stop, close, one iteration), `handlers.rs` (fd
 //! handlers), `timer.rs` (timers and the timer heap), `callbacks.rs` (the run queue,
-//! local and remote), `calls.rs` (`submit_to` between loops), `handle.rs` (the
+//! local and remote), `calls.rs` (`Call`: work on another loop, awaited, continued or waited for), `handle.rs` (the
 //! cross-thread `LoopHandle` and its wake-up protocol), `registry.rs` (per-loop values,
 //! resources the loop closes with itself, work deferred to the end of a step) and
 //! `completion.rs` (completion ops for the layers above, on backends that have them),
@@ -50,8 +50,8 @@ mod tasks;
 mod timer;
 mod wake;
 
-pub use calls::CallError;
-pub(crate) use calls::{send_call, Reply};
+pub(crate) use calls::{gather, mark_loop_thread, Reply};
+pub use calls::{Call, CallError, CallFuture};
 pub(crate) use completion::Sink;
 pub(crate) use handle::EPOCH;
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};

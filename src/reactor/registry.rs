@@ -270,7 +270,7 @@ mod tests {
                 panic!("both ran: {:?}", seen.get())
             };
             assert!(after >= in_timer, "the loop's time went back");
-            assert_eq!(lp.stats().stalls, 0, "nothing stalled");
+            assert_eq!(lp.loop_stats().stalls, 0, "nothing stalled");
         }
     }
 }

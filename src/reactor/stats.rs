@@ -297,12 +297,12 @@ impl IoLoop {
     /// let lp = IoLoop::new()?;
     /// lp.add_callback(|lp| lp.stop());
     /// lp.start()?;
-    /// let s = lp.stats();
+    /// let s = lp.loop_stats();
     /// assert_eq!(s.callbacks, 1);
     /// assert!(s.iterations >= 1);
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn stats(&self) -> LoopStats {
+    pub fn loop_stats(&self) -> LoopStats {
         let s = &self.inner.stats;
         let c = &s.counters;
         let h = s.hist.borrow();
@@ -356,7 +356,7 @@ impl IoLoop {
     /// lp.set_stall_threshold(Duration::from_millis(5));
     /// lp.add_callback(|lp| { std::thread::sleep(Duration::from_millis(10)); lp.stop() });
     /// lp.start()?;
-    /// assert_eq!(lp.stats().stalls, 1);
+    /// assert_eq!(lp.loop_stats().stalls, 1);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_stall_threshold(&self, after: Duration) {

@@ -40,7 +40,7 @@ pub(super) fn register_loop(lp: &IoLoop) {
 }
 
 /// The loop of this thread with id `id`, if it is still there.
-fn loop_by_id(id: u64) -> Option<IoLoop> {
+pub(super) fn loop_by_id(id: u64) -> Option<IoLoop> {
     LOOPS
         .try_with(|l| {
             l.borrow()

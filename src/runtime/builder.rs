@@ -10,7 +10,7 @@
 
 use super::shard::{set_shard, Peers};
 use super::signals::SignalWatcher;
-use super::{Runtime, RuntimeError, ShardError};
+use super::{Attached, Runtime, RuntimeError, ShardError};
 use crate::poller::Backend;
 use crate::reactor::{panic_message, IoLoop, LoopHandle, WakeVia};
 use std::fmt;
@@ -64,6 +64,9 @@ pub enum Cores {
     List(Vec<usize>),
 }
 
+/// Default [`RuntimeBuilder::drain_deadline`].
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Configures and starts a [`Runtime`].
 ///
 /// ```
@@ -76,7 +79,7 @@ pub enum Cores {
 ///     .build()?;
 /// assert_eq!(rt.shards(), 2);
 /// rt.shutdown().unwrap();
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), coreloop::RuntimeError>(())
 /// ```
 pub struct RuntimeBuilder {
     cores: Cores,
@@ -84,6 +87,7 @@ pub struct RuntimeBuilder {
     backend: Backend,
     setups: Vec<Setup>,
     stop_on_signals: bool,
+    drain_deadline: Duration,
     name: String,
     watchdog: Option<Duration>,
 }
@@ -96,6 +100,7 @@ impl Default for RuntimeBuilder {
             backend: Backend::Auto,
             setups: Vec::new(),
             stop_on_signals: false,
+            drain_deadline: DEFAULT_DRAIN_DEADLINE,
             name: "coreloop".to_string(),
             watchdog: None,
         }
@@ -136,7 +141,7 @@ impl RuntimeBuilder {
     ///     .cores(Cores::Count(2))
     ///     .on_start(move |lp, _shard| lp.set_local(Cache { capacity }))
     ///     .build()?;
-    /// let caps = rt.invoke_on_all(|lp| lp.get_local::<Cache>().unwrap().capacity).unwrap();
+    /// let caps = rt.call_on_all(|lp| lp.get_local::<Cache>().unwrap().capacity).wait().unwrap();
     /// assert_eq!(caps, vec![1024, 1024]);
     /// rt.shutdown().unwrap();
     /// # Ok::<(), std::io::Error>(())
@@ -259,9 +264,33 @@ impl RuntimeBuilder {
         self.on_start(|lp, _| lp.set_watched(true))
     }
 
-    /// Stop every loop gracefully on SIGINT or SIGTERM (default: off).
+    /// On SIGINT or SIGTERM, stop gracefully (default: off): every server attached to
+    /// the runtime stops accepting and drains (requests in flight are answered) within
+    /// the [`drain_deadline`](Self::drain_deadline), then the loops stop and
+    /// [`Runtime::wait`] returns. The same as calling [`Runtime::drain`] at the signal.
+    ///
+    /// ```no_run
+    /// use coreloop::http::{Application, HttpServer, Route};
+    /// use coreloop::Runtime;
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .stop_on_signals(true)
+    ///     .drain_deadline(Duration::from_secs(10))
+    ///     .build()?;
+    /// let app = Application::new().route("/", Route::new().get(|_, _, mut r| r.write("hi")));
+    /// HttpServer::new(app).serve(&rt, "127.0.0.1:8888".parse().unwrap())?;
+    /// rt.wait()?; // until SIGINT or SIGTERM, and every request in flight answered
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
     pub fn stop_on_signals(mut self, on: bool) -> Self {
         self.stop_on_signals = on;
+        self
+    }
+
+    /// How long a graceful stop started by a signal waits for open connections before
+    /// it closes them (default [`DEFAULT_DRAIN_DEADLINE`], 30 s).
+    pub fn drain_deadline(mut self, deadline: Duration) -> Self {
+        self.drain_deadline = deadline;
         self
     }
 
@@ -273,8 +302,9 @@ impl RuntimeBuilder {
 
     /// Starts the loops and runs every core's setup. Returns once every setup has
     /// finished; if one failed or panicked, every loop is stopped and joined, and the
-    /// error names the shard and says why (an `io::Error` carrying a [`RuntimeError`]).
-    pub fn build(self) -> io::Result<Runtime> {
+    /// error names the shard and says why ([`RuntimeError::Shards`]); a runtime that
+    /// cannot start at all (no such core, no loop) is [`RuntimeError::Io`].
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
         let placement = self.placement()?;
         let n = placement.len();
         let mut threads = Vec::with_capacity(n);
@@ -293,6 +323,9 @@ impl RuntimeBuilder {
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{shard}", self.name))
                 .spawn(move || {
+                    // A blocking call from this thread is refused from now on, setup
+                    // included (the loops it would wait for may be waiting for it).
+                    crate::reactor::mark_loop_thread();
                     if let (true, Some(core)) = (pin, core) {
                         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                             log::warn!("coreloop: could not pin shard {shard} to core {core}");
@@ -324,7 +357,7 @@ impl RuntimeBuilder {
                 Ok(t) => t,
                 Err(e) => {
                     abort(&gos, &handles, threads);
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             threads.push(Some(thread));
@@ -333,13 +366,13 @@ impl RuntimeBuilder {
                 Ok(Ok(h)) => handles.push(h),
                 Ok(Err(e)) => {
                     abort(&gos, &handles, threads);
-                    return Err(e);
+                    return Err(e.into());
                 }
                 Err(_) => {
                     abort(&gos, &handles, threads);
-                    return Err(io::Error::other(format!(
+                    return Err(RuntimeError::Io(io::Error::other(format!(
                         "coreloop: shard {shard} ended before its loop was built"
-                    )));
+                    ))));
                 }
             }
         }
@@ -363,12 +396,13 @@ impl RuntimeBuilder {
             threads,
             signals: None,
             watchdog: None,
+            attached: Attached::default(),
         };
         if !failures.is_empty() {
             rt.stop();
             let _ = rt.join_all();
             failures.sort_by_key(|(s, _)| *s);
-            return Err(io::Error::other(RuntimeError::Shards(failures)));
+            return Err(RuntimeError::Shards(failures));
         }
         if let Some(after) = self.watchdog {
             rt.watchdog = Some(super::watchdog::Watchdog::start(
@@ -379,8 +413,17 @@ impl RuntimeBuilder {
         }
         if self.stop_on_signals {
             let loops = rt.handles.clone();
+            let attached = rt.attached.clone();
+            let deadline = self.drain_deadline;
             rt.signals = Some(SignalWatcher::start(move |sig| {
-                log::info!("coreloop: signal {sig}: stopping {} loops", loops.len());
+                log::info!(
+                    "coreloop: signal {sig}: draining the servers (deadline {deadline:?}), then stopping {} loops",
+                    loops.len()
+                );
+                let cut = attached.drain_all(deadline);
+                if cut > 0 {
+                    log::warn!("coreloop: {cut} connections were still open at the drain deadline and were closed");
+                }
                 for h in &loops {
                     let _ = h.stop();
                 }

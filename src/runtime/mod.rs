@@ -1,53 +1,117 @@
 //! `Runtime`: one pinned thread per core, each running its own [`IoLoop`].
 //!
-//! Loops share nothing on the hot path. They talk by sending callbacks through
-//! [`LoopHandle`]s; [`Runtime::broadcast`] sends one to every core,
-//! [`Runtime::invoke_on`] runs a closure on one core and [`Runtime::invoke_on_all`] on
-//! every core and gather the answers (Seastar's `invoke_on_all`), which is how statistics
-//! are merged and how a service reaches its sharded state from a plain thread. From a
-//! loop, the same without blocking is [`IoLoop::submit_to`] and
-//! [`IoLoop::submit_to_all`].
+//! Loops share nothing on the hot path. They talk by sending work through
+//! [`LoopHandle`]s: [`Runtime::call_on`] runs a closure on one core and
+//! [`Runtime::call_on_all`] on every core and gathers the answers (Seastar's
+//! `invoke_on_all`), each as a [`Call`](crate::Call) that a plain thread waits for, a
+//! task awaits, or a loop continues with; the same calls exist on [`IoLoop`].
 //!
-//! Files: `builder.rs` (starting: cores, backend, per-core setup), `invoke.rs` (blocking
-//! calls from plain threads), `shard.rs` (which shard a loop is, and the non-blocking
-//! calls between shards), `signals.rs` (SIGINT, SIGTERM).
+//! Servers attached to a runtime are stopped with it: [`Runtime::drain`] drains every
+//! one within a deadline and then stops the loops, and so does SIGINT or SIGTERM with
+//! [`RuntimeBuilder::stop_on_signals`].
+//!
+//! Files: `builder.rs` (starting: cores, backend, per-core setup), `calls.rs` (calls on
+//! one core or every core), `shard.rs` (which shard a loop is), `signals.rs` (SIGINT,
+//! SIGTERM), `watchdog.rs` (a loop stuck in one job).
 
 mod builder;
-mod invoke;
+mod calls;
 mod shard;
 mod signals;
 mod watchdog;
 
-pub use builder::{Cores, RuntimeBuilder, SetupResult};
-pub(crate) use invoke::invoke_all;
+pub use builder::{Cores, RuntimeBuilder, SetupResult, DEFAULT_DRAIN_DEADLINE};
+pub(crate) use calls::call_all;
+pub use calls::CallTarget;
 pub use shard::shard_of;
-pub(crate) use signals::wait_for_stop_signal;
 
-use crate::reactor::{panic_message, CallError, LoopHandle};
+use crate::reactor::{panic_message, Call, CallError, LoopHandle};
 use signals::SignalWatcher;
 use std::fmt;
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How to drain one attached server: within a deadline, answering how many
+/// connections were cut.
+pub(crate) type DrainFn = Arc<dyn Fn(Duration) -> Call<usize> + Send + Sync>;
+
+/// The servers attached to a runtime, by id, so that a graceful stop drains them all.
+#[derive(Clone, Default)]
+pub(crate) struct Attached(Arc<Mutex<Vec<(u64, DrainFn)>>>);
+
+/// A server's way back to its runtime's list (weak: a server does not keep the list of
+/// a runtime that has gone).
+#[derive(Clone)]
+pub(crate) struct AttachedRef(std::sync::Weak<Mutex<Vec<(u64, DrainFn)>>>);
+
+impl AttachedRef {
+    /// Takes server `id` off the list (it has been drained or closed).
+    pub(crate) fn remove(&self, id: u64) {
+        if let Some(list) = self.0.upgrade() {
+            list.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+impl Attached {
+    /// Puts server `id` on the list; returns its way back.
+    pub(crate) fn add(&self, id: u64, drain: DrainFn) -> AttachedRef {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, drain));
+        AttachedRef(Arc::downgrade(&self.0))
+    }
+
+    /// Drains every attached server at once, within `deadline`; how many connections
+    /// were cut in all.
+    fn drain_all(&self, deadline: Duration) -> usize {
+        let all: Vec<DrainFn> = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect();
+        let calls: Vec<Call<usize>> = all.iter().map(|d| d(deadline)).collect();
+        match crate::reactor::gather(calls).wait() {
+            Ok(cut) => cut.into_iter().sum(),
+            Err(e) => {
+                log::warn!("coreloop: draining the runtime's servers: {e}");
+                0
+            }
+        }
+    }
+}
 
 /// Thread-per-core: one pinned [`IoLoop`] per chosen core.
 ///
-/// Dropping a runtime stops and joins its loops (errors are logged); call
-/// [`shutdown`](Self::shutdown) or [`wait`](Self::wait) to see them.
+/// Stopping it: [`shutdown`](Self::shutdown) stops every loop now (open connections
+/// are closed); [`drain`](Self::drain) first drains every server attached to it, within
+/// a deadline; [`wait`](Self::wait) waits until the loops stop some other way (a
+/// signal with [`RuntimeBuilder::stop_on_signals`], a handle's
+/// [`stop`](LoopHandle::stop)). Dropping a runtime is [`shutdown`](Self::shutdown)
+/// with the errors logged.
 ///
 /// ```
 /// use coreloop::Runtime;
 /// let rt = Runtime::builder().build()?;
 /// // Ask every shard for its id and gather the answers.
-/// let ids = rt.invoke_on_all(|lp| lp.shard_id()).unwrap();
+/// let ids = rt.call_on_all(|lp| lp.shard_id()).wait().unwrap();
 /// assert_eq!(ids, (0..rt.shards()).collect::<Vec<_>>());
 /// rt.shutdown().unwrap();
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), coreloop::RuntimeError>(())
 /// ```
 pub struct Runtime {
     handles: Vec<LoopHandle>,
     threads: Vec<Option<JoinHandle<io::Result<()>>>>,
     signals: Option<SignalWatcher>,
     watchdog: Option<watchdog::Watchdog>,
+    attached: Attached,
 }
 
 impl Runtime {
@@ -85,10 +149,35 @@ impl Runtime {
         self.join_all()
     }
 
-    /// Stops every loop, waits for them, and reports as [`wait`](Self::wait) does.
+    /// Stops every loop now (their open connections are closed), waits for them, and
+    /// reports as [`wait`](Self::wait) does.
     pub fn shutdown(self) -> Result<(), RuntimeError> {
         self.stop();
         self.wait()
+    }
+
+    /// Stops gracefully: drains every server attached to the runtime at once (each
+    /// stops accepting, lets what is in flight finish, and closes what is still open at
+    /// `deadline`), then stops the loops and waits for them. Returns how many
+    /// connections were cut at the deadline.
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime, TcpServer};
+    /// use std::time::Duration;
+    /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
+    /// let _echo = TcpServer::new(|_, s| s.close()).serve(&rt, "127.0.0.1:0".parse().unwrap())?;
+    /// assert_eq!(rt.drain(Duration::from_secs(5))?, 0);
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
+    pub fn drain(self, deadline: Duration) -> Result<usize, RuntimeError> {
+        let cut = self.attached.drain_all(deadline);
+        self.shutdown()?;
+        Ok(cut)
+    }
+
+    /// The servers attached to this runtime.
+    pub(crate) fn attached(&self) -> &Attached {
+        &self.attached
     }
 
     pub(crate) fn join_all(&mut self) -> Result<(), RuntimeError> {
@@ -143,15 +232,13 @@ impl fmt::Debug for Runtime {
     }
 }
 
-/// Why a shard did not do what was asked.
+/// Why a shard of a runtime failed.
 #[derive(Debug)]
 pub enum ShardError {
-    /// The call (or the loop thread, outside any callback) panicked; the panic's message.
+    /// The loop thread panicked outside any callback; the panic's message.
     Panicked(String),
-    /// `start()` failed: the poller returned this error.
+    /// The loop ended with an I/O error from its poller.
     Io(io::Error),
-    /// The loop was closed: the call did not run.
-    Closed,
     /// The shard's setup (`RuntimeBuilder::on_start`) failed or panicked; why.
     Setup(String),
 }
@@ -161,31 +248,21 @@ impl fmt::Display for ShardError {
         match self {
             ShardError::Panicked(m) => write!(f, "panicked: {m}"),
             ShardError::Io(e) => write!(f, "I/O error: {e}"),
-            ShardError::Closed => f.write_str("loop closed"),
             ShardError::Setup(m) => write!(f, "setup failed: {m}"),
         }
     }
 }
 
-impl From<CallError> for ShardError {
-    fn from(e: CallError) -> ShardError {
-        match e {
-            CallError::Panicked(m) => ShardError::Panicked(m),
-            CallError::Closed => ShardError::Closed,
-        }
-    }
-}
-
-/// What went wrong in a [`Runtime`] call.
+/// What went wrong starting or stopping a [`Runtime`].
+///
+/// It converts into `io::Error`, so `?` works in a function returning `io::Result`.
 #[derive(Debug)]
 pub enum RuntimeError {
     /// These shards failed, by shard id.
     Shards(Vec<(usize, ShardError)>),
-    /// A blocking call was made from one of the runtime's own loops (it would wait for
-    /// itself).
-    WouldDeadlock,
-    /// There is no shard with this id.
-    NoSuchShard(usize),
+    /// The runtime could not start: no such core, no thread, no loop (its poller could
+    /// not be set up), or a signal handler could not be installed.
+    Io(io::Error),
 }
 
 impl fmt::Display for RuntimeError {
@@ -200,12 +277,37 @@ impl fmt::Display for RuntimeError {
                 }
                 Ok(())
             }
-            RuntimeError::WouldDeadlock => {
-                f.write_str("a runtime loop cannot block waiting for the runtime's loops")
-            }
-            RuntimeError::NoSuchShard(s) => write!(f, "no shard {s} in this runtime"),
+            RuntimeError::Io(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for RuntimeError {}
+impl std::error::Error for RuntimeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RuntimeError::Io(e) => Some(e),
+            RuntimeError::Shards(_) => None,
+        }
+    }
+}
+
+impl From<io::Error> for RuntimeError {
+    fn from(e: io::Error) -> RuntimeError {
+        RuntimeError::Io(e)
+    }
+}
+
+impl From<RuntimeError> for io::Error {
+    fn from(e: RuntimeError) -> io::Error {
+        match e {
+            RuntimeError::Io(e) => e,
+            other => io::Error::other(other),
+        }
+    }
+}
+
+impl From<CallError> for RuntimeError {
+    fn from(e: CallError) -> RuntimeError {
+        RuntimeError::Io(e.into())
+    }
+}

@@ -2,10 +2,8 @@
 //! handle. Set by the runtime on each loop's thread before its setup runs; a loop made
 //! alone is shard 0 of 1.
 
-use crate::reactor::{CallError, IoLoop, LoopHandle};
-use std::cell::RefCell;
+use crate::reactor::{IoLoop, LoopHandle};
 use std::hash::{Hash, Hasher};
-use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 /// The handles of every shard of a runtime, shared by its loops; set once, before
@@ -64,19 +62,19 @@ impl IoLoop {
     }
 
     /// The handle of shard `id` of this loop's [`Runtime`](crate::Runtime), to send it
-    /// work (see [`submit_to`](Self::submit_to)). Known once the runtime is built: not
+    /// work (see [`call_on`](Self::call_on)). Known once the runtime is built: not
     /// yet inside `on_start` setup closures. `None` for a loop made alone.
     ///
     /// ```
     /// use coreloop::{Cores, Runtime};
     /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
-    /// let ok = rt.invoke_on_all(|lp| {
+    /// let ok = rt.call_on_all(|lp| {
     ///     let next = (lp.shard_id() + 1) % lp.shard_count();
     ///     lp.shard_handle(next).is_some()
-    /// }).unwrap();
-    /// assert_eq!(ok, vec![true, true]);
+    /// }).wait();
+    /// assert_eq!(ok, Ok(vec![true, true]));
     /// rt.shutdown().unwrap();
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), coreloop::RuntimeError>(())
     /// ```
     pub fn shard_handle(&self, id: usize) -> Option<LoopHandle> {
         self.local::<Shard>().peers.get()?.get(id).cloned()
@@ -95,69 +93,4 @@ impl IoLoop {
             None => vec![self.handle()],
         }
     }
-
-    /// Runs `f` on every shard of this loop's runtime (on this loop alone if it is not in
-    /// one), then `then` here with every outcome, by shard id, once all have answered.
-    /// The non-blocking gather for code running on a loop (where
-    /// [`Runtime::invoke_on_all`](crate::Runtime::invoke_on_all), which blocks, would
-    /// wait for itself).
-    ///
-    /// ```
-    /// use coreloop::{Cores, Runtime};
-    /// let rt = Runtime::builder().cores(Cores::Count(2)).build()?;
-    /// let (tx, rx) = std::sync::mpsc::channel();
-    /// rt.handle(1).add_callback(move |lp| {
-    ///     lp.submit_to_all(|far| far.shard_id() + 10, move |_, all| {
-    ///         tx.send(all).unwrap();
-    ///     });
-    /// }).unwrap();
-    /// assert_eq!(rx.recv().unwrap(), vec![Ok(10), Ok(11)]);
-    /// rt.shutdown().unwrap();
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    #[track_caller]
-    pub fn submit_to_all<T, F, G>(&self, f: F, then: G)
-    where
-        T: Send + 'static,
-        F: Fn(&IoLoop) -> T + Send + Sync + 'static,
-        G: FnOnce(&IoLoop, Vec<Result<T, CallError>>) + 'static,
-    {
-        let targets = self.shard_handles();
-        let n = targets.len();
-        let gather = Rc::new(RefCell::new(Gather {
-            answers: (0..n).map(|_| None).collect(),
-            left: n,
-            then: Some(then),
-        }));
-        let f = std::sync::Arc::new(f);
-        for (shard, target) in targets.iter().enumerate() {
-            let f = f.clone();
-            let g = gather.clone();
-            self.submit_to(
-                target,
-                move |lp| f(lp),
-                move |lp, answer| {
-                    let done = {
-                        let mut g = g.borrow_mut();
-                        g.answers[shard] = Some(answer);
-                        g.left -= 1;
-                        (g.left == 0).then(|| {
-                            let answers = std::mem::take(&mut g.answers);
-                            (g.then.take(), answers)
-                        })
-                    };
-                    if let Some((Some(then), answers)) = done {
-                        then(lp, answers.into_iter().flatten().collect());
-                    }
-                },
-            );
-        }
-    }
-}
-
-/// The answers of a `submit_to_all` so far.
-struct Gather<T, G> {
-    answers: Vec<Option<Result<T, CallError>>>,
-    left: usize,
-    then: Option<G>,
 }

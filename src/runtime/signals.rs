@@ -13,14 +13,6 @@ fn stop_signals() -> io::Result<Signals> {
     Signals::new([SIGINT, SIGTERM])
 }
 
-/// Blocks the calling thread until SIGINT or SIGTERM arrives; returns which.
-pub(crate) fn wait_for_stop_signal() -> io::Result<i32> {
-    let mut signals = stop_signals()?;
-    let sig = signals.forever().next().unwrap_or(SIGTERM);
-    signals.handle().close();
-    Ok(sig)
-}
-
 /// A thread that runs a closure at the first SIGINT or SIGTERM.
 pub(crate) struct SignalWatcher {
     handle: signal_hook::iterator::Handle,

@@ -15,12 +15,11 @@
 //! budget. The task cell and waker are `async-task`'s (the crate smol builds on); the
 //! loop's side (where a woken task goes) is `reactor/tasks.rs`.
 //!
-//! Files: `time.rs` (sleep, timeout, interval on the loop's timer heap), `calls.rs`
-//! (awaiting work on other cores), `block_on.rs` (waiting for a future on a plain
-//! thread).
+//! Files: `time.rs` (sleep, timeout, interval on the loop's timer heap), `block_on.rs`
+//! (waiting for a future on a plain thread). Awaiting work on other cores is awaiting
+//! a [`Call`](crate::Call) (`reactor/calls.rs`).
 
 mod block_on;
-mod calls;
 mod time;
 
 pub use block_on::block_on;
@@ -323,19 +322,6 @@ impl IoLoop {
                 "the loop stopped before the future completed",
             )),
         }
-    }
-
-    /// Spawns a task on the loop behind `target` (another core, say): `make` runs there
-    /// and makes the future, which need not be `Send`. The same as
-    /// [`LoopHandle::spawn`].
-    #[track_caller]
-    pub fn spawn_on<M, F>(&self, target: &LoopHandle, make: M) -> JoinHandle<F::Output>
-    where
-        M: FnOnce() -> F + Send + 'static,
-        F: Future + 'static,
-        F::Output: Send + 'static,
-    {
-        target.spawn(make)
     }
 }
 

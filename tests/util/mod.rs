@@ -138,3 +138,77 @@ pub fn log_to_stderr() {
     let _ = log::set_logger(&L);
     log::set_max_level(log::LevelFilter::Info);
 }
+
+/// A runtime with one server on it, owned together: what most tests start.
+#[derive(Debug)]
+pub struct Served {
+    pub rt: coreloop::Runtime,
+    pub server: coreloop::ServerHandle,
+}
+
+impl Served {
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn runtime(&self) -> &coreloop::Runtime {
+        &self.rt
+    }
+
+    pub fn handle(&self) -> &coreloop::ServerHandle {
+        &self.server
+    }
+
+    pub fn open_connections(&self) -> coreloop::Call<usize> {
+        self.server.open_connections()
+    }
+
+    pub fn stop_accepting(&self) -> coreloop::Call<()> {
+        self.server.stop_accepting()
+    }
+
+    pub fn drain(&self, deadline: Duration) -> coreloop::Call<usize> {
+        self.server.drain(deadline)
+    }
+
+    pub fn shutdown(self) -> Result<(), coreloop::RuntimeError> {
+        self.rt.shutdown()
+    }
+
+    pub fn wait(self) -> Result<(), coreloop::RuntimeError> {
+        self.rt.wait()
+    }
+}
+
+/// Starts a runtime from a builder and serves on it.
+pub trait Listen {
+    fn listen(
+        self,
+        builder: coreloop::RuntimeBuilder,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<Served>;
+}
+
+impl Listen for coreloop::http::HttpServer {
+    fn listen(
+        self,
+        builder: coreloop::RuntimeBuilder,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<Served> {
+        let rt = builder.build()?;
+        let server = self.serve(&rt, addr)?;
+        Ok(Served { rt, server })
+    }
+}
+
+impl Listen for coreloop::TcpServer {
+    fn listen(
+        self,
+        builder: coreloop::RuntimeBuilder,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<Served> {
+        let rt = builder.build()?;
+        let server = self.serve(&rt, addr)?;
+        Ok(Served { rt, server })
+    }
+}

@@ -1,7 +1,7 @@
 //! The HTTP API, on the same runtime and the same keys as RESP: `GET`, `PUT` and
 //! `DELETE /kv/{key}` (the key percent-decoded; run on its owner, forwarded like a RESP
 //! command), and `GET /stats` (keys and counters of every core, gathered with
-//! `submit_to_all`). A call to another core that gives no value answers 503.
+//! `call_on_all`). A call to another core that gives no value answers 503.
 
 use super::core::{Core, CoreReport, Stats};
 use super::store::{Cond, Store};
@@ -64,25 +64,22 @@ where
         return then(resp, v);
     }
     Stats::add(&core.stats.forwarded, 1);
-    lp.submit_to(
-        &core.shards[owner],
-        move |lp| {
-            let core = Core::of(lp).ok_or(())?;
-            Stats::add(&core.stats.served_for_others, 1);
-            let v = f(lp, &mut core.store.borrow_mut(), &key);
-            Ok(v)
-        },
-        move |_, r: Result<Result<T, ()>, CallError>| match r {
-            Ok(Ok(v)) => then(resp, v),
-            Ok(Err(())) => answer(resp, 503, b"the owner core is not set up\n"),
-            Err(e) => answer(resp, 503, format!("core {owner}: {e}\n").as_bytes()),
-        },
-    );
+    lp.call_on(&core.shards[owner], move |lp| {
+        let core = Core::of(lp).ok_or(())?;
+        Stats::add(&core.stats.served_for_others, 1);
+        let v = f(lp, &mut core.store.borrow_mut(), &key);
+        Ok(v)
+    })
+    .then(move |_, r: Result<Result<T, ()>, CallError>| match r {
+        Ok(Ok(v)) => then(resp, v),
+        Ok(Err(())) => answer(resp, 503, b"the owner core is not set up\n"),
+        Err(e) => answer(resp, 503, format!("core {owner}: {e}\n").as_bytes()),
+    });
 }
 
-fn get(lp: &IoLoop, req: Request, resp: Response) {
+fn get(lp: IoLoop, req: Request, resp: Response) {
     on_owner(
-        lp,
+        &lp,
         &req,
         resp,
         |lp, store, key| store.get(lp, key).map(Box::<[u8]>::from),
@@ -97,10 +94,10 @@ fn get(lp: &IoLoop, req: Request, resp: Response) {
     );
 }
 
-fn put(lp: &IoLoop, req: Request, resp: Response) {
+fn put(lp: IoLoop, req: Request, resp: Response) {
     let value: Box<[u8]> = req.body().into();
     on_owner(
-        lp,
+        &lp,
         &req,
         resp,
         move |lp, store, key| store.set(lp, key, &value, None, Cond::Always),
@@ -108,9 +105,9 @@ fn put(lp: &IoLoop, req: Request, resp: Response) {
     );
 }
 
-fn delete(lp: &IoLoop, req: Request, resp: Response) {
+fn delete(lp: IoLoop, req: Request, resp: Response) {
     on_owner(
-        lp,
+        &lp,
         &req,
         resp,
         |lp, store, key| store.del(lp, key),
@@ -126,24 +123,23 @@ fn delete(lp: &IoLoop, req: Request, resp: Response) {
 
 /// `{"cores":[{"core":0,"keys":..,"expiring":..,"commands":..,"forwarded":..,
 /// "served_for_others":..},...],"keys":..,"commands":..,"forwarded":..}`
-fn stats(lp: &IoLoop, _req: Request, resp: Response) {
-    lp.submit_to_all(CoreReport::of, move |_, answers| {
+fn stats(lp: IoLoop, _req: Request, resp: Response) {
+    lp.call_on_all(CoreReport::of).then(move |_, answers| {
+        let answers = match answers {
+            Ok(a) => a,
+            Err(e) => return answer(resp, 503, format!("{e}\n").as_bytes()),
+        };
         let mut cores = Vec::new();
         let (mut keys, mut commands, mut forwarded) = (0, 0, 0);
-        for (i, a) in answers.iter().enumerate() {
-            match a {
-                Ok(r) => {
-                    keys += r.keys;
-                    commands += r.commands;
-                    forwarded += r.forwarded;
-                    cores.push(format!(
-                        "{{\"core\":{i},\"keys\":{},\"expiring\":{},\"commands\":{},\
-                         \"forwarded\":{},\"served_for_others\":{}}}",
-                        r.keys, r.expiring, r.commands, r.forwarded, r.served_for_others
-                    ));
-                }
-                Err(e) => return answer(resp, 503, format!("core {i}: {e}\n").as_bytes()),
-            }
+        for (i, r) in answers.iter().enumerate() {
+            keys += r.keys;
+            commands += r.commands;
+            forwarded += r.forwarded;
+            cores.push(format!(
+                "{{\"core\":{i},\"keys\":{},\"expiring\":{},\"commands\":{},\
+                 \"forwarded\":{},\"served_for_others\":{}}}",
+                r.keys, r.expiring, r.commands, r.forwarded, r.served_for_others
+            ));
         }
         let body = format!(
             "{{\"cores\":[{}],\"keys\":{keys},\"commands\":{commands},\"forwarded\":{forwarded}}}\n",

@@ -12,8 +12,8 @@ pub mod http_api;
 pub mod resp;
 pub mod store;
 
-use coreloop::http::{HttpServer, HttpServerHandle};
-use coreloop::{ListenOptions, Runtime, RuntimeBuilder, RuntimeError, ServerHandle, TcpServer};
+use coreloop::http::HttpServer;
+use coreloop::{CallError, Runtime, RuntimeBuilder, RuntimeError, ServerHandle, TcpServer};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ impl Default for Config {
 pub struct Kv {
     runtime: Runtime,
     resp: ServerHandle,
-    http: HttpServerHandle,
+    http: ServerHandle,
 }
 
 /// Builds the runtime from `builder` (cores, backend), each core's state, and both
@@ -65,12 +65,11 @@ pub fn start(builder: RuntimeBuilder, cfg: Config) -> io::Result<Kv> {
     let runtime = builder
         .on_start(move |lp, _| lp.set_local(core::Core::new(lp, shared.clone())))
         .build()?;
-    let resp = TcpServer::serve(
-        &runtime,
-        SocketAddr::new(cfg.ip, cfg.port),
-        ListenOptions::default(),
-        conn::serve,
-    );
+    // A graceful stop (a signal, `shutdown`) closes idle RESP connections and the
+    // others once the replies to what they sent are out.
+    let resp = TcpServer::new(conn::serve)
+        .when_draining(conn::drain)
+        .serve(&runtime, SocketAddr::new(cfg.ip, cfg.port));
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
@@ -112,18 +111,20 @@ impl Kv {
 
     /// Every core's figures (the tests read them).
     #[allow(dead_code)]
-    pub fn stats(&self) -> Result<Vec<CoreReport>, RuntimeError> {
-        self.runtime.invoke_on_all(CoreReport::of)
+    pub fn stats(&self) -> Result<Vec<CoreReport>, CallError> {
+        self.runtime.call_on_all(CoreReport::of).wait()
     }
 
     /// Stops gracefully: no new connections; RESP connections close once the replies to
     /// what they sent are out, HTTP ones after their request; whatever is still open at
     /// `deadline` is cut. Returns how many were cut.
+    #[allow(dead_code)] // the tests stop it this way; the program by a signal
     pub fn shutdown(self, deadline: Duration) -> Result<usize, RuntimeError> {
-        // Connections that arrive from now until the acceptors stop close at once.
-        self.runtime.invoke_on_all(conn::drain)?;
-        let cut = self.resp.drain(deadline)? + self.http.graceful_shutdown(deadline)?;
-        self.runtime.shutdown()?;
-        Ok(cut)
+        self.runtime.drain(deadline)
+    }
+
+    /// Waits until a signal has stopped the server gracefully (`stop_on_signals`).
+    pub fn wait(self) -> Result<(), RuntimeError> {
+        self.runtime.wait()
     }
 }

@@ -45,6 +45,7 @@ enum Mode {
 }
 
 type OnConn = Box<dyn FnMut(&IoLoop, IoStream)>;
+type OnEmpty = Box<dyn FnOnce(&IoLoop)>;
 
 struct AccState {
     listener: Option<TcpListener>,
@@ -59,6 +60,8 @@ struct AccState {
     /// One log line per episode of fd exhaustion.
     logged_exhaustion: bool,
     resource_key: Option<usize>,
+    /// Runs once no connection accepted here is open (a drain waits for it).
+    on_empty: Option<OnEmpty>,
 }
 
 /// Accepts connections on one loop and hands each, as an [`IoStream`] with TCP_NODELAY
@@ -80,7 +83,7 @@ struct AccState {
 /// let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 128)?;
 /// let addr = listener.local_addr()?;
 /// let acceptor = Acceptor::start(&lp, listener, ListenOptions::default(), |lp, stream| {
-///     stream.write_then(b"hi\n", |lp, s| { s.close(); lp.stop(); }).unwrap();
+///     stream.write(b"hi\n").then(|lp, s, _| { s.close(); lp.stop(); });
 /// })?;
 /// let client = std::thread::spawn(move || {
 ///     let mut c = std::net::TcpStream::connect(addr).unwrap();
@@ -132,6 +135,7 @@ impl Acceptor {
                     mode,
                     logged_exhaustion: false,
                     resource_key: None,
+                    on_empty: None,
                 }),
             }),
         };
@@ -158,8 +162,9 @@ impl Acceptor {
         self.inner.st.borrow().conns.len()
     }
 
-    /// Closes every connection accepted here that is still open (each stream's close
-    /// callback runs); accepting goes on unless [`stop`](Self::stop)ped.
+    /// Closes every connection accepted here that is still open, at once: what they
+    /// had not sent yet is dropped, each stream's close callback runs. Accepting goes on
+    /// unless [`stop`](Self::stop)ped.
     pub fn close_connections(&self) {
         let open: Vec<IoStream> = self
             .inner
@@ -170,7 +175,20 @@ impl Acceptor {
             .filter_map(|(_, w)| w.upgrade())
             .collect();
         for s in open {
-            s.close();
+            s.abort();
+        }
+    }
+
+    /// Runs `f` (in a later step) once no connection accepted here is open: at once if
+    /// none is. Replaces an earlier one.
+    pub(crate) fn when_empty(&self, f: impl FnOnce(&IoLoop) + 'static) {
+        let empty = {
+            let mut st = self.inner.st.borrow_mut();
+            st.on_empty = Some(Box::new(f));
+            st.conns.is_empty()
+        };
+        if empty {
+            self.inner.run_on_empty();
         }
     }
 
@@ -212,6 +230,17 @@ impl Acceptor {
 }
 
 impl AccInner {
+    /// Queues the `when_empty` callback, if one waits.
+    fn run_on_empty(&self) {
+        let (f, lp) = {
+            let mut st = self.st.borrow_mut();
+            (st.on_empty.take(), st.lp.upgrade())
+        };
+        if let (Some(f), Some(lp)) = (f, lp) {
+            lp.add_callback(f);
+        }
+    }
+
     fn on_uring(&self) -> bool {
         matches!(self.st.borrow().mode, Mode::Uring { .. })
     }
@@ -360,16 +389,20 @@ impl Drop for ConnGuard {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        let (resume, lp) = {
+        let (resume, empty, lp) = {
             let mut st = inner.st.borrow_mut();
             st.conns.try_remove(self.1);
             (
                 st.pause == Pause::Full && st.conns.len() < st.opts.max_connections,
+                st.conns.is_empty() && st.on_empty.is_some(),
                 st.lp.upgrade(),
             )
         };
         if let (true, Some(lp)) = (resume, lp) {
             inner.resume(&lp);
+        }
+        if empty {
+            inner.run_on_empty();
         }
     }
 }

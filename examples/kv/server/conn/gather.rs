@@ -88,21 +88,18 @@ impl Conn {
             }
             Stats::add(&core.stats.forwarded, 1);
             let g = g.clone();
-            lp.submit_to(
-                &core.shards[owner],
-                move |lp| {
-                    if let Some(c) = Core::of(lp) {
-                        Stats::add(&c.stats.served_for_others, 1);
-                    }
-                    part.run(lp)
-                },
-                move |lp, r| {
-                    let done = g.borrow_mut().merge(&positions, r, owner);
-                    if let Some((conn, seq, reply)) = done {
-                        conn.fill(lp, seq, reply);
-                    }
-                },
-            );
+            lp.call_on(&core.shards[owner], move |lp| {
+                if let Some(c) = Core::of(lp) {
+                    Stats::add(&c.stats.served_for_others, 1);
+                }
+                part.run(lp)
+            })
+            .then(move |lp, r| {
+                let done = g.borrow_mut().merge(&positions, r, owner);
+                if let Some((conn, seq, reply)) = done {
+                    conn.fill(lp, seq, reply);
+                }
+            });
         }
     }
 
@@ -159,7 +156,7 @@ impl Conn {
             }
             let (me, finish, answers, left) =
                 (self.clone(), finish.clone(), answers.clone(), left.clone());
-            lp.submit_to(h, run, move |lp, r| {
+            lp.call_on(h, run).then(move |lp, r| {
                 answers.borrow_mut()[core] = Some(r);
                 left.set(left.get() - 1);
                 if left.get() == 0 {

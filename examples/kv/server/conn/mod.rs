@@ -26,7 +26,7 @@ mod gather;
 use super::commands::{classify, Args, Command, Op};
 use super::core::{Core, Stats};
 use super::resp::{self, Parsed, Parser};
-use coreloop::{CallError, IoLoop, IoStream, StreamError, DEFAULT_HIGH_WATER};
+use coreloop::{CallError, IoLoop, IoStream, DEFAULT_HIGH_WATER};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
@@ -147,7 +147,8 @@ pub struct Conns(RefCell<slab::Slab<Weak<Conn>>>);
 /// Serves RESP on an accepted stream.
 pub fn serve(lp: &IoLoop, stream: IoStream) {
     let Some(core) = Core::of(lp) else {
-        let _ = stream.write_then(b"-ERR server not set up on this core\r\n", |_, s| s.close());
+        stream.write(b"-ERR server not set up on this core\r\n");
+        stream.close(); // the reply still goes out
         return;
     };
     // The connection decides when end of file closes it: after the replies still
@@ -226,7 +227,7 @@ impl Conn {
             if st.slots.is_empty() && !st.finished {
                 st.finished = true;
                 drop(st);
-                let _ = self.stream.write_then(b"", |_, s| s.close());
+                self.stream.close(); // once the replies are out
             }
             return;
         }
@@ -234,22 +235,17 @@ impl Conn {
             st.reading = true;
             drop(st);
             let me = self.clone();
-            let asked = self
-                .stream
-                .read_bytes_partial(READ_CHUNK, move |lp, _, r| me.on_read(lp, r));
-            if asked.is_err() {
-                self.stream.close();
-            }
+            self.stream
+                .read_some(READ_CHUNK)
+                .then(move |lp, _, r| me.on_read(lp, r));
         }
     }
 
     fn on_read(self: &Rc<Self>, lp: &IoLoop, r: std::io::Result<Vec<u8>>) {
         self.st.borrow_mut().reading = false;
         match r {
+            Ok(data) if data.is_empty() => self.st.borrow_mut().eof = true,
             Ok(data) => self.take(lp, data),
-            Err(e) if StreamError::of(&e) == Some(StreamError::Eof) => {
-                self.st.borrow_mut().eof = true;
-            }
             Err(_) => return, // the stream closed
         }
         self.pump(lp);
@@ -346,31 +342,28 @@ impl Conn {
             }
             let Outgoing { bytes, ops, seqs } = std::mem::take(o);
             let me = self.clone();
-            lp.submit_to(
-                &self.core.shards[owner],
-                move |lp| {
-                    let mut out = Vec::new();
-                    let mut ends = Vec::with_capacity(ops.len());
-                    match Core::of(lp) {
-                        Some(core) => {
-                            Stats::add(&core.stats.served_for_others, ops.len() as u64);
-                            let mut store = core.store.borrow_mut();
-                            for op in &ops {
-                                op.map(|&(a, b)| &bytes[a..b]).run(lp, &mut store, &mut out);
-                                ends.push(out.len());
-                            }
-                        }
-                        None => {
-                            for _ in &ops {
-                                resp::error(&mut out, "the owner core is not set up");
-                                ends.push(out.len());
-                            }
+            lp.call_on(&self.core.shards[owner], move |lp| {
+                let mut out = Vec::new();
+                let mut ends = Vec::with_capacity(ops.len());
+                match Core::of(lp) {
+                    Some(core) => {
+                        Stats::add(&core.stats.served_for_others, ops.len() as u64);
+                        let mut store = core.store.borrow_mut();
+                        for op in &ops {
+                            op.map(|&(a, b)| &bytes[a..b]).run(lp, &mut store, &mut out);
+                            ends.push(out.len());
                         }
                     }
-                    (out, ends)
-                },
-                move |lp, r| me.fill_batch(lp, owner, seqs, r),
-            );
+                    None => {
+                        for _ in &ops {
+                            resp::error(&mut out, "the owner core is not set up");
+                            ends.push(out.len());
+                        }
+                    }
+                }
+                (out, ends)
+            })
+            .then(move |lp, r| me.fill_batch(lp, owner, seqs, r));
         }
     }
 
