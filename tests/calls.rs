@@ -167,3 +167,76 @@ fn keys_map_to_the_same_shard_everywhere_and_spread_evenly() {
     }
     rt.shutdown().unwrap();
 }
+
+#[on_both_backends]
+#[test]
+fn two_loops_that_wait_on_each_other_are_refused_instead_of_deadlocking(backend: Backend) {
+    let rt = std::sync::Arc::new(runtime(backend, 2));
+    let (tx, rx) = mpsc::channel();
+    // Each loop, at the same moment, blocks waiting for the other: refused on both.
+    for (me, other) in [(0usize, 1usize), (1, 0)] {
+        let (rt2, tx) = (rt.clone(), tx.clone());
+        rt.handle(me)
+            .add_callback(move |_| {
+                let r = rt2.call_on(other, |lp| lp.shard_id()).wait();
+                tx.send((me, r)).unwrap();
+            })
+            .unwrap();
+    }
+    let mut got: Vec<_> = (0..2)
+        .map(|_| rx.recv_timeout(util::HANG).unwrap())
+        .collect();
+    got.sort_by_key(|(me, _)| *me);
+    assert_eq!(
+        got,
+        [
+            (0, Err(CallError::WouldDeadlock)),
+            (1, Err(CallError::WouldDeadlock))
+        ]
+    );
+    // The loops were never blocked: both answer now.
+    assert_eq!(rt.call_on_all(|lp| lp.shard_id()).wait(), Ok(vec![0, 1]));
+    std::sync::Arc::try_unwrap(rt).unwrap().shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn a_blocking_wait_in_setup_is_refused(backend: Backend) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(1))
+        .on_start(move |lp, _| {
+            let r = lp.call_on(0, |lp| lp.shard_id()).wait();
+            tx.lock().unwrap().send(r).unwrap();
+        })
+        .build()
+        .unwrap();
+    assert_eq!(rx.recv().unwrap(), Err(CallError::WouldDeadlock));
+    rt.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn a_call_made_by_a_loop_before_it_runs_continues_there(backend: Backend) {
+    // The loop is set up (its calls made) before start, as Tornado programs do.
+    let lp = new_loop(backend);
+    let (htx, hrx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let far = new_loop(backend);
+        htx.send(far.handle()).unwrap();
+        far.call_later(Duration::from_millis(200), |lp| lp.stop());
+        far.start().unwrap();
+    });
+    let far_handle = hrx.recv().unwrap();
+    let got = std::rc::Rc::new(std::cell::Cell::new(None));
+    let g = got.clone();
+    lp.call_on(&far_handle, |_| 7u8).then(move |lp, r| {
+        g.set(Some(r));
+        lp.stop();
+    });
+    run(&lp);
+    t.join().unwrap();
+    assert_eq!(got.take(), Some(Ok(7)));
+}

@@ -430,7 +430,7 @@ fn write_after_close_and_read_on_a_closed_stream_are_errors(backend: Backend) {
     let got: Got = Rc::default();
     s.read_bytes(1).then(record_then_stop(&got));
     run(&lp);
-    assert_eq!(*got.borrow(), vec![Err(ErrorKind::UnexpectedEof)]);
+    assert_eq!(*got.borrow(), vec![Err(ErrorKind::NotConnected)]);
     assert_eq!(refused.get(), Some(ErrorKind::NotConnected));
 }
 

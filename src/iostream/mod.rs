@@ -584,7 +584,9 @@ impl State {
     fn ended_error(&self) -> io::Error {
         match self.error {
             Some(f) => f.to_error(),
-            None => StreamError::Eof.into(),
+            // The peer ended it, or its owner closed it first.
+            None if self.r.eof => StreamError::Eof.into(),
+            None => StreamError::Closed.into(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! A [`Call`] is work sent to one loop (or to every shard) whose answer comes back:
 //! awaited in a task (`.await`), handed to a continuation on the asking loop
 //! ([`Call::then`]), or waited for on a plain thread ([`Call::wait`]). Seastar's
-//! `submit_to`/`invoke_on`, with one name and three ways to wait.
+//! `submit_to` and `invoke_on`, under one name with three ways to wait.
 //!
 //! How "always" holds: the closure travels with a [`Reply`] that answers exactly once.
 //! Running the closure answers with its value or its panic; a reply dropped unanswered
