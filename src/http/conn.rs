@@ -132,6 +132,8 @@ enum Phase {
     Body,
     /// Waiting for the client to read (`send_timeout`, extended while bytes go out).
     Send,
+    /// Waiting for the handler to finish its response (`handler_timeout`).
+    Handler,
 }
 
 /// What a streamed response waiting for the client runs (with the response inside).
@@ -166,8 +168,7 @@ pub(crate) struct Conn {
     /// response it drops unfinished is finished, as Tornado finishes a synchronous
     /// handler's; one dropped later was abandoned (500).
     handling: Cell<bool>,
-    /// The current request's handler deadline (`HttpConfig::handler_timeout`).
-    handler_timer: Cell<Option<TimeoutId>>,
+
     /// The handler missed its deadline and 503 went out: the late response is ignored.
     timed_out: Cell<bool>,
     /// Part of the current response went out already (streaming).
@@ -221,7 +222,7 @@ pub(crate) fn serve(
         pumping: Cell::new(false),
         want_next: Cell::new(false),
         handling: Cell::new(false),
-        handler_timer: Cell::new(None),
+
         timed_out: Cell::new(false),
         streamed: Cell::new(false),
         drain_waiter: RefCell::new(None),
@@ -253,11 +254,7 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.registry.conns.borrow_mut().try_remove(self.key.get());
         if let Some(lp) = self.lp.upgrade() {
-            let timers = [
-                self.timer.take().map(|(id, _)| id),
-                self.handler_timer.take(),
-            ];
-            for id in timers.into_iter().flatten() {
+            if let Some((id, _)) = self.timer.take() {
                 lp.remove_timeout(id);
             }
         }
@@ -313,6 +310,9 @@ impl Conn {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
             match c.effective_deadline() {
+                Some(d) if lp.time() >= d && c.phase.get() == Phase::Handler => {
+                    c.handler_missed_deadline(lp)
+                }
                 Some(d) if lp.time() >= d => c.stream.abort(),
                 Some(d) => c.arm(lp, d - lp.time()),
                 None => {}
@@ -519,8 +519,11 @@ impl Conn {
         if let Some(pattern) = self.app.patterns().get(index) {
             lp.set_activity(pattern);
         }
-        if let Some(limit) = self.cfg.handler_timeout {
-            self.arm_handler_deadline(lp, limit);
+        // The handler's deadline is the connection's one timer's (no timer per request:
+        // setting a later deadline than the one armed costs no timer operation).
+        match self.cfg.handler_timeout {
+            Some(limit) => self.set_timer(lp, Phase::Handler, limit),
+            None => self.clear_timer(),
         }
         self.handling.set(true);
         let r = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp)));
@@ -536,34 +539,27 @@ impl Conn {
         self.handling.get()
     }
 
-    /// Answers 503 and closes if the current response is not finished within `limit`.
-    fn arm_handler_deadline(self: &Rc<Self>, lp: &IoLoop, limit: Duration) {
-        let weak = Rc::downgrade(self);
-        let id = lp.call_later(limit, move |lp| {
-            let Some(c) = weak.upgrade() else { return };
-            c.handler_timer.set(None);
-            c.timed_out.set(true);
-            if c.streamed.get() {
-                // Part of the answer is out: all that can be done is to cut it off.
-                log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
-                c.stream.abort();
-            } else {
-                log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
-                c.refuse(lp, 503);
-            }
-        });
-        self.handler_timer.set(Some(id));
+    /// The handler did not finish its response within `handler_timeout`: 503 and close
+    /// (a response already streaming is cut off); the late response is ignored.
+    fn handler_missed_deadline(self: &Rc<Self>, lp: &IoLoop) {
+        let limit = self.cfg.handler_timeout.unwrap_or_default();
+        self.clear_timer();
+        self.timed_out.set(true);
+        if self.streamed.get() {
+            // Part of the answer is out: all that can be done is to cut it off.
+            log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
+            self.stream.abort();
+        } else {
+            log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
+            self.refuse(lp, 503);
+        }
     }
 
     /// The response of the current request is done with (finished, or cut off): its
     /// deadline goes. False if the deadline already answered for it.
     fn end_of_response(&self) -> bool {
-        // (The loop is reached only when there is a deadline: no reference count taken
-        // and dropped per response otherwise.)
-        if let Some(id) = self.handler_timer.take() {
-            if let Some(lp) = self.lp.upgrade() {
-                lp.remove_timeout(id);
-            }
+        if self.phase.get() == Phase::Handler {
+            self.clear_timer();
         }
         self.streamed.set(false);
         !self.timed_out.get()

@@ -119,6 +119,7 @@ impl Shared {
 /// been closed or dropped, every call returns [`LoopClosed`] (handing the callback back)
 /// instead of queueing work that would never run; a callback accepted just before the
 /// loop closed is dropped unrun, as Tornado drops the callbacks of a closed loop.
+/// Dropping a handle does nothing to its loop.
 ///
 /// ```
 /// use coreloop::IoLoop;

@@ -108,7 +108,8 @@ thread_local! {
 
 /// An event loop: fd handlers, a timer heap and a callback queue, run by one thread.
 ///
-/// `IoLoop` is a cheap reference-counted pointer (cloning it does not make a new loop)
+/// `IoLoop` is a cheap reference-counted pointer (cloning it does not make a new loop;
+/// dropping the last clone closes the loop, and the streams and acceptors it keeps)
 /// and is `!Send`: a loop belongs to the thread that made it. Other threads reach it
 /// through a [`LoopHandle`]. Callbacks, timers and handlers get `&IoLoop` and may call
 /// any method on it, including from inside a handler for the handler's own fd.

@@ -73,7 +73,8 @@ struct AccState {
 /// out of file descriptors (`EMFILE`, `ENFILE`) it pauses for
 /// [`ListenOptions::fd_exhausted_pause`] and logs once, instead of spinning; while
 /// [`ListenOptions::max_connections`] are open it stops accepting, and resumes as they
-/// close. The loop keeps it alive until [`stop`](Acceptor::stop) or the loop closes.
+/// close. The loop keeps it alive until [`stop`](Acceptor::stop) or the loop closes:
+/// dropping an `Acceptor` (every clone is a handle to the same one) does nothing to it.
 ///
 /// ```
 /// use coreloop::{bind_reuseport, Acceptor, IoLoop, ListenOptions};
