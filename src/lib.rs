@@ -66,7 +66,7 @@ pub use reactor::{
     CallError, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback, TimeoutId, WakeVia,
 };
 pub use runtime::{
-    shard_of, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,
+    shard_of, Cores, CoresChosen, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,
 };
 pub use task::{
     block_on, interval, sleep, sleep_until, spawn, timeout, Elapsed, Interval, JoinError,

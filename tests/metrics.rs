@@ -345,6 +345,16 @@ fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
         let body = r.split_once("\r\n\r\n").unwrap().1;
         check_exposition(body);
         assert!(body.contains("coreloop_http_refusals_total{"), "{body}");
+        // The runtime's choice of cores, once (not per core).
+        assert_eq!(
+            body.matches("\ncoreloop_cores_chosen{").count(),
+            1,
+            "{body}"
+        );
+        assert!(
+            body.contains("\ncoreloop_cores_chosen{reason=\"count\"} 2\n"),
+            "{body}"
+        );
         assert!(
             body.contains(r#"route="/",class="2xx",le="+Inf"} 20"#) || path.contains("per_core"),
             "{body}"

@@ -19,7 +19,7 @@ pub(crate) use prometheus::{labels, Exposition};
 
 use crate::http::HttpStats;
 use crate::reactor::{IoLoop, LoopStats};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{CoresChosen, Runtime, RuntimeError};
 use std::future::Future;
 
 /// What one core recorded: its loop, and each HTTP server it serves.
@@ -52,6 +52,9 @@ pub struct CoreStats {
 pub struct Snapshot {
     /// The cores that answered, by shard id.
     pub cores: Vec<CoreStats>,
+    /// How many loops the runtime runs, and why (exported as the gauge
+    /// `coreloop_cores_chosen{reason="..."}`); `None` for a loop made alone.
+    pub cores_chosen: Option<CoresChosen>,
 }
 
 /// What a counter family takes from a loop's numbers.
@@ -207,6 +210,19 @@ impl Snapshot {
                 e.histogram(name, &shard_label(shard), get(s));
             }
         }
+        if let Some(c) = &self.cores_chosen {
+            e.family(
+                "coreloop_cores_chosen",
+                "gauge",
+                "Loops the runtime runs, and why that many (reason: affinity, cpu_quota, \
+                 unknown, count, list).",
+            );
+            e.sample(
+                "coreloop_cores_chosen",
+                &labels(&[("reason", c.reason)]),
+                c.loops as f64,
+            );
+        }
         crate::http::export_stats(&mut e, &self.cores, per_core);
         e.finish()
     }
@@ -262,8 +278,11 @@ impl Runtime {
     /// is shared), from a plain thread (it waits for the loops). A core that cannot
     /// answer (closed) makes it an error.
     pub fn stats(&self) -> Result<Snapshot, RuntimeError> {
+        let all = self.invoke_on_all(|lp| (core_stats(lp), lp.cores_chosen()))?;
+        let cores_chosen = all.first().and_then(|(_, c)| c.clone());
         Ok(Snapshot {
-            cores: self.invoke_on_all(core_stats)?,
+            cores: all.into_iter().map(|(s, _)| s).collect(),
+            cores_chosen,
         })
     }
 }
@@ -293,6 +312,7 @@ impl IoLoop {
                 lp,
                 Snapshot {
                     cores: all.into_iter().flatten().collect(),
+                    cores_chosen: lp.cores_chosen(),
                 },
             )
         });
@@ -301,9 +321,11 @@ impl IoLoop {
     /// [`gather_stats`](Self::gather_stats) for a task.
     pub fn stats_all(&self) -> impl Future<Output = Snapshot> + 'static {
         let all = self.call_on_all(core_stats);
+        let cores_chosen = self.cores_chosen();
         async move {
             Snapshot {
                 cores: all.await.into_iter().flatten().collect(),
+                cores_chosen,
             }
         }
     }

@@ -8,17 +8,20 @@
 //! loop, the same without blocking is [`IoLoop::submit_to`] and
 //! [`IoLoop::submit_to_all`].
 //!
-//! Files: `builder.rs` (starting: cores, backend, per-core setup), `invoke.rs` (blocking
+//! Files: `builder.rs` (starting: cores, backend, per-core setup), `cpus.rs` (how many
+//! loops "every core" means: the affinity mask and the cgroup's CPU quota), `invoke.rs` (blocking
 //! calls from plain threads), `shard.rs` (which shard a loop is, and the non-blocking
 //! calls between shards), `signals.rs` (SIGINT, SIGTERM).
 
 mod builder;
+mod cpus;
 mod invoke;
 mod shard;
 mod signals;
 mod watchdog;
 
 pub use builder::{Cores, RuntimeBuilder, SetupResult};
+pub use cpus::CoresChosen;
 pub(crate) use invoke::invoke_all;
 pub use shard::shard_of;
 pub(crate) use signals::wait_for_stop_signal;
