@@ -280,8 +280,8 @@ fn path_and_query(t: &[u8], from: usize) -> Result<Target, Refused> {
 }
 
 /// The request target (RFC 9112 §3.2): origin-form, absolute-form (`http` or `https`,
-/// any case; authority without userinfo), or `*` for OPTIONS. Authority-form (CONNECT)
-/// is not served.
+/// any case; authority without userinfo), or `*` for OPTIONS. Authority-form (CONNECT,
+/// refused before this) is not served.
 fn target(t: &[u8], options: bool) -> Result<Target, Refused> {
     match t.first() {
         Some(b'/') => path_and_query(t, 0),
@@ -452,6 +452,12 @@ pub(crate) fn parse_head(
     // HTTP/1.2 and later minors are served as 1.1 (RFC 9110 §2.5).
     let minor_version = u8::from(version[7] != b'0');
     let method = &b[..method_end];
+    if method == b"CONNECT" {
+        // CONNECT's target is the authority-form and only that (RFC 9112 §3.2.3): with
+        // another form the request is malformed, and the authority-form (a tunnel) is
+        // not served.
+        return Err(BAD);
+    }
     let target = target(&b[t_start..t_end], method == b"OPTIONS")?;
 
     let mut fields = Fields::default();

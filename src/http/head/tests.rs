@@ -179,6 +179,12 @@ fn targets_split_as_rfc_3986_says() {
         "OPTIONS ** HTTP/1.1",
         "GET a.com:443 HTTP/1.1",
         "CONNECT a.com:443 HTTP/1.1",
+        // CONNECT takes the authority-form only (RFC 9112 §3.2.3).
+        "CONNECT / HTTP/1.1",
+        "CONNECT /a?b HTTP/1.1",
+        "CONNECT http://a.com/ HTTP/1.1",
+        "CONNECT * HTTP/1.1",
+        "CONNECT [::1]:443 HTTP/1.1",
         "GET /a\"b HTTP/1.1",
         "GET /a<b> HTTP/1.1",
         "GET /a\\b HTTP/1.1",
