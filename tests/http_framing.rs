@@ -377,3 +377,29 @@ fn connect_is_refused_and_closes_the_connection(backend: Backend) {
     );
     s.shutdown().unwrap();
 }
+
+/// A chunk-size line ends at its size or its last extension: whitespace before the
+/// CRLF (`5 \r\n`), which parsers read differently, is a 400 and the connection closes.
+#[on_both_backends]
+#[test]
+fn chunk_size_lines_with_trailing_whitespace_are_refused(backend: Backend) {
+    let s = server(backend);
+    let head = "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let next = "GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for body in [
+        "5 \r\nhello\r\n0\r\n\r\n",
+        "5\t\r\nhello\r\n0\r\n\r\n",
+        "5;a=b \r\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\r\n0 \r\n\r\n",
+    ] {
+        let req = format!("{head}{body}{next}");
+        assert_eq!(exchange(&s, req.as_bytes()), vec![refused(400)], "{body:?}");
+    }
+    // Whitespace where the grammar has it (before ";", around "=") is fine.
+    let req = format!("{head}5 ; a = b\r\nhello\r\n0\r\n\r\n{next}");
+    assert_eq!(
+        exchange(&s, req.as_bytes()),
+        vec![ok("POST /c? [hello]"), ok("GET /next? []")]
+    );
+    s.shutdown().unwrap();
+}

@@ -536,7 +536,8 @@ pub(crate) const MAX_CHUNK_LINE: usize = 4096;
 
 /// A chunk-size line without its CRLF: `1*HEXDIG *( BWS ";" BWS ext-name [ BWS "=" BWS
 /// ext-val ] )`, names tokens and values tokens or quoted strings (RFC 9112 §7.1.1).
-/// Returns the size; `None` if malformed or over `u64`.
+/// Whitespace only before a `;` or around a `=`: none at the end of the line (`5 `),
+/// which readers disagree on. Returns the size; `None` if malformed or over `u64`.
 pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
     let hex_end = run(line, 0, HEX);
     if hex_end == 0 {
@@ -548,9 +549,11 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
         size = size.checked_mul(16)?.checked_add(d)?;
     }
     let ws = |i: usize| run_ws(line, i);
-    let mut i = ws(hex_end);
+    let mut i = hex_end;
     while i < line.len() {
-        if line[i] != b';' {
+        // BWS ";" BWS ext-name
+        i = ws(i);
+        if line.get(i) != Some(&b';') {
             return None;
         }
         i = ws(i + 1);
@@ -558,9 +561,11 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
         if name_end == i {
             return None;
         }
-        i = ws(name_end);
-        if line.get(i) == Some(&b'=') {
-            i = ws(i + 1);
+        i = name_end;
+        // [ BWS "=" BWS ext-val ]: the whitespace belongs to the `=` only if one follows.
+        let eq = ws(i);
+        if line.get(eq) == Some(&b'=') {
+            i = ws(eq + 1);
             i = if line.get(i) == Some(&b'"') {
                 quoted_string_end(line, i)?
             } else {
@@ -570,7 +575,6 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
                 }
                 e
             };
-            i = ws(i);
         }
     }
     Some(size)
