@@ -578,10 +578,12 @@ mod tests {
         let lp = IoLoop::new().unwrap();
         let big = 4 << 20;
         let filled = |tail: &[u8]| {
-            let mut r = ReadSide::default();
-            r.rbuf = vec![b'x'; big];
-            r.rbuf.extend_from_slice(tail);
-            r
+            let mut rbuf = vec![b'x'; big];
+            rbuf.extend_from_slice(tail);
+            ReadSide {
+                rbuf,
+                ..ReadSide::default()
+            }
         };
         // A 4 MiB message read, the first bytes of the next one left.
         let mut r = filled(b"GET /next");
@@ -603,8 +605,10 @@ mod tests {
         assert_eq!(r.unread(), 100_000);
         assert!(r.rbuf[r.rpos..].iter().all(|&c| c == b'y'));
         // A small buffer is not copied for nothing.
-        let mut r = ReadSide::default();
-        r.rbuf = Vec::with_capacity(BUF_SIZE);
+        let mut r = ReadSide {
+            rbuf: Vec::with_capacity(BUF_SIZE),
+            ..ReadSide::default()
+        };
         r.rbuf.extend_from_slice(b"abcdef");
         let at = r.rbuf.as_ptr();
         r.consume(&lp, 2);
