@@ -185,13 +185,21 @@ pub(crate) fn cpu_quota(fs: &CgroupFs) -> Option<CpuQuota> {
         } else {
             None
         };
-        if let Some(q) = found {
-            if lowest.as_ref().is_none_or(|l| q.cpus() < l.cpus()) {
-                lowest = Some(q);
-            }
-        }
+        keep_lowest(&mut lowest, found);
     }
     lowest
+}
+
+/// Keeps in `lowest` whichever of it and `found` allows less CPU time.
+fn keep_lowest(lowest: &mut Option<CpuQuota>, found: Option<CpuQuota>) {
+    let Some(q) = found else { return };
+    // quota/period below the other's, without a division.
+    let below = |l: &CpuQuota| {
+        u128::from(q.quota) * u128::from(l.period) < u128::from(l.quota) * u128::from(q.period)
+    };
+    if lowest.as_ref().is_none_or(below) {
+        *lowest = Some(q);
+    }
 }
 
 /// The lowest quota `read` finds in `path`'s directory under `mount` and each one above
@@ -202,11 +210,7 @@ fn lowest_up(mount: &Path, path: &str, read: fn(&Path) -> Option<CpuQuota>) -> O
     let mut dir = mount.join(path.trim_start_matches('/'));
     let mut lowest: Option<CpuQuota> = None;
     loop {
-        if let Some(q) = read(&dir) {
-            if lowest.as_ref().is_none_or(|l| q.cpus() < l.cpus()) {
-                lowest = Some(q);
-            }
-        }
+        keep_lowest(&mut lowest, read(&dir));
         if dir == mount || !dir.pop() || !dir.starts_with(mount) {
             return lowest;
         }

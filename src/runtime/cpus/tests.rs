@@ -109,6 +109,9 @@ fn v2_quota_is_the_lowest_of_the_cgroup_and_those_above_it() {
     );
     cg.file("system.slice/app.service/cpu.max", "300000 100000\n");
     assert_eq!(cg.quota().unwrap().2, "system.slice/cpu.max");
+    // Compared exactly, not by the CPUs they round up to: 1.2 is below 1.5.
+    cg.file("system.slice/app.service/cpu.max", "120000 100000\n");
+    assert_eq!(cg.quota().unwrap().0, 120_000);
     cg.file("system.slice/app.service/cpu.max", "100000 100000\n");
     assert_eq!(
         cg.quota(),
