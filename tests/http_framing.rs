@@ -342,3 +342,65 @@ fn request_line_and_target_forms(backend: Backend) {
     );
     s.shutdown().unwrap();
 }
+
+/// CONNECT takes the authority-form only (RFC 9112 §3.2.3), and this server tunnels
+/// nothing: any CONNECT is a 400 and the connection closes (an origin-form one was
+/// routed, answered 405, and kept open).
+#[on_both_backends]
+#[test]
+fn connect_is_refused_and_closes_the_connection(backend: Backend) {
+    let s = server(backend);
+    let next = "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    for line in [
+        "CONNECT / HTTP/1.1",
+        "CONNECT /x?y HTTP/1.1",
+        "CONNECT a.com:443 HTTP/1.1",
+        "CONNECT http://a.com/ HTTP/1.1",
+    ] {
+        let req = format!("{line}\r\nHost: a\r\n\r\n{next}");
+        assert_eq!(exchange(&s, req.as_bytes()), vec![refused(400)], "{line}");
+    }
+    // Without the half-close: the server closes by itself.
+    let mut c = TcpStream::connect(s.local_addr()).unwrap();
+    c.set_read_timeout(Some(util::HANG)).unwrap();
+    c.write_all(format!("CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n{next}").as_bytes())
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    assert_eq!(parse_responses(&raw), vec![refused(400)]);
+    // A method named in another case is another method (methods are case-sensitive).
+    assert_eq!(
+        exchange(
+            &s,
+            b"connect / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        ),
+        vec![(405, "405: Method Not Allowed".into())]
+    );
+    s.shutdown().unwrap();
+}
+
+/// A chunk-size line ends at its size or its last extension: whitespace before the
+/// CRLF (`5 \r\n`), which parsers read differently, is a 400 and the connection closes.
+#[on_both_backends]
+#[test]
+fn chunk_size_lines_with_trailing_whitespace_are_refused(backend: Backend) {
+    let s = server(backend);
+    let head = "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let next = "GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for body in [
+        "5 \r\nhello\r\n0\r\n\r\n",
+        "5\t\r\nhello\r\n0\r\n\r\n",
+        "5;a=b \r\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\r\n0 \r\n\r\n",
+    ] {
+        let req = format!("{head}{body}{next}");
+        assert_eq!(exchange(&s, req.as_bytes()), vec![refused(400)], "{body:?}");
+    }
+    // Whitespace where the grammar has it (before ";", around "=") is fine.
+    let req = format!("{head}5 ; a = b\r\nhello\r\n0\r\n\r\n{next}");
+    assert_eq!(
+        exchange(&s, req.as_bytes()),
+        vec![ok("POST /c? [hello]"), ok("GET /next? []")]
+    );
+    s.shutdown().unwrap();
+}

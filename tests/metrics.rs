@@ -335,6 +335,7 @@ fn check_exposition(text: &str) {
 #[on_both_backends]
 #[test]
 fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
+    let promtool = util::require_tool("promtool");
     let s = server(backend);
     requests(&s, "/", 20, 4);
     let _ = get(&s, "/nope");
@@ -345,6 +346,16 @@ fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
         let body = r.split_once("\r\n\r\n").unwrap().1;
         check_exposition(body);
         assert!(body.contains("coreloop_http_refusals_total{"), "{body}");
+        // The runtime's choice of cores, once (not per core).
+        assert_eq!(
+            body.matches("\ncoreloop_cores_chosen{").count(),
+            1,
+            "{body}"
+        );
+        assert!(
+            body.contains("\ncoreloop_cores_chosen{reason=\"count\"} 2\n"),
+            "{body}"
+        );
         assert!(
             body.contains(r#"route="/",class="2xx",le="+Inf"} 20"#) || path.contains("per_core"),
             "{body}"
@@ -355,31 +366,22 @@ fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
                 "{body}"
             );
         }
-        promtool_check(body);
+        if let Some(promtool) = &promtool {
+            promtool_check(promtool, body);
+        }
     }
     s.shutdown().unwrap();
 }
 
-/// `promtool check metrics` on `text`, when promtool is installed (CI installs it and
-/// sets CORELOOP_REQUIRE_PROMTOOL, so there it must run).
-fn promtool_check(text: &str) {
-    let child = std::process::Command::new("promtool")
+/// `promtool check metrics` on `text`.
+fn promtool_check(promtool: &std::path::Path, text: &str) {
+    let mut child = std::process::Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CORELOOP_REQUIRE_PROMTOOL").is_none(),
-                "promtool is required here but cannot run: {e}"
-            );
-            eprintln!("skipped promtool check: {e} (apt-get install prometheus)");
-            return;
-        }
-    };
+        .spawn()
+        .expect("promtool runs");
     child
         .stdin
         .take()

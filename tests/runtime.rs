@@ -17,6 +17,7 @@ fn cores_here() -> Vec<usize> {
 #[on_both_backends]
 #[test]
 fn one_loop_per_core_by_default_each_pinned(backend: Backend) {
+    util::capture_logs();
     let setups = Arc::new(Mutex::new(Vec::new()));
     let s = setups.clone();
     let rt = Runtime::builder()
@@ -40,6 +41,25 @@ fn one_loop_per_core_by_default_each_pinned(backend: Backend) {
         assert_eq!((*shard, *id, *b), (i, i, backend));
         assert_eq!(cpus, &i.to_string());
     }
+    // Why that many: logged at start, and in the metrics.
+    let chosen = rt
+        .stats()
+        .wait()
+        .unwrap()
+        .cores_chosen
+        .expect("a runtime's choice");
+    assert_eq!(chosen.loops, rt.shards());
+    assert!(
+        matches!(chosen.reason, "affinity" | "cpu_quota"),
+        "{chosen:?}"
+    );
+    let said = format!("coreloop: {} loops ({}): ", rt.shards(), chosen.reason);
+    let logs = util::logs_of_this_thread();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&said) && l.contains("affinity mask")),
+        "{logs:?}"
+    );
     rt.shutdown().unwrap();
 }
 

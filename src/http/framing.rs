@@ -2,6 +2,15 @@
 //! value, a chunk-size line, and where a chunked body ends. The server's request
 //! decoder uses the same grammar (`head.rs`); a client (loadtest) reads responses with
 //! these, so the two sides cannot drift apart.
+//!
+//! One difference is deliberate: a client tolerates spaces and tabs at the end of a
+//! chunk-size line (`5 \r\n`), which the server refuses in a request (400). The
+//! grammar has no whitespace there, but servers that pad chunk sizes exist, and
+//! browsers, curl, Go's net/http and most clients accept them; a load generator that
+//! counted those answers as errors would measure the wrong thing. A request's framing
+//! is where tolerance is dangerous (a proxy in front may read it otherwise: request
+//! smuggling), so the server stays strict. Nothing else is tolerated: whitespace inside
+//! the size (`5 0`), before it, or any other byte still breaks the framing.
 
 use super::head::{chunk_size as chunk_size_line, decimal, field_line};
 
@@ -36,17 +45,25 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
     decimal(value)
 }
 
-/// A chunk-size line without its CRLF (`1*HEXDIG` then chunk extensions, which must be
-/// well formed and are ignored): the chunk's size; `None` if malformed or over `u64`.
+/// A chunk-size line of a response, without its CRLF (`1*HEXDIG` then chunk
+/// extensions, which must be well formed and are ignored; spaces and tabs at the end
+/// are tolerated, see the module's doc): the chunk's size; `None` if malformed or over
+/// `u64`.
 ///
 /// ```
 /// use coreloop::http::framing::chunk_size;
 /// assert_eq!(chunk_size(b"1a"), Some(26));
 /// assert_eq!(chunk_size(b"5;name=\"v\""), Some(5));
+/// assert_eq!(chunk_size(b"5  "), Some(5)); // padded by the server
 /// assert_eq!(chunk_size(b"5 junk"), None);
+/// assert_eq!(chunk_size(b"5 0"), None);
 /// ```
 pub fn chunk_size(line: &[u8]) -> Option<u64> {
-    chunk_size_line(line)
+    let end = line
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(0, |i| i + 1);
+    chunk_size_line(&line[..end])
 }
 
 /// The length of the whole chunked body at the front of `b` (chunks, last chunk and
@@ -65,7 +82,7 @@ pub fn chunked_len(b: &[u8]) -> Result<Option<usize>, FramingError> {
         let Some(eol) = find_crlf(&b[at..]) else {
             return Ok(None);
         };
-        let size = chunk_size_line(&b[at..at + eol]).ok_or(FramingError)?;
+        let size = chunk_size(&b[at..at + eol]).ok_or(FramingError)?;
         at += eol + 2;
         if size == 0 {
             // The trailer section: field lines up to an empty line.
@@ -120,6 +137,15 @@ mod tests {
             (b"g\r\n", Err(FramingError)),
             (b"0\r\nno colon\r\n\r\n", Err(FramingError)),
             (b"ffffffffffffffff\r\nab", Err(FramingError)),
+            // Padded chunk sizes, as some servers send them: tolerated by a client.
+            (b"3 \r\nabc\r\n0\t \r\n\r\n", Ok(Some(16))),
+            (b"3;x=y  \r\nabc\r\n0\r\n\r\n", Ok(Some(19))),
+            (b"3 ", Ok(None)),
+            // But nothing else: whitespace inside or before the size, a lone CR.
+            (b"3 4\r\n", Err(FramingError)),
+            (b" 3\r\n", Err(FramingError)),
+            (b"3\r \r\n", Err(FramingError)),
+            (b"  \r\n", Err(FramingError)),
             (b"fffffffffffffffff\r\n", Err(FramingError)),
         ];
         for (b, want) in cases {

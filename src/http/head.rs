@@ -280,8 +280,8 @@ fn path_and_query(t: &[u8], from: usize) -> Result<Target, Refused> {
 }
 
 /// The request target (RFC 9112 §3.2): origin-form, absolute-form (`http` or `https`,
-/// any case; authority without userinfo), or `*` for OPTIONS. Authority-form (CONNECT)
-/// is not served.
+/// any case; authority without userinfo), or `*` for OPTIONS. Authority-form (CONNECT,
+/// refused before this) is not served.
 fn target(t: &[u8], options: bool) -> Result<Target, Refused> {
     match t.first() {
         Some(b'/') => path_and_query(t, 0),
@@ -452,6 +452,12 @@ pub(crate) fn parse_head(
     // HTTP/1.2 and later minors are served as 1.1 (RFC 9110 §2.5).
     let minor_version = u8::from(version[7] != b'0');
     let method = &b[..method_end];
+    if method == b"CONNECT" {
+        // CONNECT's target is the authority-form and only that (RFC 9112 §3.2.3): with
+        // another form the request is malformed, and the authority-form (a tunnel) is
+        // not served.
+        return Err(BAD);
+    }
     let target = target(&b[t_start..t_end], method == b"OPTIONS")?;
 
     let mut fields = Fields::default();
@@ -530,7 +536,8 @@ pub(crate) const MAX_CHUNK_LINE: usize = 4096;
 
 /// A chunk-size line without its CRLF: `1*HEXDIG *( BWS ";" BWS ext-name [ BWS "=" BWS
 /// ext-val ] )`, names tokens and values tokens or quoted strings (RFC 9112 §7.1.1).
-/// Returns the size; `None` if malformed or over `u64`.
+/// Whitespace only before a `;` or around a `=`: none at the end of the line (`5 `),
+/// which readers disagree on. Returns the size; `None` if malformed or over `u64`.
 pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
     let hex_end = run(line, 0, HEX);
     if hex_end == 0 {
@@ -542,9 +549,11 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
         size = size.checked_mul(16)?.checked_add(d)?;
     }
     let ws = |i: usize| run_ws(line, i);
-    let mut i = ws(hex_end);
+    let mut i = hex_end;
     while i < line.len() {
-        if line[i] != b';' {
+        // BWS ";" BWS ext-name
+        i = ws(i);
+        if line.get(i) != Some(&b';') {
             return None;
         }
         i = ws(i + 1);
@@ -552,9 +561,11 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
         if name_end == i {
             return None;
         }
-        i = ws(name_end);
-        if line.get(i) == Some(&b'=') {
-            i = ws(i + 1);
+        i = name_end;
+        // [ BWS "=" BWS ext-val ]: the whitespace belongs to the `=` only if one follows.
+        let eq = ws(i);
+        if line.get(eq) == Some(&b'=') {
+            i = ws(eq + 1);
             i = if line.get(i) == Some(&b'"') {
                 quoted_string_end(line, i)?
             } else {
@@ -564,7 +575,6 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
                 }
                 e
             };
-            i = ws(i);
         }
     }
     Some(size)

@@ -3,6 +3,7 @@
 
 use super::ops::Reading;
 use super::{IoStream, State, StreamError, DEFAULT_MAX_BUFFER};
+use crate::buffer::BUF_SIZE;
 use crate::reactor::IoLoop;
 use std::io;
 use std::rc::Rc;
@@ -156,13 +157,21 @@ impl ReadSide {
         v
     }
 
-    /// Drops the first `n` unread bytes; an emptied buffer goes back to the pool.
+    /// Drops the first `n` unread bytes; an emptied buffer goes back to the pool, and a
+    /// large one left with a few bytes (a big message read, the start of the next one
+    /// behind it) gives way to a pool buffer holding them, so that a stream waiting
+    /// for the rest does not keep the big message's memory.
     fn consume(&mut self, lp: &IoLoop, n: usize) {
         self.rpos += n;
         if self.rpos == self.rbuf.len() {
             let old = std::mem::take(&mut self.rbuf);
             self.rpos = 0;
             lp.with_pool(|p| p.give(old));
+        } else if self.rbuf.capacity() > 4 * BUF_SIZE && self.unread() <= BUF_SIZE / 2 {
+            let mut small = lp.with_pool(|p| p.take());
+            small.extend_from_slice(&self.rbuf[self.rpos..]);
+            self.rbuf = small;
+            self.rpos = 0;
         } else if self.rpos > 64 * 1024 && self.rpos * 2 > self.rbuf.len() {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
@@ -551,7 +560,50 @@ pub(crate) fn find_delim(hay: &[u8], delim: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::find_delim;
+    use super::{find_delim, ReadSide, BUF_SIZE};
+    use crate::reactor::IoLoop;
+
+    #[test]
+    fn a_large_buffer_left_with_a_few_bytes_is_given_back() {
+        let lp = IoLoop::new().unwrap();
+        let big = 4 << 20;
+        let filled = |tail: &[u8]| {
+            let mut rbuf = vec![b'x'; big];
+            rbuf.extend_from_slice(tail);
+            ReadSide {
+                rbuf,
+                ..ReadSide::default()
+            }
+        };
+        // A 4 MiB message read, the first bytes of the next one left.
+        let mut r = filled(b"GET /next");
+        r.consume(&lp, big);
+        assert_eq!(&r.rbuf[r.rpos..], b"GET /next");
+        assert_eq!(r.rbuf.capacity(), BUF_SIZE, "a pool buffer");
+        // Read in two parts: the same at the end.
+        let mut r = filled(b"tail");
+        r.consume(&lp, big / 2);
+        assert!(r.rbuf.capacity() >= big, "half of it is still unread");
+        r.consume(&lp, big / 2);
+        assert_eq!(
+            (&r.rbuf[r.rpos..], r.rbuf.capacity()),
+            (&b"tail"[..], BUF_SIZE)
+        );
+        // Much still unread: the buffer stays.
+        let mut r = filled(&[b'y'; 100_000]);
+        r.consume(&lp, big);
+        assert_eq!(r.unread(), 100_000);
+        assert!(r.rbuf[r.rpos..].iter().all(|&c| c == b'y'));
+        // A small buffer is not copied for nothing.
+        let mut r = ReadSide {
+            rbuf: Vec::with_capacity(BUF_SIZE),
+            ..ReadSide::default()
+        };
+        r.rbuf.extend_from_slice(b"abcdef");
+        let at = r.rbuf.as_ptr();
+        r.consume(&lp, 2);
+        assert_eq!((&r.rbuf[r.rpos..], r.rbuf.as_ptr()), (&b"cdef"[..], at));
+    }
 
     #[test]
     fn find_delim_agrees_with_a_naive_search() {

@@ -22,7 +22,7 @@ pub use server::{ServerCoreStats, ServerStats};
 
 use crate::http::HttpStats;
 use crate::reactor::{Call, IoLoop, LoopStats};
-use crate::runtime::Runtime;
+use crate::runtime::{CoresChosen, Runtime};
 
 /// What one core recorded: its loop, and each HTTP server it serves.
 #[derive(Clone, Debug)]
@@ -54,6 +54,9 @@ pub struct CoreStats {
 pub struct Snapshot {
     /// The cores that answered, by shard id.
     pub cores: Vec<CoreStats>,
+    /// How many loops the runtime runs, and why (exported as the gauge
+    /// `coreloop_cores_chosen{reason="..."}`); `None` for a loop made alone.
+    pub cores_chosen: Option<CoresChosen>,
 }
 
 /// What a counter family takes from a loop's numbers.
@@ -67,6 +70,20 @@ fn core_stats(lp: &IoLoop) -> CoreStats {
         shard: lp.shard_id(),
         reactor: lp.loop_stats(),
         http: crate::http::server_stats(lp),
+    }
+}
+
+/// A core's numbers, and the runtime's choice of cores as this core knows it.
+fn core_and_choice(lp: &IoLoop) -> (CoreStats, Option<CoresChosen>) {
+    (core_stats(lp), lp.cores_chosen())
+}
+
+/// Every core's answer, as one snapshot.
+fn snapshot(all: Vec<(CoreStats, Option<CoresChosen>)>) -> Snapshot {
+    let cores_chosen = all.first().and_then(|(_, c)| c.clone());
+    Snapshot {
+        cores: all.into_iter().map(|(s, _)| s).collect(),
+        cores_chosen,
     }
 }
 
@@ -209,6 +226,19 @@ impl Snapshot {
                 e.histogram(name, &shard_label(shard), get(s));
             }
         }
+        if let Some(c) = &self.cores_chosen {
+            e.family(
+                "coreloop_cores_chosen",
+                "gauge",
+                "Loops the runtime runs, and why that many (reason: affinity, cpu_quota, \
+                 unknown, count, list).",
+            );
+            e.sample(
+                "coreloop_cores_chosen",
+                &labels(&[("reason", c.reason)]),
+                c.loops as f64,
+            );
+        }
         crate::http::export_stats(&mut e, &self.cores, per_core);
         e.finish()
     }
@@ -271,7 +301,7 @@ impl Runtime {
     /// shared), as one [`Call`]: [`wait`](Call::wait) for it from a plain thread. A core
     /// that cannot answer (closed) fails the call.
     pub fn stats(&self) -> Call<Snapshot> {
-        crate::runtime::call_all(self.handles(), core_stats).map(|cores| Snapshot { cores })
+        crate::runtime::call_all(self.handles(), core_and_choice).map(snapshot)
     }
 }
 
@@ -293,8 +323,8 @@ impl IoLoop {
     /// # Ok::<(), coreloop::RuntimeError>(())
     /// ```
     pub fn stats(&self) -> Call<Snapshot> {
-        crate::runtime::call_all(&self.shard_handles(), core_stats)
-            .map(|cores| Snapshot { cores })
+        crate::runtime::call_all(&self.shard_handles(), core_and_choice)
+            .map(snapshot)
             .made_by(self)
     }
 }

@@ -8,6 +8,7 @@
 //! [`build`](RuntimeBuilder::build) return the runtime; otherwise it stops the loops,
 //! joins their threads and returns the first failure.
 
+use super::cpus::{self, CgroupFs, CoresChosen};
 use super::shard::{set_shard, Peers};
 use super::signals::SignalWatcher;
 use super::{Attached, Runtime, RuntimeError, ShardError};
@@ -16,6 +17,8 @@ use crate::reactor::{panic_message, IoLoop, LoopHandle, WakeVia};
 use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+#[cfg(test)]
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,10 +54,13 @@ impl<E: fmt::Display> SetupResult for Result<(), E> {
     }
 }
 
-/// Which cores a [`Runtime`] runs on.
+/// Which cores a [`Runtime`] runs on. The choice, and why, is logged when the runtime
+/// starts and exported in its metrics ([`CoresChosen`]).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Cores {
-    /// One loop on every core this process may run on.
+    /// One loop on every core this process may run on (its affinity mask), but no more
+    /// than the CPUs its cgroup's CPU quota is worth, rounded up: a container limited
+    /// to 2 CPUs on a 64-CPU host runs 2 loops, not 64 sharing 2 CPUs of time.
     #[default]
     All,
     /// This many loops, on the first cores (wrapping around if there are more loops than
@@ -90,6 +96,7 @@ pub struct RuntimeBuilder {
     drain_deadline: Duration,
     name: String,
     watchdog: Option<Duration>,
+    cgroup: CgroupFs,
 }
 
 impl Default for RuntimeBuilder {
@@ -103,6 +110,7 @@ impl Default for RuntimeBuilder {
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
             name: "coreloop".to_string(),
             watchdog: None,
+            cgroup: CgroupFs::default(),
         }
     }
 }
@@ -305,8 +313,10 @@ impl RuntimeBuilder {
     /// error names the shard and says why ([`RuntimeError::Shards`]); a runtime that
     /// cannot start at all (no such core, no loop) is [`RuntimeError::Io`].
     pub fn build(self) -> Result<Runtime, RuntimeError> {
-        let placement = self.placement()?;
+        let (placement, chosen) = self.placement()?;
         let n = placement.len();
+        log::info!("coreloop: {n} loops ({}): {}", chosen.reason, chosen.detail);
+        let chosen = Arc::new(chosen);
         let mut threads = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         let mut gos = Vec::with_capacity(n);
@@ -317,6 +327,7 @@ impl RuntimeBuilder {
             let (go_tx, go_rx) = crossbeam_channel::bounded::<bool>(1);
             let setups = self.setups.clone();
             let peers = peers.clone();
+            let chosen = chosen.clone();
             let done = done_tx.clone();
             let backend = self.backend;
             let pin = self.pin;
@@ -338,7 +349,7 @@ impl RuntimeBuilder {
                             return Ok(());
                         }
                     };
-                    set_shard(&lp, shard, n, peers);
+                    set_shard(&lp, shard, n, peers, chosen);
                     // Close the loop however this thread ends, so handles see it is gone.
                     let _close = CloseOnDrop(lp.clone());
                     let _ = ready_tx.send(Ok(lp.handle()));
@@ -432,37 +443,26 @@ impl RuntimeBuilder {
         Ok(rt)
     }
 
-    /// The core of each shard (`None`: not pinned).
-    fn placement(&self) -> io::Result<Vec<Option<usize>>> {
+    /// The core of each shard (`None`: not pinned), and why that many (`cpus.rs`).
+    fn placement(&self) -> io::Result<(Vec<Option<usize>>, CoresChosen)> {
         let available: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()
             .map(|c| c.id)
             .collect();
-        let fallback_count = || std::thread::available_parallelism().map_or(1, |n| n.get());
-        let placement = match &self.cores {
-            Cores::All if available.is_empty() => vec![None; fallback_count()],
-            Cores::All => available.iter().map(|&c| Some(c)).collect(),
-            Cores::Count(n) => (0..*n)
-                .map(|i| (!available.is_empty()).then(|| available[i % available.len()]))
-                .collect(),
-            Cores::List(list) => {
-                if let Some(bad) = list.iter().find(|c| !available.contains(c)) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("core {bad} is not one this process may run on: {available:?}"),
-                    ));
-                }
-                list.iter().map(|&c| Some(c)).collect()
-            }
-        };
-        if placement.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a runtime needs at least one core",
-            ));
-        }
-        Ok(placement)
+        // Read for an explicit count too: more loops than the quota allows are worth a
+        // warning.
+        let quota = cpus::cpu_quota(&self.cgroup);
+        let fallback = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cpus::choose(&self.cores, &available, quota.as_ref(), fallback)
+    }
+
+    /// Reads the cgroup files under `root` (instead of `/sys/fs/cgroup`) and the
+    /// process's cgroups from `self_cgroup` (instead of `/proc/self/cgroup`).
+    #[cfg(test)]
+    pub(crate) fn cgroup_fs(mut self, root: PathBuf, self_cgroup: PathBuf) -> Self {
+        self.cgroup = CgroupFs { root, self_cgroup };
+        self
     }
 }
 

@@ -10,12 +10,14 @@
 //! one within a deadline and then stops the loops, and so does SIGINT or SIGTERM with
 //! [`RuntimeBuilder::stop_on_signals`].
 //!
-//! Files: `builder.rs` (starting: cores, backend, per-core setup), `calls.rs` (calls on
-//! one core or every core), `shard.rs` (which shard a loop is), `signals.rs` (SIGINT,
-//! SIGTERM), `watchdog.rs` (a loop stuck in one job).
+//! Files: `builder.rs` (starting: cores, backend, per-core setup), `cpus.rs` (how many
+//! loops "every core" means: the affinity mask and the cgroup's CPU quota), `calls.rs`
+//! (calls on one core or every core), `shard.rs` (which shard a loop is), `signals.rs`
+//! (SIGINT, SIGTERM), `watchdog.rs` (a loop stuck in one job).
 
 mod builder;
 mod calls;
+mod cpus;
 mod shard;
 mod signals;
 mod watchdog;
@@ -23,6 +25,7 @@ mod watchdog;
 pub use builder::{Cores, RuntimeBuilder, SetupResult, DEFAULT_DRAIN_DEADLINE};
 pub(crate) use calls::call_all;
 pub use calls::CallTarget;
+pub use cpus::CoresChosen;
 pub use shard::shard_of;
 
 use crate::reactor::{panic_message, Call, CallError, LoopHandle};

@@ -2,6 +2,7 @@
 //! handle. Set by the runtime on each loop's thread before its setup runs; a loop made
 //! alone is shard 0 of 1.
 
+use super::CoresChosen;
 use crate::reactor::{IoLoop, LoopHandle};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -15,6 +16,8 @@ pub(crate) struct Shard {
     id: usize,
     count: usize,
     peers: Peers,
+    /// Why the runtime runs `count` loops (`None` for a loop made alone).
+    chosen: Option<Arc<CoresChosen>>,
 }
 
 impl Default for Shard {
@@ -23,6 +26,7 @@ impl Default for Shard {
             id: 0,
             count: 1,
             peers: Peers::default(),
+            chosen: None,
         }
     }
 }
@@ -44,9 +48,21 @@ pub fn shard_of<K: Hash + ?Sized>(key: &K, shards: usize) -> usize {
     ((u128::from(h.finish()) * shards as u128) >> 64) as usize
 }
 
-/// Makes `lp` shard `id` of `count`, with `peers` (filled once every loop exists).
-pub(crate) fn set_shard(lp: &IoLoop, id: usize, count: usize, peers: Peers) {
-    let shard = Shard { id, count, peers };
+/// Makes `lp` shard `id` of `count`, with `peers` (filled once every loop exists) and
+/// why its runtime runs that many.
+pub(crate) fn set_shard(
+    lp: &IoLoop,
+    id: usize,
+    count: usize,
+    peers: Peers,
+    chosen: Arc<CoresChosen>,
+) {
+    let shard = Shard {
+        id,
+        count,
+        peers,
+        chosen: Some(chosen),
+    };
     lp.set_local(shard);
 }
 
@@ -59,6 +75,11 @@ impl IoLoop {
     /// How many loops its [`Runtime`](crate::Runtime) runs (1 for a loop made alone).
     pub fn shard_count(&self) -> usize {
         self.local::<Shard>().count
+    }
+
+    /// Why its runtime runs that many loops (`None` for a loop made alone).
+    pub(crate) fn cores_chosen(&self) -> Option<CoresChosen> {
+        self.local::<Shard>().chosen.as_deref().cloned()
     }
 
     /// The handle of shard `id` of this loop's [`Runtime`](crate::Runtime), to send it

@@ -9,6 +9,7 @@ pub mod server;
 use coreloop::{Backend, Cores, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Command;
 
 pub use server::{Config, Kv};
@@ -127,9 +128,10 @@ pub fn read_reply(r: &mut impl BufRead, out: &mut Vec<u8>) {
     }
 }
 
-/// Runs `redis-cli -p PORT --no-raw ARGS...` and returns its output, trimmed.
-pub fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
+/// Runs `redis-cli -p PORT --no-raw ARGS...` (`cli`: where
+/// [`require_tool`](crate::util::require_tool) found it) and returns its output, trimmed.
+pub fn redis_cli(cli: &Path, addr: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new(cli)
         .args([
             "-h",
             "127.0.0.1",
@@ -139,7 +141,7 @@ pub fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
         ])
         .args(args)
         .output()
-        .expect("redis-cli runs (apt-get install redis-tools; .ci/run installs it)");
+        .expect("redis-cli runs");
     assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }

@@ -49,6 +49,82 @@ pub fn cpus_allowed() -> String {
         .to_string()
 }
 
+/// The programs some tests run, each with its Debian package and what those tests
+/// check with it. The README's "Optional tools" section lists the same.
+pub const TOOLS: &[(&str, &str, &str)] = &[
+    (
+        "redis-cli",
+        "redis-tools",
+        "the kv example answers Redis's own client as Redis does",
+    ),
+    (
+        "redis-benchmark",
+        "redis-tools",
+        "the kv example runs every redis-benchmark test without an error",
+    ),
+    (
+        "promtool",
+        "prometheus",
+        "the metrics exposition parses with Prometheus's own checker",
+    ),
+    (
+        "curl",
+        "curl",
+        "curl, as a client, agrees with the HTTP server",
+    ),
+    (
+        "nginx",
+        "nginx",
+        "the HTTP server behind (or in front of) nginx as a proxy",
+    ),
+    (
+        "haproxy",
+        "haproxy",
+        "the HTTP server behind (or in front of) haproxy as a proxy",
+    ),
+    (
+        "openssl",
+        "openssl",
+        "TLS material and clients for the tests that need them",
+    ),
+];
+
+/// Where the program `tool` (one of [`TOOLS`]) is: in `PATH`, or in the sbin
+/// directories Debian puts daemons in (nginx, haproxy), which a user's `PATH` may lack.
+/// `None` if it is not installed: then the test should return at once, having been
+/// told why here. This prints `SKIPPED: <test>: <tool> not found (...)` to stderr
+/// (shown by a plain `cargo test`, not held back with the test's output), or,
+/// with `CORELOOP_REQUIRE_TOOLS` set (as CI sets it, having installed every package),
+/// fails the test instead: there a missing tool is a broken setup, not a skip.
+pub fn require_tool(tool: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let (_, package, adds) = TOOLS
+        .iter()
+        .find(|(name, _, _)| *name == tool)
+        .unwrap_or_else(|| panic!("{tool} is not in tests/util's TOOLS: add it there"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin", "/sbin"].map(Into::into));
+    let found = dirs.map(|d| d.join(tool)).find(|p| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    if found.is_none() {
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("?");
+        let why = format!("{tool} not found (Debian package {package}): {adds}");
+        assert!(
+            std::env::var_os("CORELOOP_REQUIRE_TOOLS").is_none(),
+            "{test}: {why}; CORELOOP_REQUIRE_TOOLS is set, so it is required \
+             (apt-get install {package})"
+        );
+        // Straight to the process's stderr, past the test harness's capture, so that a
+        // plain `cargo test` shows it.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+    }
+    found
+}
+
 /// A logger that keeps every record with the thread that logged it.
 struct Capture(Mutex<Vec<(ThreadId, String)>>);
 

@@ -394,10 +394,13 @@ pub fn info(cores: &[super::core::CoreReport]) -> String {
     let keys: u64 = cores.iter().map(|c| c.keys).sum();
     let expires: u64 = cores.iter().map(|c| c.expiring).sum();
     let commands: u64 = cores.iter().map(|c| c.commands).sum();
+    let input_buffers: u64 = cores.iter().map(|c| c.input_buffers).sum();
+    let table_capacity: u64 = cores.iter().map(|c| c.table_capacity).sum();
     let mut s = format!(
         "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\nkv_server:coreloop\r\n\
-         process_id:{}\r\nkv_cores:{}\r\n\r\n# Stats\r\n\
-         total_commands_processed:{commands}\r\n\r\n# Keyspace\r\n",
+         process_id:{}\r\nkv_cores:{}\r\n\r\n# Memory\r\n\
+         kv_input_buffer_bytes:{input_buffers}\r\nkv_table_capacity:{table_capacity}\r\n\r\n\
+         # Stats\r\ntotal_commands_processed:{commands}\r\n\r\n# Keyspace\r\n",
         std::process::id(),
         cores.len()
     );

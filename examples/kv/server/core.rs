@@ -98,6 +98,10 @@ pub struct CoreReport {
     pub commands: u64,
     pub forwarded: u64,
     pub served_for_others: u64,
+    /// Entries the key table has room for.
+    pub table_capacity: u64,
+    /// Bytes the RESP connections' input buffers hold.
+    pub input_buffers: u64,
 }
 
 impl CoreReport {
@@ -113,6 +117,8 @@ impl CoreReport {
             commands: core.stats.commands.get(),
             forwarded: core.stats.forwarded.get(),
             served_for_others: core.stats.served_for_others.get(),
+            table_capacity: store.capacity() as u64,
+            input_buffers: super::conn::input_buffer_bytes(lp) as u64,
         }
     }
 }

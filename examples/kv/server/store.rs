@@ -306,9 +306,15 @@ impl Store {
         self.expiring
     }
 
-    /// FLUSHALL: every key and its timer go.
+    /// The entries the table has room for (for INFO and the tests).
+    pub fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
+
+    /// FLUSHALL: every key and its timer go, and the table's memory with them (a
+    /// cleared map would keep its peak size).
     pub fn clear(&mut self, lp: &IoLoop) {
-        for (_, e) in self.map.drain() {
+        for (_, e) in std::mem::take(&mut self.map) {
             if let Some(t) = e.timer {
                 lp.remove_timeout(t);
             }

@@ -179,6 +179,11 @@ fn chunk_lines_data_ends_and_trailers_are_checked() {
         (b"5\r\nhelloXY0\r\n\r\n", Outcome::Refused(400)),
         (b"5\r\nhello\r\r\n0\r\n\r\n", Outcome::Refused(400)),
         (b"5;a b\r\nhello\r\n0\r\n\r\n", Outcome::Refused(400)),
+        // Whitespace at the end of a chunk-size line, with or without an extension.
+        (b"5 \r\nhello\r\n0\r\n\r\n", Outcome::Refused(400)),
+        (b"5\t\r\nhello\r\n0\r\n\r\n", Outcome::Refused(400)),
+        (b"5;a=b \r\nhello\r\n0\r\n\r\n", Outcome::Refused(400)),
+        (b"5\r\nhello\r\n0 \r\n\r\n", Outcome::Refused(400)),
         (b"5;\x00\r\nhello\r\n0\r\n\r\n", Outcome::Refused(400)),
         (b"5;a=\"\r\nhello\r\n0\r\n\r\n", Outcome::Refused(400)),
         (b"0\r\nbad trailer\r\n\r\n", Outcome::Refused(400)),

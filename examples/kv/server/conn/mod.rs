@@ -35,6 +35,10 @@ use std::rc::{Rc, Weak};
 pub const MAX_PENDING: usize = 1024;
 /// The most bytes one read takes from the stream.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most capacity a connection's input buffer keeps once the commands that needed
+/// more have run: a 100 MB SET grows it to 100 MB, which goes back as soon as the SET
+/// has run, not when the connection closes (Redis shrinks idle query buffers too).
+const KEEP_INBUF: usize = 2 * READ_CHUNK;
 
 /// A reply waiting for its turn: its own bytes, or its part of a batch's replies.
 enum Reply {
@@ -264,6 +268,7 @@ impl Conn {
             if used < data.len() {
                 st.inbuf.extend_from_slice(&data[used..]);
             }
+            give_back(&mut st.inbuf);
         } else {
             self.st.borrow_mut().inbuf.extend_from_slice(&data);
             self.run_buffered(lp);
@@ -282,6 +287,7 @@ impl Conn {
             buf.extend_from_slice(&st.inbuf);
             st.inbuf = buf;
         }
+        give_back(&mut st.inbuf);
     }
 
     /// Runs the whole commands at the start of `buf`, writing replies into the stream's
@@ -445,6 +451,32 @@ impl Conn {
         });
         self.pump(lp);
     }
+}
+
+/// Frees what an input buffer holds beyond [`KEEP_INBUF`] once most of it is unused
+/// (the commands that filled it have run). A command still arriving fills more than a
+/// quarter of its buffer, so it is never copied back and forth while it grows.
+fn give_back(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_INBUF && buf.len() < buf.capacity() / 4 {
+        if buf.is_empty() {
+            *buf = Vec::new();
+        } else {
+            buf.shrink_to(buf.len().max(READ_CHUNK));
+        }
+    }
+}
+
+/// The capacity of the input buffers of this loop's connections, in bytes (for INFO
+/// and the tests: what idle connections hold). A connection running a command now (the
+/// one whose INFO asks) is not counted: its state is in use.
+pub fn input_buffer_bytes(lp: &IoLoop) -> usize {
+    lp.local::<Conns>()
+        .0
+        .borrow()
+        .iter()
+        .filter_map(|(_, c)| c.upgrade())
+        .filter_map(|c| c.st.try_borrow().map(|st| st.inbuf.capacity()).ok())
+        .sum()
 }
 
 /// The reply for a call to another core that gave no value.
