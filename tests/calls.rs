@@ -240,3 +240,22 @@ fn a_call_made_by_a_loop_before_it_runs_continues_there(backend: Backend) {
     t.join().unwrap();
     assert_eq!(got.take(), Some(Ok(7)));
 }
+
+#[on_both_backends]
+#[test]
+fn a_call_dropped_before_it_is_waited_on_sends_nothing(backend: Backend) {
+    let rt = runtime(backend, 2);
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = ran.clone();
+    let call = rt.call_on(1, move |_| {
+        r.store(true, std::sync::atomic::Ordering::SeqCst)
+    });
+    drop(call);
+    // A later call on the same loop runs after anything sent before it.
+    rt.call_on(1, |_| ()).wait().unwrap();
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "a call is lazy"
+    );
+    rt.shutdown().unwrap();
+}

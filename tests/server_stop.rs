@@ -214,3 +214,21 @@ fn a_servers_stats_count_its_connections_per_core(backend: Backend) {
     drop(clients);
     rt.shutdown().unwrap();
 }
+
+#[on_both_backends]
+#[test]
+fn dropping_a_server_handle_leaves_the_server_serving_and_attached(backend: Backend) {
+    let rt = runtime(backend);
+    let addr = {
+        let server = line_echo().serve(&rt, any()).unwrap();
+        server.local_addr()
+    }; // every handle dropped
+    let mut c = connected(addr);
+    c.write_all(b"still\n").unwrap();
+    let mut b = [0u8; 6];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"still\n");
+    // The runtime still knows it: its drain cuts the open connection.
+    assert_eq!(rt.drain(Duration::from_millis(100)).unwrap(), 1);
+    assert!(at_eof(&mut c));
+}

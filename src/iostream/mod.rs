@@ -51,7 +51,7 @@ pub use ops::{Flushing, Reading, Writing};
 pub(crate) use read::ReadHandler;
 pub use write::{DEFAULT_HIGH_WATER, DEFAULT_MAX_WRITE_BUFFER};
 
-use crate::reactor::{IoLoop, Resource, StepEnd, WeakLoop};
+use crate::reactor::{IoLoop, Resource, StepEnd, TimeoutId, WeakLoop};
 use error::Failure;
 use read::ReadSide;
 use std::cell::{Cell, RefCell};
@@ -87,6 +87,8 @@ struct State {
     /// the linger time has passed.
     lingering: bool,
     linger: Duration,
+    /// The timer that cuts a lingering close at the linger time.
+    linger_timer: Option<TimeoutId>,
     /// What closed the stream, if an error did.
     error: Option<Failure>,
     close_cb: Option<StreamCallback>,
@@ -217,6 +219,7 @@ impl IoStream {
                     w: WriteSide::default(),
                     closed: false,
                     lingering: false,
+                    linger_timer: None,
                     linger: DEFAULT_LINGER,
                     error: None,
                     close_cb: None,
@@ -362,14 +365,16 @@ impl IoStream {
             self.inner.transport.set_reading(lp, true);
         }
         let weak = Rc::downgrade(&self.inner);
-        lp.call_later(linger, move |lp| {
+        let timer = lp.call_later(linger, move |lp| {
             if let Some(inner) = weak.upgrade() {
                 let s = IoStream::uncounted(inner);
+                s.inner.st.borrow_mut().linger_timer = None;
                 if s.inner.st.borrow().lingering {
                     s.close_with(lp, Some(&StreamError::LingerTimeout.into()));
                 }
             }
         });
+        self.inner.st.borrow_mut().linger_timer = Some(timer);
         self.schedule_dispatch();
     }
 
@@ -396,6 +401,9 @@ impl IoStream {
                 st.error = err.map(Failure::of);
             }
             st.r.wake_reader();
+            if let Some(t) = st.linger_timer.take() {
+                lp.remove_timeout(t); // (the timer heap is not the stream's state)
+            }
             (st.w.on_close(), st.resource_key.take(), st.guard.take())
         };
         self.inner.transport.close(lp);
