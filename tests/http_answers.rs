@@ -31,24 +31,9 @@ fn server(backend: Backend, app: Application, cfg: HttpConfig) -> util::Served {
         .unwrap()
 }
 
-/// Sends one request (HTTP/1.0, so the server closes after it) and returns the status
-/// and the body.
+/// One request (HTTP/1.0: the server closes after it); the status and the body.
 fn get(s: &util::Served, path: &str) -> (u16, String) {
-    let mut c = TcpStream::connect(s.local_addr()).unwrap();
-    c.set_read_timeout(Some(util::HANG)).unwrap();
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut all = String::new();
-    c.read_to_string(&mut all).unwrap();
-    let status = all
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = all
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    util::get_status_and_body(s.local_addr(), path)
 }
 
 /// Answers a call's outcome: 200 with the value, or 500/503 saying why.

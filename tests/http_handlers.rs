@@ -9,8 +9,6 @@ use coreloop::http::{Application, HttpConfig, HttpError, HttpServer, Response, R
 use coreloop::{Backend, Cores, Runtime};
 use coreloop_macros::on_both_backends;
 use std::cell::RefCell;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 fn server(backend: Backend, app: Application, cfg: HttpConfig) -> util::Served {
@@ -25,21 +23,7 @@ fn server(backend: Backend, app: Application, cfg: HttpConfig) -> util::Served {
 
 /// One request (HTTP/1.0: the server closes after it); the status and the body.
 fn get(s: &util::Served, path: &str) -> (u16, String) {
-    let mut c = TcpStream::connect(s.local_addr()).unwrap();
-    c.set_read_timeout(Some(util::HANG)).unwrap();
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut all = String::new();
-    c.read_to_string(&mut all).unwrap();
-    let status = all
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = all
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    util::get_status_and_body(s.local_addr(), path)
 }
 
 fn parse_id(text: Option<&str>) -> Result<u32, HttpError> {

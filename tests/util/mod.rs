@@ -288,3 +288,24 @@ impl Listen for coreloop::TcpServer {
         Ok(Served { rt, server })
     }
 }
+
+/// Sends one request (HTTP/1.0, so the server closes after it) to `addr` and returns the
+/// status and the body.
+pub fn get_status_and_body(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(HANG)).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    let status = all
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = all
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
