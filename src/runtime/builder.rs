@@ -8,6 +8,7 @@
 //! [`build`](RuntimeBuilder::build) return the runtime; otherwise it stops the loops,
 //! joins their threads and returns the first failure.
 
+use super::pool::{BlockingConfig, LoopPool, Pool};
 use super::shard::{set_shard, Peers};
 use super::signals::SignalWatcher;
 use super::{Attached, Runtime, RuntimeError, ShardError};
@@ -90,6 +91,7 @@ pub struct RuntimeBuilder {
     drain_deadline: Duration,
     name: String,
     watchdog: Option<Duration>,
+    blocking: BlockingConfig,
 }
 
 impl Default for RuntimeBuilder {
@@ -103,6 +105,7 @@ impl Default for RuntimeBuilder {
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
             name: "coreloop".to_string(),
             watchdog: None,
+            blocking: BlockingConfig::default(),
         }
     }
 }
@@ -288,9 +291,31 @@ impl RuntimeBuilder {
     }
 
     /// How long a graceful stop started by a signal waits for open connections before
-    /// it closes them (default [`DEFAULT_DRAIN_DEADLINE`], 30 s).
+    /// it closes them (default [`DEFAULT_DRAIN_DEADLINE`], 30 s); also how long any stop
+    /// ([`Runtime::shutdown`], a dropped runtime) waits for the blocking pool's running
+    /// jobs.
     pub fn drain_deadline(mut self, deadline: Duration) -> Self {
         self.drain_deadline = deadline;
+        self
+    }
+
+    /// Bounds the runtime's blocking pool ([`Runtime::call_blocking`],
+    /// [`IoLoop::call_blocking`]): most threads, most queued jobs, how long an idle
+    /// thread stays, which cores its threads run on. See [`BlockingConfig`] for the
+    /// defaults.
+    ///
+    /// ```
+    /// use coreloop::{BlockingConfig, Cores, Runtime};
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .blocking(BlockingConfig { max_threads: 2, queue: 0, ..BlockingConfig::default() })
+    ///     .build()?;
+    /// assert_eq!(rt.stats().wait()?.blocking.max_threads, 2);
+    /// rt.shutdown()?;
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
+    pub fn blocking(mut self, cfg: BlockingConfig) -> Self {
+        self.blocking = cfg;
         self
     }
 
@@ -305,7 +330,13 @@ impl RuntimeBuilder {
     /// error names the shard and says why ([`RuntimeError::Shards`]); a runtime that
     /// cannot start at all (no such core, no loop) is [`RuntimeError::Io`].
     pub fn build(self) -> Result<Runtime, RuntimeError> {
-        let placement = self.placement()?;
+        let available = available_cores();
+        let placement = self.placement(&available)?;
+        let pool = Pool::new(
+            self.blocking.clone(),
+            self.pool_cores(&available, &placement)?,
+            &self.name,
+        );
         let n = placement.len();
         let mut threads = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
@@ -320,6 +351,7 @@ impl RuntimeBuilder {
             let done = done_tx.clone();
             let backend = self.backend;
             let pin = self.pin;
+            let pool = pool.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{shard}", self.name))
                 .spawn(move || {
@@ -339,6 +371,7 @@ impl RuntimeBuilder {
                         }
                     };
                     set_shard(&lp, shard, n, peers);
+                    lp.set_local(LoopPool(pool));
                     // Close the loop however this thread ends, so handles see it is gone.
                     let _close = CloseOnDrop(lp.clone());
                     let _ = ready_tx.send(Ok(lp.handle()));
@@ -397,6 +430,8 @@ impl RuntimeBuilder {
             signals: None,
             watchdog: None,
             attached: Attached::default(),
+            pool,
+            drain_deadline: self.drain_deadline,
         };
         if !failures.is_empty() {
             rt.stop();
@@ -414,8 +449,10 @@ impl RuntimeBuilder {
         if self.stop_on_signals {
             let loops = rt.handles.clone();
             let attached = rt.attached.clone();
+            let pool = rt.pool.clone();
             let deadline = self.drain_deadline;
             rt.signals = Some(SignalWatcher::start(move |sig| {
+                let end = std::time::Instant::now() + deadline;
                 log::info!(
                     "coreloop: signal {sig}: draining the servers (deadline {deadline:?}), then stopping {} loops",
                     loops.len()
@@ -424,6 +461,7 @@ impl RuntimeBuilder {
                 if cut > 0 {
                     log::warn!("coreloop: {cut} connections were still open at the drain deadline and were closed");
                 }
+                pool.close(end.saturating_duration_since(std::time::Instant::now()));
                 for h in &loops {
                     let _ = h.stop();
                 }
@@ -432,13 +470,47 @@ impl RuntimeBuilder {
         Ok(rt)
     }
 
-    /// The core of each shard (`None`: not pinned).
-    fn placement(&self) -> io::Result<Vec<Option<usize>>> {
-        let available: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
+    /// The cores of the blocking pool's threads (`None`: any): the configured ones, or
+    /// those no loop is pinned to, or any if every core has a loop.
+    fn pool_cores(
+        &self,
+        available: &[usize],
+        placement: &[Option<usize>],
+    ) -> io::Result<Option<Vec<usize>>> {
+        if self.blocking.max_threads == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the blocking pool needs at least one thread (BlockingConfig::max_threads)",
+            ));
+        }
+        if let Some(list) = &self.blocking.cores {
+            if list.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "BlockingConfig::cores lists no core (None means the default)",
+                ));
+            }
+            if let Some(bad) = list.iter().find(|c| !available.contains(c)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("blocking pool core {bad} is not one this process may run on: {available:?}"),
+                ));
+            }
+            return Ok(Some(list.clone()));
+        }
+        if !self.pin {
+            return Ok(None);
+        }
+        let free: Vec<usize> = available
+            .iter()
+            .copied()
+            .filter(|c| !placement.contains(&Some(*c)))
             .collect();
+        Ok((!free.is_empty()).then_some(free))
+    }
+
+    /// The core of each shard (`None`: not pinned).
+    fn placement(&self, available: &[usize]) -> io::Result<Vec<Option<usize>>> {
         let fallback_count = || std::thread::available_parallelism().map_or(1, |n| n.get());
         let placement = match &self.cores {
             Cores::All if available.is_empty() => vec![None; fallback_count()],
@@ -464,6 +536,15 @@ impl RuntimeBuilder {
         }
         Ok(placement)
     }
+}
+
+/// The cores the calling thread may run on.
+fn available_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
 
 /// Runs a shard's setups in order, catching a panic; the first failure ends them.
