@@ -62,7 +62,7 @@ pub use iostream::{
 };
 pub use net::{
     bind_reuseport, Acceptor, ConnOutput, ConnReturn, Connecting, Incoming, ListenOptions,
-    ServerHandle, TcpServer,
+    ServerHandle, TcpServer, ToConnectAddr,
 };
 #[doc(hidden)]
 pub use net::{AsyncConn, PlainConn};
