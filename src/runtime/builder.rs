@@ -470,8 +470,9 @@ impl RuntimeBuilder {
         Ok(rt)
     }
 
-    /// The cores of the blocking pool's threads (`None`: any): the configured ones, or
-    /// those no loop is pinned to, or any if every core has a loop.
+    /// The cores of the blocking pool's threads: the configured ones, or those no loop
+    /// is pinned to, or all of them if every core has a loop (`None`: unknown, where
+    /// they start).
     fn pool_cores(
         &self,
         available: &[usize],
@@ -498,15 +499,19 @@ impl RuntimeBuilder {
             }
             return Ok(Some(list.clone()));
         }
-        if !self.pin {
-            return Ok(None);
+        if available.is_empty() {
+            return Ok(None); // the kernel did not say: where the threads start
         }
         let free: Vec<usize> = available
             .iter()
             .copied()
-            .filter(|c| !placement.contains(&Some(*c)))
+            .filter(|c| !(self.pin && placement.contains(&Some(*c))))
             .collect();
-        Ok((!free.is_empty()).then_some(free))
+        Ok(Some(if free.is_empty() {
+            available.to_vec()
+        } else {
+            free
+        }))
     }
 
     /// The core of each shard (`None`: not pinned).

@@ -17,7 +17,7 @@
 //!
 //! One mutex holds the queue, the counts and the histograms: every job takes it twice
 //! (queued, and taken plus its run recorded), where waking a sleeping thread costs far
-//! more. Pool threads are not pinned to the loops' cores (see
+//! more. Pool threads are put on their cores when they start (see
 //! [`BlockingConfig::cores`]); a thread started from a pinned loop would otherwise
 //! inherit that loop's core.
 
@@ -53,9 +53,14 @@ pub struct BlockingConfig {
     /// How long a thread waits for work before it retires (default 10 s, as tokio's).
     pub idle_timeout: Duration,
     /// The cores pool threads may run on. `None` (default): every core the process may
-    /// use except those the runtime's loops are pinned to, or every core if that leaves
-    /// none (2 loops on a 2-core machine: the pool shares their cores, and the kernel
-    /// schedules it beside them). A lone loop's pool uses every core.
+    /// use (as the thread that builds the runtime sees it) except those the runtime's
+    /// loops are pinned to, or all of them if that leaves none (2 loops on a 2-core
+    /// machine: the pool shares their cores, and the kernel schedules it beside them).
+    /// A lone loop's pool uses every core the process was started on.
+    ///
+    /// Off the loops' cores, a long job never takes CPU time from a loop; the price is
+    /// a wake-up across cores each way, which on a virtual machine can cost tens of
+    /// microseconds per call (`benches/pool_compare.sh`), against a few on one core.
     pub cores: Option<Vec<usize>>,
 }
 
@@ -384,21 +389,36 @@ impl Pool {
     }
 }
 
-/// Puts the calling thread on `cores` (`None`: on every core the process may use).
+/// Puts the calling thread on `cores` (`None`: leaves it where it is).
 fn set_cores(cores: Option<&[usize]>) {
     use rustix::thread::{sched_setaffinity, CpuSet};
+    let Some(list) = cores else { return };
     let mut set = CpuSet::new();
-    match cores {
-        Some(list) => list
-            .iter()
-            .filter(|&&c| c < CpuSet::MAX_CPU)
-            .for_each(|&c| set.set(c)),
-        // The kernel keeps only the cores the process may use.
-        None => (0..CpuSet::MAX_CPU).for_each(|c| set.set(c)),
-    }
+    list.iter()
+        .filter(|&&c| c < CpuSet::MAX_CPU)
+        .for_each(|&c| set.set(c));
     if let Err(e) = sched_setaffinity(None, &set) {
         log::debug!("coreloop: could not set a blocking thread's cores {cores:?}: {e}");
     }
+}
+
+/// The cores the process was started on (its main thread's, as `taskset` or a
+/// scheduler set them), whatever core the calling thread is pinned to; `None` if the
+/// kernel does not say.
+fn process_cores() -> Option<Vec<usize>> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<usize>().ok()?..=b.parse().ok()?),
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The pool of a loop: its runtime's, or for a loop made alone the process's shared one.
@@ -409,7 +429,7 @@ impl Default for LoopPool {
         static SHARED: OnceLock<Pool> = OnceLock::new();
         LoopPool(
             SHARED
-                .get_or_init(|| Pool::new(BlockingConfig::default(), None, "coreloop"))
+                .get_or_init(|| Pool::new(BlockingConfig::default(), process_cores(), "coreloop"))
                 .clone(),
         )
     }
