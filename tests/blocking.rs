@@ -209,9 +209,11 @@ fn a_panicking_job_answers_its_message_and_the_pool_goes_on(backend: Backend) {
     rt.shutdown().unwrap();
 }
 
+#[on_both_backends]
 #[test]
-fn stopping_answers_queued_jobs_closed_and_lets_running_ones_finish() {
+fn stopping_answers_queued_jobs_closed_and_lets_running_ones_finish(backend: Backend) {
     let rt = Runtime::builder()
+        .backend(backend)
         .cores(Cores::Count(1))
         .blocking(BlockingConfig {
             max_threads: 1,
@@ -248,9 +250,11 @@ fn stopping_answers_queued_jobs_closed_and_lets_running_ones_finish() {
     }
 }
 
+#[on_both_backends]
 #[test]
-fn a_job_still_running_at_the_drain_deadline_does_not_hold_the_stop() {
+fn a_job_still_running_at_the_drain_deadline_does_not_hold_the_stop(backend: Backend) {
     let rt = Runtime::builder()
+        .backend(backend)
         .cores(Cores::Count(1))
         .drain_deadline(Duration::from_millis(100))
         .build()
@@ -271,6 +275,42 @@ fn a_job_still_running_at_the_drain_deadline_does_not_hold_the_stop() {
     );
     // Left to finish on its own; its waiter still gets the value.
     assert_eq!(long.join().unwrap(), Ok("late"));
+}
+
+#[on_both_backends]
+#[test]
+fn a_graceful_drain_lets_a_request_waiting_on_the_pool_finish(backend: Backend) {
+    // The servers drain first (the request's blocking call still runs and answers),
+    // then the pool closes, then the loops stop.
+    let app = Application::new().route(
+        "/slow",
+        Route::new().get(|lp, _, mut resp| async move {
+            let v = lp
+                .call_blocking(|| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    "done"
+                })
+                .await?;
+            resp.write(v);
+            Ok(resp)
+        }),
+    );
+    let s = HttpServer::new(app)
+        .listen(
+            Runtime::builder().backend(backend).cores(Cores::Count(1)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+    let c = send(s.local_addr(), "/slow");
+    until(s.runtime(), "the call running", |p| busy(p) == 1);
+    let util::Served { rt, server } = s;
+    drop(server);
+    assert_eq!(rt.drain(util::HANG).unwrap(), 0);
+    let r = answer(c);
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK") && r.ends_with("done"),
+        "{r}"
+    );
 }
 
 #[on_both_backends]
