@@ -183,6 +183,47 @@ fn a_full_pool_answers_full_at_once_and_recovers(backend: Backend) {
 
 #[on_both_backends]
 #[test]
+fn threads_start_on_demand_and_retire_when_idle(backend: Backend) {
+    let rt = runtime(
+        backend,
+        BlockingConfig {
+            max_threads: 8,
+            idle_timeout: Duration::from_millis(100),
+            ..BlockingConfig::default()
+        },
+    );
+    assert_eq!(
+        rt.stats().wait().unwrap().blocking.threads,
+        0,
+        "none before use"
+    );
+    let gate = Arc::new(RwLock::new(()));
+    let closed = gate.write().unwrap();
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let g = gate.clone();
+            let c = rt.call_blocking(move || {
+                drop(g.read().unwrap());
+                i
+            });
+            std::thread::spawn(move || c.wait())
+        })
+        .collect();
+    until(&rt, "three threads busy", |p| {
+        busy(p) == 3 && p.threads == 3
+    });
+    drop(closed);
+    for (i, c) in calls.into_iter().enumerate() {
+        assert_eq!(c.join().unwrap(), Ok(i));
+    }
+    until(&rt, "every thread retired", |p| p.threads == 0);
+    // And started again when needed.
+    assert_eq!(rt.call_blocking(|| "again").wait(), Ok("again"));
+    rt.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
 fn a_panicking_job_answers_its_message_and_the_pool_goes_on(backend: Backend) {
     util::capture_logs();
     let rt = runtime(backend, BlockingConfig::default());
