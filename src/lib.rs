@@ -62,7 +62,7 @@ pub use iostream::{
 };
 pub use net::{
     bind_reuseport, Acceptor, ConnOutput, ConnReturn, Connecting, Incoming, ListenOptions,
-    ServerHandle, TcpServer,
+    ServerHandle, TcpServer, ToConnectAddr,
 };
 #[doc(hidden)]
 pub use net::{AsyncConn, PlainConn};
@@ -72,8 +72,8 @@ pub use reactor::{
     TimeoutId, WakeVia,
 };
 pub use runtime::{
-    shard_of, CallTarget, Cores, CoresChosen, Runtime, RuntimeBuilder, RuntimeError, SetupResult,
-    ShardError, DEFAULT_DRAIN_DEADLINE,
+    shard_of, BlockingConfig, CallTarget, Cores, CoresChosen, Runtime, RuntimeBuilder,
+    RuntimeError, SetupResult, ShardError, DEFAULT_BLOCKING_THREADS, DEFAULT_DRAIN_DEADLINE,
 };
 pub use task::{
     block_on, interval, sleep, sleep_until, spawn, timeout, Elapsed, Interval, JoinError,

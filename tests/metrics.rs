@@ -339,6 +339,7 @@ fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
     let s = server(backend);
     requests(&s, "/", 20, 4);
     let _ = get(&s, "/nope");
+    assert_eq!(s.runtime().call_blocking(|| 1).wait(), Ok(1));
     for path in ["/metrics", "/metrics?per_core=1"] {
         let r = get(&s, path);
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
@@ -366,6 +367,18 @@ fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
                 "{body}"
             );
         }
+        // The blocking pool: one per runtime, never by shard.
+        for line in [
+            "coreloop_blocking_jobs_total{outcome=\"done\"} 1\n",
+            "coreloop_blocking_jobs_total{outcome=\"rejected\"} 0\n",
+            "coreloop_blocking_run_seconds_count 1\n",
+            "coreloop_blocking_wait_seconds_bucket{le=\"+Inf\"} 1\n",
+            "coreloop_blocking_max_threads 64\n",
+            "coreloop_blocking_queue_depth 0\n",
+        ] {
+            assert!(body.contains(line), "{line}: {body}");
+        }
+        assert!(body.contains("\ncoreloop_blocking_threads 1\n"), "{body}");
         if let Some(promtool) = &promtool {
             promtool_check(promtool, body);
         }

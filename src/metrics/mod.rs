@@ -15,6 +15,7 @@ mod hgrm;
 mod prometheus;
 mod server;
 
+pub use crate::runtime::BlockingStats;
 pub use hgrm::hgrm;
 pub use prometheus::LATENCY_BUCKETS;
 pub(crate) use prometheus::{labels, Exposition};
@@ -57,6 +58,9 @@ pub struct Snapshot {
     /// How many loops the runtime runs, and why (exported as the gauge
     /// `coreloop_cores_chosen{reason="..."}`); `None` for a loop made alone.
     pub cores_chosen: Option<CoresChosen>,
+    /// The runtime's blocking pool (`call_blocking`); for a loop made alone, the pool
+    /// the process shares.
+    pub blocking: BlockingStats,
 }
 
 /// What a counter family takes from a loop's numbers.
@@ -79,11 +83,12 @@ fn core_and_choice(lp: &IoLoop) -> (CoreStats, Option<CoresChosen>) {
 }
 
 /// Every core's answer, as one snapshot.
-fn snapshot(all: Vec<(CoreStats, Option<CoresChosen>)>) -> Snapshot {
+fn snapshot(all: Vec<(CoreStats, Option<CoresChosen>)>, blocking: BlockingStats) -> Snapshot {
     let cores_chosen = all.first().and_then(|(_, c)| c.clone());
     Snapshot {
         cores: all.into_iter().map(|(s, _)| s).collect(),
         cores_chosen,
+        blocking,
     }
 }
 
@@ -240,7 +245,68 @@ impl Snapshot {
             );
         }
         crate::http::export_stats(&mut e, &self.cores, per_core);
+        export_blocking(&mut e, &self.blocking);
         e.finish()
+    }
+}
+
+/// The blocking pool's series (one pool per runtime: never by shard).
+fn export_blocking(e: &mut Exposition, b: &BlockingStats) {
+    let gauges = [
+        (
+            "coreloop_blocking_threads",
+            "Blocking pool threads alive (running a job or idle).",
+            b.threads,
+        ),
+        (
+            "coreloop_blocking_idle_threads",
+            "Blocking pool threads waiting for work.",
+            b.idle,
+        ),
+        (
+            "coreloop_blocking_max_threads",
+            "The blocking pool's bound on threads.",
+            b.max_threads,
+        ),
+        (
+            "coreloop_blocking_queue_depth",
+            "Jobs waiting for a blocking pool thread.",
+            b.queued,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        e.family(name, "gauge", help);
+        e.sample(name, "", v as f64);
+    }
+    let name = "coreloop_blocking_jobs_total";
+    e.family(
+        name,
+        "counter",
+        "Blocking calls by outcome: done, panicked, rejected (pool full), closed (queued at shutdown).",
+    );
+    for (outcome, n) in [
+        ("done", b.done),
+        ("panicked", b.panicked),
+        ("rejected", b.rejected),
+        ("closed", b.closed),
+    ] {
+        e.sample(name, &labels(&[("outcome", outcome)]), n as f64);
+    }
+    let hists = [
+        (
+            "coreloop_blocking_wait_seconds",
+            "From a blocking call to its start on a pool thread.",
+            &b.wait_ns,
+        ),
+        (
+            "coreloop_blocking_run_seconds",
+            "How long each blocking call ran.",
+            &b.run_ns,
+        ),
+    ];
+    for (name, help, h) in hists {
+        e.family(name, "histogram", help);
+        e.histogram(name, &[], h);
     }
 }
 
@@ -301,7 +367,9 @@ impl Runtime {
     /// shared), as one [`Call`]: [`wait`](Call::wait) for it from a plain thread. A core
     /// that cannot answer (closed) fails the call.
     pub fn stats(&self) -> Call<Snapshot> {
-        crate::runtime::call_all(self.handles(), core_and_choice).map(snapshot)
+        let pool = self.blocking_pool();
+        crate::runtime::call_all(self.handles(), core_and_choice)
+            .map(move |all| snapshot(all, pool.stats()))
     }
 }
 
@@ -323,8 +391,9 @@ impl IoLoop {
     /// # Ok::<(), coreloop::RuntimeError>(())
     /// ```
     pub fn stats(&self) -> Call<Snapshot> {
+        let pool = crate::runtime::pool_of(self);
         crate::runtime::call_all(&self.shard_handles(), core_and_choice)
-            .map(snapshot)
+            .map(move |all| snapshot(all, pool.stats()))
             .made_by(self)
     }
 }

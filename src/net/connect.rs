@@ -1,15 +1,18 @@
 //! Connecting: a nonblocking TCP connect watched through the loop (on either backend,
 //! by the socket becoming writable), which becomes an [`IoStream`] once it completes:
-//! one [`Connecting`] value, given a continuation or awaited by a task.
+//! one [`Connecting`] value, given a continuation or awaited by a task. A name is looked
+//! up first (on the blocking pool, `resolve.rs`) and its addresses tried in turn.
 //!
 //! The pending connect owns the socket until it completes, fails or times out; a task
 //! that drops its connect future cancels it: the handler and the timer go, and the
 //! socket is closed (no descriptor is left behind).
 
+use super::resolve::{lookup, ToConnectAddr};
 use crate::iostream::IoStream;
 use crate::poller::Interest;
 use crate::reactor::{IoLoop, TimeoutId, WeakLoop};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -18,7 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Who hears how a connect ended.
 type ConnectCallback = Box<dyn FnOnce(&IoLoop, io::Result<IoStream>)>;
@@ -55,24 +58,127 @@ impl Pending {
     }
 }
 
-/// Starts a connect to `addr` on `lp`; `done` hears how it ended (or is handed back
-/// with the error, if the connect could not start).
-fn start(
-    lp: &IoLoop,
-    addr: SocketAddr,
-    timeout: Duration,
-    done: ConnectCallback,
-) -> Result<Rc<Pending>, (io::Error, ConnectCallback)> {
-    match open(lp, addr) {
-        Ok(fd) => Ok(watch(lp, fd, timeout, done)),
-        Err(e) => Err((e, done)),
+/// A connect to a name or an address: its addresses tried in turn, the one being tried,
+/// and who hears how it ended.
+struct Attempt {
+    done: RefCell<Option<ConnectCallback>>,
+    current: RefCell<Option<Rc<Pending>>>,
+}
+
+impl Attempt {
+    fn report(&self, lp: &IoLoop, r: io::Result<IoStream>) {
+        let done = self.done.borrow_mut().take();
+        match done {
+            Some(f) => f(lp, r),
+            None => {
+                if let Ok(s) = r {
+                    s.close();
+                }
+            }
+        }
+    }
+
+    /// Nobody waits any more: the address being tried is given up and its socket closed.
+    fn cancel(&self, lp: Option<&IoLoop>) {
+        self.done.borrow_mut().take();
+        let current = self.current.borrow_mut().take();
+        if let Some(p) = current {
+            p.done.borrow_mut().take();
+            match lp {
+                Some(lp) => drop(p.finish(lp)),
+                None => drop(p.fd.borrow_mut().take()),
+            }
+        }
     }
 }
 
+/// What a connect was asked to reach: addresses, a host and port to look up, or why the
+/// input is neither.
+type Target = io::Result<Result<Vec<SocketAddr>, (String, u16)>>;
+
+/// Starts a connect to `target` on `lp` within `timeout`; `done` hears how it ended, in
+/// a later step.
+fn begin(lp: &IoLoop, target: Target, timeout: Duration, done: ConnectCallback) -> Rc<Attempt> {
+    let attempt = Rc::new(Attempt {
+        done: RefCell::new(Some(done)),
+        current: RefCell::new(None),
+    });
+    let deadline = Instant::now() + timeout;
+    let weak = Rc::downgrade(&attempt);
+    match target {
+        Ok(Ok(addrs)) => try_next(lp, &attempt, addrs.into(), deadline, None),
+        Ok(Err((host, port))) => lookup(lp, host, port, timeout, move |lp, found| {
+            let Some(a) = weak.upgrade() else { return };
+            match found {
+                Ok(addrs) => try_next(lp, &a, addrs.into(), deadline, None),
+                Err(e) => a.report(lp, Err(e)),
+            }
+        }),
+        Err(e) => lp.add_callback(move |lp| {
+            if let Some(a) = weak.upgrade() {
+                a.report(lp, Err(e));
+            }
+        }),
+    }
+    attempt
+}
+
+/// Connects to the next of `addrs` with its share of the time left (so that an address
+/// that never answers leaves time for the others); on failure, the next; when none is
+/// left, the last error.
+fn try_next(
+    lp: &IoLoop,
+    attempt: &Rc<Attempt>,
+    mut addrs: VecDeque<SocketAddr>,
+    deadline: Instant,
+    mut last: Option<io::Error>,
+) {
+    while let Some(addr) = addrs.pop_front() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            last = Some(io::ErrorKind::TimedOut.into());
+            break;
+        }
+        let fd = match open(addr) {
+            Ok(fd) => fd,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let share = left / (addrs.len() as u32 + 1);
+        let weak = Rc::downgrade(attempt);
+        let done: ConnectCallback = Box::new(move |lp, r| {
+            let Some(a) = weak.upgrade() else {
+                if let Ok(s) = r {
+                    s.close();
+                }
+                return;
+            };
+            a.current.borrow_mut().take();
+            match r {
+                Ok(s) => a.report(lp, Ok(s)),
+                Err(e) => try_next(lp, &a, addrs, deadline, Some(e)),
+            }
+        });
+        let pending = watch(lp, fd, share, done);
+        attempt.current.replace(Some(pending));
+        return;
+    }
+    let e =
+        last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to connect to"));
+    // Never inside the call that started the connect.
+    let weak = Rc::downgrade(attempt);
+    lp.add_callback(move |lp| {
+        if let Some(a) = weak.upgrade() {
+            a.report(lp, Err(e));
+        }
+    });
+}
+
 /// A nonblocking socket connecting to `addr`.
-fn open(lp: &IoLoop, addr: SocketAddr) -> io::Result<OwnedFd> {
+fn open(addr: SocketAddr) -> io::Result<OwnedFd> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let _ = lp;
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_cloexec(true)?;
@@ -131,15 +237,16 @@ fn watch(lp: &IoLoop, fd: OwnedFd, timeout: Duration, done: ConnectCallback) -> 
 
 /// Keeps a callback connect's state alive until it ends.
 #[derive(Default)]
-struct Connects(RefCell<slab::Slab<Rc<Pending>>>);
+struct Connects(RefCell<slab::Slab<Rc<Attempt>>>);
 
-/// A connect to a TCP address ([`IoStream::connect`]): give it a continuation with
-/// [`then`](Connecting::then) or `.await` it in a task; until then nothing is sent.
-/// Dropping an awaited connect before it completes cancels it and closes its socket.
+/// A connect ([`IoStream::connect`]): give it a continuation with
+/// [`then`](Connecting::then) or `.await` it in a task; until then nothing is sent (not
+/// even a name lookup). Dropping an awaited connect before it completes cancels it and
+/// closes its socket.
 #[must_use = "a connect does nothing until it is given a continuation with then() or awaited"]
 pub struct Connecting {
     lp: WeakLoop,
-    addr: SocketAddr,
+    target: Option<Target>,
     timeout: Duration,
     /// Once polled: the outcome's slot, and the connect (cancelled if dropped).
     started: Option<(Slot, CancelOnDrop)>,
@@ -149,10 +256,15 @@ pub struct Connecting {
 type Slot = Rc<RefCell<(Option<io::Result<IoStream>>, Option<Waker>)>>;
 
 impl IoStream {
-    /// Connects to `addr` on `lp` without blocking it (TCP_NODELAY set); `timeout`
-    /// bounds it (a timeout is `TimedOut`). The connect is watched through the loop's
-    /// readiness on either backend. Continue with [`then`](Connecting::then), or await
-    /// it in a task of `lp`.
+    /// Connects to `to` on `lp` without blocking it (TCP_NODELAY set): a
+    /// [`SocketAddr`], or a name, `"host:port"` or `(host, port)` (see
+    /// [`ToConnectAddr`]), looked up on the blocking pool as
+    /// [`IoLoop::resolve`] does, whose addresses are tried in turn until one accepts
+    /// (each gets an equal share of the time left, so one that never answers leaves
+    /// time for the rest; the last error is reported if none does). `timeout` bounds
+    /// the whole, lookup included (a timeout is `TimedOut`). The connect is watched
+    /// through the loop's readiness on either backend. Continue with
+    /// [`then`](Connecting::then), or await it in a task of `lp`.
     ///
     /// ```
     /// use coreloop::{IoLoop, IoStream};
@@ -166,15 +278,16 @@ impl IoStream {
     ///     lp.stop();
     /// });
     /// lp.start()?;
-    /// // Awaited:
-    /// let s = lp.run_until_complete(IoStream::connect(&lp, addr, Duration::from_secs(5)))?;
+    /// // Awaited, by name:
+    /// let name = format!("localhost:{}", addr.port());
+    /// let s = lp.run_until_complete(IoStream::connect(&lp, name, Duration::from_secs(5)))?;
     /// assert_eq!(s?.peer_addr()?, addr);
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn connect(lp: &IoLoop, addr: SocketAddr, timeout: Duration) -> Connecting {
+    pub fn connect(lp: &IoLoop, to: impl ToConnectAddr, timeout: Duration) -> Connecting {
         Connecting {
             lp: lp.downgrade(),
-            addr,
+            target: Some(to.to_target()),
             timeout,
             started: None,
         }
@@ -184,22 +297,23 @@ impl IoStream {
 impl Connecting {
     /// Connects, then runs `then` on the loop with the stream or the error, in a later
     /// step (unless the loop closes first).
-    pub fn then<F>(self, then: F)
+    pub fn then<F>(mut self, then: F)
     where
         F: FnOnce(&IoLoop, io::Result<IoStream>) + 'static,
     {
         let Some(lp) = self.lp.upgrade() else { return };
+        let Some(target) = self.target.take() else {
+            return;
+        };
         let key = Rc::new(Cell::new(usize::MAX));
         let k = key.clone();
         let done: ConnectCallback = Box::new(move |lp: &IoLoop, r: io::Result<IoStream>| {
-            let p = lp.local::<Connects>().0.borrow_mut().try_remove(k.get());
-            drop(p);
+            let a = lp.local::<Connects>().0.borrow_mut().try_remove(k.get());
+            drop(a);
             then(lp, r);
         });
-        match start(&lp, self.addr, self.timeout, done) {
-            Ok(pending) => key.set(lp.local::<Connects>().0.borrow_mut().insert(pending)),
-            Err((e, done)) => lp.add_callback(move |lp| done(lp, Err(e))),
-        }
+        let attempt = begin(&lp, target, self.timeout, done);
+        key.set(lp.local::<Connects>().0.borrow_mut().insert(attempt));
     }
 }
 
@@ -209,6 +323,9 @@ impl Future for Connecting {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if self.started.is_none() {
             let Some(lp) = self.lp.upgrade() else {
+                return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            };
+            let Some(target) = self.target.take() else {
                 return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
             };
             let slot: Slot = Rc::new(RefCell::new((None, None)));
@@ -223,10 +340,8 @@ impl Future for Connecting {
                     w.wake();
                 }
             });
-            match start(&lp, self.addr, self.timeout, done) {
-                Ok(pending) => self.started = Some((slot, CancelOnDrop(pending, lp.downgrade()))),
-                Err((e, _)) => return Poll::Ready(Err(e)),
-            }
+            let attempt = begin(&lp, target, self.timeout, done);
+            self.started = Some((slot, CancelOnDrop(attempt, lp.downgrade())));
         }
         let Some((slot, _)) = &self.started else {
             unreachable!("started above");
@@ -245,7 +360,7 @@ impl Future for Connecting {
 impl fmt::Debug for Connecting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connecting")
-            .field("addr", &self.addr)
+            .field("to", &self.target)
             .field("started", &self.started.is_some())
             .finish()
     }
@@ -253,14 +368,10 @@ impl fmt::Debug for Connecting {
 
 /// A connect future dropped before the end: the connect stops and its socket closes.
 /// (It holds its loop weakly: a task must not keep its own loop alive.)
-struct CancelOnDrop(Rc<Pending>, WeakLoop);
+struct CancelOnDrop(Rc<Attempt>, WeakLoop);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.done.borrow_mut().take();
-        match self.1.upgrade() {
-            Some(lp) => drop(self.0.finish(&lp)),
-            None => drop(self.0.fd.borrow_mut().take()),
-        }
+        self.0.cancel(self.1.upgrade().as_ref());
     }
 }

@@ -9,6 +9,7 @@
 //! joins their threads and returns the first failure.
 
 use super::cpus::{self, CgroupFs, CoresChosen};
+use super::pool::{BlockingConfig, LoopPool, Pool};
 use super::shard::{set_shard, Peers};
 use super::signals::SignalWatcher;
 use super::{Attached, Runtime, RuntimeError, ShardError};
@@ -97,6 +98,7 @@ pub struct RuntimeBuilder {
     name: String,
     watchdog: Option<Duration>,
     cgroup: CgroupFs,
+    blocking: BlockingConfig,
 }
 
 impl Default for RuntimeBuilder {
@@ -111,6 +113,7 @@ impl Default for RuntimeBuilder {
             name: "coreloop".to_string(),
             watchdog: None,
             cgroup: CgroupFs::default(),
+            blocking: BlockingConfig::default(),
         }
     }
 }
@@ -296,9 +299,31 @@ impl RuntimeBuilder {
     }
 
     /// How long a graceful stop started by a signal waits for open connections before
-    /// it closes them (default [`DEFAULT_DRAIN_DEADLINE`], 30 s).
+    /// it closes them (default [`DEFAULT_DRAIN_DEADLINE`], 30 s); also how long any stop
+    /// ([`Runtime::shutdown`], a dropped runtime) waits for the blocking pool's running
+    /// jobs.
     pub fn drain_deadline(mut self, deadline: Duration) -> Self {
         self.drain_deadline = deadline;
+        self
+    }
+
+    /// Bounds the runtime's blocking pool ([`Runtime::call_blocking`],
+    /// [`IoLoop::call_blocking`]): most threads, most queued jobs, how long an idle
+    /// thread stays, which cores its threads run on. See [`BlockingConfig`] for the
+    /// defaults.
+    ///
+    /// ```
+    /// use coreloop::{BlockingConfig, Cores, Runtime};
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .blocking(BlockingConfig { max_threads: 2, queue: 0, ..BlockingConfig::default() })
+    ///     .build()?;
+    /// assert_eq!(rt.stats().wait()?.blocking.max_threads, 2);
+    /// rt.shutdown()?;
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
+    pub fn blocking(mut self, cfg: BlockingConfig) -> Self {
+        self.blocking = cfg;
         self
     }
 
@@ -313,7 +338,13 @@ impl RuntimeBuilder {
     /// error names the shard and says why ([`RuntimeError::Shards`]); a runtime that
     /// cannot start at all (no such core, no loop) is [`RuntimeError::Io`].
     pub fn build(self) -> Result<Runtime, RuntimeError> {
-        let (placement, chosen) = self.placement()?;
+        let available = available_cores();
+        let (placement, chosen) = self.placement(&available)?;
+        let pool = Pool::new(
+            self.blocking.clone(),
+            self.pool_cores(&available, &placement)?,
+            &self.name,
+        );
         let n = placement.len();
         log::info!("coreloop: {n} loops ({}): {}", chosen.reason, chosen.detail);
         let chosen = Arc::new(chosen);
@@ -331,6 +362,7 @@ impl RuntimeBuilder {
             let done = done_tx.clone();
             let backend = self.backend;
             let pin = self.pin;
+            let pool = pool.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{shard}", self.name))
                 .spawn(move || {
@@ -350,6 +382,7 @@ impl RuntimeBuilder {
                         }
                     };
                     set_shard(&lp, shard, n, peers, chosen);
+                    lp.set_local(LoopPool(pool));
                     // Close the loop however this thread ends, so handles see it is gone.
                     let _close = CloseOnDrop(lp.clone());
                     let _ = ready_tx.send(Ok(lp.handle()));
@@ -408,6 +441,8 @@ impl RuntimeBuilder {
             signals: None,
             watchdog: None,
             attached: Attached::default(),
+            pool,
+            drain_deadline: self.drain_deadline,
         };
         if !failures.is_empty() {
             rt.stop();
@@ -425,8 +460,10 @@ impl RuntimeBuilder {
         if self.stop_on_signals {
             let loops = rt.handles.clone();
             let attached = rt.attached.clone();
+            let pool = rt.pool.clone();
             let deadline = self.drain_deadline;
             rt.signals = Some(SignalWatcher::start(move |sig| {
+                let end = std::time::Instant::now() + deadline;
                 log::info!(
                     "coreloop: signal {sig}: draining the servers (deadline {deadline:?}), then stopping {} loops",
                     loops.len()
@@ -435,6 +472,7 @@ impl RuntimeBuilder {
                 if cut > 0 {
                     log::warn!("coreloop: {cut} connections were still open at the drain deadline and were closed");
                 }
+                pool.close(end.saturating_duration_since(std::time::Instant::now()));
                 for h in &loops {
                     let _ = h.stop();
                 }
@@ -443,18 +481,57 @@ impl RuntimeBuilder {
         Ok(rt)
     }
 
-    /// The core of each shard (`None`: not pinned), and why that many (`cpus.rs`).
-    fn placement(&self) -> io::Result<(Vec<Option<usize>>, CoresChosen)> {
-        let available: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
+    /// The cores of the blocking pool's threads: the configured ones, or those no loop
+    /// is pinned to, or all of them if every core has a loop (`None`: unknown, where
+    /// they start).
+    fn pool_cores(
+        &self,
+        available: &[usize],
+        placement: &[Option<usize>],
+    ) -> io::Result<Option<Vec<usize>>> {
+        if self.blocking.max_threads == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the blocking pool needs at least one thread (BlockingConfig::max_threads)",
+            ));
+        }
+        if let Some(list) = &self.blocking.cores {
+            if list.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "BlockingConfig::cores lists no core (None means the default)",
+                ));
+            }
+            if let Some(bad) = list.iter().find(|c| !available.contains(c)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("blocking pool core {bad} is not one this process may run on: {available:?}"),
+                ));
+            }
+            return Ok(Some(list.clone()));
+        }
+        if available.is_empty() {
+            return Ok(None); // the kernel did not say: where the threads start
+        }
+        let free: Vec<usize> = available
+            .iter()
+            .copied()
+            .filter(|c| !(self.pin && placement.contains(&Some(*c))))
             .collect();
+        Ok(Some(if free.is_empty() {
+            available.to_vec()
+        } else {
+            free
+        }))
+    }
+
+    /// The core of each shard (`None`: not pinned), and why that many (`cpus.rs`).
+    fn placement(&self, available: &[usize]) -> io::Result<(Vec<Option<usize>>, CoresChosen)> {
         // Read for an explicit count too: more loops than the quota allows are worth a
         // warning.
         let quota = cpus::cpu_quota(&self.cgroup);
         let fallback = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cpus::choose(&self.cores, &available, quota.as_ref(), fallback)
+        cpus::choose(&self.cores, available, quota.as_ref(), fallback)
     }
 
     /// Reads the cgroup files under `root` (instead of `/sys/fs/cgroup`) and the
@@ -464,6 +541,15 @@ impl RuntimeBuilder {
         self.cgroup = CgroupFs { root, self_cgroup };
         self
     }
+}
+
+/// The cores the calling thread may run on.
+fn available_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
 
 /// Runs a shard's setups in order, catching a panic; the first failure ends them.

@@ -18,6 +18,7 @@
 mod builder;
 mod calls;
 mod cpus;
+mod pool;
 mod shard;
 mod signals;
 mod watchdog;
@@ -26,6 +27,8 @@ pub use builder::{Cores, RuntimeBuilder, SetupResult, DEFAULT_DRAIN_DEADLINE};
 pub(crate) use calls::call_all;
 pub use calls::CallTarget;
 pub use cpus::CoresChosen;
+pub(crate) use pool::{pool_of, Pool};
+pub use pool::{BlockingConfig, BlockingStats, DEFAULT_BLOCKING_THREADS};
 pub use shard::shard_of;
 
 use crate::reactor::{panic_message, Call, CallError, LoopHandle};
@@ -115,6 +118,10 @@ pub struct Runtime {
     signals: Option<SignalWatcher>,
     watchdog: Option<watchdog::Watchdog>,
     attached: Attached,
+    /// The blocking pool (`call_blocking`), closed once the loops have stopped.
+    pool: pool::Pool,
+    /// How long a stop waits for the pool's running jobs.
+    drain_deadline: Duration,
 }
 
 impl Runtime {
@@ -153,7 +160,10 @@ impl Runtime {
     }
 
     /// Stops every loop now (their open connections are closed), waits for them, and
-    /// reports as [`wait`](Self::wait) does.
+    /// reports as [`wait`](Self::wait) does. The blocking pool's queued jobs answer
+    /// [`CallError::Closed`]; its running jobs get the
+    /// [`drain_deadline`](RuntimeBuilder::drain_deadline) to finish (every stop waits
+    /// that long at most for them, as tokio's runtime waits for `spawn_blocking` work).
     pub fn shutdown(self) -> Result<(), RuntimeError> {
         self.stop();
         self.wait()
@@ -161,8 +171,9 @@ impl Runtime {
 
     /// Stops gracefully: drains every server attached to the runtime at once (each
     /// stops accepting, lets what is in flight finish, and closes what is still open at
-    /// `deadline`), then stops the loops and waits for them. Returns how many
-    /// connections were cut at the deadline.
+    /// `deadline`), closes the blocking pool (jobs still queued answer
+    /// [`CallError::Closed`], running ones may finish until `deadline`), then stops the
+    /// loops and waits for them. Returns how many connections were cut at the deadline.
     ///
     /// ```
     /// use coreloop::{Cores, Runtime, TcpServer};
@@ -173,9 +184,17 @@ impl Runtime {
     /// # Ok::<(), coreloop::RuntimeError>(())
     /// ```
     pub fn drain(self, deadline: Duration) -> Result<usize, RuntimeError> {
+        let end = std::time::Instant::now() + deadline;
         let cut = self.attached.drain_all(deadline);
+        self.pool
+            .close(end.saturating_duration_since(std::time::Instant::now()));
         self.shutdown()?;
         Ok(cut)
+    }
+
+    /// Its blocking pool.
+    pub(crate) fn blocking_pool(&self) -> Pool {
+        self.pool.clone()
     }
 
     /// The servers attached to this runtime.
@@ -202,6 +221,7 @@ impl Runtime {
                 }
             }
         }
+        self.pool.close(self.drain_deadline);
         if let Some(s) = self.signals.take() {
             s.close();
         }

@@ -87,6 +87,11 @@ pub const TOOLS: &[(&str, &str, &str)] = &[
         "openssl",
         "TLS material and clients for the tests that need them",
     ),
+    (
+        "wrk",
+        "wrk",
+        "load from wrk, a client that is not ours, with no error",
+    ),
 ];
 
 /// Where the program `tool` (one of [`TOOLS`]) is: in `PATH`, or in the sbin
