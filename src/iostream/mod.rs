@@ -17,10 +17,11 @@
 //!   reported; the close callback runs exactly once, after the pending read's callback
 //!   has been given its data or its error.
 //! - Memory is bounded: a read whose delimiter is not within its `max_bytes`, or a read
-//!   buffer over [`IoStream::set_max_buffer_size`], closes the stream with an
-//!   `InvalidData` error; writes beyond [`IoStream::set_max_write_buffer`] close it too.
-//!   Below that, [`IoStream::over_high_water`] and [`IoStream::on_drain`] let a writer
-//!   wait for a slow reader instead of buffering without limit.
+//!   that cannot finish within [`IoStream::set_max_buffer_size`], closes the stream with
+//!   an `InvalidData` error (with no read waiting, receiving stops there instead);
+//!   writes beyond [`IoStream::set_max_write_buffer`] close it too. Below that,
+//!   [`IoStream::over_high_water`] and [`IoStream::on_drain`] let a writer wait for a
+//!   slow reader instead of buffering without limit.
 //! - Errors the stream decides on carry a [`StreamError`] a caller can match.
 //! - An idle stream holds no buffer: read and write buffers come from the loop's pool
 //!   and go back when emptied.
@@ -131,7 +132,8 @@ impl IoStream {
                     IoStream { inner }.on_event(lp, ev);
                 }
             });
-            let transport = match Transport::new(lp, fd, sink) {
+            let room = read::PAUSE_READING_AT; // no reader yet
+            let transport = match Transport::new(lp, fd, sink, room) {
                 Ok(t) => t,
                 Err(e) => {
                     failed = Some(e);
@@ -378,6 +380,7 @@ impl IoStream {
             break;
         }
         self.inner.st.borrow_mut().dispatching = false;
+        self.pace_receiving(Some(lp));
     }
 }
 

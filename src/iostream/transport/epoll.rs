@@ -48,8 +48,8 @@ impl EpollTransport {
         Ok(EpollTransport { st })
     }
 
-    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&Sock) -> R) -> R {
-        f(&self.st.borrow().sock)
+    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&mut Sock) -> R) -> R {
+        f(&mut self.st.borrow_mut().sock)
     }
 
     pub(super) fn set_reading(&self, lp: &IoLoop, on: bool) {

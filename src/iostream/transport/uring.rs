@@ -1,6 +1,12 @@
-//! The io_uring half of a transport: one multishot recv at a time into the loop's
-//! provided buffers, and one send op at a time that owns its buffer until the kernel
-//! is done with it.
+//! The io_uring half of a transport: one recv at a time into the loop's provided
+//! buffers, and one send op at a time that owns its buffer until the kernel is done
+//! with it.
+//!
+//! A recv is armed with the owner's room (at most [`ONE_RECV`]) as its limit, and ends
+//! by itself once that much has come: the kernel can post many completions before the
+//! loop sees the first (a whole provided-buffer ring's worth, 1 MiB, in one wait), so a
+//! cancel when the owner runs out of room would come too late. It is re-armed while the
+//! owner has room; bytes beyond that stay in the socket.
 
 use super::{SendNow, Sock, SockEvent};
 use crate::poller::{Completion, OpId, Submission};
@@ -8,6 +14,12 @@ use crate::reactor::{IoLoop, Sink};
 use std::cell::RefCell;
 use std::io;
 use std::rc::{Rc, Weak};
+
+/// The most one recv takes before it ends and is re-armed (less if the owner's room is
+/// smaller): what may still arrive after the owner's room shrank (a reader that got
+/// its bytes and stopped) and before the cancel that pauses receiving reaches the
+/// kernel.
+const ONE_RECV: usize = 64 * 1024;
 
 struct State {
     sock: Sock,
@@ -43,8 +55,8 @@ impl UringTransport {
         Ok(UringTransport { st })
     }
 
-    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&Sock) -> R) -> R {
-        f(&self.st.borrow().sock)
+    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&mut Sock) -> R) -> R {
+        f(&mut self.st.borrow_mut().sock)
     }
 
     pub(super) fn set_reading(&self, lp: &IoLoop, on: bool) {
@@ -123,18 +135,20 @@ fn report(st: &Rc<RefCell<State>>, lp: &IoLoop, ev: SockEvent) {
     }
 }
 
-/// Starts a recv unless one is still in flight (its final completion re-arms).
+/// Starts a recv for the owner's room unless one is still in flight (its final
+/// completion re-arms).
 fn arm_recv(st: &Rc<RefCell<State>>, lp: &IoLoop) -> io::Result<()> {
-    let fd = {
+    let (fd, limit) = {
         let s = st.borrow();
-        if s.recv_op.is_some() || s.sock.fd.is_none() || s.sock.ended || !s.sock.reading {
+        let k = &s.sock;
+        if s.recv_op.is_some() || k.fd.is_none() || k.ended || !k.reading || k.room == 0 {
             return Ok(());
         }
-        s.sock.raw
+        (k.raw, k.room.min(ONE_RECV))
     };
     let weak = Rc::downgrade(st);
     let sink: Sink = Rc::new(move |lp, c| on_recv(&weak, lp, c));
-    let op = lp.submit(Submission::RecvMulti { fd }, sink)?;
+    let op = lp.submit(Submission::Recv { fd, limit }, sink)?;
     st.borrow_mut().recv_op = Some(op);
     Ok(())
 }
@@ -161,8 +175,9 @@ fn on_recv(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
             return;
         }
     }
-    // The recv ended (cancelled, out of buffers, or ended by the kernel): start the next
-    // one if receiving is still wanted.
+    // The recv ended (its limit reached, cancelled, out of buffers, or ended by the
+    // kernel): start the next one if the owner still has room (it said so while the
+    // bytes above were reported).
     if !c.more {
         if let Err(e) = arm_recv(&st, lp) {
             report(&st, lp, SockEvent::Error(e));
