@@ -691,11 +691,17 @@ impl Conn {
         self.stream.shutdown_write();
         let s = self.stream.clone();
         lp.call_later(LINGER, move |_| s.close());
-        // Discard what the client still sends until it closes (bounded by the timer).
+        // Discard what the client still sends until it closes (bounded by the timer),
+        // then close once the answers queued before the refusal have gone out: they
+        // may still wait for a send to finish (on io_uring they usually do).
         fn drain(s: &IoStream) {
             let _ = s.read_bytes_partial(64 * 1024, |_, s, r| match r {
                 Ok(_) => drain(s),
-                Err(_) => s.close(),
+                Err(_) => {
+                    if s.write_then(b"", |_, s| s.close()).is_err() {
+                        s.close();
+                    }
+                }
             });
         }
         let s = self.stream.clone();
