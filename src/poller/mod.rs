@@ -76,6 +76,10 @@ pub(crate) enum Submission {
     /// most what remains of the provided buffer it was filling: the rest stays in the
     /// kernel (so a bounded reader slows its peer by TCP flow control).
     Recv { fd: RawFd, limit: usize },
+    /// Complete once the socket reports an error or a hangup (a one-shot poll for
+    /// `POLLERR | POLLHUP`; the result is the poll mask): how a socket nobody receives
+    /// from learns that its peer reset it.
+    Hangup { fd: RawFd },
     /// Send `buf[offset..]`; the op owns `buf` until its completion, which hands it back
     /// in [`Completion::buf`] with the number of bytes sent (maybe fewer than asked).
     Send {

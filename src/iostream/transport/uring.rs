@@ -6,7 +6,9 @@
 //! by itself once that much has come: the kernel can post many completions before the
 //! loop sees the first (a whole provided-buffer ring's worth, 1 MiB, in one wait), so a
 //! cancel when the owner runs out of room would come too late. It is re-armed while the
-//! owner has room; bytes beyond that stay in the socket.
+//! owner has room; bytes beyond that stay in the socket. While no recv is armed (the
+//! owner has no room), a poll for an error or a hangup watches the socket, so that a
+//! reset closes the stream when the kernel reports it.
 
 use super::{SendNow, Sock, SockEvent};
 use crate::poller::{Completion, OpId, Submission};
@@ -28,6 +30,8 @@ struct State {
     recv_op: Option<OpId>,
     /// The send op in flight (cancelled by close: it holds the socket open).
     send_op: Option<OpId>,
+    /// The poll for a reset while receiving is paused, until its completion.
+    watch_op: Option<OpId>,
     /// Bytes of the in-flight send already sent (short sends resubmit the rest).
     send_offset: usize,
     /// Where every send's completion goes (made once, cloned per send).
@@ -45,6 +49,7 @@ impl UringTransport {
             sock,
             recv_op: None,
             send_op: None,
+            watch_op: None,
             send_offset: 0,
             send_sink: None,
         }));
@@ -60,19 +65,26 @@ impl UringTransport {
     }
 
     pub(super) fn set_reading(&self, lp: &IoLoop, on: bool) {
-        let recv_op = {
+        let (recv_op, watch_op) = {
             let mut st = self.st.borrow_mut();
             if !st.sock.changes_reading(on) {
                 return;
             }
             st.sock.reading = on;
-            st.recv_op
+            (st.recv_op, st.watch_op)
         };
-        if !on {
+        let armed = if on {
+            if let Some(op) = watch_op {
+                lp.cancel(op);
+            }
+            arm_recv(&self.st, lp)
+        } else {
             if let Some(op) = recv_op {
                 lp.cancel(op);
             }
-        } else if let Err(e) = arm_recv(&self.st, lp) {
+            arm_watch(&self.st, lp)
+        };
+        if let Err(e) = armed {
             report(&self.st, lp, SockEvent::Error(e));
         }
     }
@@ -103,10 +115,10 @@ impl UringTransport {
             let mut st = self.st.borrow_mut();
             let Some(fd) = st.sock.fd.take() else { return };
             st.sock.reading = false;
-            let ops = [st.recv_op.take(), st.send_op.take()];
+            let ops = [st.recv_op.take(), st.send_op.take(), st.watch_op.take()];
             (fd, ops, st.sock.sink.take())
         };
-        // Both ops hold the socket open: cancel them, then close. A cancelled send keeps
+        // The ops hold the socket open: cancel them, then close. A cancelled send keeps
         // its buffer until its completion arrives.
         for op in ops.into_iter().flatten() {
             lp.cancel(op);
@@ -182,6 +194,52 @@ fn on_recv(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
         if let Err(e) = arm_recv(&st, lp) {
             report(&st, lp, SockEvent::Error(e));
         }
+    }
+}
+
+/// Watches a socket nobody receives from for a reset (a recv would report one, but
+/// none is armed while the owner has no room), unless a watch is still in flight.
+fn arm_watch(st: &Rc<RefCell<State>>, lp: &IoLoop) -> io::Result<()> {
+    let fd = {
+        let s = st.borrow();
+        let k = &s.sock;
+        if s.watch_op.is_some() || k.fd.is_none() || k.ended || k.reading {
+            return Ok(());
+        }
+        k.raw
+    };
+    let weak = Rc::downgrade(st);
+    let sink: Sink = Rc::new(move |lp, c| on_watch(&weak, lp, c));
+    let op = lp.submit(Submission::Hangup { fd }, sink)?;
+    st.borrow_mut().watch_op = Some(op);
+    Ok(())
+}
+
+/// The completion of the watch: a reset closes the stream (its error taken from the
+/// socket); a hangup with no error (both directions done) leaves what is unread in the
+/// socket for when the owner reads again, and is not watched again.
+fn on_watch(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
+    let Some(st) = weak.upgrade() else { return };
+    st.borrow_mut().watch_op = None;
+    match c.result {
+        Ok(_) => {
+            let err = {
+                let s = st.borrow();
+                let Some(fd) = s.sock.fd.as_ref() else { return };
+                socket2::SockRef::from(fd).take_error()
+            };
+            if let Ok(Some(e)) | Err(e) = err {
+                st.borrow_mut().sock.end();
+                report(&st, lp, SockEvent::Error(e));
+            }
+        }
+        // Cancelled by a resume: watch again if receiving paused once more meanwhile.
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+            if let Err(e) = arm_watch(&st, lp) {
+                report(&st, lp, SockEvent::Error(e));
+            }
+        }
+        Err(_) => {}
     }
 }
 

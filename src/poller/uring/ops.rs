@@ -223,6 +223,16 @@ impl<S: Clone> Uring<S> {
                 // unregistered after every op has completed (see Drop).
                 (sqe, Owned::Nothing, Yields::Count)
             }
+            Submission::Hangup { fd } => {
+                let mask = (libc::POLLERR | libc::POLLHUP) as u32;
+                let sqe = match self.fixed_slot(fd) {
+                    Some(i) => opcode::PollAdd::new(types::Fixed(i), mask),
+                    None => opcode::PollAdd::new(types::Fd(fd), mask),
+                }
+                .build();
+                // A poll refers to no memory of ours.
+                (sqe, Owned::Nothing, Yields::Count)
+            }
             Submission::Send { fd, buf, offset } => {
                 let len = (buf.len() - offset).min(u32::MAX as usize) as u32;
                 let ptr = buf[offset..].as_ptr();
