@@ -64,6 +64,7 @@ pub use net::{bind_reuseport, Acceptor, Incoming, ListenOptions, ServerHandle, T
 pub use poller::{Backend, Interest, Ready};
 pub use reactor::{
     CallError, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback, TimeoutId, WakeVia,
+    DEFAULT_BUFFER_BUDGET,
 };
 pub use runtime::{
     shard_of, Cores, Runtime, RuntimeBuilder, RuntimeError, SetupResult, ShardError,

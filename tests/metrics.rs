@@ -352,6 +352,12 @@ fn the_exposition_parses_aggregated_and_per_core(backend: Backend) {
         let body = r.split_once("\r\n\r\n").unwrap().1;
         check_exposition(body);
         assert!(body.contains("coreloop_http_refusals_total{"), "{body}");
+        // The loop's buffer budget: the bytes buffered (a gauge) and the holds.
+        assert!(
+            body.contains("# TYPE coreloop_loop_buffered_bytes gauge\n"),
+            "{body}"
+        );
+        assert!(body.contains("coreloop_loop_budget_holds_total"), "{body}");
         assert!(
             body.contains(r#"route="/",class="2xx",le="+Inf"} 20"#) || path.contains("per_core"),
             "{body}"

@@ -30,6 +30,7 @@
 //!   (unless [`IoStream::set_close_on_eof`] says otherwise), or when its loop closes.
 
 mod async_io;
+mod budget;
 mod error;
 mod read;
 mod transport;
@@ -77,6 +78,8 @@ struct State {
     resource_key: Option<usize>,
     /// Dropped when the stream closes (the acceptor's connection count).
     guard: Option<Box<dyn std::any::Any>>,
+    /// What the stream has counted to the loop's buffer budget.
+    held: budget::Held,
 }
 
 struct Inner {
@@ -153,6 +156,7 @@ impl IoStream {
                     dispatch_scheduled: false,
                     resource_key: None,
                     guard: None,
+                    held: budget::Held::new(lp),
                 }),
                 transport,
             }
@@ -234,6 +238,7 @@ impl IoStream {
         self.inner.transport.close(lp);
         drop(guard);
         lp.with_pool(|p| p.give(out));
+        self.inner.st.borrow_mut().held.clear(lp);
         self.schedule_dispatch();
         if let Some(key) = key {
             lp.untrack(key);
@@ -344,7 +349,7 @@ impl IoStream {
             }
             let drain_cb = {
                 let mut st = self.inner.st.borrow_mut();
-                if st.closed {
+                if st.closed || st.held.back {
                     None
                 } else {
                     st.w.due_drain_callback()
@@ -437,6 +442,7 @@ impl Resource for Inner {
         };
         self.transport.close(lp);
         drop(guard);
+        self.st.borrow_mut().held.clear(lp);
     }
 }
 

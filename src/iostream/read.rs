@@ -241,13 +241,32 @@ impl IoStream {
 
     /// Gives the transport the stream's room (see `ReadSide::room`): at the end of each
     /// dispatch (after bytes came, a read started or finished), and when a task starts
-    /// waiting. `lp` if the caller has it: the loop is needed only when receiving
-    /// starts or stops.
+    /// waiting. With `lp` (the end of a dispatch), it also counts what the stream
+    /// buffers to the loop's budget, which may hold it back; without, the loop is
+    /// looked up only if receiving starts or stops.
     pub(super) fn pace_receiving(&self, lp: Option<&IoLoop>) {
         let room = {
             let mut st = self.inner.st.borrow_mut();
-            let room = st.r.room();
-            if st.closed || room == st.r.told {
+            if st.closed {
+                return;
+            }
+            // What the stream buffers is counted to the loop's budget here too (at the
+            // end of each dispatch), under the same borrow.
+            if let Some(lp) = lp {
+                if st.held.needs_count(st.r.unread() + st.w.buffered()) {
+                    drop(st);
+                    self.count_buffered(lp);
+                    st = self.inner.st.borrow_mut();
+                }
+            }
+            // Held back by the loop's buffer budget: no reading ahead (a read that waits
+            // still gets its bytes).
+            let room = if st.held.back && !st.r.wanted() {
+                0
+            } else {
+                st.r.room()
+            };
+            if room == st.r.told {
                 return; // (the common case: the same room as last time)
             }
             st.r.told = room;
