@@ -146,21 +146,39 @@ fn hello(backend: Backend) -> RunningHttpServer {
         .unwrap()
 }
 
+/// What one connection whose client reads nothing may make the server buffer: its
+/// answers up to the high-water mark (and one past it), and its unread requests up to
+/// the pause mark (and a recv past it).
+const CONNECTION_BOUND: usize = coreloop::DEFAULT_HIGH_WATER + 256 * 1024;
+
 /// Writes `reqs` in one blocking write (from a thread: the test fails if it never ends,
 /// which would mean the server stopped taking requests for good) and returns one
-/// second after it ended, without having read anything.
-fn write_in_one_go_then_wait(c: &TcpStream, reqs: Vec<u8>) {
+/// second after it ended, without having read anything; meanwhile samples what the
+/// server buffers (`buffered`), and returns the most it saw.
+fn write_in_one_go_then_wait(c: &TcpStream, reqs: Vec<u8>, buffered: impl Fn() -> usize) -> usize {
     let (done, wrote) = mpsc::channel();
     let mut w = c.try_clone().unwrap();
     let writer = thread::spawn(move || {
         w.write_all(&reqs).unwrap();
         done.send(()).unwrap();
     });
-    wrote
-        .recv_timeout(util::HANG)
-        .expect("the server takes every request while the client reads nothing");
+    let mut most = 0;
+    let hang = std::time::Instant::now() + util::HANG;
+    while wrote.try_recv().is_err() {
+        assert!(
+            std::time::Instant::now() < hang,
+            "the server takes every request while the client reads nothing"
+        );
+        most = most.max(buffered());
+        thread::sleep(Duration::from_millis(10));
+    }
     writer.join().unwrap();
-    thread::sleep(Duration::from_secs(1));
+    let late = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < late {
+        most = most.max(buffered());
+        thread::sleep(Duration::from_millis(10));
+    }
+    most
 }
 
 /// Reads one HTTP answer: its status and body (`None` at end of file or an error).
@@ -193,7 +211,13 @@ fn a_pipelining_client_that_reads_late_gets_every_answer(backend: Backend) {
         let c = TcpStream::connect(s.local_addr()).unwrap();
         c.set_read_timeout(Some(util::HANG)).unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        write_in_one_go_then_wait(&c, req.repeat(n).into_bytes());
+        let most = write_in_one_go_then_wait(&c, req.repeat(n).into_bytes(), || {
+            s.runtime().stats().unwrap().total().buffered as usize
+        });
+        assert!(
+            most <= CONNECTION_BOUND,
+            "{path}: {most} bytes buffered for a client that reads nothing"
+        );
         let mut r = BufReader::new(c);
         let mut ok = 0;
         while ok < n {
@@ -231,7 +255,14 @@ fn kv_answers_every_pipelined_set_from_a_client_that_reads_late(backend: Backend
         let kv = kv::start(backend, cores);
         let c = TcpStream::connect(kv.resp_addr()).unwrap();
         c.set_read_timeout(Some(util::HANG)).unwrap();
-        write_in_one_go_then_wait(&c, reqs.clone());
+        let most = write_in_one_go_then_wait(&c, reqs.clone(), || {
+            let s = kv.runtime().stats().unwrap();
+            s.total().buffered as usize
+        });
+        assert!(
+            most <= CONNECTION_BOUND,
+            "{cores} cores: {most} bytes buffered for a client that reads nothing"
+        );
         let mut got = vec![0u8; N * 5];
         (&c).read_exact(&mut got)
             .unwrap_or_else(|e| panic!("{cores} cores: {e}"));
