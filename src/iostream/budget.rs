@@ -17,8 +17,12 @@ pub(super) struct Held {
     budget: Rc<Budget>,
     /// Bytes counted now (0: not counted).
     counted: usize,
-    /// Held back: the loop is over its budget and this stream over its share.
+    /// Held back: the loop is over its budget and this stream holds more than the
+    /// floor.
     pub(super) back: bool,
+    /// A release is queued with the loop (one per stream at most, however often it is
+    /// held back and lets itself go meanwhile).
+    waiting: bool,
 }
 
 impl Held {
@@ -27,6 +31,7 @@ impl Held {
             budget: lp.budget(),
             counted: 0,
             back: false,
+            waiting: false,
         }
     }
 
@@ -104,10 +109,18 @@ impl IoStream {
         }
         h.back = hold;
         if hold {
+            h.budget.note_hold();
+            if h.waiting {
+                return; // (its release from an earlier hold is still queued)
+            }
+            h.waiting = true;
             let weak = self.downgrade();
             h.budget.hold(Box::new(move |_| {
                 if let Some(s) = weak.upgrade() {
-                    s.inner.st.borrow_mut().held.back = false;
+                    let mut st = s.inner.st.borrow_mut();
+                    st.held.waiting = false;
+                    st.held.back = false;
+                    drop(st);
                     // Drain callbacks and receiving go on; the dispatch counts anew.
                     s.schedule_dispatch();
                 }

@@ -81,12 +81,16 @@ impl Budget {
         self.held.get() > self.limit.get()
     }
 
-    /// A holder is held back; `release` runs (in a later callback) once the loop is
-    /// back within its budget.
+    /// Queues `release` (for a held-back holder) to run in a callback once the loop is
+    /// back under seven eighths of its budget.
     pub(crate) fn hold(&self, release: Release) {
-        self.holds.set(self.holds.get() + 1);
         self.waiting.borrow_mut().push(release);
         self.to_release.set(true);
+    }
+
+    /// Counts a hold (each time a holder is held back, released or not since).
+    pub(crate) fn note_hold(&self) {
+        self.holds.set(self.holds.get() + 1);
     }
 
     /// Lets the held-back holders go, in a callback (the caller may hold a borrow).
@@ -155,6 +159,7 @@ mod tests {
         assert!(b.over());
         let released = Rc::new(Cell::new(false));
         let r = released.clone();
+        b.note_hold();
         b.hold(Box::new(move |_| r.set(true)));
         assert_eq!(b.holds(), 1);
         b.change(&lp, 600 << 10, 400 << 10);
