@@ -69,7 +69,7 @@ pub use net::{AsyncConn, PlainConn};
 pub use poller::{Backend, Interest, Ready};
 pub use reactor::{
     Call, CallError, CallFuture, IoLoop, LoopClosed, LoopHandle, LoopStats, RemoteCallback,
-    TimeoutId, WakeVia,
+    TimeoutId, WakeVia, DEFAULT_BUFFER_BUDGET,
 };
 pub use runtime::{
     shard_of, BlockingConfig, CallTarget, Cores, CoresChosen, Runtime, RuntimeBuilder,

@@ -726,11 +726,15 @@ impl Conn {
         self.stream.shutdown_write();
         let s = self.stream.clone();
         lp.call_later(LINGER, move |_| s.abort());
-        // Discard what the client still sends until it closes (bounded by the timer).
+        // Discard what the client still sends until it closes (bounded by the timer),
+        // then close once the answers queued before the refusal have gone out: they
+        // may still wait for a send to finish (on io_uring they usually do).
         fn drain(s: &IoStream) {
             s.read_some(64 * 1024).then(|_, s, r| match r {
                 Ok(got) if !got.is_empty() => drain(s),
-                _ => s.abort(),
+                _ => {
+                    s.close(); // graceful: what is written still goes out
+                }
             });
         }
         let s = self.stream.clone();

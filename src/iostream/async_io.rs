@@ -14,7 +14,6 @@
 use super::ops::Until;
 use super::read::ReadKind;
 use super::{IoStream, StreamError};
-use crate::reactor::IoLoop;
 use futures_io::{AsyncRead, AsyncWrite};
 use std::io;
 use std::pin::Pin;
@@ -38,7 +37,8 @@ impl IoStream {
             return Poll::Ready(r);
         }
         self.inner.st.borrow_mut().r.waker = Some(cx.waker().clone());
-        self.want_bytes(&lp);
+        // A waiting task has room (receiving may have paused while bytes piled up).
+        self.pace_receiving(Some(&lp));
         Poll::Pending
     }
 
@@ -46,14 +46,6 @@ impl IoStream {
     pub(super) fn stop_waiting_to_read(&self) {
         if let Ok(mut st) = self.inner.st.try_borrow_mut() {
             st.r.waker = None;
-        }
-    }
-
-    /// Receiving goes on while a task waits for bytes (it may have been paused while
-    /// unread bytes piled up).
-    fn want_bytes(&self, lp: &IoLoop) {
-        if self.inner.transport.would_change_reading(true) {
-            self.inner.transport.set_reading(lp, true);
         }
     }
 

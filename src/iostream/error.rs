@@ -38,9 +38,10 @@ pub enum StreamError {
         /// Whether the stream closed because of it.
         closed: bool,
     },
-    /// More than the maximum read buffer size arrived unread
-    /// ([`IoStream::set_max_buffer_size`](crate::IoStream::set_max_buffer_size)); the
-    /// stream closed. Kind `InvalidData`.
+    /// A read could not finish within the maximum read buffer size
+    /// ([`IoStream::set_max_buffer_size`](crate::IoStream::set_max_buffer_size)): the
+    /// buffer is full and the read still waits for more. The stream closed. Kind
+    /// `InvalidData`.
     ReadBufferFull {
         /// The limit.
         limit: usize,

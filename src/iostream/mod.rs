@@ -19,10 +19,11 @@
 //!   reported; the close callback runs exactly once, after the pending read's callback
 //!   has been given its data or its error.
 //! - Memory is bounded: a read whose delimiter is not within its `max_bytes`, or a read
-//!   buffer over [`IoStream::set_max_buffer_size`], closes the stream with an
-//!   `InvalidData` error; writes beyond [`IoStream::set_max_write_buffer`] close it too.
-//!   Below that, [`IoStream::over_high_water`] and [`IoStream::on_drain`] let a writer
-//!   wait for a slow reader instead of buffering without limit.
+//!   that cannot finish within [`IoStream::set_max_buffer_size`], closes the stream with
+//!   an `InvalidData` error (with no read waiting, receiving stops there instead);
+//!   writes beyond [`IoStream::set_max_write_buffer`] close it too. Below that,
+//!   [`IoStream::over_high_water`] and [`IoStream::on_drain`] let a writer wait for a
+//!   slow reader instead of buffering without limit.
 //! - Errors the stream decides on carry a [`StreamError`] a caller can match.
 //! - An idle stream holds no buffer: read and write buffers come from the loop's pool
 //!   and go back when emptied.
@@ -40,6 +41,7 @@
 //!   with bytes unsent.
 
 mod async_io;
+mod budget;
 mod error;
 mod ops;
 mod read;
@@ -100,6 +102,8 @@ struct State {
     resource_key: Option<usize>,
     /// Dropped when the stream closes (the acceptor's connection count).
     guard: Option<Box<dyn std::any::Any>>,
+    /// What the stream has counted to the loop's buffer budget.
+    held: budget::Held,
 }
 
 struct Inner {
@@ -206,7 +210,8 @@ impl IoStream {
                     IoStream::uncounted(inner).on_event(lp, ev);
                 }
             });
-            let transport = match Transport::new(lp, fd, sink) {
+            let room = read::PAUSE_READING_AT; // no reader yet
+            let transport = match Transport::new(lp, fd, sink, room) {
                 Ok(t) => t,
                 Err(e) => {
                     failed = Some(e);
@@ -228,6 +233,7 @@ impl IoStream {
                     dispatch_scheduled: false,
                     resource_key: None,
                     guard: None,
+                    held: budget::Held::new(lp),
                 }),
                 transport,
                 lp: lp.downgrade(),
@@ -360,8 +366,9 @@ impl IoStream {
         let Some(linger) = linger else {
             return self.close_with(lp, None);
         };
-        // Whatever the peer sends meanwhile is read and dropped.
-        if self.inner.transport.would_change_reading(true) {
+        // Whatever the peer sends meanwhile is read and dropped (a socket closed with
+        // unread bytes resets the connection, which can destroy the answer in flight).
+        if self.inner.transport.set_room(read::PAUSE_READING_AT) {
             self.inner.transport.set_reading(lp, true);
         }
         let weak = Rc::downgrade(&self.inner);
@@ -409,6 +416,7 @@ impl IoStream {
         self.inner.transport.close(lp);
         drop(guard);
         lp.with_pool(|p| p.give(out));
+        self.inner.st.borrow_mut().held.clear(lp);
         self.schedule_dispatch();
         if let Some(key) = key {
             lp.untrack(key);
@@ -526,7 +534,7 @@ impl IoStream {
             }
             let drain_cb = {
                 let mut st = self.inner.st.borrow_mut();
-                if st.closed {
+                if st.closed || st.held.back {
                     None
                 } else {
                     st.w.due_drain_callback()
@@ -572,6 +580,7 @@ impl IoStream {
             break;
         }
         self.inner.st.borrow_mut().dispatching = false;
+        self.pace_receiving(Some(lp));
     }
 }
 
@@ -634,6 +643,7 @@ impl Resource for Inner {
         };
         self.transport.close(lp);
         drop(guard);
+        self.st.borrow_mut().held.clear(lp);
     }
 }
 

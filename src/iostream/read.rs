@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 /// With no read pending, receiving pauses once this much is buffered (TCP flow control
 /// then slows the peer) and resumes when a read is asked for.
-const PAUSE_READING_AT: usize = 64 * 1024;
+pub(super) const PAUSE_READING_AT: usize = 64 * 1024;
 
 /// A delimiter, stored inline (no allocation per read).
 #[derive(Clone, Copy)]
@@ -51,6 +51,20 @@ pub(super) enum ReadKind {
     /// More than this many bytes unread: completes with nothing taken (see
     /// [`IoStream::read_more_by`]).
     More(usize),
+}
+
+impl ReadKind {
+    /// How many more bytes than `unread` a waiting read of this kind needs, as far as
+    /// it is known; a read that cannot tell (a delimiter, the end of the stream) takes
+    /// a chunk at a time.
+    fn need(&self, unread: usize) -> usize {
+        match *self {
+            ReadKind::Bytes(n) => n.saturating_sub(unread),
+            ReadKind::Partial(_) => usize::from(unread == 0),
+            ReadKind::More(n) => n.saturating_add(1).saturating_sub(unread),
+            ReadKind::Until { .. } | ReadKind::UntilClose => PAUSE_READING_AT,
+        }
+    }
 }
 
 pub(super) struct PendingRead {
@@ -104,6 +118,8 @@ pub(super) struct ReadSide {
     /// a read the owner is waiting for, so end of file may close the stream.
     read_past_eof: bool,
     max_buffer: usize,
+    /// The room last given to the transport.
+    told: usize,
 }
 
 impl Default for ReadSide {
@@ -118,6 +134,7 @@ impl Default for ReadSide {
             since: std::time::Instant::now(),
             read_past_eof: false,
             max_buffer: DEFAULT_MAX_BUFFER,
+            told: PAUSE_READING_AT,
         }
     }
 }
@@ -137,6 +154,30 @@ impl ReadSide {
     /// Someone waits for bytes (a pending read, or a task).
     pub(super) fn wanted(&self) -> bool {
         self.read.is_some() || self.waker.is_some()
+    }
+
+    /// How many more bytes the stream takes from the socket now: the one rule of
+    /// back-pressure on every backend. While nobody reads, up to [`PAUSE_READING_AT`]
+    /// unread (a paused reader); while a reader waits, also what its read still needs,
+    /// up to one byte past the read buffer's limit (a read that needs more than the
+    /// buffer holds fails then, while one of exactly the limit still sees the end of
+    /// file that completes it); none after end of file. What the stream has no room
+    /// for stays in the kernel, and TCP flow control slows the peer. (Called after the
+    /// pending read took what it could: a read that waits needs more than is unread.)
+    fn room(&self) -> usize {
+        if self.eof {
+            return 0;
+        }
+        let unread = self.unread();
+        let ahead = PAUSE_READING_AT.min(self.max_buffer).saturating_sub(unread);
+        let need = match &self.read {
+            Some(p) => p.kind.need(unread),
+            // A task's read is not known here: a chunk at a time.
+            None if self.waker.is_some() => PAUSE_READING_AT,
+            None => 0,
+        };
+        let limit = self.max_buffer.saturating_add(1).saturating_sub(unread);
+        ahead.max(need).min(limit)
     }
 
     /// At end of file, everything before it has been read (or can no longer be) and no
@@ -190,13 +231,56 @@ impl IoStream {
             st.r.scanned = 0;
             st.r.read = Some(PendingRead { kind, cb });
         }
-        if self.inner.transport.would_change_reading(true) {
-            if let Some(lp) = self.lp() {
-                self.inner.transport.set_reading(&lp, true);
-            }
-        }
+        // The dispatch serves the read from the buffer if it can, then gives the
+        // transport the room that is left.
         self.schedule_dispatch();
         Ok(())
+    }
+
+    /// Gives the transport the stream's room (see `ReadSide::room`): at the end of each
+    /// dispatch (after bytes came, a read started or finished), and when a task starts
+    /// waiting. With `lp` (the end of a dispatch), it also counts what the stream
+    /// buffers to the loop's budget, which may hold it back; without, the loop is
+    /// looked up only if receiving starts or stops.
+    pub(super) fn pace_receiving(&self, lp: Option<&IoLoop>) {
+        let room = {
+            let mut st = self.inner.st.borrow_mut();
+            if st.closed {
+                return;
+            }
+            // What the stream buffers is counted to the loop's budget here too (at the
+            // end of each dispatch), under the same borrow.
+            if let Some(lp) = lp {
+                if st.held.needs_count(st.r.unread() + st.w.buffered()) {
+                    drop(st);
+                    self.count_buffered(lp);
+                    st = self.inner.st.borrow_mut();
+                }
+            }
+            // Held back by the loop's buffer budget: no reading ahead (a read that waits
+            // still gets its bytes).
+            let room = if st.held.back && !st.r.wanted() {
+                0
+            } else {
+                st.r.room()
+            };
+            if room == st.r.told {
+                return; // (the common case: the same room as last time)
+            }
+            st.r.told = room;
+            room
+        };
+        if !self.inner.transport.set_room(room) {
+            return;
+        }
+        match lp {
+            Some(lp) => self.inner.transport.set_reading(lp, room > 0),
+            None => {
+                if let Some(lp) = self.lp() {
+                    self.inner.transport.set_reading(&lp, room > 0);
+                }
+            }
+        }
     }
 
     /// Reads up to and including `delimiter` (1 to 16 bytes). If the delimiter is not
@@ -376,15 +460,19 @@ impl IoStream {
         self.inner.st.borrow().r.unread()
     }
 
-    /// Sets the most bytes the read buffer may hold (default 4 MiB); more closes the
-    /// stream with [`StreamError::ReadBufferFull`].
+    /// Sets the most bytes the read buffer may hold (default 4 MiB): receiving stops
+    /// there (the peer is slowed by TCP flow control, nothing is dropped), and a read
+    /// that cannot finish within it fails with [`StreamError::ReadBufferFull`] and
+    /// closes the stream.
     pub fn set_max_buffer_size(&self, bytes: usize) {
         self.inner.st.borrow_mut().r.max_buffer = bytes;
+        self.pace_receiving(None);
     }
 
-    /// Bytes arrived from the transport.
+    /// Bytes arrived from the transport: they are kept, whatever the room (the
+    /// transport takes at most a chunk past it); the dispatch gives the room anew.
     pub(super) fn received(&self, lp: &IoLoop, v: Vec<u8>) {
-        let too_big = {
+        {
             let mut st = self.inner.st.borrow_mut();
             if st.closed {
                 // Closed by its owner, still sending: what the peer sends is dropped.
@@ -404,24 +492,8 @@ impl IoStream {
                 lp.with_pool(|p| p.give(v));
             }
             r.wake_reader();
-            r.unread() > r.max_buffer
-        };
+        }
         self.dispatch(lp);
-        let (idle_and_full, over, limit) = {
-            let r = &self.inner.st.borrow().r;
-            (
-                !r.wanted() && r.unread() >= PAUSE_READING_AT,
-                r.unread() > r.max_buffer,
-                r.max_buffer,
-            )
-        };
-        if idle_and_full {
-            self.inner.transport.set_reading(lp, false);
-        }
-        if too_big && over {
-            let e = StreamError::ReadBufferFull { limit }.into();
-            self.close_with(lp, Some(&e));
-        }
     }
 
     /// If the pending read can finish (with data or an error), takes it out with its
@@ -471,10 +543,15 @@ impl IoStream {
         }
     }
 
-    /// Tornado's `read_until` closes the stream past its limit.
+    /// Tornado's `read_until` closes the stream past its limit; so does a read the read
+    /// buffer cannot hold.
     fn after_read(&self, lp: &IoLoop, result: &io::Result<Vec<u8>>) {
         if let Err(e) = result {
-            if let Some(se @ StreamError::TooLong { closed: true, .. }) = StreamError::of(e) {
+            if let Some(
+                se @ (StreamError::TooLong { closed: true, .. }
+                | StreamError::ReadBufferFull { .. }),
+            ) = StreamError::of(e)
+            {
                 self.close_with(lp, Some(&se.into()));
             }
         }
@@ -482,8 +559,16 @@ impl IoStream {
 }
 
 /// Whether a read of `kind` can finish now: how many bytes it takes, or why it fails;
-/// `None` while it must wait.
+/// `None` while it must wait. A read that must wait with more than the read buffer's
+/// limit unread can never finish: it fails with [`StreamError::ReadBufferFull`].
 fn outcome(st: &mut State, kind: &ReadKind) -> Option<io::Result<usize>> {
+    outcome_now(st, kind).or_else(|| {
+        let limit = st.r.max_buffer;
+        (st.r.unread() > limit).then(|| Err(StreamError::ReadBufferFull { limit }.into()))
+    })
+}
+
+fn outcome_now(st: &mut State, kind: &ReadKind) -> Option<io::Result<usize>> {
     let ended = st.r.eof || st.closed;
     let ended_error = ended.then(|| st.ended_error());
     let r = &mut st.r;

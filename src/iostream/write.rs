@@ -285,7 +285,15 @@ impl IoStream {
     fn schedule_flush(&self, lp: &IoLoop) {
         {
             let mut st = self.inner.st.borrow_mut();
-            if st.w.flush_scheduled || st.w.sending > 0 || (st.closed && !st.lingering) {
+            if st.w.flush_scheduled || (st.closed && !st.lingering) {
+                return;
+            }
+            if st.w.sending > 0 {
+                // The bytes wait behind a send in flight: they count now.
+                if st.held.needs_count(st.r.unread() + st.w.buffered()) {
+                    drop(st);
+                    self.count_buffered(lp);
+                }
                 return;
             }
             st.w.flush_scheduled = true;
@@ -306,7 +314,17 @@ impl IoStream {
         };
         match self.inner.transport.send(lp, buf) {
             SendNow::Done(buf) => self.sent(lp, buf),
-            SendNow::Pending => {}
+            // The bytes wait for the kernel: they count now (written outside a dispatch,
+            // they were not counted yet).
+            SendNow::Pending => {
+                let count = {
+                    let st = self.inner.st.borrow();
+                    st.held.needs_count(st.r.unread() + st.w.buffered())
+                };
+                if count {
+                    self.count_buffered(lp);
+                }
+            }
             SendNow::Failed(e) => self.close_with(lp, Some(&e)),
         }
     }
@@ -345,10 +363,16 @@ impl IoStream {
         // Only what waits on sends needs the dispatch loop: write and drain callbacks,
         // and a close that waits for the buffer to empty. (Scheduling it regardless cost
         // a boxed callback per keep-alive response.)
-        let waiting = {
+        let (waiting, count) = {
             let st = self.inner.st.borrow();
-            !st.w.write_cbs.is_empty() || st.w.drain_cb.is_some() || st.r.eof || st.closed
+            (
+                !st.w.write_cbs.is_empty() || st.w.drain_cb.is_some() || st.r.eof || st.closed,
+                st.held.needs_count(st.r.unread() + st.w.buffered()),
+            )
         };
+        if count {
+            self.count_buffered(lp);
+        }
         if waiting {
             self.schedule_dispatch();
         }
@@ -371,15 +395,26 @@ impl IoStream {
         self.inner.transport.last_sent_at()
     }
 
-    /// True while more than the high-water mark is buffered: a writer should wait for
-    /// [`on_drain`](Self::on_drain) before writing more.
+    /// True while more than the high-water mark is buffered, or while the stream is held
+    /// back by its loop's buffer budget ([`IoLoop::set_buffer_budget`]): a writer should
+    /// wait for [`on_drain`](Self::on_drain) before writing more.
     pub fn over_high_water(&self) -> bool {
         let st = self.inner.st.borrow();
-        st.w.buffered() > st.w.high_water
+        if st.w.buffered() > st.w.high_water || st.held.back {
+            return true;
+        }
+        if !st.held.loop_over_budget() {
+            return false;
+        }
+        // The loop is over its budget: count what this stream holds now, which may hold
+        // it back before it writes more.
+        drop(st);
+        self.held_back_now()
     }
 
     /// Calls `cb` once the write buffer has drained to half the high-water mark or less
-    /// (at once, in a later step, if it already has). Replaces an earlier drain callback.
+    /// and the stream is not held back by its loop's buffer budget (at once, in a later
+    /// step, if so already). Replaces an earlier drain callback.
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};

@@ -135,7 +135,7 @@ impl Snapshot {
         } else {
             vec![(String::new(), self.total())]
         };
-        let counters: [(&str, &str, Counter); 14] = [
+        let counters: [(&str, &str, Counter); 15] = [
             ("coreloop_loop_iterations_total", "Loop iterations.", |s| {
                 s.iterations as f64
             }),
@@ -189,6 +189,11 @@ impl Snapshot {
                 |s| s.stalls as f64,
             ),
             (
+                "coreloop_loop_budget_holds_total",
+                "Times a stream was held back: the loop was over its buffer budget.",
+                |s| s.budget_holds as f64,
+            ),
+            (
                 "coreloop_loop_busy_seconds_total",
                 "Time the loop spent running jobs and dispatching I/O.",
                 |s| s.busy.as_secs_f64(),
@@ -199,8 +204,14 @@ impl Snapshot {
                 |s| s.idle.as_secs_f64(),
             ),
         ];
-        for (name, help, get) in counters {
-            e.family(name, "counter", help);
+        let gauges: [(&str, &str, Counter); 1] = [(
+            "coreloop_loop_buffered_bytes",
+            "Bytes the loop's streams buffer: unread input and unsent output.",
+            |s| s.buffered as f64,
+        )];
+        let families = counters.iter().map(|c| ("counter", c));
+        for (kind, (name, help, get)) in families.chain(gauges.iter().map(|g| ("gauge", g))) {
+            e.family(name, kind, help);
             for (shard, s) in &series {
                 e.sample(name, &labels(&shard_label(shard)), get(s));
             }

@@ -69,10 +69,17 @@ pub(crate) enum Submission {
     /// completion with [`Completion::file`] set; `multishot: false` accepts one.
     /// Accepted sockets are nonblocking and close-on-exec.
     Accept { fd: RawFd, multishot: bool },
-    /// Receive into the loop's provided buffers until cancelled or ended by the kernel:
-    /// every chunk is a completion whose [`Completion::buf`] holds the bytes; a result
-    /// of 0 with no bytes is end of file.
-    RecvMulti { fd: RawFd },
+    /// Receive into the loop's provided buffers until about `limit` bytes (at least 1)
+    /// have come, or the op is cancelled or ended by the kernel: every chunk is a
+    /// completion whose [`Completion::buf`] holds the bytes; a result of 0 with no bytes
+    /// is end of file. The op takes no more than `limit` bytes from the socket, plus at
+    /// most what remains of the provided buffer it was filling: the rest stays in the
+    /// kernel (so a bounded reader slows its peer by TCP flow control).
+    Recv { fd: RawFd, limit: usize },
+    /// Complete once the socket reports an error or a hangup (a one-shot poll for
+    /// `POLLERR | POLLHUP`; the result is the poll mask): how a socket nobody receives
+    /// from learns that its peer reset it.
+    Hangup { fd: RawFd },
     /// Send `buf[offset..]`; the op owns `buf` until its completion, which hands it back
     /// in [`Completion::buf`] with the number of bytes sent (maybe fewer than asked).
     Send {

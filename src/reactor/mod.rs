@@ -37,6 +37,7 @@
 //! `tasks.rs` (where a woken task goes, and the tasks a loop has alive) and `wake.rs`
 //! (how a loop wakes another: eventfd or io_uring `MSG_RING`).
 
+mod budget;
 mod callbacks;
 mod calls;
 mod coarse_clock;
@@ -50,6 +51,8 @@ mod tasks;
 mod timer;
 mod wake;
 
+pub use budget::DEFAULT_BUFFER_BUDGET;
+pub(crate) use budget::{Budget, FLOOR as BUDGET_FLOOR};
 pub(crate) use calls::{gather, mark_loop_thread, Reply};
 pub use calls::{Call, CallError, CallFuture};
 pub(crate) use completion::Sink;
@@ -100,6 +103,8 @@ struct Inner {
     fresh: Cell<Option<Instant>>,
     /// How this loop wakes other loops (`wake.rs`).
     wakes: wake::RingWakes,
+    /// What the layers above buffer on this loop, and its limit (`budget.rs`).
+    budget: Rc<budget::Budget>,
 }
 
 thread_local! {
@@ -189,6 +194,7 @@ impl IoLoop {
                 idle_poll: Cell::new(Duration::ZERO),
                 fresh: Cell::new(None),
                 wakes: wake::RingWakes::default(),
+                budget: Rc::default(),
             }),
         };
         tasks::register_loop(&lp);

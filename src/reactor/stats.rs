@@ -217,6 +217,11 @@ pub struct LoopStats {
     pub sqes: u64,
     /// Jobs that kept the loop busy past the stall threshold.
     pub stalls: u64,
+    /// Bytes the loop's streams buffer now, unread input and unsent output (a gauge;
+    /// see [`IoLoop::set_buffer_budget`]).
+    pub buffered: u64,
+    /// Times a stream was held back because the loop was over its buffer budget.
+    pub budget_holds: u64,
     /// Time with nothing to do: idle-polling, then in waits allowed to block.
     pub idle: Duration,
     /// Time spent doing anything else.
@@ -256,6 +261,8 @@ impl LoopStats {
         self.ring_wakes += other.ring_wakes;
         self.sqes += other.sqes;
         self.stalls += other.stalls;
+        self.buffered += other.buffered;
+        self.budget_holds += other.budget_holds;
         self.idle += other.idle;
         self.busy += other.busy;
         let _ = self.iteration_ns.add(&other.iteration_ns);
@@ -281,6 +288,8 @@ impl IoLoop {
             ring_wakes: 0,
             sqes: 0,
             stalls: 0,
+            buffered: 0,
+            budget_holds: 0,
             idle: Duration::ZERO,
             busy: Duration::ZERO,
             iteration_ns: new_histogram(),
@@ -319,6 +328,8 @@ impl IoLoop {
             ring_wakes: c.ring_wakes.get(),
             sqes: self.inner.poller.try_borrow().map_or(0, |p| p.sqes()),
             stalls: c.stalls.get(),
+            buffered: self.inner.budget.held() as u64,
+            budget_holds: self.inner.budget.holds(),
             idle: Duration::from_nanos(c.idle_ns.get()),
             busy: Duration::from_nanos(c.busy_ns.get()),
             iteration_ns: h.iteration.clone(),

@@ -221,6 +221,24 @@ impl RuntimeBuilder {
         self.on_start(move |lp, _| lp.set_wake_via(via))
     }
 
+    /// How many bytes each loop's streams may buffer in all, unread input and unsent
+    /// output (default [`DEFAULT_BUFFER_BUDGET`](crate::DEFAULT_BUFFER_BUDGET), 128 MiB
+    /// per loop); past it the streams that hold the most are held back. See
+    /// [`IoLoop::set_buffer_budget`].
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime};
+    /// let rt = Runtime::builder()
+    ///     .cores(Cores::Count(1))
+    ///     .buffer_budget(32 << 20)
+    ///     .build()?;
+    /// rt.shutdown().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn buffer_budget(self, bytes: usize) -> Self {
+        self.on_start(move |lp, _| lp.set_buffer_budget(bytes))
+    }
+
     /// Whether every loop records its histograms (default: on; counters always count).
     /// Off shows what recording costs; see [`IoLoop::set_recording`].
     ///

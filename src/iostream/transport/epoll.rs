@@ -1,5 +1,11 @@
 //! The epoll half of a transport: a level-triggered handler receives until the socket
 //! would block; sends go out at once, and what does not fit waits for writability.
+//!
+//! epoll reports an error or a hangup whatever the interest, also while receiving is
+//! paused: a reset then closes the stream at once (its error is taken from the
+//! socket), and a hangup with no error (both directions done, bytes maybe still unread
+//! in the socket) takes the socket out of epoll until the owner reads again, instead of
+//! waking the loop on every wait.
 
 use super::{SendNow, Sock, SockEvent};
 use crate::buffer::{recv_into, send_from};
@@ -19,6 +25,8 @@ struct State {
     interest: Interest,
     /// The unsent tail of a send, waiting for writability.
     pending: Option<(Vec<u8>, usize)>,
+    /// Out of epoll (hung up while paused) until there is something to wait for.
+    parked: bool,
 }
 
 #[derive(Clone)]
@@ -28,28 +36,18 @@ pub(crate) struct EpollTransport {
 
 impl EpollTransport {
     pub(super) fn new(lp: &IoLoop, sock: Sock) -> io::Result<EpollTransport> {
-        let raw = sock.raw;
         let st = Rc::new(RefCell::new(State {
             sock,
             interest: Interest::READABLE,
             pending: None,
+            parked: false,
         }));
-        let weak = Rc::downgrade(&st);
-        lp.add_handler(raw, Interest::READABLE, move |lp, _, ready| {
-            if let Some(st) = weak.upgrade() {
-                on_ready(
-                    &st,
-                    lp,
-                    ready.is_readable() || ready.is_hup() || ready.is_error(),
-                    ready.is_writable(),
-                );
-            }
-        })?;
+        watch(&st, lp, Interest::READABLE)?;
         Ok(EpollTransport { st })
     }
 
-    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&Sock) -> R) -> R {
-        f(&self.st.borrow().sock)
+    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&mut Sock) -> R) -> R {
+        f(&mut self.st.borrow_mut().sock)
     }
 
     pub(super) fn set_reading(&self, lp: &IoLoop, on: bool) {
@@ -133,9 +131,27 @@ fn report(st: &Rc<RefCell<State>>, lp: &IoLoop, ev: SockEvent) {
     }
 }
 
-/// Registers the interest the state calls for, if it changed.
+/// Puts the socket in epoll with `interest`, its readiness going to `on_ready`.
+fn watch(st: &Rc<RefCell<State>>, lp: &IoLoop, interest: Interest) -> io::Result<()> {
+    let raw = st.borrow().sock.raw;
+    let weak = Rc::downgrade(st);
+    lp.add_handler(raw, interest, move |lp, _, ready| {
+        if let Some(st) = weak.upgrade() {
+            on_ready(
+                &st,
+                lp,
+                ready.is_readable() || ready.is_hup() || ready.is_error(),
+                ready.is_writable(),
+                ready.is_hup() || ready.is_error(),
+            );
+        }
+    })
+}
+
+/// Registers the interest the state calls for, if it changed (back into epoll if the
+/// socket was parked and there is something to wait for).
 fn update_interest(st: &Rc<RefCell<State>>, lp: &IoLoop) {
-    let (raw, want) = {
+    let (raw, want, parked) = {
         let s = st.borrow();
         if s.sock.fd.is_none() {
             return;
@@ -147,23 +163,72 @@ fn update_interest(st: &Rc<RefCell<State>>, lp: &IoLoop) {
         if s.pending.is_some() {
             want = want | Interest::WRITABLE;
         }
-        if want == s.interest {
+        if want == s.interest && !(s.parked && want != Interest::NONE) {
             return;
         }
-        (s.sock.raw, want)
+        (s.sock.raw, want, s.parked)
     };
-    if lp.update_handler(raw, want).is_ok() {
-        st.borrow_mut().interest = want;
+    let done = if parked {
+        if want == Interest::NONE {
+            st.borrow_mut().interest = want;
+            return;
+        }
+        watch(st, lp, want)
+    } else {
+        lp.update_handler(raw, want)
+    };
+    match done {
+        Ok(()) => {
+            let mut s = st.borrow_mut();
+            s.interest = want;
+            s.parked = false;
+        }
+        Err(e) if parked => {
+            st.borrow_mut().sock.end();
+            report(st, lp, SockEvent::Error(e));
+        }
+        Err(_) => {}
     }
 }
 
-/// The socket is readable and/or writable.
-fn on_ready(st: &Rc<RefCell<State>>, lp: &IoLoop, readable: bool, writable: bool) {
+/// The socket reported an error or a hangup while receiving is off: a reset closes
+/// the stream now; a hangup with no error parks the socket out of epoll.
+fn on_hangup(st: &Rc<RefCell<State>>, lp: &IoLoop) {
+    let err = {
+        let s = st.borrow();
+        let Some(fd) = s.sock.fd.as_ref() else { return };
+        socket2::SockRef::from(fd).take_error()
+    };
+    match err {
+        Ok(None) => {
+            let (raw, writing) = {
+                let s = st.borrow();
+                (s.sock.raw, s.pending.is_some())
+            };
+            if !writing {
+                // (A pending send learns of the hangup from its own error.)
+                lp.remove_handler(raw);
+                st.borrow_mut().parked = true;
+            }
+        }
+        Ok(Some(e)) | Err(e) => {
+            st.borrow_mut().sock.end();
+            update_interest(st, lp);
+            report(st, lp, SockEvent::Error(e));
+        }
+    }
+}
+
+/// The socket is readable and/or writable, or reports an error or a hangup.
+fn on_ready(st: &Rc<RefCell<State>>, lp: &IoLoop, readable: bool, writable: bool, hangup: bool) {
     if writable && st.borrow().pending.is_some() {
         flush_pending(st, lp);
     }
     if !readable {
         return;
+    }
+    if hangup && !st.borrow().sock.reading {
+        return on_hangup(st, lp);
     }
     for _ in 0..READS_PER_EVENT {
         if !st.borrow().sock.reading {

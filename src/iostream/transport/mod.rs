@@ -4,13 +4,18 @@
 //!
 //! | operation | io_uring (`uring.rs`) | epoll (`epoll.rs`) |
 //! |---|---|---|
-//! | receive | a multishot recv into the loop's provided-buffer ring, re-armed when it ends | a level-triggered readable handler that receives into pooled buffers until `WouldBlock` |
+//! | receive | a recv into the loop's provided-buffer ring that ends after the stream's room (at most 64 KiB), re-armed while the stream has room | a level-triggered readable handler that receives into pooled buffers until `WouldBlock`, while the stream has room |
 //! | send | a send op that owns the buffer until its completion; short sends are resubmitted | a nonblocking send at once; what does not fit waits for writability |
 //! | close | cancel the ops, then a close queued behind every earlier op | remove the handler, then close |
 //!
 //! Either way the owner sees the same [`SockEvent`]s, in order, and never a buffer the
 //! kernel may still touch: a send buffer is handed back only with its completion, also
 //! when the transport was closed meanwhile (then the op frees it).
+//!
+//! Receiving follows the owner's room ([`Transport::set_room`]): bytes are taken from the
+//! kernel only while the owner has room for them, and a transport takes at most one
+//! chunk (a provided buffer, a pooled buffer) past it. What the owner has no room for
+//! stays in the socket, where TCP flow control slows the peer.
 
 mod epoll;
 mod uring;
@@ -53,7 +58,10 @@ struct Sock {
     lp: WeakLoop,
     /// `None` once closed: nothing is reported after close.
     sink: Option<EventSink>,
+    /// Receiving is on (the owner has room, and the socket has not ended).
     reading: bool,
+    /// How many more bytes the owner takes now (see [`Transport::set_room`]).
+    room: usize,
     /// End of file or an error was reported: receiving never restarts.
     ended: bool,
     /// When bytes were last handed to the kernel (partial sends included): a writer's
@@ -62,13 +70,14 @@ struct Sock {
 }
 
 impl Sock {
-    fn new(lp: &IoLoop, fd: OwnedFd, sink: EventSink) -> Sock {
+    fn new(lp: &IoLoop, fd: OwnedFd, sink: EventSink, room: usize) -> Sock {
         Sock {
             raw: fd.as_raw_fd(),
             fd: Some(fd),
             lp: lp.downgrade(),
             sink: Some(sink),
-            reading: true,
+            reading: room > 0,
+            room,
             ended: false,
             sent_at: None,
         }
@@ -96,10 +105,16 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
-    /// Takes over `fd` (a nonblocking connected socket) and starts receiving, on the
-    /// half that fits the loop's backend.
-    pub(crate) fn new(lp: &IoLoop, fd: OwnedFd, sink: EventSink) -> io::Result<Transport> {
-        let sock = Sock::new(lp, fd, sink);
+    /// Takes over `fd` (a nonblocking connected socket) and starts receiving (`room`
+    /// bytes at first, see [`set_room`](Self::set_room)), on the half that fits the
+    /// loop's backend.
+    pub(crate) fn new(
+        lp: &IoLoop,
+        fd: OwnedFd,
+        sink: EventSink,
+        room: usize,
+    ) -> io::Result<Transport> {
+        let sock = Sock::new(lp, fd, sink, room);
         if lp.completes() {
             uring::UringTransport::new(lp, sock).map(Transport::Uring)
         } else {
@@ -107,7 +122,7 @@ impl Transport {
         }
     }
 
-    fn with_sock<R>(&self, f: impl FnOnce(&Sock) -> R) -> Option<R> {
+    fn with_sock<R>(&self, f: impl FnOnce(&mut Sock) -> R) -> Option<R> {
         match self {
             Transport::Uring(t) => Some(t.with_sock(f)),
             Transport::Epoll(t) => Some(t.with_sock(f)),
@@ -124,21 +139,28 @@ impl Transport {
         self.with_sock(|s| s.fd.as_ref().map(f)).flatten()
     }
 
-    /// Starts or stops receiving (backpressure: a stream with enough unread data stops
-    /// it). On io_uring stopping cancels the recv; starting again waits for that recv's
-    /// final completion, so that two recvs never run at once.
+    /// Tells the transport how many more bytes its owner takes now (back-pressure: 0
+    /// while the owner has no room). Returns whether that starts or stops receiving,
+    /// which the caller then does with [`set_reading`](Self::set_reading) (with the
+    /// loop: a change of room alone costs no loop reference). A recv armed later takes
+    /// no more than the room it was armed with.
+    pub(crate) fn set_room(&self, room: usize) -> bool {
+        self.with_sock(|s| {
+            s.room = room;
+            s.changes_reading(room > 0)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Starts or stops receiving, as [`set_room`](Self::set_room) said. On io_uring
+    /// stopping cancels the recv; starting again waits for that recv's final
+    /// completion, so that two recvs never run at once.
     pub(crate) fn set_reading(&self, lp: &IoLoop, on: bool) {
         match self {
             Transport::Uring(t) => t.set_reading(lp, on),
             Transport::Epoll(t) => t.set_reading(lp, on),
             Transport::Dead => {}
         }
-    }
-
-    /// Whether [`set_reading`](Self::set_reading)`(on)` would change anything (checked
-    /// before the caller gets hold of the loop).
-    pub(crate) fn would_change_reading(&self, on: bool) -> bool {
-        self.with_sock(|s| s.changes_reading(on)).unwrap_or(false)
     }
 
     /// When bytes were last handed to the kernel, partial sends included (the loop's

@@ -1,6 +1,14 @@
-//! The io_uring half of a transport: one multishot recv at a time into the loop's
-//! provided buffers, and one send op at a time that owns its buffer until the kernel
-//! is done with it.
+//! The io_uring half of a transport: one recv at a time into the loop's provided
+//! buffers, and one send op at a time that owns its buffer until the kernel is done
+//! with it.
+//!
+//! A recv is armed with the owner's room (at most [`ONE_RECV`]) as its limit, and ends
+//! by itself once that much has come: the kernel can post many completions before the
+//! loop sees the first (a whole provided-buffer ring's worth, 1 MiB, in one wait), so a
+//! cancel when the owner runs out of room would come too late. It is re-armed while the
+//! owner has room; bytes beyond that stay in the socket. While no recv is armed (the
+//! owner has no room), a poll for an error or a hangup watches the socket, so that a
+//! reset closes the stream when the kernel reports it.
 
 use super::{SendNow, Sock, SockEvent};
 use crate::poller::{Completion, OpId, Submission};
@@ -9,6 +17,12 @@ use std::cell::RefCell;
 use std::io;
 use std::rc::{Rc, Weak};
 
+/// The most one recv takes before it ends and is re-armed (less if the owner's room is
+/// smaller): what may still arrive after the owner's room shrank (a reader that got
+/// its bytes and stopped) and before the cancel that pauses receiving reaches the
+/// kernel.
+const ONE_RECV: usize = 64 * 1024;
+
 struct State {
     sock: Sock,
     /// The one recv op in flight, until its final completion. Never two at once: two
@@ -16,6 +30,8 @@ struct State {
     recv_op: Option<OpId>,
     /// The send op in flight (cancelled by close: it holds the socket open).
     send_op: Option<OpId>,
+    /// The poll for a reset while receiving is paused, until its completion.
+    watch_op: Option<OpId>,
     /// Bytes of the in-flight send already sent (short sends resubmit the rest).
     send_offset: usize,
     /// Where every send's completion goes (made once, cloned per send).
@@ -33,6 +49,7 @@ impl UringTransport {
             sock,
             recv_op: None,
             send_op: None,
+            watch_op: None,
             send_offset: 0,
             send_sink: None,
         }));
@@ -43,24 +60,31 @@ impl UringTransport {
         Ok(UringTransport { st })
     }
 
-    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&Sock) -> R) -> R {
-        f(&self.st.borrow().sock)
+    pub(super) fn with_sock<R>(&self, f: impl FnOnce(&mut Sock) -> R) -> R {
+        f(&mut self.st.borrow_mut().sock)
     }
 
     pub(super) fn set_reading(&self, lp: &IoLoop, on: bool) {
-        let recv_op = {
+        let (recv_op, watch_op) = {
             let mut st = self.st.borrow_mut();
             if !st.sock.changes_reading(on) {
                 return;
             }
             st.sock.reading = on;
-            st.recv_op
+            (st.recv_op, st.watch_op)
         };
-        if !on {
+        let armed = if on {
+            if let Some(op) = watch_op {
+                lp.cancel(op);
+            }
+            arm_recv(&self.st, lp)
+        } else {
             if let Some(op) = recv_op {
                 lp.cancel(op);
             }
-        } else if let Err(e) = arm_recv(&self.st, lp) {
+            arm_watch(&self.st, lp)
+        };
+        if let Err(e) = armed {
             report(&self.st, lp, SockEvent::Error(e));
         }
     }
@@ -91,10 +115,10 @@ impl UringTransport {
             let mut st = self.st.borrow_mut();
             let Some(fd) = st.sock.fd.take() else { return };
             st.sock.reading = false;
-            let ops = [st.recv_op.take(), st.send_op.take()];
+            let ops = [st.recv_op.take(), st.send_op.take(), st.watch_op.take()];
             (fd, ops, st.sock.sink.take())
         };
-        // Both ops hold the socket open: cancel them, then close. A cancelled send keeps
+        // The ops hold the socket open: cancel them, then close. A cancelled send keeps
         // its buffer until its completion arrives.
         for op in ops.into_iter().flatten() {
             lp.cancel(op);
@@ -123,18 +147,20 @@ fn report(st: &Rc<RefCell<State>>, lp: &IoLoop, ev: SockEvent) {
     }
 }
 
-/// Starts a recv unless one is still in flight (its final completion re-arms).
+/// Starts a recv for the owner's room unless one is still in flight (its final
+/// completion re-arms).
 fn arm_recv(st: &Rc<RefCell<State>>, lp: &IoLoop) -> io::Result<()> {
-    let fd = {
+    let (fd, limit) = {
         let s = st.borrow();
-        if s.recv_op.is_some() || s.sock.fd.is_none() || s.sock.ended || !s.sock.reading {
+        let k = &s.sock;
+        if s.recv_op.is_some() || k.fd.is_none() || k.ended || !k.reading || k.room == 0 {
             return Ok(());
         }
-        s.sock.raw
+        (k.raw, k.room.min(ONE_RECV))
     };
     let weak = Rc::downgrade(st);
     let sink: Sink = Rc::new(move |lp, c| on_recv(&weak, lp, c));
-    let op = lp.submit(Submission::RecvMulti { fd }, sink)?;
+    let op = lp.submit(Submission::Recv { fd, limit }, sink)?;
     st.borrow_mut().recv_op = Some(op);
     Ok(())
 }
@@ -161,12 +187,59 @@ fn on_recv(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
             return;
         }
     }
-    // The recv ended (cancelled, out of buffers, or ended by the kernel): start the next
-    // one if receiving is still wanted.
+    // The recv ended (its limit reached, cancelled, out of buffers, or ended by the
+    // kernel): start the next one if the owner still has room (it said so while the
+    // bytes above were reported).
     if !c.more {
         if let Err(e) = arm_recv(&st, lp) {
             report(&st, lp, SockEvent::Error(e));
         }
+    }
+}
+
+/// Watches a socket nobody receives from for a reset (a recv would report one, but
+/// none is armed while the owner has no room), unless a watch is still in flight.
+fn arm_watch(st: &Rc<RefCell<State>>, lp: &IoLoop) -> io::Result<()> {
+    let fd = {
+        let s = st.borrow();
+        let k = &s.sock;
+        if s.watch_op.is_some() || k.fd.is_none() || k.ended || k.reading {
+            return Ok(());
+        }
+        k.raw
+    };
+    let weak = Rc::downgrade(st);
+    let sink: Sink = Rc::new(move |lp, c| on_watch(&weak, lp, c));
+    let op = lp.submit(Submission::Hangup { fd }, sink)?;
+    st.borrow_mut().watch_op = Some(op);
+    Ok(())
+}
+
+/// The completion of the watch: a reset closes the stream (its error taken from the
+/// socket); a hangup with no error (both directions done) leaves what is unread in the
+/// socket for when the owner reads again, and is not watched again.
+fn on_watch(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
+    let Some(st) = weak.upgrade() else { return };
+    st.borrow_mut().watch_op = None;
+    match c.result {
+        Ok(_) => {
+            let err = {
+                let s = st.borrow();
+                let Some(fd) = s.sock.fd.as_ref() else { return };
+                socket2::SockRef::from(fd).take_error()
+            };
+            if let Ok(Some(e)) | Err(e) = err {
+                st.borrow_mut().sock.end();
+                report(&st, lp, SockEvent::Error(e));
+            }
+        }
+        // Cancelled by a resume: watch again if receiving paused once more meanwhile.
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+            if let Err(e) = arm_watch(&st, lp) {
+                report(&st, lp, SockEvent::Error(e));
+            }
+        }
+        Err(_) => {}
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) struct Uring<S: Clone> {
     rearm: Vec<RawFd>,
     waker: Arc<Waker>,
     waker_armed: bool,
-    setup: &'static str,
+    setup: Described,
     /// The batch wait, and whether the loop is busy enough to use it.
     batch: BatchWait,
     /// The registered file table of the sockets streams use.
@@ -82,13 +82,30 @@ pub(crate) struct Uring<S: Clone> {
     failed_wakes: Vec<u32>,
     /// SQEs queued since the ring was made (for the stats).
     sqes: u64,
+    /// The kernel stops a multishot recv at a byte limit (Linux 6.17): a stream's recv
+    /// is multishot; without it, a recv takes one buffer and is re-armed (see
+    /// `Submission::Recv`).
+    recv_limit: bool,
 }
 
 /// How many completions a batch wait waits for before its time is up.
 const BATCH: usize = 64;
 
+/// How a ring is described: its setup flags, with a multishot recv that keeps a byte
+/// limit, and without (see [`Uring::recv_limit`]).
+type Described = [&'static str; 2];
+
+macro_rules! described {
+    ($flags:literal) => {
+        [
+            concat!("io_uring (", $flags, "; multishot recv with a byte limit)"),
+            concat!("io_uring (", $flags, "; recv one buffer at a time)"),
+        ]
+    };
+}
+
 /// Builds a ring with the best flags this kernel accepts; says which it got.
-fn build_ring() -> io::Result<(IoUring, &'static str)> {
+fn build_ring() -> io::Result<(IoUring, Described)> {
     let mut b = IoUring::builder();
     b.setup_cqsize(CQ_ENTRIES)
         .setup_single_issuer()
@@ -98,7 +115,7 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
     if let Ok(ring) = b.build(SQ_ENTRIES) {
         return Ok((
             ring,
-            "io_uring (SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN | SUBMIT_ALL)",
+            described!("SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN | SUBMIT_ALL"),
         ));
     }
     let mut b = IoUring::builder();
@@ -106,16 +123,16 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
         .setup_coop_taskrun()
         .setup_submit_all();
     if let Ok(ring) = b.build(SQ_ENTRIES) {
-        return Ok((ring, "io_uring (COOP_TASKRUN | SUBMIT_ALL)"));
+        return Ok((ring, described!("COOP_TASKRUN | SUBMIT_ALL")));
     }
     let mut b = IoUring::builder();
     b.setup_cqsize(CQ_ENTRIES);
-    Ok((b.build(SQ_ENTRIES)?, "io_uring (no setup flags)"))
+    Ok((b.build(SQ_ENTRIES)?, described!("no setup flags")))
 }
 
 impl<S: Clone> Uring<S> {
     pub(crate) fn new(waker: &Arc<Waker>) -> io::Result<Uring<S>> {
-        let (ring, setup) = build_ring()?;
+        let (mut ring, setup) = build_ring()?;
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -132,8 +149,9 @@ impl<S: Clone> Uring<S> {
                 ));
             }
         }
-        log::debug!("coreloop: {setup}");
-        let bufs = BufRing::register(&ring)?;
+        let mut bufs = BufRing::register(&ring)?;
+        let recv_limit = ops::probe_recv_limit(&mut ring, &mut bufs);
+        log::debug!("coreloop: {}", setup[usize::from(!recv_limit)]);
         let fixed = FixedFiles::register(&ring, &probe);
         Ok(Uring {
             ring,
@@ -149,6 +167,7 @@ impl<S: Clone> Uring<S> {
             msg_ring: probe.is_supported(opcode::MsgRingData::CODE),
             failed_wakes: Vec::new(),
             sqes: 0,
+            recv_limit,
         })
     }
 
@@ -170,9 +189,9 @@ impl<S: Clone> Uring<S> {
         self.sqes
     }
 
-    /// The ring's setup flags, for logs.
+    /// The ring's setup flags and how it receives, for logs.
     pub(crate) fn describe(&self) -> &'static str {
-        self.setup
+        self.setup[usize::from(!self.recv_limit)]
     }
 
     /// Queues an SQE, submitting first if the queue is full.
@@ -603,6 +622,64 @@ mod tests {
             took >= Duration::from_millis(200),
             "batch wait took {took:?}"
         );
+    }
+
+    /// A recv takes no more than its limit from the socket (plus what is left of the
+    /// buffer it was filling) and then ends; the rest stays in the kernel. Both ways a
+    /// recv is made: multishot with the kernel's byte limit, and one buffer at a time.
+    #[test]
+    fn a_recv_ends_at_its_limit_and_leaves_the_rest_in_the_socket() {
+        use std::io::Write;
+        let Some((mut u, _waker)) = test_ring() else {
+            return;
+        };
+        let kernel_limit = u.recv_limit;
+        for multishot in [true, false] {
+            if multishot && !kernel_limit {
+                eprintln!("no multishot recv limit here (Linux 6.17+): one way only");
+                continue;
+            }
+            u.recv_limit = multishot;
+            let (ours, mut peer) = std::os::unix::net::UnixStream::pair().expect("pair");
+            peer.write_all(&[7u8; 100_000]).expect("write");
+            let fd: OwnedFd = ours.into();
+            let limit = 10_000;
+            let recv = Submission::Recv {
+                fd: fd.as_raw_fd(),
+                limit,
+            };
+            assert!(u.submit(recv, ()).is_ok());
+            let (mut events, mut done, mut pool) = (Vec::new(), Vec::new(), BufferPool::default());
+            let (mut got, mut ended) = (0, false);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !ended && Instant::now() < deadline {
+                u.poll(
+                    &mut events,
+                    &mut done,
+                    &mut pool,
+                    Some(Duration::from_millis(10)),
+                )
+                .expect("poll");
+                for (_, c) in done.drain(..) {
+                    assert!(c.result.is_ok(), "{:?}", c.result);
+                    got += c.buf.len();
+                    ended = !c.more;
+                }
+            }
+            assert!(ended, "multishot {multishot}: the recv ended");
+            let most = if multishot {
+                limit + bufring::SIZE
+            } else {
+                bufring::SIZE
+            };
+            assert!(
+                got > 0 && got <= most,
+                "multishot {multishot}: took {got} bytes for a limit of {limit}"
+            );
+            u.close_fd(fd);
+            u.poll(&mut events, &mut done, &mut pool, Some(Duration::ZERO))
+                .expect("poll");
+        }
     }
 
     #[test]

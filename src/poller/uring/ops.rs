@@ -14,10 +14,11 @@
 //! variant (the backend-neutral contract in `poller/mod.rs`), its SQE and what it owns
 //! in [`Uring::submit`] here, and its consumer; the reaping is the same for every op.
 
+use super::bufring::{BufRing, GROUP};
 use super::Uring;
 use crate::poller::{Completion, OpId, Submission};
-use io_uring::{opcode, squeue, types};
-use std::io;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// Named `user_data` values and tags.
@@ -28,6 +29,8 @@ pub(crate) mod user_data {
     pub const WAKER: u64 = 1;
     /// A wake-up posted by another loop's ring with `MSG_RING` (see `msg_ring.rs`).
     pub const WAKER_MSG: u64 = 2;
+    /// The recv of [`probe_recv_limit`](super::probe_recv_limit), while the ring is made.
+    pub const PROBE: u64 = 3;
     /// This loop's `MSG_RING` to another ring: `TAG_WAKE | tag` (a CQE only on failure).
     pub const TAG_WAKE: u64 = 2 << 56;
     /// Ops in the op table: `TAG_OP | generation << 32 | index`.
@@ -194,14 +197,40 @@ impl<S: Clone> Uring<S> {
                 // No address buffer is passed (null pointers): it refers to no memory.
                 (sqe, Owned::Nothing, Yields::File)
             }
-            Submission::RecvMulti { fd } => {
-                let sqe = match self.fixed_slot(fd) {
-                    Some(i) => opcode::RecvMulti::new(types::Fixed(i), super::bufring::GROUP),
-                    None => opcode::RecvMulti::new(types::Fd(fd), super::bufring::GROUP),
-                }
-                .build();
+            Submission::Recv { fd, limit } => {
+                let limit = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
+                let slot = self.fixed_slot(fd);
+                let sqe = if self.recv_limit {
+                    let sqe = match slot {
+                        Some(i) => opcode::RecvMulti::new(types::Fixed(i), GROUP),
+                        None => opcode::RecvMulti::new(types::Fd(fd), GROUP),
+                    };
+                    with_total_limit(sqe.build(), limit)
+                } else {
+                    // One buffer at most: a multishot recv could fill every buffer of
+                    // the ring before the loop sees the first.
+                    let len = limit.min(super::bufring::SIZE as u32);
+                    let null = std::ptr::null_mut();
+                    match slot {
+                        Some(i) => opcode::Recv::new(types::Fixed(i), null, len),
+                        None => opcode::Recv::new(types::Fd(fd), null, len),
+                    }
+                    .buf_group(GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+                };
                 // The recv writes only into ring buffers, which live until the ring is
                 // unregistered after every op has completed (see Drop).
+                (sqe, Owned::Nothing, Yields::Count)
+            }
+            Submission::Hangup { fd } => {
+                let mask = (libc::POLLERR | libc::POLLHUP) as u32;
+                let sqe = match self.fixed_slot(fd) {
+                    Some(i) => opcode::PollAdd::new(types::Fixed(i), mask),
+                    None => opcode::PollAdd::new(types::Fd(fd), mask),
+                }
+                .build();
+                // A poll refers to no memory of ours.
                 (sqe, Owned::Nothing, Yields::Count)
             }
             Submission::Send { fd, buf, offset } => {
@@ -309,6 +338,72 @@ impl<S: Clone> Uring<S> {
         }
         Ok(ud)
     }
+}
+
+/// Where the kernel's SQE keeps a multishot recv's total byte limit (`optlen`, a `u32`
+/// shared with `file_index` and `splice_fd_in`), which the io-uring crate's builder does
+/// not set.
+const SQE_OPTLEN: usize = 44;
+
+/// A multishot recv that ends (its last CQE without `IORING_CQE_F_MORE`) once `limit`
+/// bytes have come: a byte limit the kernel keeps, so that no more than that leaves the
+/// socket however many CQEs it posts before the loop looks (Linux 6.17; older kernels
+/// refuse the SQE with `EINVAL`, see [`probe_recv_limit`]).
+fn with_total_limit(sqe: squeue::Entry, limit: u32) -> squeue::Entry {
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte
+    // `io_uring_sqe` (transmute checks the size), which has no padding, pointers or
+    // invariants of its own; the four bytes at SQE_OPTLEN are its `optlen` field in the
+    // kernel's ABI, zero as the builder left them.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(sqe) };
+    raw[SQE_OPTLEN..SQE_OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
+    // SAFETY: the same bytes back, with one field of the SQE set.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
+
+/// Whether this kernel stops a multishot recv at a byte limit: a recv limited to one
+/// byte on a socket pair that holds two must end after its first CQE. Called while the
+/// ring is made, before anything else is queued; any CQE it leaves is its own.
+pub(super) fn probe_recv_limit(ring: &mut IoUring, bufs: &mut BufRing) -> bool {
+    let Ok((ours, mut theirs)) = std::os::unix::net::UnixStream::pair() else {
+        return false;
+    };
+    if theirs.write_all(b"ab").is_err() {
+        return false;
+    }
+    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), GROUP).build();
+    let sqe = with_total_limit(recv, 1).user_data(user_data::PROBE);
+    // SAFETY: the recv writes only into the registered buffer ring, which outlives it
+    // (the op ends here: below, or by the cancel, before the socket is dropped).
+    if unsafe { ring.submission().push(&sqe) }.is_err() || ring.submit_and_wait(1).is_err() {
+        return false;
+    }
+    let mut verdict = None;
+    let mut armed = true;
+    for _ in 0..100 {
+        for cqe in ring.completion() {
+            if cqe.user_data() != user_data::PROBE {
+                continue;
+            }
+            if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                bufs.recycle(bid);
+            }
+            let more = cqueue::more(cqe.flags());
+            armed = more;
+            verdict.get_or_insert(cqe.result() > 0 && !more);
+        }
+        if !armed {
+            break;
+        }
+        // Still armed: the kernel took the SQE and ignored its limit. End it.
+        let cancel = opcode::AsyncCancel::new(user_data::PROBE)
+            .build()
+            .user_data(user_data::IGNORE);
+        // SAFETY: a cancel SQE refers to no memory.
+        if unsafe { ring.submission().push(&cancel) }.is_ok() {
+            let _ = ring.submit_and_wait(1);
+        }
+    }
+    verdict.unwrap_or(false)
 }
 
 #[cfg(test)]
