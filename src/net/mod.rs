@@ -16,7 +16,7 @@ pub use acceptor::Acceptor;
 pub use connect::Connecting;
 pub use incoming::Incoming;
 pub use listen::{bind_reuseport, ListenOptions};
-pub(crate) use server::{acceptor_of, serve_on, ServerId};
+pub(crate) use server::{serve_on, server_counts, ServerId};
 #[doc(hidden)]
 pub use server::{AsyncConn, PlainConn};
 pub use server::{ConnOutput, ConnReturn, ServerHandle, TcpServer};
