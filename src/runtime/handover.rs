@@ -18,7 +18,7 @@
 //! | new | `coreloop-upgrade 1 take` | |
 //! | old | `listen <server> <addr> <n>` (per server, in chunks) | its per-core listeners |
 //! | old | `upgrade-socket` | the upgrade socket itself, so hand-overs go on at its path |
-//! | old | `sent <servers>` | |
+//! | old | `sent <servers> <pid>` | |
 //! | new (serving now, [`Runtime::ready`](super::Runtime::ready)) | `ready` | |
 //! | old (stops accepting, drains, exits) | `draining <pid>` | |
 //!
@@ -145,6 +145,8 @@ fn recv(sock: &Socket) -> io::Result<(String, Vec<OwnedFd>)> {
 }
 
 /// The peer's pid, if it runs as this process's user (or as root); an error otherwise.
+/// (For the connecting side, the peer is whoever listened on the upgrade socket first,
+/// which after a hand-over is an earlier instance: the old one names itself instead.)
 fn peer_allowed(sock: &Socket) -> io::Result<u32> {
     let cred = rustix::net::sockopt::socket_peercred(sock)?;
     let me = rustix::process::getuid();
@@ -219,20 +221,21 @@ pub(crate) fn take_over(path: &Path, into: &Inherited) -> io::Result<Option<Take
             )),
         };
     }
-    let pid = peer_allowed(&conn)?;
+    peer_allowed(&conn)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     send(&conn, HELLO, &[])?;
+    let pid: u32;
     let mut groups: Vec<Group> = Vec::new();
     let mut upgrade = None;
     loop {
-        let (text, fds) =
-            recv(&conn).map_err(|e| err(e.kind(), format!("taking over from pid {pid}: {e}")))?;
+        let (text, fds) = recv(&conn)
+            .map_err(|e| err(e.kind(), format!("taking over at {}: {e}", path.display())))?;
         let words: Vec<&str> = text.split_ascii_whitespace().collect();
         let bad = |what: &str| {
             err(
                 io::ErrorKind::InvalidData,
-                format!("pid {pid}: {what}: {text:?}"),
+                format!("taking over at {}: {what}: {text:?}", path.display()),
             )
         };
         match words.as_slice() {
@@ -273,8 +276,16 @@ pub(crate) fn take_over(path: &Path, into: &Inherited) -> io::Result<Option<Take
                 s.set_nonblocking(true)?;
                 upgrade = Some(s);
             }
-            ["sent", n] if n.parse::<usize>().ok() == Some(groups.len()) => break,
-            ["error", ..] => return Err(err(io::ErrorKind::Other, format!("pid {pid}: {text}"))),
+            ["sent", n, from] if n.parse::<usize>().ok() == Some(groups.len()) => {
+                pid = from.parse().map_err(|_| bad("bad pid"))?;
+                break;
+            }
+            ["error", ..] => {
+                return Err(err(
+                    io::ErrorKind::Other,
+                    format!("{}: {text}", path.display()),
+                ))
+            }
             _ => return Err(bad("unexpected message")),
         }
     }
@@ -470,7 +481,11 @@ fn hand_over(
         }
     }
     send(conn, "upgrade-socket", &[listener.as_fd()])?;
-    send(conn, &format!("sent {}", groups.len()), &[])?;
+    send(
+        conn,
+        &format!("sent {} {}", groups.len(), std::process::id()),
+        &[],
+    )?;
     let count: usize = groups.iter().map(|(_, f)| f.len()).sum();
     drop(groups); // our copies: the sockets stay open in the acceptors and in pid's hands
     log::info!(
