@@ -361,8 +361,8 @@ impl HandoverServer {
     /// Stops serving hand-overs and joins the thread. The socket's file is removed
     /// unless the sockets were handed over (the new instance serves on it now).
     pub(crate) fn close(self) {
-        use std::io::Write;
-        let _ = (&self.wake).write_all(b"x");
+        // (MSG_NOSIGNAL: the thread may have ended, closing the other end.)
+        let _ = rustix::net::send(&self.wake, b"x", SendFlags::NOSIGNAL);
         let handed_over = self.thread.join().unwrap_or(false);
         if !handed_over {
             remove_socket_file(&self.path);

@@ -90,8 +90,12 @@ fn on_accept(weak: &Weak<AccInner>, op: Option<OpId>, lp: &IoLoop, c: Completion
 fn after_stop(inner: &Rc<AccInner>, lp: &IoLoop, c: Completion) {
     let more = c.more;
     if let (Ok(_), Some(fd)) = (c.result, c.file) {
-        log::debug!("coreloop: a connection accepted as the acceptor stopped is served");
-        inner.admit(lp, fd);
+        // (Without a handler left, as for an op a pause had cancelled earlier, it is
+        // closed as before.)
+        if inner.st.borrow().on_conn.is_some() {
+            log::debug!("coreloop: a connection accepted as the acceptor stopped is served");
+            inner.admit(lp, fd);
+        }
     }
     if !more {
         let cb = {
