@@ -505,17 +505,25 @@ fn a_socket_activated_service_serves_on_the_socket_it_was_given(backend: Backend
     for _ in 0..20 {
         assert_eq!(get(addr).unwrap().1, "activated");
     }
-    // SIGTERM: a graceful stop.
+    // SIGTERM, a graceful stop, once it has finished starting (it may answer before).
+    let (tx, ready) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("CHILD READY") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = ready.recv_timeout(util::HANG).is_ok();
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "child failed: {status}; {err}");
+    let err = lines.join().unwrap();
+    assert!(started && status.success(), "child failed: {status}; {err}");
     assert!(
         err.contains("socket activation: 1 listening socket(s) on"),
         "{err}"
@@ -552,5 +560,6 @@ fn socket_activated_child() {
         .serve(&rt, addr.parse().unwrap())
         .unwrap();
     rt.ready().unwrap();
+    eprintln!("CHILD READY");
     rt.wait().unwrap();
 }
