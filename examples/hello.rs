@@ -10,12 +10,19 @@
 //! ```
 //!
 //! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll
-//! --batch-wait-us U --metrics PORT --no-recording]`: `--metrics` serves Prometheus
-//! metrics at `/metrics` on that port (a second server on the same runtime).
+//! --batch-wait-us U --metrics PORT --no-recording --upgrade --upgrade-socket PATH]`:
+//! `--metrics` serves Prometheus metrics at `/metrics` on that port (a second server on
+//! the same runtime).
 //!
 //! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C or
 //! SIGTERM stops it gracefully: no new connections, requests in flight finish (5 s at
 //! most). `RUST_LOG` sets what is logged (`info` by default).
+//!
+//! Restarting without dropping a connection: start the new binary with `--upgrade`
+//! while the old one runs. It takes the old one's listening sockets over the upgrade
+//! socket (`--upgrade-socket`, by default `$XDG_RUNTIME_DIR/coreloop-hello-PORT.sock`,
+//! else in the temporary directory), serves on them, and then the old one stops
+//! accepting, drains and exits. Without a running instance `--upgrade` starts afresh.
 
 mod common;
 
@@ -36,6 +43,7 @@ fn main() {
         HttpServer::new(app).serve(&rt, addr),
     );
     args.serve_metrics("hello", &rt);
+    common::ready("hello", &rt);
     let backends = rt
         .call_on_all(|lp| lp.backend_detail())
         .wait()

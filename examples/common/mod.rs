@@ -1,6 +1,6 @@
 //! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`,
-//! `--batch-wait-us`, `--metrics PORT`, `--no-recording`; the logger; starting the
-//! runtime.
+//! `--batch-wait-us`, `--metrics PORT`, `--no-recording`, `--upgrade`,
+//! `--upgrade-socket PATH`; the logger; starting the runtime.
 
 #![allow(dead_code)]
 
@@ -29,11 +29,17 @@ pub struct ServerArgs {
     pub metrics: Option<u16>,
     /// Record histograms (`--no-recording`: counters only, to see what recording costs).
     pub recording: bool,
+    /// `--upgrade`: take over from the instance running at `upgrade_socket`.
+    pub upgrade: bool,
+    /// Where the running instance hands its listening sockets over to a new one.
+    pub upgrade_socket: std::path::PathBuf,
 }
 
 impl ServerArgs {
     /// A runtime builder with these cores, backend and batch wait, that stops
-    /// gracefully on SIGINT and SIGTERM (requests in flight get [`DRAIN_DEADLINE`]).
+    /// gracefully on SIGINT and SIGTERM (requests in flight get [`DRAIN_DEADLINE`]),
+    /// hands its sockets over to a new instance at the upgrade socket, and with
+    /// `--upgrade` takes them over from the running one.
     pub fn runtime(&self) -> coreloop::RuntimeBuilder {
         coreloop::Runtime::builder()
             .cores(self.cores.clone())
@@ -42,6 +48,8 @@ impl ServerArgs {
             .recording(self.recording)
             .stop_on_signals(true)
             .drain_deadline(DRAIN_DEADLINE)
+            .upgrade_socket(&self.upgrade_socket)
+            .take_over(self.upgrade)
     }
 
     /// Starts the runtime of [`runtime`](Self::runtime), or exits with a message.
@@ -79,10 +87,27 @@ pub fn exit_on_error<T, E: std::fmt::Display>(name: &str, what: &str, r: Result<
     }
 }
 
-/// Waits until a signal has stopped `rt` gracefully, then says so.
+/// Says the service is serving (the instance it took over from, if any, drains now;
+/// a newer one can take over from this one from now on).
+pub fn ready(name: &str, rt: &Runtime) {
+    exit_on_error(name, "cannot serve hand-overs", rt.ready());
+}
+
+/// Waits until a signal (or a newer instance taking over) has stopped `rt`
+/// gracefully, then says so.
 pub fn wait(name: &str, rt: Runtime) {
+    ready(name, &rt); // if not said yet
     exit_on_error(name, "stopped by an error", rt.wait());
     println!("{name}: stopped");
+}
+
+/// The upgrade socket's default: one per example and port, in the user's runtime
+/// directory (`$XDG_RUNTIME_DIR`, private to the user) or else the temporary one.
+pub fn default_upgrade_socket(name: &str, port: u16) -> std::path::PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("coreloop-{name}-{port}.sock"))
 }
 
 /// Parses `--port P --cores N --backend auto|uring|epoll --batch-wait-us U`; exits with
@@ -105,22 +130,27 @@ pub fn server_args_with(
 ) -> ServerArgs {
     init_logging();
     match parse(default_port, &mut extra) {
-        Ok(a) => a,
+        Ok((mut a, socket)) => {
+            a.upgrade_socket = socket.unwrap_or_else(|| default_upgrade_socket(name, a.port));
+            a
+        }
         Err(e) => {
             eprintln!("{name}: {e}");
             eprintln!(
                 "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll] \
-                 [--batch-wait-us U] [--metrics PORT] [--no-recording]{extra_usage}"
+                 [--batch-wait-us U] [--metrics PORT] [--no-recording] [--upgrade] \
+                 [--upgrade-socket PATH]{extra_usage}"
             );
             std::process::exit(2);
         }
     }
 }
 
+/// The flags, and `--upgrade-socket` if given.
 fn parse(
     default_port: u16,
     extra: &mut dyn FnMut(&str, Value<'_>) -> Result<bool, String>,
-) -> Result<ServerArgs, String> {
+) -> Result<(ServerArgs, Option<std::path::PathBuf>), String> {
     let mut args = ServerArgs {
         port: default_port,
         cores: Cores::All,
@@ -128,7 +158,10 @@ fn parse(
         batch_wait: std::time::Duration::ZERO,
         metrics: None,
         recording: true,
+        upgrade: false,
+        upgrade_socket: std::path::PathBuf::new(),
     };
+    let mut socket = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -156,6 +189,8 @@ fn parse(
                 args.metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?)
             }
             "--no-recording" => args.recording = false,
+            "--upgrade" => args.upgrade = true,
+            "--upgrade-socket" => socket = Some(value()?.into()),
             "-h" | "--help" => return Err("help".into()),
             other => {
                 if !extra(other, &mut value)? {
@@ -164,5 +199,5 @@ fn parse(
             }
         }
     }
-    Ok(args)
+    Ok((args, socket))
 }

@@ -4,7 +4,7 @@
 //! runtime's numbers in Prometheus's format.
 //!
 //! `cargo run --release --example kv [-- --port 6380 --http-port 8380 --cores N
-//! --backend auto|uring|epoll --batch-wait-us U --max-bulk BYTES]`, then
+//! --backend auto|uring|epoll --batch-wait-us U --max-bulk BYTES --upgrade]`, then
 //! `redis-cli -p 6380`, `redis-benchmark -p 6380 -t set,get`, or
 //! `curl -X PUT --data v localhost:8380/kv/k; curl localhost:8380/kv/k; curl localhost:8380/stats`.
 //!
@@ -46,6 +46,10 @@
 //!   `call_on_all`.
 //! - SIGINT/SIGTERM stop it gracefully: no new connections, replies in flight go out,
 //!   then it exits (5 s at most).
+//! - `kv --upgrade` replaces a running kv without dropping a connection: it takes over
+//!   both ports' listening sockets (over `--upgrade-socket`, by default
+//!   `$XDG_RUNTIME_DIR/coreloop-kv-PORT.sock`), serves, and the old one drains and exits.
+//!   The keys are not carried over (each process keeps them in memory).
 //!
 //! `--shard-override local|remote` is a benchmark aid, not a mode to run: every key is
 //! owned by the core the command arrived on (`local`) or by the next core (`remote`),
@@ -94,6 +98,7 @@ fn main() {
     // connections close once the replies to what they sent are out), then the loops stop.
     let kv = common::exit_on_error("kv", "cannot start", server::start(args.runtime(), cfg));
     args.serve_metrics("kv", kv.runtime());
+    common::ready("kv", kv.runtime());
     let backend = kv
         .runtime()
         .call_on_all(|lp| lp.backend_detail())

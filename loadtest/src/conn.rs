@@ -5,6 +5,11 @@
 //! when it is due (every `connections / rate` seconds) and measures its latency from
 //! that due time, so a stalled server shows in the latency of every request that should
 //! have gone out during the stall, not only of the few that were in flight.
+//!
+//! `--no-keepalive`: each request opens its own connection when it is due, and the
+//! server closes it after the answer. `--retry-closed`: a kept-alive connection the
+//! server closes between requests is reopened, and a request that met that close
+//! before any byte of its answer is sent again once (see `Config::retry_closed`).
 
 use super::report::Totals;
 use super::Plan;
@@ -42,6 +47,14 @@ struct Conn {
     pending: RefCell<Vec<u8>>,
     /// A read is waiting for data.
     reading: Cell<bool>,
+    /// Answers received on the current connection: a request sent after one went on
+    /// a reused connection.
+    answered: Cell<u64>,
+    /// The due time of a request waiting on a timer, given back to the schedule if the
+    /// connection is reopened before it goes.
+    scheduled: Cell<Option<Instant>>,
+    /// Requests to send again (by start time) once a new connection is open.
+    resend: RefCell<Vec<Instant>>,
 }
 
 /// Starts `n` connections on this loop.
@@ -68,9 +81,16 @@ pub(crate) fn start_shard(lp: &IoLoop, plan: Arc<Plan>, n: usize) {
             generation: Cell::new(0),
             pending: RefCell::new(Vec::new()),
             reading: Cell::new(false),
+            answered: Cell::new(0),
+            scheduled: Cell::new(None),
+            resend: RefCell::new(Vec::new()),
         });
         ctx.conns.borrow_mut().push(c.clone());
-        c.connect(lp);
+        if plan.no_keepalive {
+            c.send(lp, now); // each request opens its connection when due
+        } else {
+            c.connect(lp);
+        }
     }
     // Stop sending at the end; sample requests/s; check timeouts.
     let c2 = ctx.clone();
@@ -151,7 +171,8 @@ pub(crate) fn collect(lp: &IoLoop) -> Totals {
     };
     ctx.stopping.set(true);
     for c in ctx.conns.borrow_mut().drain(..) {
-        ctx.stats.borrow_mut().unfinished += c.sent.borrow().len() as u64;
+        ctx.stats.borrow_mut().unfinished +=
+            (c.sent.borrow().len() + c.resend.borrow().len()) as u64;
         c.generation.set(c.generation.get() + 1);
         if let Some(s) = c.stream.borrow_mut().take() {
             s.close();
@@ -177,11 +198,57 @@ impl Conn {
                 Ok(s) => {
                     *me.stream.borrow_mut() = Some(s);
                     me.sent.borrow_mut().clear();
-                    me.send(lp, Instant::now());
+                    me.answered.set(0);
+                    let again = std::mem::take(&mut *me.resend.borrow_mut());
+                    match again.first() {
+                        Some(&start) => me.write(lp, &me.ctx.plan.batch, start, again.len()),
+                        None => me.send(lp, Instant::now()),
+                    }
                 }
                 Err(_) => me.connect_failed(lp),
             }
         });
+    }
+
+    /// `--no-keepalive`: opens a connection for the request due at `start` and sends
+    /// it; a connection that cannot be opened is that request's error.
+    fn open(self: &Rc<Self>, lp: &IoLoop, start: Instant) {
+        let me = self.clone();
+        let generation = self.generation.get();
+        IoStream::connect(lp, self.ctx.plan.addr, self.ctx.plan.timeout).then(move |lp, s| {
+            if me.generation.get() != generation {
+                return;
+            }
+            match s {
+                Ok(s) => {
+                    *me.stream.borrow_mut() = Some(s);
+                    me.answered.set(0);
+                    me.write(lp, &me.ctx.plan.batch, start, 1);
+                }
+                Err(_) => {
+                    me.ctx.stats.borrow_mut().connect_errors += 1;
+                    if me.ctx.plan.interval.is_some() {
+                        me.send(lp, Instant::now());
+                    } else {
+                        // A closed loop would spin on a refusing server.
+                        let again = me.clone();
+                        lp.call_later(Duration::from_millis(10), move |lp| {
+                            again.send(lp, Instant::now())
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    /// Sends the request(s) due at `start`: on this connection, or with
+    /// `--no-keepalive` on a new one.
+    fn dispatch(self: &Rc<Self>, lp: &IoLoop, start: Instant, count: usize) {
+        if self.ctx.plan.no_keepalive {
+            self.open(lp, start);
+        } else {
+            self.write(lp, &self.ctx.plan.batch, start, count);
+        }
     }
 
     fn connect_failed(self: &Rc<Self>, lp: &IoLoop) {
@@ -191,14 +258,28 @@ impl Conn {
     }
 
     fn reconnect(self: &Rc<Self>, lp: &IoLoop) {
+        self.drop_stream();
+        if self.ctx.plan.no_keepalive {
+            self.send(lp, Instant::now());
+        } else {
+            self.connect(lp);
+        }
+    }
+
+    /// Forgets the current connection (callbacks of it are ignored from now on) and
+    /// what was in flight on it; a request waiting for its due time goes back to the
+    /// schedule.
+    fn drop_stream(&self) {
         self.generation.set(self.generation.get() + 1);
         self.sent.borrow_mut().clear();
         self.pending.borrow_mut().clear();
         self.reading.set(false);
+        if let Some(due) = self.scheduled.take() {
+            self.next_due.set(due);
+        }
         if let Some(s) = self.stream.borrow_mut().take() {
             s.close();
         }
-        self.connect(lp);
     }
 
     /// Sends the next request(s): at once in a closed loop, when due at a constant rate.
@@ -210,20 +291,22 @@ impl Conn {
         }
         let plan = &self.ctx.plan;
         match plan.interval {
-            None => self.write(lp, &plan.batch, now, plan.pipeline),
+            None => self.dispatch(lp, now, plan.pipeline),
             Some(iv) => {
                 let due = self.next_due.get();
                 self.next_due.set(due + iv);
                 if due > now {
                     let me = self.clone();
                     let generation = self.generation.get();
+                    self.scheduled.set(Some(due));
                     lp.call_later(due - now, move |lp| {
                         if me.generation.get() == generation && !me.ctx.stopping.get() {
-                            me.write(lp, &me.ctx.plan.batch, due, 1);
+                            me.scheduled.set(None);
+                            me.dispatch(lp, due, 1);
                         }
                     });
                 } else {
-                    self.write(lp, &plan.batch, due, 1);
+                    self.dispatch(lp, due, 1);
                 }
             }
         }
@@ -234,6 +317,9 @@ impl Conn {
             return;
         };
         if s.write_with(|out| out.extend_from_slice(bytes)).is_err() {
+            if self.may_retry() {
+                return self.retry(lp, vec![start; count]);
+            }
             self.ctx.stats.borrow_mut().write_errors += 1;
             return self.reconnect(lp);
         }
@@ -339,6 +425,7 @@ impl Conn {
         let Some(start) = self.sent.borrow_mut().pop_front() else {
             return;
         };
+        self.answered.set(self.answered.get() + 1);
         {
             let mut st = self.ctx.stats.borrow_mut();
             if now >= self.ctx.plan.record_from {
@@ -352,6 +439,11 @@ impl Conn {
             }
         }
         if close {
+            if self.ctx.plan.no_keepalive && self.sent.borrow().is_empty() {
+                // Done with this connection, as planned; the next request opens one.
+                self.drop_stream();
+                return self.send(lp, now);
+            }
             return self.reconnect(lp);
         }
         if self.sent.borrow().is_empty() {
@@ -361,16 +453,47 @@ impl Conn {
                 }
             } else {
                 self.send(lp, now);
+                if self.ctx.plan.retry_closed {
+                    // Keep reading while idle, to see the server close the connection
+                    // before the next request goes on it.
+                    if let Some(s) = self.stream.borrow().clone() {
+                        self.read_more(lp, &s);
+                    }
+                }
             }
         }
     }
 
-    /// The connection broke or sent garbage: a read error if requests were in flight.
+    /// The connection broke or sent garbage: a read error if requests were in flight
+    /// (unless they may be sent again: `--retry-closed`).
     fn failed(self: &Rc<Self>, lp: &IoLoop) {
-        if !self.sent.borrow().is_empty() {
+        let in_flight = self.sent.borrow().len();
+        if in_flight > 0 {
+            if self.may_retry()
+                && in_flight == self.ctx.plan.pipeline
+                && self.pending.borrow().is_empty()
+            {
+                let starts = self.sent.borrow().iter().copied().collect();
+                return self.retry(lp, starts);
+            }
             self.ctx.stats.borrow_mut().read_errors += 1;
         }
         self.reconnect(lp);
+    }
+
+    /// Whether a request that met a closed connection may be sent again: with
+    /// `--retry-closed`, on a kept-alive connection that had answered before.
+    fn may_retry(&self) -> bool {
+        let plan = &self.ctx.plan;
+        plan.retry_closed && !plan.no_keepalive && self.answered.get() > 0
+    }
+
+    /// Sends the requests started at `starts` again on a new connection.
+    fn retry(self: &Rc<Self>, lp: &IoLoop, starts: Vec<Instant>) {
+        self.ctx.stats.borrow_mut().retried += starts.len() as u64;
+        self.drop_stream();
+        *self.resend.borrow_mut() = starts;
+        self.connect(lp);
     }
 }
 

@@ -76,6 +76,19 @@ pub struct Config {
     /// when each request was due (wrk2).
     #[arg(short = 'R', long = "rate", value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
+    /// A new connection for each request (as `ab` without `-k`, or wrk with
+    /// `-H "Connection: close"`), opened when the request is due, which is sent with
+    /// `Connection: close`; its latency includes the connect.
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Take a kept-alive connection that the server closes between requests as a
+    /// browser does (RFC 9112 9.3.1): closed while idle, it is reopened without an
+    /// error; closed before any byte of the answer to a request sent on it after an
+    /// earlier answer, the request is sent again, once, on a new connection (counted
+    /// as `retried`, and its latency runs from the first attempt). Without it, either
+    /// is a read error, as in wrk. A request on a new connection is never retried.
+    #[arg(long)]
+    pub retry_closed: bool,
     /// Requests sent back to back on each connection before reading responses.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub pipeline: u64,
@@ -153,6 +166,10 @@ pub(crate) struct Plan {
     pub pipeline: usize,
     /// The requests are HEAD: their answers have no body.
     pub head: bool,
+    /// A new connection per request (`--no-keepalive`).
+    pub no_keepalive: bool,
+    /// `--retry-closed`.
+    pub retry_closed: bool,
     pub timeout: Duration,
     /// Per-connection interval between requests in rate mode.
     pub interval: Option<Duration>,
@@ -231,6 +248,9 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         req.push_str(h);
         req.push_str("\r\n");
     }
+    if cfg.no_keepalive {
+        req.push_str("Connection: close\r\n");
+    }
     if !body.is_empty()
         || cfg.method.eq_ignore_ascii_case("POST")
         || cfg.method.eq_ignore_ascii_case("PUT")
@@ -240,7 +260,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     req.push_str("\r\n");
     let mut one = req.into_bytes();
     one.extend_from_slice(&body);
-    let pipeline = if cfg.rate.is_some() {
+    let pipeline = if cfg.rate.is_some() || cfg.no_keepalive {
         1
     } else {
         cfg.pipeline as usize
@@ -253,6 +273,8 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         batch,
         pipeline,
         head: cfg.method.eq_ignore_ascii_case("HEAD"),
+        no_keepalive: cfg.no_keepalive,
+        retry_closed: cfg.retry_closed,
         timeout: cfg.timeout,
         interval: cfg
             .rate

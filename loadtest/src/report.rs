@@ -22,6 +22,9 @@ pub struct Totals {
     pub timeouts: u64,
     /// Responses with a status outside 2xx and 3xx.
     pub non_2xx_3xx: u64,
+    /// Requests sent again on a new connection because the server had closed the
+    /// kept-alive one they went on (`--retry-closed`): not errors.
+    pub retried: u64,
     /// Requests still unanswered when the run ended (sent before the end, their answers
     /// not in after the drain): not counted in `requests`, and not errors.
     pub unfinished: u64,
@@ -42,6 +45,7 @@ impl Totals {
             timeouts: 0,
             non_2xx_3xx: 0,
             unfinished: 0,
+            retried: 0,
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             req_per_sec: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
         }
@@ -55,6 +59,7 @@ impl Totals {
         self.write_errors += o.write_errors;
         self.timeouts += o.timeouts;
         self.unfinished += o.unfinished;
+        self.retried += o.retried;
         self.non_2xx_3xx += o.non_2xx_3xx;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&o.latency);
@@ -207,6 +212,13 @@ impl Report {
         if self.totals.non_2xx_3xx > 0 {
             let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", self.totals.non_2xx_3xx);
         }
+        if self.totals.retried > 0 {
+            let _ = writeln!(
+                o,
+                "  Sent again on a new connection (the server closed a kept-alive one): {}",
+                self.totals.retried
+            );
+        }
         if self.totals.unfinished > 0 {
             let _ = writeln!(
                 o,
@@ -290,7 +302,7 @@ impl Report {
         format!(
             concat!(
                 "{{\"requests\":{},\"seconds\":{:.3},\"requests_per_sec\":{:.2},\"bytes\":{},",
-                "\"errors\":{{\"connect\":{},\"read\":{},\"write\":{},\"timeout\":{},\"status\":{}}},",
+                "\"errors\":{{\"connect\":{},\"read\":{},\"write\":{},\"timeout\":{},\"status\":{}}},\"retried\":{},",
                 "\"latency_us\":{{\"mean\":{:.1},\"stdev\":{:.1},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}"
             ),
             self.totals.requests,
@@ -302,6 +314,7 @@ impl Report {
             self.totals.write_errors,
             self.totals.timeouts,
             self.totals.non_2xx_3xx,
+            self.totals.retried,
             l.mean(),
             l.stdev(),
             l.value_at_quantile(0.5),

@@ -1,7 +1,7 @@
 //! One server's numbers: [`ServerHandle::stats`], gathered from every core it runs on.
 
 use crate::http::HttpStats;
-use crate::net::{acceptor_of, ServerHandle};
+use crate::net::{server_counts, ServerHandle};
 use crate::reactor::Call;
 
 /// One server's numbers on one core.
@@ -60,8 +60,7 @@ impl ServerHandle {
     pub fn stats(&self) -> Call<ServerStats> {
         let id = self.id();
         crate::runtime::call_all(self.loops(), move |lp| {
-            let (accepted, open) =
-                acceptor_of(lp, id).map_or((0, 0), |a| (a.accepted(), a.connections()));
+            let (accepted, open) = server_counts(lp, id);
             let core = ServerCoreStats {
                 shard: lp.shard_id(),
                 accepted,

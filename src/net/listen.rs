@@ -83,6 +83,50 @@ pub(crate) fn bind_listeners(
     Ok(out)
 }
 
+/// Which listening sockets each of `n` cores accepts from, for sockets a server did
+/// not bind itself (`inherited`: taken over from the instance it replaces, or passed
+/// by systemd), so that every one of them is accepted from: each socket is an accept
+/// queue, and one nobody accepts from would hold its connections until they time out.
+/// As many sockets as cores: one each. Fewer: sockets taken over are joined by new
+/// ones bound on the same port (they join the port's `SO_REUSEPORT` group, and are
+/// handed over in turn at the next restart); systemd's are shared, each core
+/// accepting from a copy (systemd holds them across restarts, so a socket of this
+/// process's own would lose what is queued in it when it stops). More: a core accepts
+/// from several.
+pub(crate) fn spread(
+    addr: SocketAddr,
+    inherited: Vec<TcpListener>,
+    bind_more: bool,
+    backlog: i32,
+    n: usize,
+) -> io::Result<Vec<Vec<TcpListener>>> {
+    let n = n.max(1);
+    let k = inherited.len();
+    let mut per_core: Vec<Vec<TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    for (j, l) in inherited.into_iter().enumerate() {
+        per_core[j % n].push(l);
+    }
+    for core in k.min(n)..n {
+        let more = if bind_more {
+            bind_reuseport(addr, backlog).map_err(|e| {
+                log::debug!("coreloop: {addr}: binding another socket beside those taken over: {e}; sharing them");
+                e
+            })
+        } else {
+            Err(io::ErrorKind::Unsupported.into())
+        };
+        let l = match more {
+            Ok(l) => l,
+            Err(_) => per_core[core % k.max(1)]
+                .first()
+                .ok_or_else(|| io::Error::other("no socket to share"))?
+                .try_clone()?,
+        };
+        per_core[core].push(l);
+    }
+    Ok(per_core)
+}
+
 /// Binds a nonblocking TCP listener with `SO_REUSEADDR` and `SO_REUSEPORT` (IPv4 or
 /// IPv6; an IPv6 listener is IPv6-only, so `[::]` and `0.0.0.0` can share a port).
 ///

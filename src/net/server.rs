@@ -6,14 +6,15 @@
 //! signal with `stop_on_signals` drain them all.
 
 use super::acceptor::Acceptor;
-use super::listen::{bind_listeners, ListenOptions};
+use super::listen::{bind_listeners, spread, ListenOptions};
 use crate::iostream::IoStream;
 use crate::reactor::{Call, IoLoop, LoopHandle, Reply};
-use crate::runtime::{AttachedRef, DrainFn, Runtime};
-use std::cell::RefCell;
+use crate::runtime::{AttachedRef, AttachedServer, InheritedOrigin, Runtime};
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,31 +31,46 @@ impl ServerId {
     }
 }
 
-/// The acceptors a loop runs, by the server they belong to. An acceptor stays here
-/// after it stops accepting, so that its open connections are still counted, drained
-/// and closed; it leaves when its server is drained or closed.
+/// The acceptors a loop runs, by the server they belong to (usually one per server; a
+/// server that took over more sockets than it has cores accepts from several on some).
+/// An acceptor stays here after it stops accepting, so that its open connections are
+/// still counted, drained and closed; it leaves when its server is drained or closed.
 #[derive(Default)]
 struct LoopServers(RefCell<Vec<(ServerId, Acceptor)>>);
 
-/// This loop's acceptor of server `id`, if it has one.
-pub(crate) fn acceptor_of(lp: &IoLoop, id: ServerId) -> Option<Acceptor> {
+/// This loop's acceptors of server `id`.
+fn acceptors_of(lp: &IoLoop, id: ServerId) -> Vec<Acceptor> {
     lp.local::<LoopServers>()
         .0
         .borrow()
         .iter()
-        .find(|(i, _)| *i == id)
+        .filter(|(i, _)| *i == id)
         .map(|(_, a)| a.clone())
+        .collect()
 }
 
-/// Stops this loop's acceptor of server `id` and forgets it.
-fn remove_acceptor(lp: &IoLoop, id: ServerId) -> Option<Acceptor> {
-    let servers = lp.local::<LoopServers>();
-    let mut list = servers.0.borrow_mut();
-    let at = list.iter().position(|(i, _)| *i == id)?;
-    let (_, acc) = list.swap_remove(at);
-    drop(list);
-    acc.stop();
-    Some(acc)
+/// Connections server `id` accepted on this loop, in all and still open.
+pub(crate) fn server_counts(lp: &IoLoop, id: ServerId) -> (u64, usize) {
+    acceptors_of(lp, id).iter().fold((0, 0), |(a, o), acc| {
+        (a + acc.accepted(), o + acc.connections())
+    })
+}
+
+/// Stops this loop's acceptors of server `id` and forgets them.
+fn remove_acceptors(lp: &IoLoop, id: ServerId) -> Vec<Acceptor> {
+    let gone: Vec<Acceptor> = {
+        let servers = lp.local::<LoopServers>();
+        let mut list = servers.0.borrow_mut();
+        let (gone, kept) = std::mem::take(&mut *list)
+            .into_iter()
+            .partition(|(i, _)| *i == id);
+        *list = kept;
+        gone.into_iter().map(|(_, a)| a).collect()
+    };
+    for acc in &gone {
+        acc.stop();
+    }
+    gone
 }
 
 type OnConn = Arc<dyn Fn(&IoLoop, IoStream) + Send + Sync>;
@@ -227,7 +243,11 @@ impl TcpServer {
     /// Serves on `addr` on every core of `runtime`, beside whatever else it runs. Port 0
     /// picks a free port, the same on every core ([`ServerHandle::local_addr`]). A port
     /// this process or another already listens on is refused (`AddrInUse`) unless
-    /// [`ListenOptions::share_port`] opts in to sharing it. Returns once every core
+    /// [`ListenOptions::share_port`] opts in to sharing it. If the runtime took over
+    /// listening sockets on `addr` from the instance it replaces
+    /// ([`RuntimeBuilder::take_over`](crate::RuntimeBuilder::take_over); for port 0,
+    /// the first group left on the same IP), or systemd passed it sockets on `addr`
+    /// (`LISTEN_FDS`), it serves on those instead of binding. Returns once every core
     /// accepts; if a core cannot (its acceptor fails, or setting it up panics), the
     /// cores already accepting stop again and the error says which core and why. Call
     /// it from a plain thread (it waits for the loops).
@@ -288,10 +308,33 @@ where
     F: Fn(&IoLoop, IoStream) + Send + Sync + 'static,
 {
     let loops = runtime.handles();
-    let listeners = bind_listeners(addr, &opts, loops.len())?;
-    let local_addr = listeners[0].local_addr()?;
-    let listeners: Arc<Mutex<Vec<Option<TcpListener>>>> =
-        Arc::new(Mutex::new(listeners.into_iter().map(Some).collect()));
+    let listeners: Vec<Vec<TcpListener>> = match runtime.claim_listeners(addr) {
+        Some(group) => {
+            log::info!(
+                "coreloop: serving on {} listening socket(s) of {} {}",
+                group.listeners.len(),
+                group.addr,
+                match group.origin {
+                    InheritedOrigin::Handover => "taken over",
+                    InheritedOrigin::Systemd => "passed by systemd",
+                }
+            );
+            let bind_more = group.origin == InheritedOrigin::Handover;
+            spread(
+                group.addr,
+                group.listeners,
+                bind_more,
+                opts.backlog,
+                loops.len(),
+            )?
+        }
+        None => bind_listeners(addr, &opts, loops.len())?
+            .into_iter()
+            .map(|l| vec![l])
+            .collect(),
+    };
+    let local_addr = listeners[0][0].local_addr()?;
+    let listeners: Arc<Mutex<Vec<Vec<TcpListener>>>> = Arc::new(Mutex::new(listeners));
     let on_conn = Arc::new(on_conn);
     // Every server is on its runtime's list until it is drained or closed (so that a
     // graceful stop of the runtime drains it, whether or not a handle is kept).
@@ -312,15 +355,18 @@ where
             .iter()
             .position(|h| h.same_loop(&me))
             .unwrap_or(usize::MAX);
-        let listener = listeners
+        let mine = listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(shard)
-            .and_then(Option::take)
+            .map(std::mem::take)
+            .filter(|l| !l.is_empty())
             .ok_or_else(|| io::Error::other("no listener for this core"))?;
-        let on_conn = on_conn.clone();
-        let acc = Acceptor::start(lp, listener, opts.clone(), move |lp, s| on_conn(lp, s))?;
-        lp.local::<LoopServers>().0.borrow_mut().push((id, acc));
+        for listener in mine {
+            let on_conn = on_conn.clone();
+            let acc = Acceptor::start(lp, listener, opts.clone(), move |lp, s| on_conn(lp, s))?;
+            lp.local::<LoopServers>().0.borrow_mut().push((id, acc));
+        }
         Ok(())
     })
     .wait();
@@ -341,12 +387,11 @@ where
             None => e,
         });
     }
-    let server = handle.clone();
-    let drain: DrainFn = Arc::new(move |deadline| server.drain(deadline));
+    let server: Arc<dyn AttachedServer> = Arc::new(handle.clone());
     let _ = handle
         .inner
         .attached
-        .set(runtime.attached().add(id.0, drain));
+        .set(runtime.attached().add(id.0, server));
     Ok(handle)
 }
 
@@ -417,32 +462,28 @@ impl ServerHandle {
         &self.inner.loops
     }
 
-    /// Runs `f` with this server's acceptor on every core, by shard.
+    /// Runs `f` with this server's acceptors on every core, by shard.
     fn on_each<T, F>(&self, f: F) -> Call<Vec<T>>
     where
         T: Send + 'static,
-        F: Fn(&IoLoop, Option<Acceptor>) -> T + Send + Sync + 'static,
+        F: Fn(&IoLoop, Vec<Acceptor>) -> T + Send + Sync + 'static,
     {
         let id = self.inner.id;
-        crate::runtime::call_all(&self.inner.loops, move |lp| f(lp, acceptor_of(lp, id)))
+        crate::runtime::call_all(&self.inner.loops, move |lp| f(lp, acceptors_of(lp, id)))
     }
 
     /// Connections this server accepted that are still open, on all cores (those open
     /// after [`stop_accepting`](Self::stop_accepting) included).
     pub fn open_connections(&self) -> Call<usize> {
-        self.on_each(|_, a| a.map_or(0, |a| a.connections()))
+        self.on_each(|_, accs| accs.iter().map(Acceptor::connections).sum::<usize>())
             .map(|per_core| per_core.into_iter().sum())
     }
 
     /// Stops accepting on every core and closes the listeners; open connections go on
     /// (and are still counted, drained and closed by this handle).
     pub fn stop_accepting(&self) -> Call<()> {
-        self.on_each(|_, a| {
-            if let Some(a) = a {
-                a.stop();
-            }
-        })
-        .map(drop)
+        self.on_each(|_, accs| accs.iter().for_each(Acceptor::stop))
+            .map(drop)
     }
 
     /// Stops gracefully: stops accepting, asks the protocol to finish (HTTP closes the
@@ -492,7 +533,7 @@ impl ServerHandle {
         let id = self.inner.id;
         let inner = self.inner.clone();
         crate::runtime::call_all(&self.inner.loops, move |lp| {
-            if let Some(acc) = remove_acceptor(lp, id) {
+            for acc in remove_acceptors(lp, id) {
                 acc.close_connections();
             }
         })
@@ -500,39 +541,73 @@ impl ServerHandle {
     }
 }
 
+/// What a runtime does with its servers: drain them, and in a hand-over pass their
+/// sockets on and stop them accepting.
+impl AttachedServer for ServerHandle {
+    fn drain(&self, deadline: Duration) -> Call<usize> {
+        ServerHandle::drain(self, deadline)
+    }
+
+    fn stop_accepting(&self) -> Call<()> {
+        ServerHandle::stop_accepting(self)
+    }
+
+    /// A copy of each listening socket, by core: the very sockets (and so accept
+    /// queues) the acceptors use.
+    fn listeners(&self) -> Call<(SocketAddr, Vec<OwnedFd>)> {
+        let addr = self.inner.local_addr;
+        self.on_each(|_, accs| {
+            accs.iter()
+                .filter_map(Acceptor::clone_listener)
+                .collect::<Vec<OwnedFd>>()
+        })
+        .map(move |per_core| (addr, per_core.into_iter().flatten().collect()))
+    }
+}
+
 /// One core's part of a drain: stop accepting, tell the protocol, answer when this
 /// core's connections of the server are gone or at `end` (closing those left).
 fn drain_here(lp: &IoLoop, server: &ServerInner, end: Instant, reply: Reply<usize>) {
     let id = server.id;
-    let Some(acc) = acceptor_of(lp, id) else {
+    let accs = acceptors_of(lp, id);
+    if accs.is_empty() {
         return reply.send(Ok(0));
-    };
-    acc.stop();
+    }
+    accs.iter().for_each(Acceptor::stop);
     if let Some(tell) = &server.tell {
         tell(lp);
     }
     let reply = Rc::new(RefCell::new(Some(reply)));
     let at_deadline = {
-        let (acc, reply) = (acc.clone(), reply.clone());
+        let (accs, reply) = (accs.clone(), reply.clone());
         lp.call_at(end, move |lp| {
-            let cut = acc.connections();
+            let cut: usize = accs.iter().map(Acceptor::connections).sum();
             if cut > 0 {
                 log::info!("coreloop: drain deadline: closing {cut} connections still open");
             }
-            acc.close_connections();
-            remove_acceptor(lp, id);
+            accs.iter().for_each(Acceptor::close_connections);
+            remove_acceptors(lp, id);
             if let Some(r) = reply.borrow_mut().take() {
                 r.send(Ok(cut));
             }
         })
     };
-    acc.when_empty(move |lp| {
-        lp.remove_timeout(at_deadline);
-        remove_acceptor(lp, id);
-        if let Some(r) = reply.borrow_mut().take() {
-            r.send(Ok(0));
-        }
-    });
+    // Answered once every acceptor of the server here has no connection left.
+    let left = Rc::new(Cell::new(accs.len()));
+    for acc in &accs {
+        let (left, reply) = (left.clone(), reply.clone());
+        acc.when_empty(move |lp| {
+            left.set(left.get() - 1);
+            if left.get() > 0 {
+                return;
+            }
+            lp.remove_timeout(at_deadline);
+            remove_acceptors(lp, id);
+            if let Some(r) = reply.borrow_mut().take() {
+                r.send(Ok(0));
+            }
+        });
+    }
 }
 
 impl fmt::Debug for ServerHandle {

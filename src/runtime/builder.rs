@@ -12,15 +12,14 @@ use super::cpus::{self, CgroupFs, CoresChosen};
 use super::pool::{BlockingConfig, LoopPool, Pool};
 use super::shard::{set_shard, Peers};
 use super::signals::SignalWatcher;
-use super::{Attached, Runtime, RuntimeError, ShardError};
+use super::{handover, inherit, Attached, Runtime, RuntimeError, ShardError, Upgrade};
 use crate::poller::Backend;
 use crate::reactor::{panic_message, IoLoop, LoopHandle, WakeVia};
 use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-#[cfg(test)]
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -99,6 +98,8 @@ pub struct RuntimeBuilder {
     watchdog: Option<Duration>,
     cgroup: CgroupFs,
     blocking: BlockingConfig,
+    upgrade_socket: Option<PathBuf>,
+    take_over: bool,
 }
 
 impl Default for RuntimeBuilder {
@@ -114,6 +115,8 @@ impl Default for RuntimeBuilder {
             watchdog: None,
             cgroup: CgroupFs::default(),
             blocking: BlockingConfig::default(),
+            upgrade_socket: None,
+            take_over: false,
         }
     }
 }
@@ -345,6 +348,50 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Where this instance hands its listening sockets to a new instance of the
+    /// service (a zero-downtime restart): a Unix socket path (made owner-only), or a
+    /// name in Linux's abstract namespace written `@name`. From [`Runtime::ready`] on,
+    /// a new instance started with [`take_over`](Self::take_over) connects there, gets
+    /// every attached server's per-core listening sockets, serves on them, and says so;
+    /// only then does this instance stop accepting and drain (within the
+    /// [`drain_deadline`](Self::drain_deadline)), and [`Runtime::wait`] returns. Only a
+    /// process of the same user (or root) is served. [`build`](Self::build) fails if
+    /// another instance is serving hand-overs there already (a file left by one that
+    /// ended is replaced).
+    ///
+    /// ```no_run
+    /// use coreloop::http::{Application, HttpServer, Route};
+    /// use coreloop::Runtime;
+    /// // `hello` for a fresh start, `hello --upgrade` to replace the running one.
+    /// let upgrade = std::env::args().any(|a| a == "--upgrade");
+    /// let rt = Runtime::builder()
+    ///     .stop_on_signals(true)
+    ///     .upgrade_socket("/run/hello/upgrade.sock")
+    ///     .take_over(upgrade)
+    ///     .build()?;
+    /// let app = Application::new().route("/", Route::new().get(|_, _, mut r| r.write("hi")));
+    /// HttpServer::new(app).serve(&rt, "0.0.0.0:8888".parse().unwrap())?; // the old sockets, if taken over
+    /// rt.ready()?; // the old instance drains and exits; this one hands over from now on
+    /// rt.wait()?;
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
+    pub fn upgrade_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.upgrade_socket = Some(path.into());
+        self
+    }
+
+    /// Start by taking over from the instance serving hand-overs at the
+    /// [`upgrade_socket`](Self::upgrade_socket) (default: off): [`build`](Self::build)
+    /// takes its listening sockets, and each server then serves on those of its
+    /// address instead of binding (with more cores than sockets it binds more on the
+    /// same port, which join the group; with fewer, a core accepts from several), until
+    /// [`Runtime::ready`] tells the old instance to drain. If no instance runs there,
+    /// it starts afresh (logged), so a deploy may always ask for it.
+    pub fn take_over(mut self, on: bool) -> Self {
+        self.take_over = on;
+        self
+    }
+
     /// Prefix of the loop threads' names (`coreloop-0`, `coreloop-1`, …).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -356,6 +403,15 @@ impl RuntimeBuilder {
     /// error names the shard and says why ([`RuntimeError::Shards`]); a runtime that
     /// cannot start at all (no such core, no loop) is [`RuntimeError::Io`].
     pub fn build(self) -> Result<Runtime, RuntimeError> {
+        if self.take_over && self.upgrade_socket.is_none() {
+            return Err(RuntimeError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "take_over needs an upgrade_socket to take over from",
+            )));
+        }
+        // Sockets passed by systemd are read before any loop thread runs (reading
+        // clears the environment variables).
+        inherit::systemd_sockets();
         let available = available_cores();
         let (placement, chosen) = self.placement(&available)?;
         let pool = Pool::new(
@@ -460,6 +516,8 @@ impl RuntimeBuilder {
             watchdog: None,
             attached: Attached::default(),
             pool,
+            inherited: Default::default(),
+            upgrade: Mutex::new(None),
             drain_deadline: self.drain_deadline,
         };
         if !failures.is_empty() {
@@ -474,6 +532,25 @@ impl RuntimeBuilder {
                 rt.handles.clone(),
                 after,
             )?);
+        }
+        if let Some(path) = self.upgrade_socket.clone() {
+            let taken = match self.take_over {
+                true => handover::take_over(&path, &rt.inherited)?,
+                false => None,
+            };
+            let state = match taken {
+                Some(t) => Upgrade::TakenOver(t, path),
+                None => {
+                    if self.take_over {
+                        log::warn!(
+                            "coreloop: no instance hands over at {}: starting afresh",
+                            path.display()
+                        );
+                    }
+                    Upgrade::Fresh(handover::bind(&path)?, path)
+                }
+            };
+            rt.upgrade = Mutex::new(Some(state));
         }
         if self.stop_on_signals {
             let loops = rt.handles.clone();

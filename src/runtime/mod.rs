@@ -8,16 +8,22 @@
 //!
 //! Servers attached to a runtime are stopped with it: [`Runtime::drain`] drains every
 //! one within a deadline and then stops the loops, and so does SIGINT or SIGTERM with
-//! [`RuntimeBuilder::stop_on_signals`].
+//! [`RuntimeBuilder::stop_on_signals`]. A new instance of the service can take over
+//! their listening sockets ([`RuntimeBuilder::upgrade_socket`],
+//! [`RuntimeBuilder::take_over`], [`Runtime::ready`]) before the old one drains.
 //!
 //! Files: `builder.rs` (starting: cores, backend, per-core setup), `cpus.rs` (how many
 //! loops "every core" means: the affinity mask and the cgroup's CPU quota), `calls.rs`
 //! (calls on one core or every core), `shard.rs` (which shard a loop is), `signals.rs`
-//! (SIGINT, SIGTERM), `watchdog.rs` (a loop stuck in one job).
+//! (SIGINT, SIGTERM), `watchdog.rs` (a loop stuck in one job), `handover.rs` (handing
+//! the listening sockets to a new instance, and taking them), `inherit.rs` (sockets
+//! taken over or passed by systemd, which servers claim instead of binding).
 
 mod builder;
 mod calls;
 mod cpus;
+mod handover;
+mod inherit;
 mod pool;
 mod shard;
 mod signals;
@@ -27,6 +33,7 @@ pub use builder::{Cores, RuntimeBuilder, SetupResult, DEFAULT_DRAIN_DEADLINE};
 pub(crate) use calls::call_all;
 pub use calls::CallTarget;
 pub use cpus::CoresChosen;
+pub(crate) use inherit::{Group as InheritedGroup, Origin as InheritedOrigin};
 pub(crate) use pool::{pool_of, Pool};
 pub use pool::{BlockingConfig, BlockingStats, DEFAULT_BLOCKING_THREADS};
 pub use shard::shard_of;
@@ -35,22 +42,35 @@ use crate::reactor::{panic_message, Call, CallError, LoopHandle};
 use signals::SignalWatcher;
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How to drain one attached server: within a deadline, answering how many
-/// connections were cut.
-pub(crate) type DrainFn = Arc<dyn Fn(Duration) -> Call<usize> + Send + Sync>;
+/// What the runtime does with a server attached to it (the server layer implements
+/// it): drain it at a graceful stop, hand its listening sockets to a new instance.
+pub(crate) trait AttachedServer: Send + Sync {
+    /// Drains it within `deadline`, answering how many connections were cut.
+    fn drain(&self, deadline: Duration) -> Call<usize>;
+    /// Stops it accepting (its listeners close; open connections go on).
+    fn stop_accepting(&self) -> Call<()>;
+    /// Its address and a copy of every listening socket it accepts from, by core.
+    fn listeners(&self) -> Call<(SocketAddr, Vec<OwnedFd>)>;
+}
 
-/// The servers attached to a runtime, by id, so that a graceful stop drains them all.
+type AttachedList = Vec<(u64, Arc<dyn AttachedServer>)>;
+
+/// The servers attached to a runtime, by id, so that a graceful stop drains them all
+/// (and a hand-over passes all their sockets).
 #[derive(Clone, Default)]
-pub(crate) struct Attached(Arc<Mutex<Vec<(u64, DrainFn)>>>);
+pub(crate) struct Attached(Arc<Mutex<AttachedList>>);
 
 /// A server's way back to its runtime's list (weak: a server does not keep the list of
 /// a runtime that has gone).
 #[derive(Clone)]
-pub(crate) struct AttachedRef(std::sync::Weak<Mutex<Vec<(u64, DrainFn)>>>);
+pub(crate) struct AttachedRef(std::sync::Weak<Mutex<AttachedList>>);
 
 impl AttachedRef {
     /// Takes server `id` off the list (it has been drained or closed).
@@ -65,25 +85,28 @@ impl AttachedRef {
 
 impl Attached {
     /// Puts server `id` on the list; returns its way back.
-    pub(crate) fn add(&self, id: u64, drain: DrainFn) -> AttachedRef {
+    pub(crate) fn add(&self, id: u64, server: Arc<dyn AttachedServer>) -> AttachedRef {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((id, drain));
+            .push((id, server));
         AttachedRef(Arc::downgrade(&self.0))
+    }
+
+    /// The servers attached now, in the order they were attached.
+    fn list(&self) -> Vec<Arc<dyn AttachedServer>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
     /// Drains every attached server at once, within `deadline`; how many connections
     /// were cut in all.
     fn drain_all(&self, deadline: Duration) -> usize {
-        let all: Vec<DrainFn> = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(_, d)| d.clone())
-            .collect();
-        let calls: Vec<Call<usize>> = all.iter().map(|d| d(deadline)).collect();
+        let calls: Vec<Call<usize>> = self.list().iter().map(|s| s.drain(deadline)).collect();
         match crate::reactor::gather(calls).wait() {
             Ok(cut) => cut.into_iter().sum(),
             Err(e) => {
@@ -120,8 +143,24 @@ pub struct Runtime {
     attached: Attached,
     /// The blocking pool (`call_blocking`), closed once the loops have stopped.
     pool: pool::Pool,
-    /// How long a stop waits for the pool's running jobs.
+    /// Listening sockets taken over from the instance this one replaces, until servers
+    /// claim them.
+    inherited: inherit::Inherited,
+    /// Where this instance is in a hand-over (`None`: no upgrade socket).
+    upgrade: Mutex<Option<Upgrade>>,
+    /// How long a drain started by a signal or a hand-over waits, and a stop waits for
+    /// the pool's running jobs.
     drain_deadline: Duration,
+}
+
+/// The upgrade socket's state.
+enum Upgrade {
+    /// Bound at `path` (a fresh start); hand-overs are served once ready.
+    Fresh(socket2::Socket, PathBuf),
+    /// Sockets taken over; the old instance is told once this one is ready.
+    TakenOver(handover::TakenOver, PathBuf),
+    /// Ready: serving hand-overs.
+    Serving(handover::HandoverServer),
 }
 
 impl Runtime {
@@ -202,6 +241,75 @@ impl Runtime {
         &self.attached
     }
 
+    /// The listening sockets for a server about to serve on `addr`, if this instance
+    /// took them over from the one it replaces (or systemd passed them): the server
+    /// accepts from those instead of binding. Port 0 takes the first group left on the
+    /// same IP (the predecessor's port).
+    pub(crate) fn claim_listeners(&self, addr: SocketAddr) -> Option<InheritedGroup> {
+        inherit::claim(&self.inherited, addr)
+    }
+
+    /// Says this instance serves: call it once every server is attached.
+    ///
+    /// If it took over from a running instance ([`RuntimeBuilder::take_over`]), that
+    /// one now stops accepting (this one accepts from the same sockets, so no
+    /// connection queued in them is lost), drains within its drain deadline, and its
+    /// [`wait`](Self::wait) returns. Sockets taken over that no server claimed are
+    /// closed (logged). With an [upgrade socket](RuntimeBuilder::upgrade_socket), this
+    /// instance hands over to the next one from now on. Without either it does nothing.
+    ///
+    /// ```
+    /// use coreloop::{Cores, Runtime, TcpServer};
+    /// use std::io::Read;
+    /// let path = std::env::temp_dir().join(format!("coreloop-doc-{}.sock", std::process::id()));
+    /// let old = Runtime::builder().cores(Cores::Count(1)).upgrade_socket(&path).build()?;
+    /// let greet = |gen: &'static str| move |_: &coreloop::IoLoop, s: coreloop::IoStream| {
+    ///     s.write(gen.as_bytes());
+    ///     s.close();
+    /// };
+    /// let server = TcpServer::new(greet("old")).serve(&old, "127.0.0.1:0".parse().unwrap())?;
+    /// old.ready()?;
+    /// // A new instance (here in the same process) takes over the same sockets.
+    /// let new = Runtime::builder().cores(Cores::Count(2)).upgrade_socket(&path).take_over(true).build()?;
+    /// let again = TcpServer::new(greet("new")).serve(&new, "127.0.0.1:0".parse().unwrap())?;
+    /// assert_eq!(again.local_addr(), server.local_addr());
+    /// new.ready()?;
+    /// old.wait()?; // drained and stopped by the hand-over
+    /// let mut got = String::new();
+    /// std::net::TcpStream::connect(server.local_addr())?.read_to_string(&mut got)?;
+    /// assert_eq!(got, "new");
+    /// new.shutdown()?;
+    /// # Ok::<(), coreloop::RuntimeError>(())
+    /// ```
+    pub fn ready(&self) -> Result<(), RuntimeError> {
+        for g in self.inherited.take_all() {
+            log::warn!(
+                "coreloop: {} listening socket(s) of {} taken over, but no server serves that address: closed (connections queued in them are lost)",
+                g.listeners.len(),
+                g.addr
+            );
+        }
+        let mut upgrade = self.upgrade.lock().unwrap_or_else(|p| p.into_inner());
+        let (listener, path) = match upgrade.take() {
+            None => return Ok(()),
+            Some(serving @ Upgrade::Serving(_)) => {
+                *upgrade = Some(serving);
+                return Ok(());
+            }
+            Some(Upgrade::Fresh(listener, path)) => (listener, path),
+            Some(Upgrade::TakenOver(taken, path)) => (taken.ready().0, path),
+        };
+        let ctx = handover::Ctx {
+            attached: self.attached.clone(),
+            loops: self.handles.clone(),
+            deadline: self.drain_deadline,
+        };
+        *upgrade = Some(Upgrade::Serving(handover::HandoverServer::start(
+            listener, path, ctx,
+        )?));
+        Ok(())
+    }
+
     pub(crate) fn join_all(&mut self) -> Result<(), RuntimeError> {
         let mut failures = Vec::new();
         for (shard, t) in self.threads.iter_mut().enumerate() {
@@ -224,6 +332,17 @@ impl Runtime {
         self.pool.close(self.drain_deadline);
         if let Some(s) = self.signals.take() {
             s.close();
+        }
+        let upgrade = self
+            .upgrade
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match upgrade {
+            Some(Upgrade::Serving(h)) => h.close(),
+            Some(Upgrade::Fresh(_, path)) => handover::remove_socket_file(&path),
+            // The old instance serves on when this one goes before being ready.
+            Some(Upgrade::TakenOver(..)) | None => {}
         }
         if let Some(w) = self.watchdog.take() {
             w.close();

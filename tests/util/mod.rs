@@ -68,6 +68,11 @@ pub const TOOLS: &[(&str, &str, &str)] = &[
         "the metrics exposition parses with Prometheus's own checker",
     ),
     (
+        "systemd-socket-activate",
+        "systemd",
+        "a socket-activated service (LISTEN_FDS) serves on the socket it is given",
+    ),
+    (
         "curl",
         "curl",
         "curl, as a client, agrees with the HTTP server",

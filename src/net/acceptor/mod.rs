@@ -62,6 +62,10 @@ struct AccState {
     resource_key: Option<usize>,
     /// Runs once no connection accepted here is open (a drain waits for it).
     on_empty: Option<OnEmpty>,
+    /// Stopped with an io_uring accept still in flight: connections it accepted before
+    /// its cancel took effect are still admitted (`on_conn` is kept until its last
+    /// completion).
+    cancelling: bool,
 }
 
 /// Accepts connections on one loop and hands each, as an [`IoStream`] with TCP_NODELAY
@@ -137,6 +141,7 @@ impl Acceptor {
                     logged_exhaustion: false,
                     resource_key: None,
                     on_empty: None,
+                    cancelling: false,
                 }),
             }),
         };
@@ -155,6 +160,20 @@ impl Acceptor {
         match &self.inner.st.borrow().listener {
             Some(l) => l.local_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// A copy of the listening socket (the same socket, and accept queue, under
+    /// another descriptor), while it accepts: what a hand-over passes on.
+    pub(crate) fn clone_listener(&self) -> Option<OwnedFd> {
+        let st = self.inner.st.borrow();
+        let l = st.listener.as_ref()?;
+        match l.try_clone() {
+            Ok(l) => Some(l.into()),
+            Err(e) => {
+                log::warn!("coreloop: copying a listening socket: {e}");
+                None
+            }
         }
     }
 
@@ -278,7 +297,7 @@ impl AccInner {
         if let Some(mut cb) = cb {
             cb(lp, stream);
             let mut st = self.st.borrow_mut();
-            if st.on_conn.is_none() && st.pause != Pause::Stopped {
+            if st.on_conn.is_none() && (st.pause != Pause::Stopped || st.cancelling) {
                 st.on_conn = Some(cb);
             }
         }
@@ -347,12 +366,15 @@ impl AccInner {
             }
             st.pause = Pause::Stopped;
             let mode = std::mem::replace(&mut st.mode, Mode::Epoll);
-            (
-                st.listener.take(),
-                mode,
-                st.resource_key.take(),
-                st.on_conn.take(),
-            )
+            // An accept op in flight may still complete with connections the kernel
+            // took from the queue before the cancel reached it: they are served.
+            st.cancelling = matches!(mode, Mode::Uring { op: Some(_) });
+            let cb = if st.cancelling {
+                None
+            } else {
+                st.on_conn.take()
+            };
+            (st.listener.take(), mode, st.resource_key.take(), cb)
         };
         if let Some(l) = listener {
             match mode {

@@ -50,17 +50,15 @@ fn set_op(inner: &AccInner, to: Option<OpId>) {
 /// A completion of the accept op `op`.
 fn on_accept(weak: &Weak<AccInner>, op: Option<OpId>, lp: &IoLoop, c: Completion) {
     let Some(inner) = weak.upgrade() else { return };
+    if inner.st.borrow().pause == Pause::Stopped {
+        return after_stop(&inner, lp, c);
+    }
     let current = op.is_some() && op_of(&inner) == op;
     if !c.more && current {
         set_op(&inner, None);
     }
     match (c.result, c.file) {
-        (Ok(_), Some(fd)) => {
-            if inner.st.borrow().pause == Pause::Stopped {
-                return; // accepted just before the stop: dropping it closes it
-            }
-            inner.admit(lp, fd);
-        }
+        (Ok(_), Some(fd)) => inner.admit(lp, fd),
         (Ok(_), None) => {}
         (Err(e), _) if e.raw_os_error() == Some(libc::ECANCELED) => return,
         (Err(e), _) if is_exhaustion(&e) => {
@@ -80,6 +78,32 @@ fn on_accept(weak: &Weak<AccInner>, op: Option<OpId>, lp: &IoLoop, c: Completion
         if let Err(e) = arm(&inner, lp) {
             log::error!("coreloop: restarting accept: {e}");
         }
+    }
+}
+
+/// A completion of the accept op a stop cancelled. A connection it carries was
+/// accepted before the cancel took effect: it is out of the listen queue already, so
+/// it is served (and drained with the others) rather than closed, which would reset
+/// a connection that another process, accepting from the same socket after a
+/// hand-over, would otherwise have served. The op's last completion lets the
+/// connection handler go.
+fn after_stop(inner: &Rc<AccInner>, lp: &IoLoop, c: Completion) {
+    let more = c.more;
+    if let (Ok(_), Some(fd)) = (c.result, c.file) {
+        // (Without a handler left, as for an op a pause had cancelled earlier, it is
+        // closed as before.)
+        if inner.st.borrow().on_conn.is_some() {
+            log::debug!("coreloop: a connection accepted as the acceptor stopped is served");
+            inner.admit(lp, fd);
+        }
+    }
+    if !more {
+        let cb = {
+            let mut st = inner.st.borrow_mut();
+            st.cancelling = false;
+            st.on_conn.take()
+        };
+        drop(cb);
     }
 }
 
