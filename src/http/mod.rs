@@ -19,6 +19,7 @@
 //! [`HttpConfig::send_timeout`].
 
 mod app;
+mod client;
 mod conn;
 mod date;
 mod decoder;
@@ -44,6 +45,13 @@ pub mod fuzzing {
 pub use app::{Application, AsyncReturn, HandlerReturn, Route};
 #[doc(hidden)]
 pub use app::{Async, Fallible, Plain};
+pub(crate) use client::{
+    by_upstream as client_by_upstream, client_stats, export as export_client_stats,
+};
+pub use client::{
+    BodyReading, BodyWriting, ClientConfig, ClientError, ClientRequest, ClientResponse,
+    ClientStats, Deadline, Exchange, Fetching, HttpClient,
+};
 pub(crate) use conn::{server_stats, server_stats_of};
 pub use error::HttpError;
 pub use request::Request;

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use coreloop::{Backend, IoLoop};
 use std::cell::Cell;
 use std::rc::Rc;

@@ -1,0 +1,540 @@
+//! `ClientRequest`: what to fetch and how, its URL, where it connects, and its head as
+//! it goes on the wire.
+
+use super::error::ClientError;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// A request for [`HttpClient::fetch`](super::HttpClient::fetch): method, URL, headers,
+/// body, and how the answer comes. Built with its methods, each returning it.
+///
+/// The URL is `http://host[:port]/path?query` (`https` is refused: coreloop has no
+/// TLS), or an origin-form target (`/path?query`) with [`connect_to`](Self::connect_to)
+/// saying where it goes. `Host` is set from the URL unless a `Host` header is given;
+/// `Content-Length` or `Transfer-Encoding: chunked` from the body (they cannot be set
+/// as headers).
+///
+/// ```
+/// use coreloop::http::ClientRequest;
+/// use std::time::Duration;
+/// let get = ClientRequest::get("http://127.0.0.1:8080/items?page=2")
+///     .header("Accept", "application/json")
+///     .timeout(Duration::from_secs(5));
+/// let post = ClientRequest::new("POST", "http://127.0.0.1:8080/items").body("name=x");
+/// # let _ = (get, post);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientRequest {
+    pub(super) method: String,
+    pub(super) url: String,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Body,
+    pub(super) stream_response: bool,
+    pub(super) redirects: u8,
+    pub(super) timeout: Option<Duration>,
+    pub(super) connect_to: Option<SocketAddr>,
+}
+
+/// A request's body.
+#[derive(Clone, Debug)]
+pub(super) enum Body {
+    None,
+    /// All of it, sent with its Content-Length.
+    Fixed(Vec<u8>),
+    /// Written later through the [`Exchange`](super::Exchange): with this length
+    /// (`Content-Length`), or chunked.
+    Streamed(Option<u64>),
+}
+
+impl ClientRequest {
+    /// A request with `method` (`GET`, `POST`, ..., any token) for `url`.
+    pub fn new(method: &str, url: &str) -> ClientRequest {
+        ClientRequest {
+            method: method.to_string(),
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: Body::None,
+            stream_response: false,
+            redirects: 0,
+            timeout: None,
+            connect_to: None,
+        }
+    }
+
+    /// A GET request for `url`.
+    pub fn get(url: &str) -> ClientRequest {
+        ClientRequest::new("GET", url)
+    }
+
+    /// Adds a header (kept in order; a name may repeat).
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> ClientRequest {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// The body, sent whole with its `Content-Length`.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> ClientRequest {
+        self.body = Body::Fixed(body.into());
+        self
+    }
+
+    /// A body written while the request is in flight, through
+    /// [`Fetching::exchange`](super::Fetching::exchange): of `length` bytes (sent with
+    /// that `Content-Length`), or, with `None`, chunked. Such a request is never retried
+    /// (its body cannot be sent again), nor redirected with its body.
+    pub fn streamed_body(mut self, length: Option<u64>) -> ClientRequest {
+        self.body = Body::Streamed(length);
+        self
+    }
+
+    /// The fetch answers as soon as the response head is in, with the body bytes that
+    /// came with it ([`ClientResponse::body`](super::ClientResponse::body)); the rest
+    /// is read with [`ClientResponse::body_part`](super::ClientResponse::body_part), as
+    /// the reader asks for it (nothing more is read from the server meanwhile, so a
+    /// slow reader slows the server down instead of buffering without limit). Without
+    /// it the whole body is read first, up to `max_body`.
+    pub fn stream_response(mut self) -> ClientRequest {
+        self.stream_response = true;
+        self
+    }
+
+    /// Follows up to `max` redirects (301, 302, 303, 307, 308 with a `Location`):
+    /// 303, and 301 or 302 after a POST, become a GET without the body; 307 and 308
+    /// repeat the method and body. Not followed by default (the 3xx is the answer).
+    pub fn follow_redirects(mut self, max: u8) -> ClientRequest {
+        self.redirects = max;
+        self
+    }
+
+    /// A deadline for this whole fetch (queue, connect, request and response),
+    /// replacing the client's `total_timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> ClientRequest {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Connects to `addr` instead of the URL's host (whose name still goes in `Host`):
+    /// for a host name this client cannot look up, or an upstream chosen by the caller.
+    /// With it the URL may be an origin-form target (`/path?query`).
+    pub fn connect_to(mut self, addr: SocketAddr) -> ClientRequest {
+        self.connect_to = Some(addr);
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The URL (or target) as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// RFC 9110 §9.2.2: what may be sent again without changing the outcome.
+    pub(super) fn idempotent(&self) -> bool {
+        matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        )
+    }
+
+    /// Whether the request may be sent again after a failure before any answer: an
+    /// idempotent method and a body that can be sent again.
+    pub(super) fn replayable(&self) -> bool {
+        self.idempotent() && !matches!(self.body, Body::Streamed(_))
+    }
+
+    /// Where the request goes, and its head as it goes on the wire.
+    pub(super) fn prepare(&self) -> Result<Prepared, ClientError> {
+        if self.method.is_empty() || !self.method.bytes().all(is_tchar) {
+            return Err(invalid(format!("method {:?} is not a token", self.method)));
+        }
+        let url = parse_url(&self.url, self.connect_to.is_some())?;
+        let addr = match self.connect_to {
+            Some(a) => a,
+            None => resolve(&url.host, url.port)?,
+        };
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(self.method.as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(url.target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut has_host = false;
+        let mut close = false;
+        for (name, value) in &self.headers {
+            if name.is_empty() || !name.bytes().all(is_tchar) {
+                return Err(invalid(format!("header name {name:?} is not a token")));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(invalid(format!(
+                    "header {name} has CR, LF or NUL in its value"
+                )));
+            }
+            if name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("transfer-encoding")
+            {
+                return Err(invalid(format!(
+                    "{name} is set by the client from the body (use body or streamed_body)"
+                )));
+            }
+            has_host |= name.eq_ignore_ascii_case("host");
+            if name.eq_ignore_ascii_case("connection") {
+                close |= value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("close"));
+            }
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if !has_host {
+            head.extend_from_slice(b"Host: ");
+            match &url.authority {
+                Some(a) => head.extend_from_slice(a.as_bytes()),
+                None => head.extend_from_slice(addr.to_string().as_bytes()),
+            }
+            head.extend_from_slice(b"\r\n");
+        }
+        match &self.body {
+            Body::Fixed(b) => write_length(&mut head, b.len() as u64),
+            Body::Streamed(Some(n)) => write_length(&mut head, *n),
+            Body::Streamed(None) => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            // A method that means something with a body says it has none (RFC 9110
+            // §8.6); the others say nothing.
+            Body::None if matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") => {
+                write_length(&mut head, 0)
+            }
+            Body::None => {}
+        }
+        head.extend_from_slice(b"\r\n");
+        Ok(Prepared {
+            addr,
+            authority: url.authority,
+            target: url.target,
+            head,
+            close,
+        })
+    }
+
+    /// The request to make for a redirect to `location` (answered `status` to this
+    /// request at `from`), or `None` if it is not to be followed (a streamed body
+    /// cannot be sent again).
+    pub(super) fn redirected(
+        &self,
+        status: u16,
+        location: &str,
+        from: &Prepared,
+    ) -> Result<Option<ClientRequest>, ClientError> {
+        let to_get = status == 303 && self.method != "HEAD"
+            || matches!(status, 301 | 302) && self.method == "POST";
+        if !to_get && matches!(self.body, Body::Streamed(_)) {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        next.redirects = self.redirects.saturating_sub(1);
+        if to_get {
+            next.method = "GET".into();
+            next.body = Body::None;
+        }
+        let location = location.trim();
+        let url = if let Some(rest) = strip_prefix_ignore_case(location, "http://") {
+            format!("http://{rest}")
+        } else if let Some(rest) = location.strip_prefix("//") {
+            format!("http://{rest}")
+        } else if location.contains("://") {
+            return Err(invalid(format!(
+                "redirect to {location:?}: only http is supported"
+            )));
+        } else {
+            let authority = from
+                .authority
+                .clone()
+                .unwrap_or_else(|| from.addr.to_string());
+            let path = if location.starts_with('/') {
+                location.to_string()
+            } else {
+                // Relative to the current path's directory (RFC 3986 §5.2.3).
+                let dir_end = from.target.split('?').next().unwrap_or("/").rfind('/');
+                format!("{}{location}", &from.target[..dir_end.map_or(0, |e| e + 1)])
+            };
+            format!("http://{authority}{path}")
+        };
+        let same_authority = parse_url(&url, false)
+            .map(|u| u.authority == from.authority)
+            .unwrap_or(false);
+        if !same_authority {
+            // Another host: the old address, Host and credentials do not apply there.
+            next.connect_to = None;
+            next.headers.retain(|(k, _)| {
+                !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("authorization")
+            });
+        }
+        next.url = url;
+        Ok(Some(next))
+    }
+}
+
+/// A request ready to go: its address and its head.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub(super) addr: SocketAddr,
+    /// `host[:port]` from the URL (`None` for an origin-form target).
+    pub(super) authority: Option<String>,
+    /// The origin-form target.
+    pub(super) target: String,
+    /// Request line, headers and the empty line.
+    pub(super) head: Vec<u8>,
+    /// The request says `Connection: close`: the connection is not reused after it.
+    pub(super) close: bool,
+}
+
+fn write_length(head: &mut Vec<u8>, n: u64) {
+    head.extend_from_slice(b"Content-Length: ");
+    head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    head.extend_from_slice(b"\r\n");
+}
+
+fn invalid(why: String) -> ClientError {
+    ClientError::Invalid(why)
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// A URL's parts.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Url {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) authority: Option<String>,
+    pub(super) target: String,
+}
+
+/// `http://host[:port][/path][?query][#fragment]`, or (`origin_ok`) a bare target.
+pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url, ClientError> {
+    let check_target = |t: &str| -> Result<String, ClientError> {
+        let t = t.split('#').next().unwrap_or("");
+        if t.bytes().any(|b| b <= b' ' || b == 0x7f || b >= 0x80) {
+            return Err(invalid(format!(
+                "target {t:?} has a space, a control or a non-ASCII byte (percent-encode it)"
+            )));
+        }
+        Ok(if t.is_empty() {
+            "/".to_string()
+        } else if t.starts_with('?') {
+            format!("/{t}")
+        } else {
+            t.to_string()
+        })
+    };
+    if url.starts_with('/') {
+        if !origin_ok {
+            return Err(invalid(format!(
+                "{url:?} has no host: give an http:// URL, or connect_to an address"
+            )));
+        }
+        return Ok(Url {
+            host: String::new(),
+            port: 80,
+            authority: None,
+            target: check_target(url)?,
+        });
+    }
+    let rest = match strip_prefix_ignore_case(url, "http://") {
+        Some(r) => r,
+        None if strip_prefix_ignore_case(url, "https://").is_some() => {
+            return Err(invalid(
+                "https is not supported (coreloop has no TLS)".into(),
+            ))
+        }
+        None => return Err(invalid(format!("{url:?} is not an http:// URL"))),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(invalid("credentials in the URL are not supported".into()));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let close = v6
+            .find(']')
+            .ok_or_else(|| invalid(format!("bad IPv6 host in {url:?}")))?;
+        (&v6[..close], &v6[close + 1..])
+    } else {
+        match authority.rfind(':') {
+            Some(c) => (&authority[..c], &authority[c..]),
+            None => (authority, ""),
+        }
+    };
+    let port = match port {
+        "" | ":" => 80,
+        p => p
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|&p| p != 0)
+            .ok_or_else(|| invalid(format!("bad port in {url:?}")))?,
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+    if !host_ok {
+        return Err(invalid(format!("bad host in {url:?}")));
+    }
+    Ok(Url {
+        host: host.to_ascii_lowercase(),
+        port,
+        authority: Some(authority.to_ascii_lowercase()),
+        target: check_target(target)?,
+    })
+}
+
+/// Where `host` is.
+///
+/// RESOLVER SEAM: only IP literals and `localhost` are resolved here, without
+/// blocking the loop. A name lookup (getaddrinfo blocks) belongs on a blocking pool;
+/// until one is connected here, any other name is an `Invalid` error that says to use
+/// [`ClientRequest::connect_to`]. This is the one function to replace.
+pub(super) fn resolve(host: &str, port: u16) -> Result<SocketAddr, ClientError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    Err(invalid(format!(
+        "cannot look up {host:?}: name lookup is not available in the client yet \
+         (give an IP address, or connect_to one)"
+    )))
+}
+
+/// `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_host_port_and_target() {
+        let ok = |u: &str| parse_url(u, false).unwrap();
+        let url = ok("http://127.0.0.1:8080/a/b?c=d#frag");
+        assert_eq!(
+            (url.host.as_str(), url.port, url.target.as_str()),
+            ("127.0.0.1", 8080, "/a/b?c=d")
+        );
+        assert_eq!(url.authority.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(ok("HTTP://Example.COM").target, "/");
+        assert_eq!(ok("http://example.com?x").target, "/?x");
+        assert_eq!(ok("http://example.com").port, 80);
+        let v6 = ok("http://[::1]:9/");
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 9));
+        for bad in [
+            "https://x/",
+            "ftp://x/",
+            "http://user@x/",
+            "http://x:0/",
+            "http://x:99999/",
+            "http://x:y/",
+            "http:///path",
+            "http://x/a b",
+            "http://x/\u{e9}",
+            "/no/host",
+            "x",
+        ] {
+            assert!(parse_url(bad, false).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_url("/with/host?x", true).unwrap().target,
+            "/with/host?x"
+        );
+    }
+
+    #[test]
+    fn only_ip_literals_and_localhost_resolve_here() {
+        assert_eq!(
+            resolve("10.1.2.3", 80).unwrap(),
+            "10.1.2.3:80".parse().unwrap()
+        );
+        assert_eq!(resolve("::1", 81).unwrap(), "[::1]:81".parse().unwrap());
+        assert_eq!(
+            resolve("LocalHost", 82).unwrap(),
+            "127.0.0.1:82".parse().unwrap()
+        );
+        let e = resolve("example.com", 80).unwrap_err();
+        assert!(e.to_string().contains("connect_to"), "{e}");
+    }
+
+    #[test]
+    fn heads_carry_host_framing_and_the_headers_in_order() {
+        let p = ClientRequest::new("POST", "http://127.0.0.1:8080/x?y")
+            .header("A", "1")
+            .header("a", "2")
+            .body("hello")
+            .prepare()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(p.head).unwrap(),
+            "POST /x?y HTTP/1.1\r\nA: 1\r\na: 2\r\nHost: 127.0.0.1:8080\r\nContent-Length: 5\r\n\r\n"
+        );
+        let p = ClientRequest::get("/t")
+            .connect_to("127.0.0.1:9".parse().unwrap())
+            .header("Host", "svc")
+            .streamed_body(None)
+            .prepare()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(p.head).unwrap(),
+            "GET /t HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let bad = [
+            ClientRequest::new("GE T", "http://1.2.3.4/"),
+            ClientRequest::get("http://1.2.3.4/").header("X", "a\r\nInjected: 1"),
+            ClientRequest::get("http://1.2.3.4/").header("Content-Length", "3"),
+            ClientRequest::get("http://1.2.3.4/").header("Bad Name", "v"),
+        ];
+        for r in bad {
+            assert!(matches!(r.prepare(), Err(ClientError::Invalid(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn redirects_change_the_method_as_browsers_do() {
+        let post = ClientRequest::new("POST", "http://127.0.0.1:1/a/b?q")
+            .body("x")
+            .follow_redirects(3);
+        let from = post.prepare().unwrap();
+        let r = post.redirected(302, "c", &from).unwrap().unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.url.as_str()),
+            ("GET", "http://127.0.0.1:1/a/c")
+        );
+        assert!(matches!(r.body, Body::None));
+        assert_eq!(r.redirects, 2);
+        let r = post.redirected(307, "/elsewhere", &from).unwrap().unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.url.as_str()),
+            ("POST", "http://127.0.0.1:1/elsewhere")
+        );
+        assert!(matches!(r.body, Body::Fixed(_)));
+        let get = ClientRequest::get("http://127.0.0.1:1/")
+            .header("Authorization", "secret")
+            .connect_to("127.0.0.1:1".parse().unwrap());
+        let from = get.prepare().unwrap();
+        let r = get
+            .redirected(301, "http://127.0.0.2:2/x", &from)
+            .unwrap()
+            .unwrap();
+        assert!(r.connect_to.is_none() && r.headers.is_empty(), "{r:?}");
+        let streamed = ClientRequest::new("PUT", "http://127.0.0.1:1/").streamed_body(None);
+        let from = streamed.prepare().unwrap();
+        assert!(streamed.redirected(307, "/again", &from).unwrap().is_none());
+        assert!(get.redirected(302, "ftp://x/", &from).is_err());
+    }
+}
