@@ -302,6 +302,78 @@ fn a_streamed_response_comes_in_parts(backend: Backend) {
     s.shutdown().unwrap();
 }
 
+/// A server writing as fast as it can, a reader asking for parts as fast as it can
+/// (parts come while a wait for bytes is pending, and the other way round): every
+/// byte, in order, then the connection back in the pool.
+#[on_both_backends]
+#[test]
+fn a_streamed_response_read_to_its_end_at_full_speed(backend: Backend) {
+    const TOTAL: usize = 32 * 1024 * 1024;
+    let raw = util::upstream::Raw::start(|_, mut c| {
+        while util::upstream::read_request(&mut c).is_some() {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {TOTAL}\r\n\r\n");
+            util::upstream::send(&mut c, head.as_bytes());
+            let part: Vec<u8> = (0..64 * 1024).map(|i| (i % 253) as u8).collect();
+            for _ in 0..TOTAL / part.len() {
+                if std::io::Write::write_all(&mut c, &part).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    util::capture_logs();
+    let url = format!("http://{}/", raw.addr);
+    let client = HttpClient::default();
+    fn check(at: &mut usize, b: &[u8]) {
+        for &x in b {
+            assert_eq!(x, ((*at % (64 * 1024)) % 253) as u8, "byte {at}");
+            *at += 1;
+        }
+    }
+    // A task awaiting each part.
+    let (c, u) = (client.clone(), url.clone());
+    run(backend, async move {
+        let lp = IoLoop::current().unwrap();
+        let resp = c
+            .fetch(&lp, ClientRequest::get(&u).stream_response())
+            .await
+            .unwrap();
+        let mut at = 0;
+        check(&mut at, resp.body());
+        while !resp.complete() {
+            check(&mut at, &resp.body_part().await.unwrap());
+        }
+        assert_eq!(at, TOTAL);
+    });
+    // Continuations asking for the next part from inside the last one's.
+    fn next(resp: coreloop::http::ClientResponse, mut at: usize, done: Rc<RefCell<usize>>) {
+        resp.body_part().then(move |lp, part| {
+            check(&mut at, &part.unwrap());
+            if resp.complete() {
+                *done.borrow_mut() = at;
+                lp.stop();
+            } else {
+                next(resp, at, done);
+            }
+        });
+    }
+    let lp = util::new_loop(backend);
+    let done = Rc::new(RefCell::new(0));
+    let d = done.clone();
+    client
+        .fetch(&lp, ClientRequest::get(&url).stream_response())
+        .then(move |_, r| {
+            let resp = r.unwrap();
+            let mut at = 0;
+            check(&mut at, resp.body());
+            next(resp, at, d);
+        });
+    util::run(&lp);
+    assert_eq!(*done.borrow(), TOTAL);
+    let logs = util::logs_of_this_thread();
+    assert!(!logs.iter().any(|l| l.contains("exception in")), "{logs:?}");
+}
+
 #[on_both_backends]
 #[test]
 fn a_streamed_response_is_read_only_as_fast_as_its_reader_asks(backend: Backend) {

@@ -239,7 +239,9 @@ impl Conn {
     /// Decodes what has come, and acts on it, while there is something to do.
     fn pump(self: &Rc<Self>, lp: &IoLoop) {
         loop {
-            if self.dead.get() {
+            // A wait for bytes pending means what is buffered was decoded already: the
+            // wait calls back when more comes.
+            if self.dead.get() || self.reading.get() {
                 return;
             }
             let Some(f) = self.flight.borrow().clone() else {
