@@ -2,6 +2,7 @@
 //! it goes on the wire.
 
 use super::error::ClientError;
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -25,9 +26,16 @@ use std::time::Duration;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientRequest {
-    pub(super) method: String,
+    pub(super) method: Cow<'static, str>,
     pub(super) url: String,
-    pub(super) headers: Vec<(String, String)>,
+    /// The header lines as they go on the wire (`name: value` CRLF each), checked as
+    /// they were added (one buffer: no allocation per header).
+    fields: Vec<u8>,
+    /// Why a header was refused, if one was (the fetch fails with it).
+    refused: Option<String>,
+    has_host: bool,
+    /// A `Connection: close` header was given.
+    close: bool,
     pub(super) body: Body,
     pub(super) stream_response: bool,
     pub(super) redirects: u8,
@@ -49,10 +57,20 @@ pub(super) enum Body {
 impl ClientRequest {
     /// A request with `method` (`GET`, `POST`, ..., any token) for `url`.
     pub fn new(method: &str, url: &str) -> ClientRequest {
+        const KNOWN: [&str; 8] = [
+            "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
+        ];
+        let method = match KNOWN.iter().find(|m| **m == method) {
+            Some(m) => Cow::Borrowed(*m),
+            None => Cow::Owned(method.to_string()),
+        };
         ClientRequest {
-            method: method.to_string(),
+            method,
             url: url.to_string(),
-            headers: Vec::new(),
+            fields: Vec::new(),
+            refused: None,
+            has_host: false,
+            close: false,
             body: Body::None,
             stream_response: false,
             redirects: 0,
@@ -66,10 +84,56 @@ impl ClientRequest {
         ClientRequest::new("GET", url)
     }
 
-    /// Adds a header (kept in order; a name may repeat).
-    pub fn header(mut self, name: &str, value: impl Into<String>) -> ClientRequest {
-        self.headers.push((name.to_string(), value.into()));
+    /// Adds a header (kept in order; a name may repeat). A name that is not a token, a
+    /// value with CR, LF or NUL, `Content-Length` or `Transfer-Encoding` (set from the
+    /// body) make the fetch fail with [`ClientError::Invalid`].
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> ClientRequest {
+        self.add_header(name, value.as_ref());
         self
+    }
+
+    fn add_header(&mut self, name: &str, value: &[u8]) {
+        let refuse = if name.is_empty() || !name.bytes().all(is_tchar) {
+            Some(format!("header name {name:?} is not a token"))
+        } else if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            Some(format!("header {name} has CR, LF or NUL in its value"))
+        } else if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            Some(format!(
+                "{name} is set by the client from the body (use body or streamed_body)"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            self.refused.get_or_insert(why);
+            return;
+        }
+        self.has_host |= name.eq_ignore_ascii_case("host");
+        if name.eq_ignore_ascii_case("connection") {
+            self.close |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+        self.fields.extend_from_slice(name.as_bytes());
+        self.fields.extend_from_slice(b": ");
+        self.fields.extend_from_slice(value.trim_ascii());
+        self.fields.extend_from_slice(b"\r\n");
+    }
+
+    /// Every header given, as (name, value), in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        // Checked when added: names are tokens, values have no CR or LF.
+        self.fields
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let colon = line.iter().position(|&b| b == b':')?;
+                let name = std::str::from_utf8(&line[..colon]).ok()?;
+                Some((name, line.get(colon + 2..).unwrap_or(b"")))
+            })
     }
 
     /// The body, sent whole with its `Content-Length`.
@@ -134,7 +198,7 @@ impl ClientRequest {
     /// RFC 9110 §9.2.2: what may be sent again without changing the outcome.
     pub(super) fn idempotent(&self) -> bool {
         matches!(
-            self.method.as_str(),
+            &*self.method,
             "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
         )
     }
@@ -160,36 +224,11 @@ impl ClientRequest {
         head.push(b' ');
         head.extend_from_slice(url.target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut has_host = false;
-        let mut close = false;
-        for (name, value) in &self.headers {
-            if name.is_empty() || !name.bytes().all(is_tchar) {
-                return Err(invalid(format!("header name {name:?} is not a token")));
-            }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(invalid(format!(
-                    "header {name} has CR, LF or NUL in its value"
-                )));
-            }
-            if name.eq_ignore_ascii_case("content-length")
-                || name.eq_ignore_ascii_case("transfer-encoding")
-            {
-                return Err(invalid(format!(
-                    "{name} is set by the client from the body (use body or streamed_body)"
-                )));
-            }
-            has_host |= name.eq_ignore_ascii_case("host");
-            if name.eq_ignore_ascii_case("connection") {
-                close |= value
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("close"));
-            }
-            head.extend_from_slice(name.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
+        if let Some(why) = &self.refused {
+            return Err(invalid(why.clone()));
         }
-        if !has_host {
+        head.extend_from_slice(&self.fields);
+        if !self.has_host {
             head.extend_from_slice(b"Host: ");
             match &url.authority {
                 Some(a) => head.extend_from_slice(a.as_bytes()),
@@ -203,7 +242,7 @@ impl ClientRequest {
             Body::Streamed(None) => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             // A method that means something with a body says it has none (RFC 9110
             // §8.6); the others say nothing.
-            Body::None if matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") => {
+            Body::None if matches!(&*self.method, "POST" | "PUT" | "PATCH") => {
                 write_length(&mut head, 0)
             }
             Body::None => {}
@@ -214,7 +253,7 @@ impl ClientRequest {
             authority: url.authority,
             target: url.target,
             head,
-            close,
+            close: self.close,
         })
     }
 
@@ -235,7 +274,7 @@ impl ClientRequest {
         let mut next = self.clone();
         next.redirects = self.redirects.saturating_sub(1);
         if to_get {
-            next.method = "GET".into();
+            next.method = Cow::Borrowed("GET");
             next.body = Body::None;
         }
         let location = location.trim();
@@ -267,9 +306,14 @@ impl ClientRequest {
         if !same_authority {
             // Another host: the old address, Host and credentials do not apply there.
             next.connect_to = None;
-            next.headers.retain(|(k, _)| {
-                !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("authorization")
-            });
+            next.fields.clear();
+            next.has_host = false;
+            next.close = false;
+            for (k, v) in self.headers() {
+                if !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("authorization") {
+                    next.add_header(k, v);
+                }
+            }
         }
         next.url = url;
         Ok(Some(next))
@@ -512,14 +556,14 @@ mod tests {
         let from = post.prepare().unwrap();
         let r = post.redirected(302, "c", &from).unwrap().unwrap();
         assert_eq!(
-            (r.method.as_str(), r.url.as_str()),
+            (&*r.method, r.url.as_str()),
             ("GET", "http://127.0.0.1:1/a/c")
         );
         assert!(matches!(r.body, Body::None));
         assert_eq!(r.redirects, 2);
         let r = post.redirected(307, "/elsewhere", &from).unwrap().unwrap();
         assert_eq!(
-            (r.method.as_str(), r.url.as_str()),
+            (&*r.method, r.url.as_str()),
             ("POST", "http://127.0.0.1:1/elsewhere")
         );
         assert!(matches!(r.body, Body::Fixed(_)));
@@ -531,7 +575,10 @@ mod tests {
             .redirected(301, "http://127.0.0.2:2/x", &from)
             .unwrap()
             .unwrap();
-        assert!(r.connect_to.is_none() && r.headers.is_empty(), "{r:?}");
+        assert!(
+            r.connect_to.is_none() && r.headers().next().is_none(),
+            "{r:?}"
+        );
         let streamed = ClientRequest::new("PUT", "http://127.0.0.1:1/").streamed_body(None);
         let from = streamed.prepare().unwrap();
         assert!(streamed.redirected(307, "/again", &from).unwrap().is_none());
