@@ -75,6 +75,16 @@ pub const TOOLS: &[(&str, &str, &str)] = &[
         "curl, as a client, agrees with the HTTP server",
     ),
     (
+        "ab",
+        "apache2-utils",
+        "ApacheBench through the proxy example gets every answer, kept alive",
+    ),
+    (
+        "wrk",
+        "wrk",
+        "wrk through the proxy example gets every answer, without errors",
+    ),
+    (
         "nginx",
         "nginx",
         "the HTTP server behind (or in front of) nginx as a proxy",
