@@ -139,7 +139,7 @@ fn answers_come_to_a_task_and_to_a_callback(backend: Backend) {
     let lp = util::new_loop(backend);
     let got = Rc::new(RefCell::new(None));
     let g = got.clone();
-    let req = ClientRequest::new("POST", &format!("http://{}/echo", s.local_addr())).body("ping");
+    let req = ClientRequest::new("POST", format!("http://{}/echo", s.local_addr())).body("ping");
     client.fetch(&lp, req).then(move |lp, r| {
         let r = r.unwrap();
         *g.borrow_mut() = Some((
@@ -474,7 +474,7 @@ fn redirects_are_followed_only_when_asked(backend: Backend) {
     let client = HttpClient::default();
     let (not_followed, followed, too_many, see_other) = run(backend, async move {
         let lp = IoLoop::current().unwrap();
-        let get = |p: &str| ClientRequest::get(&format!("{base}{p}"));
+        let get = |p: &str| ClientRequest::get(format!("{base}{p}"));
         let a = client.fetch(&lp, get("/redirect/2")).await.unwrap();
         let b = client
             .fetch(&lp, get("/redirect/2").follow_redirects(3))
@@ -483,7 +483,7 @@ fn redirects_are_followed_only_when_asked(backend: Backend) {
         let c = client
             .fetch(&lp, get("/redirect/5").follow_redirects(2))
             .await;
-        let post = ClientRequest::new("POST", &format!("{base}/see-other"))
+        let post = ClientRequest::new("POST", format!("{base}/see-other"))
             .body("x")
             .follow_redirects(1);
         let d = client.fetch(&lp, post).await.unwrap();
@@ -574,10 +574,7 @@ fn a_refused_connection_is_a_connect_error(backend: Backend) {
     let e = run(backend, async move {
         let lp = IoLoop::current().unwrap();
         client
-            .fetch(
-                &lp,
-                ClientRequest::get(&format!("http://127.0.0.1:{port}/")),
-            )
+            .fetch(&lp, ClientRequest::get(format!("http://127.0.0.1:{port}/")))
             .await
             .unwrap_err()
     });

@@ -287,7 +287,7 @@ fn a_connect_that_gets_no_answer_times_out(backend: Backend) {
         let lp = IoLoop::current().unwrap();
         let t0 = Instant::now();
         let r = client
-            .fetch(&lp, ClientRequest::get(&format!("http://{addr}/")))
+            .fetch(&lp, ClientRequest::get(format!("http://{addr}/")))
             .await;
         (r.map(|r| r.status()), t0.elapsed())
     });

@@ -53,14 +53,14 @@ fn keep_alive_to_nginx_is_reused_and_bodies_come_whole(backend: Backend) {
         let lp = IoLoop::current().unwrap();
         for _ in 0..10 {
             let r = client
-                .fetch(&lp, ClientRequest::get(&format!("{base}/hello")))
+                .fetch(&lp, ClientRequest::get(format!("{base}/hello")))
                 .await
                 .unwrap();
             assert_eq!((r.status(), r.body()), (200, &b"Hello from nginx"[..]));
         }
         // A megabyte with its Content-Length, buffered and streamed.
         let r = client
-            .fetch(&lp, ClientRequest::get(&format!("{base}/big.txt")))
+            .fetch(&lp, ClientRequest::get(format!("{base}/big.txt")))
             .await
             .unwrap();
         assert_eq!(
@@ -71,7 +71,7 @@ fn keep_alive_to_nginx_is_reused_and_bodies_come_whole(backend: Backend) {
         let r = client
             .fetch(
                 &lp,
-                ClientRequest::get(&format!("{base}/big.txt")).stream_response(),
+                ClientRequest::get(format!("{base}/big.txt")).stream_response(),
             )
             .await
             .unwrap();
@@ -85,7 +85,7 @@ fn keep_alive_to_nginx_is_reused_and_bodies_come_whole(backend: Backend) {
         let r = client
             .fetch(
                 &lp,
-                ClientRequest::get(&format!("{base}/big.txt")).header("Accept-Encoding", "gzip"),
+                ClientRequest::get(format!("{base}/big.txt")).header("Accept-Encoding", "gzip"),
             )
             .await
             .unwrap();
@@ -94,7 +94,7 @@ fn keep_alive_to_nginx_is_reused_and_bodies_come_whole(backend: Backend) {
         assert!(r.body().starts_with(&[0x1f, 0x8b]) && r.body().len() > 1000);
         // HEAD: the length, no body.
         let r = client
-            .fetch(&lp, ClientRequest::new("HEAD", &format!("{base}/big.txt")))
+            .fetch(&lp, ClientRequest::new("HEAD", format!("{base}/big.txt")))
             .await
             .unwrap();
         let len = big_file().len().to_string();
@@ -103,7 +103,7 @@ fn keep_alive_to_nginx_is_reused_and_bodies_come_whole(backend: Backend) {
             (Some(len.as_str()), 0)
         );
         let r = client
-            .fetch(&lp, ClientRequest::get(&format!("{base}/missing")))
+            .fetch(&lp, ClientRequest::get(format!("{base}/missing")))
             .await
             .unwrap();
         assert_eq!(r.status(), 404);

@@ -46,14 +46,19 @@ pub enum BodyLength {
 /// and the connection. It keeps the head's bytes and refers into them.
 #[derive(Clone, Debug)]
 pub struct ResponseHead {
+    /// The head's bytes, then where each field's name and value are in them (four
+    /// `u32`s a field): one allocation for both.
     bytes: Vec<u8>,
+    len: u32,
     status: u16,
     minor_version: u8,
     reason: Range<u32>,
-    headers: Vec<(Range<u32>, Range<u32>)>,
     body: BodyLength,
     keep_alive: bool,
 }
+
+/// A field's name and value, as offsets into the head.
+type Spans = [u32; 4];
 
 impl ResponseHead {
     /// The status code.
@@ -88,15 +93,18 @@ impl ResponseHead {
     /// Every header as (name, value), in order (values with surrounding whitespace
     /// trimmed).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.headers.iter().map(|(k, v)| {
+        let (head, spans) = self.bytes.split_at(self.len as usize);
+        spans.chunks_exact(16).map(move |c| {
+            let c: &[u8; 16] = c.try_into().unwrap_or(&[0; 16]);
+            let at = |i: usize| u32::from_ne_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]) as usize;
             // Names are tokens (ASCII): the check cannot fail.
-            let name = std::str::from_utf8(&self.bytes[span(k)]).unwrap_or("");
-            (name, &self.bytes[span(v)])
+            let name = std::str::from_utf8(&head[at(0)..at(4)]).unwrap_or("");
+            (name, &head[at(8)..at(12)])
         })
     }
     /// The head's bytes, as received (status line through the empty line).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.bytes[..self.len as usize]
     }
 }
 
@@ -446,26 +454,31 @@ fn parse_head(
     }
     let minor_version = u8::from(v[7] != b'0');
     let mut f = Framing::default();
-    let mut headers = Vec::with_capacity(8);
+    let mut spans: smallvec::SmallVec<[Spans; 16]> = smallvec::SmallVec::new();
     fields(b, line_end + 2, max_headers, |name, value| {
         f.take(&b[name.clone()], &b[value.clone()])?;
-        headers.push((
-            name.start as u32..name.end as u32,
-            value.start as u32..value.end as u32,
-        ));
+        let at = |i: usize| i as u32;
+        spans.push([at(name.start), at(name.end), at(value.start), at(value.end)]);
         Ok(())
     })?;
+    let mut bytes = Vec::with_capacity(b.len() + spans.len() * 16);
+    bytes.extend_from_slice(b);
+    for s in &spans {
+        for x in s {
+            bytes.extend_from_slice(&x.to_ne_bytes());
+        }
+    }
     let no_body = head_request || matches!(status, 100..=199 | 204 | 304);
     let (body, mut keep_alive) = f.body(minor_version, no_body)?;
     if status == 101 {
         keep_alive = false; // the connection is no longer HTTP
     }
     Ok(ResponseHead {
-        bytes: b.to_vec(),
+        bytes,
+        len: b.len() as u32,
         status,
         minor_version,
         reason: reason.start as u32..reason.end as u32,
-        headers,
         body,
         keep_alive,
     })
@@ -577,14 +590,32 @@ fn lone_cr_or_lf(b: &[u8], from: usize) -> bool {
     })
 }
 
-/// Where the first CRLF at or after `from` starts.
+/// Where the first CRLF at or after `from` starts. (memchr for the CR, then a look at
+/// the next byte: `memmem::find` builds a searcher on every call, which costs more than
+/// the search itself in a short head.)
 fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
-    memchr::memmem::find(&b[from.min(b.len())..], b"\r\n").map(|i| from + i)
+    let mut at = from;
+    while at + 2 <= b.len() {
+        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 1])?;
+        if b[i + 1] == b'\n' {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
 }
 
 /// Where the first `\r\n\r\n` at or after `from` starts.
 fn find_blank_line(b: &[u8], from: usize) -> Option<usize> {
-    memchr::memmem::find(&b[from.min(b.len())..], b"\r\n\r\n").map(|i| from + i)
+    let mut at = from;
+    while at + 4 <= b.len() {
+        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 3])?;
+        if &b[i + 1..i + 4] == b"\n\r\n" {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ impl Conn {
             let st = &*st;
             let wrote = self.stream.write_with(|out| {
                 if let Some(p) = &st.prepared {
-                    out.extend_from_slice(&p.head);
+                    st.req.write_head(p, out);
                 }
                 if let Body::Fixed(b) = &st.req.body {
                     out.extend_from_slice(b);
@@ -375,7 +375,7 @@ impl Conn {
         let no_body = h.body() == BodyLength::None;
         let streamed = {
             let mut st = f.st.borrow_mut();
-            st.redirect = redirect;
+            st.redirect = redirect.map(Box::new);
             st.head_in = true;
             st.keep_alive = h.keep_alive();
             st.head = Some(h);
@@ -434,7 +434,7 @@ impl Conn {
             )
         };
         if let Some(next) = redirect {
-            return f.redirect(lp, next);
+            return f.redirect(lp, *next);
         }
         if let Some(head) = head {
             f.answer(lp, Ok(ClientResponse::new(head, body, None)));

@@ -78,7 +78,7 @@ pub(super) struct FlightState {
     pub(super) body: Vec<u8>,
     pub(super) part: Option<PartWaiter>,
     /// Where to go next (a redirect being followed: its body is read and dropped).
-    pub(super) redirect: Option<ClientRequest>,
+    pub(super) redirect: Option<Box<ClientRequest>>,
     /// The response (head and body) has all come.
     pub(super) complete: bool,
     /// Why the flight ended without a complete response.

@@ -87,7 +87,6 @@ use flight::{DrainWaiter, Flight, Waiter};
 use pool::Pool;
 use request::Body;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -206,17 +205,25 @@ impl HttpClient {
     }
 }
 
-/// Every client's pools on one loop, by client and host address.
+/// Every client's pools on one loop, by client and host address (a list: there are
+/// few, and a compare of each costs less than hashing the key).
 #[derive(Default)]
-struct ClientLoop(RefCell<HashMap<(u64, SocketAddr), Rc<Pool>>>);
+struct ClientLoop(RefCell<Vec<(PoolKey, Rc<Pool>)>>);
+
+/// A pool's client (its id) and host address.
+type PoolKey = (u64, SocketAddr);
 
 /// `client`'s pool for `addr` on `lp`.
 fn pool_of(lp: &IoLoop, client: &HttpClient, addr: SocketAddr) -> Rc<Pool> {
     let pools = lp.local::<ClientLoop>();
-    let mut map = pools.0.borrow_mut();
-    map.entry((client.id, addr))
-        .or_insert_with(|| Rc::new(Pool::new(addr, client.cfg.clone())))
-        .clone()
+    let mut list = pools.0.borrow_mut();
+    let key = (client.id, addr);
+    if let Some((_, p)) = list.iter().find(|(k, _)| *k == key) {
+        return p.clone();
+    }
+    let p = Rc::new(Pool::new(addr, client.cfg.clone()));
+    list.push((key, p.clone()));
+    p
 }
 
 /// This loop's numbers of every upstream it fetched from.
@@ -225,8 +232,8 @@ pub(crate) fn client_stats(lp: &IoLoop) -> Vec<ClientStats> {
         .local::<ClientLoop>()
         .0
         .borrow()
-        .values()
-        .cloned()
+        .iter()
+        .map(|(_, p)| p.clone())
         .collect();
     let each: Vec<ClientStats> = pools.iter().map(|p| ClientStats::of(p)).collect();
     stats::by_upstream(each.iter())

@@ -56,7 +56,7 @@ pub(super) enum Body {
 
 impl ClientRequest {
     /// A request with `method` (`GET`, `POST`, ..., any token) for `url`.
-    pub fn new(method: &str, url: &str) -> ClientRequest {
+    pub fn new(method: &str, url: impl Into<String>) -> ClientRequest {
         const KNOWN: [&str; 8] = [
             "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
         ];
@@ -66,7 +66,7 @@ impl ClientRequest {
         };
         ClientRequest {
             method,
-            url: url.to_string(),
+            url: url.into(),
             fields: Vec::new(),
             refused: None,
             has_host: false,
@@ -80,7 +80,7 @@ impl ClientRequest {
     }
 
     /// A GET request for `url`.
-    pub fn get(url: &str) -> ClientRequest {
+    pub fn get(url: impl Into<String>) -> ClientRequest {
         ClientRequest::new("GET", url)
     }
 
@@ -95,7 +95,7 @@ impl ClientRequest {
     fn add_header(&mut self, name: &str, value: &[u8]) {
         let refuse = if name.is_empty() || !name.bytes().all(is_tchar) {
             Some(format!("header name {name:?} is not a token"))
-        } else if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        } else if memchr::memchr3(b'\r', b'\n', 0, value).is_some() {
             Some(format!("header {name} has CR, LF or NUL in its value"))
         } else if name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("transfer-encoding")
@@ -109,6 +109,10 @@ impl ClientRequest {
         if let Some(why) = refuse {
             self.refused.get_or_insert(why);
             return;
+        }
+        if self.fields.capacity() == 0 {
+            // One allocation for a typical set of fields, rather than a chain of them.
+            self.fields.reserve(256);
         }
         self.has_host |= name.eq_ignore_ascii_case("host");
         if name.eq_ignore_ascii_case("connection") {
@@ -209,52 +213,62 @@ impl ClientRequest {
         self.idempotent() && !matches!(self.body, Body::Streamed(_))
     }
 
-    /// Where the request goes, and its head as it goes on the wire.
+    /// Where the request goes (checked: a request that cannot be made fails here,
+    /// before anything is sent).
     pub(super) fn prepare(&self) -> Result<Prepared, ClientError> {
         if self.method.is_empty() || !self.method.bytes().all(is_tchar) {
             return Err(invalid(format!("method {:?} is not a token", self.method)));
         }
-        let url = parse_url(&self.url, self.connect_to.is_some())?;
-        let addr = match self.connect_to {
-            Some(a) => a,
-            None => resolve(&url.host, url.port)?,
-        };
-        let mut head = Vec::with_capacity(256);
-        head.extend_from_slice(self.method.as_bytes());
-        head.push(b' ');
-        head.extend_from_slice(url.target.as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\n");
         if let Some(why) = &self.refused {
             return Err(invalid(why.clone()));
         }
+        let url = parse_url(&self.url, self.connect_to.is_some())?;
+        let addr = match self.connect_to {
+            Some(a) => a,
+            None => resolve(url.host, url.port)?,
+        };
+        Ok(Prepared {
+            addr,
+            authority: url.authority.map(str::to_ascii_lowercase),
+            target: url.target,
+            slash: url.slash,
+            close: self.close,
+        })
+    }
+
+    /// Writes the head as it goes on the wire (request line, the headers, `Host`, the
+    /// body's framing, the empty line), for `p` (this request's).
+    pub(super) fn write_head(&self, p: &Prepared, head: &mut Vec<u8>) {
+        head.extend_from_slice(self.method.as_bytes());
+        head.push(b' ');
+        if p.slash {
+            head.push(b'/');
+        }
+        head.extend_from_slice(self.url[p.target.clone()].as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
         head.extend_from_slice(&self.fields);
         if !self.has_host {
             head.extend_from_slice(b"Host: ");
-            match &url.authority {
+            match &p.authority {
                 Some(a) => head.extend_from_slice(a.as_bytes()),
-                None => head.extend_from_slice(addr.to_string().as_bytes()),
+                None => {
+                    let _ = std::io::Write::write_fmt(head, format_args!("{}", p.addr));
+                }
             }
             head.extend_from_slice(b"\r\n");
         }
         match &self.body {
-            Body::Fixed(b) => write_length(&mut head, b.len() as u64),
-            Body::Streamed(Some(n)) => write_length(&mut head, *n),
+            Body::Fixed(b) => write_length(head, b.len() as u64),
+            Body::Streamed(Some(n)) => write_length(head, *n),
             Body::Streamed(None) => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             // A method that means something with a body says it has none (RFC 9110
             // §8.6); the others say nothing.
             Body::None if matches!(&*self.method, "POST" | "PUT" | "PATCH") => {
-                write_length(&mut head, 0)
+                write_length(head, 0)
             }
             Body::None => {}
         }
         head.extend_from_slice(b"\r\n");
-        Ok(Prepared {
-            addr,
-            authority: url.authority,
-            target: url.target,
-            head,
-            close: self.close,
-        })
     }
 
     /// The request to make for a redirect to `location` (answered `status` to this
@@ -295,13 +309,14 @@ impl ClientRequest {
                 location.to_string()
             } else {
                 // Relative to the current path's directory (RFC 3986 §5.2.3).
-                let dir_end = from.target.split('?').next().unwrap_or("/").rfind('/');
-                format!("{}{location}", &from.target[..dir_end.map_or(0, |e| e + 1)])
+                let target = target_in(&self.url, &from.target, from.slash);
+                let dir_end = target.split('?').next().unwrap_or("/").rfind('/');
+                format!("{}{location}", &target[..dir_end.map_or(0, |e| e + 1)])
             };
             format!("http://{authority}{path}")
         };
         let same_authority = parse_url(&url, false)
-            .map(|u| u.authority == from.authority)
+            .map(|u| u.authority.map(str::to_ascii_lowercase) == from.authority)
             .unwrap_or(false);
         if !same_authority {
             // Another host: the old address, Host and credentials do not apply there.
@@ -320,16 +335,15 @@ impl ClientRequest {
     }
 }
 
-/// A request ready to go: its address and its head.
+/// A request ready to go: where it goes.
 #[derive(Debug)]
 pub(super) struct Prepared {
     pub(super) addr: SocketAddr,
-    /// `host[:port]` from the URL (`None` for an origin-form target).
+    /// `host[:port]` from the URL, lowercase (`None` for an origin-form target).
     pub(super) authority: Option<String>,
-    /// The origin-form target.
-    pub(super) target: String,
-    /// Request line, headers and the empty line.
-    pub(super) head: Vec<u8>,
+    /// The origin-form target: these bytes of the URL, after a `/` if `slash`.
+    target: std::ops::Range<usize>,
+    slash: bool,
     /// The request says `Connection: close`: the connection is not reused after it.
     pub(super) close: bool,
 }
@@ -350,31 +364,49 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// A URL's parts.
+/// A URL's parts (borrowed from it: parsing allocates nothing).
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Url {
-    pub(super) host: String,
+pub(super) struct Url<'a> {
+    pub(super) host: &'a str,
     pub(super) port: u16,
-    pub(super) authority: Option<String>,
-    pub(super) target: String,
+    /// `host[:port]` as given (`None` for an origin-form target).
+    pub(super) authority: Option<&'a str>,
+    /// The target: these bytes of the URL (without a fragment), after a `/` if
+    /// `slash` (an empty path, or a query alone).
+    pub(super) target: std::ops::Range<usize>,
+    pub(super) slash: bool,
+}
+
+impl Url<'_> {
+    /// The origin-form target of `url` (which this was parsed from).
+    #[cfg(test)]
+    fn target_of<'u>(&self, url: &'u str) -> Cow<'u, str> {
+        target_in(url, &self.target, self.slash)
+    }
+}
+
+/// The target at `range` of `url`, after a `/` if `slash`.
+fn target_in<'u>(url: &'u str, range: &std::ops::Range<usize>, slash: bool) -> Cow<'u, str> {
+    let t = &url[range.clone()];
+    if slash {
+        Cow::Owned(format!("/{t}"))
+    } else {
+        Cow::Borrowed(t)
+    }
 }
 
 /// `http://host[:port][/path][?query][#fragment]`, or (`origin_ok`) a bare target.
-pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url, ClientError> {
-    let check_target = |t: &str| -> Result<String, ClientError> {
-        let t = t.split('#').next().unwrap_or("");
+pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url<'_>, ClientError> {
+    let target = |from: usize| -> Result<(std::ops::Range<usize>, bool), ClientError> {
+        let t = &url[from..];
+        let end = from + t.find('#').unwrap_or(t.len());
+        let t = &url[from..end];
         if t.bytes().any(|b| b <= b' ' || b == 0x7f || b >= 0x80) {
             return Err(invalid(format!(
                 "target {t:?} has a space, a control or a non-ASCII byte (percent-encode it)"
             )));
         }
-        Ok(if t.is_empty() {
-            "/".to_string()
-        } else if t.starts_with('?') {
-            format!("/{t}")
-        } else {
-            t.to_string()
-        })
+        Ok((from..end, !t.starts_with('/')))
     };
     if url.starts_with('/') {
         if !origin_ok {
@@ -382,11 +414,13 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url, ClientError> 
                 "{url:?} has no host: give an http:// URL, or connect_to an address"
             )));
         }
+        let (target, slash) = target(0)?;
         return Ok(Url {
-            host: String::new(),
+            host: "",
             port: 80,
             authority: None,
-            target: check_target(url)?,
+            target,
+            slash,
         });
     }
     let rest = match strip_prefix_ignore_case(url, "http://") {
@@ -399,7 +433,7 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url, ClientError> 
         None => return Err(invalid(format!("{url:?} is not an http:// URL"))),
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, target) = rest.split_at(end);
+    let authority = &rest[..end];
     if authority.contains('@') {
         return Err(invalid("credentials in the URL are not supported".into()));
     }
@@ -429,11 +463,13 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url, ClientError> 
     if !host_ok {
         return Err(invalid(format!("bad host in {url:?}")));
     }
+    let (target, slash) = target(url.len() - rest.len() + end)?;
     Ok(Url {
-        host: host.to_ascii_lowercase(),
+        host,
         port,
-        authority: Some(authority.to_ascii_lowercase()),
-        target: check_target(target)?,
+        authority: Some(authority),
+        target,
+        slash,
     })
 }
 
@@ -456,9 +492,36 @@ pub(super) fn resolve(host: &str, port: u16) -> Result<SocketAddr, ClientError> 
     )))
 }
 
-/// `tchar` (RFC 9110 §5.6.2).
+/// `tchar` (RFC 9110 §5.6.2), by table.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    const TCHAR: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let c = i as u8;
+            t[i] = c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                );
+            i += 1;
+        }
+        t
+    };
+    TCHAR[usize::from(b)]
 }
 
 #[cfg(test)]
@@ -467,18 +530,17 @@ mod tests {
 
     #[test]
     fn urls_split_into_host_port_and_target() {
-        let ok = |u: &str| parse_url(u, false).unwrap();
-        let url = ok("http://127.0.0.1:8080/a/b?c=d#frag");
-        assert_eq!(
-            (url.host.as_str(), url.port, url.target.as_str()),
-            ("127.0.0.1", 8080, "/a/b?c=d")
-        );
-        assert_eq!(url.authority.as_deref(), Some("127.0.0.1:8080"));
-        assert_eq!(ok("HTTP://Example.COM").target, "/");
-        assert_eq!(ok("http://example.com?x").target, "/?x");
-        assert_eq!(ok("http://example.com").port, 80);
-        let v6 = ok("http://[::1]:9/");
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 9));
+        let target = |u: &str| parse_url(u, false).unwrap().target_of(u).to_string();
+        let u = "http://127.0.0.1:8080/a/b?c=d#frag";
+        let url = parse_url(u, false).unwrap();
+        assert_eq!((url.host, url.port), ("127.0.0.1", 8080));
+        assert_eq!(target(u), "/a/b?c=d");
+        assert_eq!(url.authority, Some("127.0.0.1:8080"));
+        assert_eq!(target("HTTP://Example.COM"), "/");
+        assert_eq!(target("http://example.com?x"), "/?x");
+        assert_eq!(parse_url("http://example.com", false).unwrap().port, 80);
+        let v6 = parse_url("http://[::1]:9/", false).unwrap();
+        assert_eq!((v6.host, v6.port), ("::1", 9));
         for bad in [
             "https://x/",
             "ftp://x/",
@@ -494,10 +556,8 @@ mod tests {
         ] {
             assert!(parse_url(bad, false).is_err(), "{bad}");
         }
-        assert_eq!(
-            parse_url("/with/host?x", true).unwrap().target,
-            "/with/host?x"
-        );
+        let u = "/with/host?x#f";
+        assert_eq!(parse_url(u, true).unwrap().target_of(u), "/with/host?x");
     }
 
     #[test]
@@ -515,27 +575,41 @@ mod tests {
         assert!(e.to_string().contains("connect_to"), "{e}");
     }
 
+    fn head_of(r: &ClientRequest) -> String {
+        let p = r.prepare().unwrap();
+        let mut head = Vec::new();
+        r.write_head(&p, &mut head);
+        String::from_utf8(head).unwrap()
+    }
+
     #[test]
     fn heads_carry_host_framing_and_the_headers_in_order() {
-        let p = ClientRequest::new("POST", "http://127.0.0.1:8080/x?y")
+        let r = ClientRequest::new("POST", "http://127.0.0.1:8080/x?y")
             .header("A", "1")
             .header("a", "2")
-            .body("hello")
-            .prepare()
-            .unwrap();
+            .body("hello");
         assert_eq!(
-            String::from_utf8(p.head).unwrap(),
+            head_of(&r),
             "POST /x?y HTTP/1.1\r\nA: 1\r\na: 2\r\nHost: 127.0.0.1:8080\r\nContent-Length: 5\r\n\r\n"
         );
-        let p = ClientRequest::get("/t")
+        let r = ClientRequest::get("/t")
             .connect_to("127.0.0.1:9".parse().unwrap())
             .header("Host", "svc")
-            .streamed_body(None)
-            .prepare()
-            .unwrap();
+            .streamed_body(None);
         assert_eq!(
-            String::from_utf8(p.head).unwrap(),
+            head_of(&r),
             "GET /t HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let r = ClientRequest::get("http://Example.Com:81?q")
+            .connect_to("127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            head_of(&r),
+            "GET /?q HTTP/1.1\r\nHost: example.com:81\r\n\r\n"
+        );
+        let r = ClientRequest::new("DELETE", "/x").connect_to("127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            head_of(&r),
+            "DELETE /x HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n"
         );
         let bad = [
             ClientRequest::new("GE T", "http://1.2.3.4/"),
