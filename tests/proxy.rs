@@ -223,8 +223,10 @@ fn answers_lose_their_hop_by_hop_fields_and_keep_their_framing(backend: Backend)
     for gone in ["X-Up-Hop", "Keep-Alive", "Connection: X-Up-Hop"] {
         assert!(!head.contains(gone), "{gone} reached the client:\n{head}");
     }
+    // Via is a list: the upstream's line, then the proxy's (RFC 9110 §5.3, §7.6.3).
     assert!(
-        head.contains("X-Kept: yes\r\n") && head.contains("Via: 1.1 origin, 1.1 coreloop\r\n"),
+        head.contains("X-Kept: yes\r\n")
+            && head.contains("Via: 1.1 origin\r\nVia: 1.1 coreloop\r\n"),
         "{head}"
     );
     assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");

@@ -260,7 +260,11 @@ impl Front {
     fn start(self: &Rc<Self>, lp: &IoLoop, head: RequestHead) {
         let core = &self.core;
         self.clear_deadline();
-        let mut req = headers::upstream_request(&head.request, &self.client_ip).stream_response();
+        let mut req = {
+            let (xff, via) = &mut *core.scratch.borrow_mut();
+            headers::upstream_request(&head.request, &self.client_ip, xff, via)
+        }
+        .stream_response();
         // A body that is all here already goes whole (it can then be sent again to
         // another upstream); a longer one, or a chunked one, is streamed as it comes.
         let streamed = {

@@ -38,53 +38,58 @@ fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> 
         .collect()
 }
 
+/// `Via`'s entry for this proxy, by the protocol version it received.
+fn via_entry(minor: u8) -> &'static [u8] {
+    if minor == 0 {
+        b"1.0 coreloop"
+    } else {
+        b"1.1 coreloop"
+    }
+}
+
 /// The request to send upstream for `req`, from a client at `client_ip`: its method
 /// and target, its end-to-end fields (and `Expect`, which the proxy answers itself,
 /// left out), `X-Forwarded-For` with the client appended, `X-Forwarded-Proto`, `Via`.
-pub fn upstream_request(req: &Request, client_ip: &str) -> ClientRequest {
+/// `xff` and `via` are buffers to put those values together in (kept by the caller:
+/// no allocation per request).
+pub fn upstream_request(
+    req: &Request,
+    client_ip: &str,
+    xff: &mut Vec<u8>,
+    via: &mut Vec<u8>,
+) -> ClientRequest {
     let mut target = String::with_capacity(req.path().len() + req.query().len() + 1);
     target.push_str(req.path());
     if !req.query().is_empty() {
         target.push('?');
         target.push_str(req.query());
     }
-    let mut out = ClientRequest::new(req.method(), &target);
+    let mut out = ClientRequest::new(req.method(), target);
     let named = connection_tokens(req.headers());
-    let mut forwarded_for: Option<Vec<u8>> = None;
-    let mut via: Option<Vec<u8>> = None;
+    xff.clear();
+    via.clear();
     for (name, value) in req.headers() {
         if hop_by_hop(name, &named) || name.eq_ignore_ascii_case("expect") {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            join(&mut forwarded_for, value);
+        let list = if name.eq_ignore_ascii_case("x-forwarded-for") {
+            &mut *xff
         } else if name.eq_ignore_ascii_case("via") {
-            join(&mut via, value);
-        } else if !name.eq_ignore_ascii_case("x-forwarded-proto") {
-            out = out.header(name, value);
-        }
+            &mut *via
+        } else {
+            if !name.eq_ignore_ascii_case("x-forwarded-proto") {
+                out = out.header(name, value);
+            }
+            continue;
+        };
+        list.extend_from_slice(value);
+        list.extend_from_slice(b", ");
     }
-    join(&mut forwarded_for, client_ip.as_bytes());
-    let received = if req.minor_version() == 0 {
-        "1.0"
-    } else {
-        "1.1"
-    };
-    join(&mut via, format!("{received} {VIA}").as_bytes());
-    out.header("X-Forwarded-For", forwarded_for.unwrap_or_default())
+    xff.extend_from_slice(client_ip.as_bytes());
+    via.extend_from_slice(via_entry(req.minor_version()));
+    out.header("X-Forwarded-For", &xff[..])
         .header("X-Forwarded-Proto", "http")
-        .header("Via", via.unwrap_or_default())
-}
-
-/// `list` with `item` appended (`a, b`).
-fn join(list: &mut Option<Vec<u8>>, item: &[u8]) {
-    match list {
-        Some(l) => {
-            l.extend_from_slice(b", ");
-            l.extend_from_slice(item);
-        }
-        None => *list = Some(item.to_vec()),
-    }
+        .header("Via", &via[..])
 }
 
 /// How the body of a response goes to the client.
@@ -112,8 +117,12 @@ pub fn out_body(resp: &ClientResponse, minor: u8) -> OutBody {
 }
 
 /// Writes the response head for the client: the upstream's status and end-to-end
-/// fields, `Via` appended, the framing of `body`, and `Connection: close` if the
+/// fields, `Via` added, the framing of `body`, and `Connection: close` if the
 /// connection closes after it (`keep-alive` to an HTTP/1.0 client if it does not).
+///
+/// One pass over the fields: the upstream's `Via` lines are kept and this proxy's is
+/// another line after them (a list split over lines is the same list, RFC 9110 §5.3);
+/// fields a `Connection` field names (rare) are taken out again after the pass.
 pub fn write_response_head(
     out: &mut Vec<u8>,
     resp: &ClientResponse,
@@ -122,21 +131,31 @@ pub fn write_response_head(
     close: bool,
 ) {
     let head = resp.head();
-    let _ = write!(out, "HTTP/1.1 {} ", head.status());
+    let status = head.status();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(head.reason().as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = connection_tokens(resp.headers());
-    let mut via: Option<Vec<u8>> = None;
+    let fields_at = out.len();
     let mut length: Option<&[u8]> = None;
+    let mut named = false;
     for (name, value) in resp.headers() {
         if name.eq_ignore_ascii_case("content-length") {
             length.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            named |= value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .any(|t| {
+                    !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+                });
         }
-        if hop_by_hop(name, &named) {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("via") {
-            join(&mut via, value);
+        if hop_by_hop(name, &[]) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -144,14 +163,12 @@ pub fn write_response_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    let received = if head.minor_version() == 0 {
-        "1.0"
-    } else {
-        "1.1"
-    };
-    join(&mut via, format!("{received} {VIA}").as_bytes());
+    if named {
+        let tokens = connection_tokens(resp.headers());
+        remove_named(out, fields_at, &tokens);
+    }
     out.extend_from_slice(b"Via: ");
-    out.extend_from_slice(&via.unwrap_or_default());
+    out.extend_from_slice(via_entry(head.minor_version()));
     out.extend_from_slice(b"\r\n");
     match (body, length) {
         // The length a HEAD answer (or a 304) states is passed on as it was.
@@ -169,6 +186,18 @@ pub fn write_response_head(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Takes the field lines (written from `from` on, `name: value` CRLF each) whose name is
+/// one of `tokens` out of `out`.
+fn remove_named(out: &mut Vec<u8>, from: usize, tokens: &[&[u8]]) {
+    let lines = out.split_off(from);
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+        if !tokens.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+            out.extend_from_slice(line);
+        }
+    }
 }
 
 /// Appends `part` to `out` as it goes to the client: raw, or as one chunk.

@@ -74,6 +74,9 @@ pub struct Core {
     pub draining: Cell<bool>,
     pub fronts: RefCell<HashMap<u64, Weak<front::Front>>>,
     pub next_id: Cell<u64>,
+    /// Where the X-Forwarded-For and Via values are put together (no allocation per
+    /// request).
+    pub scratch: RefCell<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A running proxy.
@@ -106,6 +109,7 @@ pub fn start(builder: RuntimeBuilder, cfg: Config) -> io::Result<Proxy> {
                 draining: Cell::new(false),
                 fronts: RefCell::new(HashMap::new()),
                 next_id: Cell::new(0),
+                scratch: RefCell::new((Vec::new(), Vec::new())),
             })
         })
         .build()?;
