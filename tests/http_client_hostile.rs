@@ -459,3 +459,46 @@ fn a_cancelled_fetch_closes_its_connection(backend: Backend) {
         "the server saw the close"
     );
 }
+
+/// An idle connection stays in the pool for idle_timeout, then the client closes it.
+#[on_both_backends]
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout(backend: Backend) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let raw = Raw::start(move |_, mut c| {
+        read_request(&mut c);
+        send(&mut c, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let t0 = Instant::now();
+        let closed = peer_closes(&mut c, Duration::from_secs(10));
+        tx.send((closed, t0.elapsed())).unwrap();
+    });
+    let url = format!("http://{}/", raw.addr);
+    let client = HttpClient::new(ClientConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    });
+    let (idle_after_answer, open_later) = run(backend, async move {
+        let lp = IoLoop::current().unwrap();
+        client.fetch(&lp, ClientRequest::get(url)).await.unwrap();
+        let a = lp.stats().await.unwrap();
+        coreloop::sleep(Duration::from_millis(600)).await;
+        let b = lp.stats().await.unwrap();
+        let up = |s: &coreloop::metrics::Snapshot| {
+            s.cores[0]
+                .client
+                .iter()
+                .map(|c| (c.open, c.idle))
+                .next()
+                .unwrap()
+        };
+        (up(&a), up(&b))
+    });
+    assert_eq!(idle_after_answer, (1, 1));
+    assert_eq!(open_later, (0, 0));
+    let (closed, after) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(closed, "the client closed it");
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_secs(3),
+        "{after:?}"
+    );
+}
