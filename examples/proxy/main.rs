@@ -9,7 +9,7 @@
 //!
 //! `cargo run --release --example proxy -- --port 8080 --upstream 127.0.0.1:8888
 //! [--upstream 127.0.0.1:8889 ...] [--cores N --backend auto|uring|epoll --metrics PORT
-//! --connect-timeout SECS --upstream-timeout SECS --max-per-host N]`
+//! --connect-timeout SECS --upstream-timeout SECS --max-per-host N (1024)]`
 //!
 //! Upstreams are `ip:port` or `localhost:port` (names are not looked up yet). Ctrl-C
 //! or SIGTERM stops it gracefully: idle connections close, the others after their

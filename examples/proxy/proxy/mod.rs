@@ -50,7 +50,13 @@ impl Default for Config {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8080,
             upstreams: Vec::new(),
-            client: ClientConfig::default(),
+            // Envoy's default bound on an upstream's connections (per core here): the
+            // client's own default (100, Seastar's) would queue requests a proxy in
+            // front of many clients should pass on.
+            client: ClientConfig {
+                max_per_host: 1024,
+                ..ClientConfig::default()
+            },
             http: HttpConfig {
                 // Bodies are streamed, not held: no limit beyond the client's patience.
                 max_body: usize::MAX,
