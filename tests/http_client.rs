@@ -101,15 +101,6 @@ fn server(backend: Backend) -> util::Served {
         .unwrap()
 }
 
-/// Runs `fut` on a loop of `backend`, failing the test if it takes longer than HANG.
-fn run<T: 'static>(backend: Backend, fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let lp = util::new_loop(backend);
-    let out = lp
-        .run_until_complete(coreloop::timeout(util::HANG, fut))
-        .unwrap();
-    out.expect("the test hung")
-}
-
 fn accepted(s: &util::Served) -> u64 {
     let snap = s.rt.stats().wait().unwrap();
     snap.http_total(&s.local_addr().to_string())
@@ -124,7 +115,7 @@ fn answers_come_to_a_task_and_to_a_callback(backend: Backend) {
     let url = format!("http://{}/", s.local_addr());
     let client = HttpClient::default();
     let (c, u) = (client.clone(), url.clone());
-    let (status, body, server_header) = run(backend, async move {
+    let (status, body, server_header) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let r = c.fetch(&lp, ClientRequest::get(&u)).await.unwrap();
         (
@@ -164,7 +155,7 @@ fn keep_alive_reuses_one_connection(backend: Backend) {
     let url = format!("http://{}/", s.local_addr());
     let client = HttpClient::default();
     let c = client.clone();
-    let stats = run(backend, async move {
+    let stats = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         for _ in 0..20 {
             let r = c.fetch(&lp, ClientRequest::get(&url)).await.unwrap();
@@ -204,7 +195,7 @@ fn the_pool_bounds_connections_and_queues_the_rest(backend: Backend) {
         ..ClientConfig::default()
     };
     let client = HttpClient::new(cfg);
-    let (answers, full, stats) = run(backend, async move {
+    let (answers, full, stats) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         // 2 connections and 5 in the queue: the 8th is refused at once.
         let mut tasks = Vec::new();
@@ -242,7 +233,7 @@ fn a_queued_request_waits_at_most_the_connect_timeout(backend: Backend) {
         connect_timeout: Duration::from_millis(30),
         ..ClientConfig::default()
     });
-    let (first, second) = run(backend, async move {
+    let (first, second) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let (c, u, l) = (client.clone(), url.clone(), lp.clone());
         let first = lp.spawn(async move { c.fetch(&l, ClientRequest::get(&u)).await });
@@ -270,7 +261,7 @@ fn a_streamed_response_comes_in_parts(backend: Backend) {
     let s = server(backend);
     let url = format!("http://{}/stream?parts=200", s.local_addr());
     let client = HttpClient::default();
-    let (total, parts, stats) = run(backend, async move {
+    let (total, parts, stats) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let resp = client
             .fetch(&lp, ClientRequest::get(&url).stream_response())
@@ -332,7 +323,7 @@ fn a_streamed_response_read_to_its_end_at_full_speed(backend: Backend) {
     }
     // A task awaiting each part.
     let (c, u) = (client.clone(), url.clone());
-    run(backend, async move {
+    util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let resp = c
             .fetch(&lp, ClientRequest::get(&u).stream_response())
@@ -397,7 +388,7 @@ fn a_streamed_response_is_read_only_as_fast_as_its_reader_asks(backend: Backend)
     let url = format!("http://{}/", raw.addr);
     let client = HttpClient::default();
     let sent2 = sent.clone();
-    let (paused_at, read) = run(backend, async move {
+    let (paused_at, read) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let resp = client
             .fetch(&lp, ClientRequest::get(&url).stream_response())
@@ -434,7 +425,7 @@ fn a_streamed_request_body_goes_out_with_back_pressure(backend: Backend) {
     let s = server(backend);
     let url = format!("http://{}/echo", s.local_addr());
     let client = HttpClient::default();
-    let (len_header, body_len, waited) = run(backend, async move {
+    let (len_header, body_len, waited) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let fetching = client.fetch(&lp, ClientRequest::new("POST", &url).streamed_body(None));
         let upload = fetching.exchange();
@@ -472,7 +463,7 @@ fn redirects_are_followed_only_when_asked(backend: Backend) {
     let s = server(backend);
     let base = format!("http://{}", s.local_addr());
     let client = HttpClient::default();
-    let (not_followed, followed, too_many, see_other) = run(backend, async move {
+    let (not_followed, followed, too_many, see_other) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let get = |p: &str| ClientRequest::get(format!("{base}{p}"));
         let a = client.fetch(&lp, get("/redirect/2")).await.unwrap();
@@ -514,7 +505,7 @@ fn a_head_request_has_no_body_and_the_connection_goes_on(backend: Backend) {
     let s = server(backend);
     let url = format!("http://{}/", s.local_addr());
     let client = HttpClient::default();
-    let (head, get, stats) = run(backend, async move {
+    let (head, get, stats) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let h = client
             .fetch(&lp, ClientRequest::new("HEAD", &url))
@@ -547,7 +538,7 @@ fn a_head_request_has_no_body_and_the_connection_goes_on(backend: Backend) {
 #[test]
 fn bad_requests_fail_with_a_clear_error_before_anything_is_sent(backend: Backend) {
     let client = HttpClient::default();
-    let errors = run(backend, async move {
+    let errors = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let mut out = Vec::new();
         for req in [
@@ -571,7 +562,7 @@ fn bad_requests_fail_with_a_clear_error_before_anything_is_sent(backend: Backend
 fn a_refused_connection_is_a_connect_error(backend: Backend) {
     let port = util::upstream::free_port();
     let client = HttpClient::default();
-    let e = run(backend, async move {
+    let e = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         client
             .fetch(&lp, ClientRequest::get(format!("http://127.0.0.1:{port}/")))

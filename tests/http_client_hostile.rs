@@ -11,15 +11,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use util::upstream::{peer_closes, read_request, reset, send, Raw};
 
-/// Runs `fut` on a loop of `backend`, failing the test if it takes longer than HANG.
-fn run<T: 'static>(backend: Backend, fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let lp = util::new_loop(backend);
-    let out = lp
-        .run_until_complete(coreloop::timeout(util::HANG, fut))
-        .unwrap();
-    out.expect("the test hung")
-}
-
 /// A server answering every connection's first request with `answer` (then
 /// `after(stream)`), and the outcome of one GET to it with `cfg`.
 fn one_answer(
@@ -44,7 +35,7 @@ fn get_once(
 ) -> (Result<(u16, Vec<u8>), ClientError>, Duration) {
     let url = format!("http://{}/", raw.addr);
     let client = HttpClient::new(cfg);
-    run(backend, async move {
+    util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let t0 = Instant::now();
         let r = client.fetch(&lp, ClientRequest::get(&url)).await;
@@ -283,7 +274,7 @@ fn a_connect_that_gets_no_answer_times_out(backend: Backend) {
         ..fast()
     };
     let client = HttpClient::new(cfg);
-    let (r, took) = run(backend, async move {
+    let (r, took) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let t0 = Instant::now();
         let r = client
@@ -317,7 +308,7 @@ fn a_request_crossing_the_servers_idle_close_is_retried_once_if_idempotent(backe
     });
     let url = format!("http://{}/", raw.addr);
     let client = HttpClient::default();
-    let (first, second, stats) = run(backend, async move {
+    let (first, second, stats) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let a = client.fetch(&lp, ClientRequest::get(&url)).await.unwrap();
         let b = client.fetch(&lp, ClientRequest::get(&url)).await.unwrap();
@@ -342,7 +333,7 @@ fn a_request_crossing_the_servers_idle_close_is_retried_once_if_idempotent(backe
     });
     let url = format!("http://{}/", raw.addr);
     let client = HttpClient::default();
-    let second = run(backend, async move {
+    let second = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         client.fetch(&lp, ClientRequest::get(&url)).await.unwrap();
         client
@@ -375,7 +366,7 @@ fn an_idle_connection_the_server_closed_is_not_reused(backend: Backend) {
     });
     let url = format!("http://{}/", raw.addr);
     let client = HttpClient::default();
-    let stats = run(backend, async move {
+    let stats = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         client.fetch(&lp, ClientRequest::get(&url)).await.unwrap();
         coreloop::sleep(Duration::from_millis(300)).await;
@@ -416,7 +407,7 @@ fn every_framing_of_an_answer(backend: Backend) {
     });
     let url = format!("http://{}/", raw.addr);
     let client = HttpClient::default();
-    let bodies = run(backend, async move {
+    let bodies = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let mut out = Vec::new();
         for _ in 0..2 {
@@ -445,7 +436,7 @@ fn a_cancelled_fetch_closes_its_connection(backend: Backend) {
     });
     let url = format!("http://{}/", raw.addr);
     let client = HttpClient::default();
-    let r = run(backend, async move {
+    let r = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         coreloop::timeout(
             Duration::from_millis(100),
@@ -477,7 +468,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout(backend: Backend) {
         idle_timeout: Duration::from_millis(300),
         ..ClientConfig::default()
     });
-    let (idle_after_answer, open_later) = run(backend, async move {
+    let (idle_after_answer, open_later) = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         client.fetch(&lp, ClientRequest::get(url)).await.unwrap();
         let a = lp.stats().await.unwrap();

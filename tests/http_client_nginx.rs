@@ -11,14 +11,6 @@ use coreloop_macros::on_both_backends;
 use std::time::Duration;
 use util::upstream::Nginx;
 
-fn run<T: 'static>(backend: Backend, fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let lp = util::new_loop(backend);
-    let out = lp
-        .run_until_complete(coreloop::timeout(util::HANG, fut))
-        .unwrap();
-    out.expect("the test hung")
-}
-
 /// A megabyte of lines, each saying where it is.
 fn big_file() -> Vec<u8> {
     let mut b = Vec::new();
@@ -49,7 +41,7 @@ fn keep_alive_to_nginx_is_reused_and_bodies_come_whole(backend: Backend) {
     let base = format!("http://{}", ngx.addr);
     let client = HttpClient::default();
     let up = ngx.addr.to_string();
-    let stats = run(backend, async move {
+    let stats = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         for _ in 0..10 {
             let r = client
@@ -125,7 +117,7 @@ fn nginx_closing_connections_is_followed_without_errors(backend: Backend) {
     let url = format!("http://{}/hello", ngx.addr);
     let client = HttpClient::default();
     let up = ngx.addr.to_string();
-    let stats = run(backend, async move {
+    let stats = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         for _ in 0..9 {
             let r = client.fetch(&lp, ClientRequest::get(&url)).await.unwrap();
@@ -160,7 +152,7 @@ fn concurrent_fetches_to_nginx_stay_within_the_pool(backend: Backend) {
         ..ClientConfig::default()
     });
     let up = ngx.addr.to_string();
-    let stats = run(backend, async move {
+    let stats = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let mut tasks = Vec::new();
         for _ in 0..30 {

@@ -34,6 +34,19 @@ pub fn run(lp: &IoLoop) {
     assert!(!hung.get(), "the loop did not stop within {HANG:?}");
 }
 
+/// Runs `fut` as a task on a new loop of `backend` until it completes; fails the test if
+/// that takes longer than `HANG`.
+pub fn run_task<T: 'static>(
+    backend: Backend,
+    fut: impl std::future::Future<Output = T> + 'static,
+) -> T {
+    let lp = new_loop(backend);
+    let out = lp
+        .run_until_complete(coreloop::timeout(HANG, fut))
+        .expect("the loop runs");
+    out.expect("the test hung")
+}
+
 /// Runs `lp` for `d` (a timer stops it), for tests that check something does NOT happen.
 pub fn run_for(lp: &IoLoop, d: Duration) {
     lp.call_later(d, |lp| lp.stop());
