@@ -12,7 +12,8 @@ use hdrhistogram::Histogram;
 pub struct ClientStats {
     /// The upstream's address (`127.0.0.1:8080`).
     pub upstream: String,
-    /// Fetches started (each redirect and retry counts once more).
+    /// Fetches started (each redirect followed counts once more; a retry is counted in
+    /// `retries`).
     pub requests: u64,
     /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
     pub responses: [u64; 5],
