@@ -13,7 +13,7 @@
 
 use super::report::Totals;
 use super::Plan;
-use coreloop::http::framing;
+use coreloop::http::framing::{BodyLength, ResponseDecoder, ResponseEvent};
 use coreloop::{IoLoop, IoStream};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -520,7 +520,7 @@ pub enum Parsed {
 /// The bytes of the last whole response parsed, with what parsing found. A load test
 /// gets the same response over and over (until the `Date` header ticks), and a
 /// response that is byte for byte the same as one already parsed parses the same: the
-/// compare checks every byte of it for a fraction of what httparse costs. Anything else
+/// compare checks every byte of it for a fraction of what decoding costs. Anything else
 /// is parsed in full, and becomes the one remembered.
 #[derive(Default)]
 pub(crate) struct Known {
@@ -554,79 +554,51 @@ impl Known {
 }
 
 fn status_of(buf: &[u8]) -> u16 {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(buf) {
-        Ok(_) => resp.code.unwrap_or(0),
-        Err(_) => 0,
+    let mut d = ResponseDecoder::new();
+    match d.decode(buf).1 {
+        ResponseEvent::Head(h) => h.status(),
+        _ => 0,
     }
 }
 
-/// Parses the response at the front of `buf`: status line and headers (httparse), then
-/// the body by Content-Length or chunked framing (`coreloop::http::framing`, the rules
-/// the server reads requests by); `head`: it answers a HEAD request,
-/// so it has no body whatever its framing headers say (RFC 9110 9.3.2).
+/// Parses the response at the front of `buf` with coreloop's response decoder (the one
+/// `coreloop::http::HttpClient` reads answers with): head, then the body by its
+/// framing; `head`: it answers a HEAD request, so it has no body whatever its framing
+/// headers say (RFC 9110 9.3.2). A 1xx head counts as a response of its own.
 pub fn parse_response(buf: &[u8], head: bool) -> Parsed {
-    // Uninitialised slots: zeroing 64 headers cost more than parsing a small response.
-    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
-    let mut resp = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Garbage,
-    };
-    let Some(status) = resp.code else {
-        return Parsed::Garbage;
-    };
-    let mut length = None;
-    let mut chunked = false;
-    let mut close = resp.version == Some(0);
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            match framing::content_length(h.value.trim_ascii()).map(usize::try_from) {
-                Some(Ok(n)) => length = Some(n),
-                _ => return Parsed::Garbage,
+    let mut d = ResponseDecoder::new();
+    d.answering_head(head);
+    let (mut at, mut status, mut close) = (0, 0, false);
+    loop {
+        let (n, ev) = d.decode(&buf[at..]);
+        at += n;
+        match ev {
+            ResponseEvent::NeedMore => return Parsed::Partial,
+            ResponseEvent::Error(_) => return Parsed::Garbage,
+            ResponseEvent::Head(h) => {
+                (status, close) = (h.status(), !h.keep_alive());
+                match h.body() {
+                    BodyLength::None => {
+                        return Parsed::Whole {
+                            status,
+                            len: at,
+                            close,
+                        }
+                    }
+                    BodyLength::UntilClose => return Parsed::ToClose,
+                    BodyLength::Length(_) | BodyLength::Chunked => {}
+                }
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h.value.eq_ignore_ascii_case(b"chunked");
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if contains_token(h.value, b"close") {
-                close = true;
-            } else if contains_token(h.value, b"keep-alive") {
-                close = false;
+            ResponseEvent::Body(_) => {}
+            ResponseEvent::End => {
+                return Parsed::Whole {
+                    status,
+                    len: at,
+                    close,
+                }
             }
         }
     }
-    let body = &buf[head_len..];
-    let body_len = if head || matches!(status, 100..=199 | 204 | 304) {
-        0
-    } else if chunked {
-        match framing::chunked_len(body) {
-            Ok(Some(n)) => n,
-            Ok(None) => return Parsed::Partial,
-            Err(_) => return Parsed::Garbage,
-        }
-    } else if let Some(n) = length {
-        if body.len() < n {
-            return Parsed::Partial;
-        }
-        n
-    } else {
-        return Parsed::ToClose;
-    };
-    Parsed::Whole {
-        status,
-        len: head_len + body_len,
-        close,
-    }
-}
-
-fn contains_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

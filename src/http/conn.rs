@@ -462,6 +462,9 @@ impl Conn {
                         return Turn::Stopped;
                     };
                     req.peer = self.peer;
+                    if self.cfg.xheaders {
+                        req.trust_xheaders();
+                    }
                     if body == BodyKind::None {
                         self.dispatch(lp, req, keep_alive);
                         return Turn::Dispatched;
@@ -493,6 +496,7 @@ impl Conn {
 
     /// Routes the request and runs its handler.
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
+        let keep_alive = keep_alive && self.cfg.keep_alive;
         self.busy.set(true);
         self.clear_timer();
         let mut params = Vec::new();

@@ -1,7 +1,10 @@
-//! Message framing that requests and responses share (RFC 9112 §6-7): a Content-Length
-//! value, a chunk-size line, and where a chunked body ends. The server's request
-//! decoder uses the same grammar (`head.rs`); a client (loadtest) reads responses with
-//! these, so the two sides cannot drift apart.
+//! Message framing (RFC 9112 §6-7), sans-I/O, for whoever drives a connection itself:
+//! the server's own request decoder ([`RequestDecoder`], what a proxy reads its
+//! clients with), the one response decoder ([`ResponseDecoder`], what
+//! [`HttpClient`](super::HttpClient) and loadtest read answers with), and the pieces
+//! they share: a Content-Length value, a chunk-size line, where a chunked body ends.
+//! Requests and responses have one grammar (`head.rs`), so the two sides cannot drift
+//! apart.
 //!
 //! One difference is deliberate: a client tolerates spaces and tabs at the end of a
 //! chunk-size line (`5 \r\n`), which the server refuses in a request (400). The
@@ -12,28 +15,50 @@
 //! smuggling), so the server stays strict. Nothing else is tolerated: whitespace inside
 //! the size (`5 0`), before it, or any other byte still breaks the framing.
 
-use super::head::{chunk_size as chunk_size_line, decimal, field_line};
+use super::head::{chunk_size as chunk_size_line, decimal};
+pub use super::request_decoder::{RequestDecoder, RequestEvent, RequestHead};
+pub use super::response_decoder::{
+    BodyLength, ResponseDecoder, ResponseEvent, ResponseHead, DEFAULT_MAX_RESPONSE_HEAD,
+    DEFAULT_MAX_RESPONSE_HEADERS,
+};
 
-/// A message whose framing is broken: what follows it cannot be trusted.
+/// A message whose framing is broken: what follows it cannot be trusted. It says
+/// what was wrong.
 ///
 /// ```
-/// use coreloop::http::framing::{chunked_len, FramingError};
-/// assert_eq!(chunked_len(b"zz\r\n"), Err(FramingError));
+/// use coreloop::http::framing::chunked_len;
+/// let e = chunked_len(b"zz\r\n").unwrap_err();
+/// assert_eq!(e.reason(), "malformed chunk-size line");
+/// assert_eq!(e.to_string(), "malformed HTTP message: malformed chunk-size line");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FramingError;
+pub struct FramingError {
+    reason: &'static str,
+}
+
+impl FramingError {
+    pub(crate) fn new(reason: &'static str) -> FramingError {
+        FramingError { reason }
+    }
+
+    /// What was wrong, in a few words.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
 
 impl std::fmt::Display for FramingError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("malformed HTTP message framing")
+        write!(f, "malformed HTTP message: {}", self.reason)
     }
 }
 
 impl std::error::Error for FramingError {}
 
-/// One Content-Length value (without surrounding whitespace): digits only, no
-/// overflow. A list or a repeated field is the caller's to compare (RFC 9112 §6.3: all
-/// values must be the same).
+/// One Content-Length value (without surrounding whitespace): digits only, at most
+/// `i64::MAX` (as Go and most implementations bound it; nothing is that long). A list
+/// or a repeated field is the caller's to compare (RFC 9112 §6.3: all values must be
+/// the same).
 ///
 /// ```
 /// use coreloop::http::framing::content_length;
@@ -42,13 +67,13 @@ impl std::error::Error for FramingError {}
 /// assert_eq!(content_length(b"99999999999999999999999"), None);
 /// ```
 pub fn content_length(value: &[u8]) -> Option<u64> {
-    decimal(value)
+    decimal(value).filter(|&n| n <= i64::MAX as u64)
 }
 
 /// A chunk-size line of a response, without its CRLF (`1*HEXDIG` then chunk
 /// extensions, which must be well formed and are ignored; spaces and tabs at the end
 /// are tolerated, see the module's doc): the chunk's size; `None` if malformed or over
-/// `u64`.
+/// `i64::MAX`.
 ///
 /// ```
 /// use coreloop::http::framing::chunk_size;
@@ -63,7 +88,7 @@ pub fn chunk_size(line: &[u8]) -> Option<u64> {
         .iter()
         .rposition(|&c| c != b' ' && c != b'\t')
         .map_or(0, |i| i + 1);
-    chunk_size_line(&line[..end])
+    chunk_size_line(&line[..end]).filter(|&n| n <= i64::MAX as u64)
 }
 
 /// The length of the whole chunked body at the front of `b` (chunks, last chunk and
@@ -77,47 +102,19 @@ pub fn chunk_size(line: &[u8]) -> Option<u64> {
 /// assert_eq!(chunked_len(&body[..8]), Ok(None));
 /// ```
 pub fn chunked_len(b: &[u8]) -> Result<Option<usize>, FramingError> {
+    // The response decoder's chunked state machine: one reader of chunked bodies.
+    let mut d = ResponseDecoder::chunked_body();
     let mut at = 0;
     loop {
-        let Some(eol) = find_crlf(&b[at..]) else {
-            return Ok(None);
-        };
-        let size = chunk_size(&b[at..at + eol]).ok_or(FramingError)?;
-        at += eol + 2;
-        if size == 0 {
-            // The trailer section: field lines up to an empty line.
-            loop {
-                if b.len() < at + 2 {
-                    return Ok(None);
-                }
-                if &b[at..at + 2] == b"\r\n" {
-                    return Ok(Some(at + 2));
-                }
-                let Some(eol) = find_crlf(&b[at..]) else {
-                    return Ok(None);
-                };
-                let (_, _, next) = field_line(&b[..at + eol + 2], at).map_err(|_| FramingError)?;
-                at = next;
-            }
+        let (n, ev) = d.decode(&b[at..]);
+        at += n;
+        match ev {
+            ResponseEvent::Body(_) => {}
+            ResponseEvent::End => return Ok(Some(at)),
+            ResponseEvent::NeedMore | ResponseEvent::Head(_) => return Ok(None),
+            ResponseEvent::Error(e) => return Err(e),
         }
-        // A size near u64::MAX would overflow the sums below: no buffer is that big.
-        let end = usize::try_from(size)
-            .ok()
-            .and_then(|s| at.checked_add(s))
-            .and_then(|e| e.checked_add(2))
-            .ok_or(FramingError)?;
-        if b.len() < end {
-            return Ok(None);
-        }
-        if &b[end - 2..end] != b"\r\n" {
-            return Err(FramingError);
-        }
-        at = end;
     }
-}
-
-fn find_crlf(b: &[u8]) -> Option<usize> {
-    memchr::memmem::find(b, b"\r\n")
 }
 
 #[cfg(test)]
@@ -126,30 +123,35 @@ mod tests {
 
     #[test]
     fn chunked_bodies_end_where_their_framing_says() {
-        type Case = (&'static [u8], Result<Option<usize>, FramingError>);
+        type Case = (&'static [u8], Result<Option<usize>, ()>);
         let cases: &[Case] = &[
             (b"0\r\n\r\n", Ok(Some(5))),
             (b"3\r\nabc\r\n0\r\n\r\n", Ok(Some(13))),
             (b"3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n", Ok(Some(23))),
             (b"3\r\nabc", Ok(None)),
             (b"3\r\nabc\r\n0\r\nT: v\r\n", Ok(None)),
-            (b"3\r\nabcX\r\n", Err(FramingError)),
-            (b"g\r\n", Err(FramingError)),
-            (b"0\r\nno colon\r\n\r\n", Err(FramingError)),
-            (b"ffffffffffffffff\r\nab", Err(FramingError)),
+            (b"3\r\nabcX\r\n", Err(())),
+            (b"g\r\n", Err(())),
+            (b"0\r\nno colon\r\n\r\n", Err(())),
+            (b"ffffffffffffffff\r\nab", Err(())),
             // Padded chunk sizes, as some servers send them: tolerated by a client.
             (b"3 \r\nabc\r\n0\t \r\n\r\n", Ok(Some(16))),
             (b"3;x=y  \r\nabc\r\n0\r\n\r\n", Ok(Some(19))),
             (b"3 ", Ok(None)),
             // But nothing else: whitespace inside or before the size, a lone CR.
-            (b"3 4\r\n", Err(FramingError)),
-            (b" 3\r\n", Err(FramingError)),
-            (b"3\r \r\n", Err(FramingError)),
-            (b"  \r\n", Err(FramingError)),
-            (b"fffffffffffffffff\r\n", Err(FramingError)),
+            (b"3 4\r\n", Err(())),
+            (b" 3\r\n", Err(())),
+            (b"3\r \r\n", Err(())),
+            (b"  \r\n", Err(())),
+            (b"fffffffffffffffff\r\n", Err(())),
         ];
         for (b, want) in cases {
-            assert_eq!(chunked_len(b), *want, "{:?}", String::from_utf8_lossy(b));
+            assert_eq!(
+                chunked_len(b).map_err(|_| ()),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
         }
     }
 }

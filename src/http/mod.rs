@@ -19,6 +19,7 @@
 //! [`HttpConfig::send_timeout`].
 
 mod app;
+mod client;
 mod conn;
 mod date;
 mod decoder;
@@ -26,7 +27,9 @@ mod error;
 pub mod framing;
 mod head;
 mod request;
+mod request_decoder;
 mod response;
+mod response_decoder;
 mod response_head;
 mod server;
 mod stats;
@@ -42,6 +45,13 @@ pub mod fuzzing {
 pub use app::{Application, AsyncReturn, HandlerReturn, Route};
 #[doc(hidden)]
 pub use app::{Async, Fallible, Plain};
+pub(crate) use client::{
+    by_upstream as client_by_upstream, client_stats, export as export_client_stats,
+};
+pub use client::{
+    BodyReading, BodyWriting, ClientConfig, ClientError, ClientRequest, ClientResponse,
+    ClientStats, Deadline, Exchange, Fetching, HttpClient,
+};
 pub(crate) use conn::{server_stats, server_stats_of};
 pub use error::HttpError;
 pub use request::Request;
@@ -104,6 +114,17 @@ pub struct HttpConfig {
     /// client to read its answers (it answered its last request, or paused reading a
     /// client that pipelines without reading): then it is closed.
     pub send_timeout: Duration,
+    /// Whether a connection may carry more than one request (default true). False:
+    /// every response says `Connection: close` and the connection closes after it
+    /// (Tornado's `no_keep_alive`).
+    pub keep_alive: bool,
+    /// Trust the headers a proxy in front sets (Tornado's `xheaders`): the client's
+    /// address from `X-Real-Ip`, else the last `X-Forwarded-For` value, and the scheme
+    /// from `X-Scheme`, else `X-Forwarded-Proto`, become
+    /// [`Request::remote_ip`] and [`Request::scheme`]. Only behind a proxy that sets
+    /// them: a client reaching the server directly could claim any address. Default
+    /// false.
+    pub xheaders: bool,
     /// Listening: backlog, per-core connection limit, fd-exhaustion pause.
     pub listen: ListenOptions,
 }
@@ -120,6 +141,8 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             handler_timeout: Some(Duration::from_secs(60)),
             send_timeout: Duration::from_secs(60),
+            keep_alive: true,
+            xheaders: false,
             listen: ListenOptions::default(),
         }
     }

@@ -1,7 +1,7 @@
 //! `Request`: a parsed request head (the parsing is in `head.rs`), its body and the
 //! route's captures.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 /// A byte range of the request head (which is at most
@@ -23,11 +23,15 @@ pub(crate) enum Method {
     Sent(Span),
 }
 
-/// What few requests have: a body, the route's captures.
+/// What few requests have: a body, the route's captures, what a proxy in front said.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Extra {
     pub body: Vec<u8>,
     pub params: Vec<(String, String)>,
+    /// The client's address a trusted proxy gave (`HttpConfig::xheaders`).
+    pub forwarded_ip: Option<IpAddr>,
+    /// The scheme a trusted proxy gave was https.
+    pub https: bool,
 }
 
 /// An HTTP request: method, target, headers, body, and the route's captures.
@@ -155,9 +159,61 @@ impl Request {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-    /// The client's address.
+    /// The address of the connection's peer (a proxy, if one is in front).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The client's IP address (Tornado's `remote_ip`): the peer's, or, with
+    /// [`HttpConfig::xheaders`](super::HttpConfig::xheaders), the one a proxy in front
+    /// gave in `X-Real-Ip`, else the last of `X-Forwarded-For` (the one it added).
+    ///
+    /// ```
+    /// # use coreloop::http::{Application, Route};
+    /// let route = Route::new().get(|_, req, mut resp| {
+    ///     let who = req.remote_ip().map(|ip| ip.to_string()).unwrap_or_default();
+    ///     resp.write(format!("{}://... from {who}", req.scheme()));
+    /// });
+    /// # let _ = Application::new().route("/", route);
+    /// ```
+    pub fn remote_ip(&self) -> Option<IpAddr> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.forwarded_ip)
+            .or(self.peer.map(|p| p.ip()))
+    }
+
+    /// `http`, or, with [`HttpConfig::xheaders`](super::HttpConfig::xheaders), `https`
+    /// if a proxy in front said so in `X-Scheme`, else `X-Forwarded-Proto` (Tornado's
+    /// `protocol`).
+    pub fn scheme(&self) -> &'static str {
+        if self.extra.as_ref().is_some_and(|e| e.https) {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Takes the client's address and scheme from the headers a proxy in front sets
+    /// (`HttpConfig::xheaders`): a value that is not an IP address, or a scheme other
+    /// than http or https, is ignored.
+    pub(crate) fn trust_xheaders(&mut self) {
+        let last = |v: &str| v.rsplit(',').next().unwrap_or("").trim().to_string();
+        let ip = self
+            .header("x-real-ip")
+            .map(|v| v.trim().to_string())
+            .or_else(|| self.header("x-forwarded-for").map(last))
+            .and_then(|v| v.parse::<IpAddr>().ok());
+        let https = self
+            .header("x-scheme")
+            .or_else(|| self.header("x-forwarded-proto"))
+            .map(last)
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        if ip.is_some() || https {
+            let e = self.extra_mut();
+            e.forwarded_ip = ip;
+            e.https = https;
+        }
     }
 
     /// The body and captures, made on first use.

@@ -223,17 +223,27 @@ impl ReadSide {
 impl IoStream {
     /// Leaves a pending read (or hands `cb` back with why it cannot).
     pub(super) fn start_read(&self, kind: ReadKind, cb: Reader) -> Result<(), (io::Error, Reader)> {
-        {
+        let ready = {
             let mut st = self.inner.st.borrow_mut();
             if st.r.wanted() {
                 return Err((StreamError::ReadPending.into(), cb));
             }
             st.r.scanned = 0;
+            // Whether what is buffered (or the end of the stream) completes it now; if
+            // not, the bytes that will complete it run the dispatch loop when they come.
+            let ready = outcome(&mut st, &kind).is_some();
             st.r.read = Some(PendingRead { kind, cb });
+            ready
+        };
+        if ready {
+            // Still in a later step than this call (a boxed callback): only when due; the
+            // dispatch then gives the transport the room that is left.
+            self.schedule_dispatch();
+        } else {
+            // The bytes that will complete it run the dispatch loop when they come: the
+            // transport gets the room for them now.
+            self.pace_receiving(None);
         }
-        // The dispatch serves the read from the buffer if it can, then gives the
-        // transport the room that is left.
-        self.schedule_dispatch();
         Ok(())
     }
 

@@ -21,7 +21,7 @@ pub use prometheus::LATENCY_BUCKETS;
 pub(crate) use prometheus::{labels, Exposition};
 pub use server::{ServerCoreStats, ServerStats};
 
-use crate::http::HttpStats;
+use crate::http::{ClientStats, HttpStats};
 use crate::reactor::{Call, IoLoop, LoopStats};
 use crate::runtime::{CoresChosen, Runtime};
 
@@ -35,6 +35,8 @@ pub struct CoreStats {
     /// Each HTTP server on this core, by the address it listens on (or "streams" for
     /// connections handed to `serve_stream`).
     pub http: Vec<HttpStats>,
+    /// Each upstream the HTTP client fetched from on this core, by its address.
+    pub client: Vec<ClientStats>,
 }
 
 /// Every core's numbers at one moment (each core copied its own when asked).
@@ -74,6 +76,7 @@ fn core_stats(lp: &IoLoop) -> CoreStats {
         shard: lp.shard_id(),
         reactor: lp.loop_stats(),
         http: crate::http::server_stats(lp),
+        client: crate::http::client_stats(lp),
     }
 }
 
@@ -104,6 +107,18 @@ impl Snapshot {
             t.merge(&c.reactor);
         }
         t
+    }
+
+    /// Every core's numbers of the HTTP client's fetches from `upstream` (its address,
+    /// as in [`ClientStats::upstream`]) added up.
+    pub fn client_total(&self, upstream: &str) -> Option<ClientStats> {
+        let all = crate::http::client_by_upstream(
+            self.cores
+                .iter()
+                .flat_map(|c| c.client.iter())
+                .filter(|s| s.upstream == upstream),
+        );
+        all.into_iter().next()
     }
 
     /// Every core's numbers of the HTTP server listening on `name` (its address, as in
@@ -257,6 +272,7 @@ impl Snapshot {
         }
         crate::http::export_stats(&mut e, &self.cores, per_core);
         export_blocking(&mut e, &self.blocking);
+        crate::http::export_client_stats(&mut e, &self.cores, per_core);
         e.finish()
     }
 }

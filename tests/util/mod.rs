@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use coreloop::{Backend, IoLoop};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -30,6 +32,19 @@ pub fn run(lp: &IoLoop) {
     lp.start().expect("start");
     lp.remove_timeout(guard);
     assert!(!hung.get(), "the loop did not stop within {HANG:?}");
+}
+
+/// Runs `fut` as a task on a new loop of `backend` until it completes; fails the test if
+/// that takes longer than `HANG`.
+pub fn run_task<T: 'static>(
+    backend: Backend,
+    fut: impl std::future::Future<Output = T> + 'static,
+) -> T {
+    let lp = new_loop(backend);
+    let out = lp
+        .run_until_complete(coreloop::timeout(HANG, fut))
+        .expect("the loop runs");
+    out.expect("the test hung")
 }
 
 /// Runs `lp` for `d` (a timer stops it), for tests that check something does NOT happen.
@@ -76,6 +91,16 @@ pub const TOOLS: &[(&str, &str, &str)] = &[
         "curl",
         "curl",
         "curl, as a client, agrees with the HTTP server",
+    ),
+    (
+        "ab",
+        "apache2-utils",
+        "ApacheBench through the proxy example gets every answer, kept alive",
+    ),
+    (
+        "wrk",
+        "wrk",
+        "wrk through the proxy example gets every answer, without errors",
     ),
     (
         "nginx",

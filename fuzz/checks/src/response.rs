@@ -1,8 +1,9 @@
-//! Checks of loadtest's response parser.
+//! Checks of the response parser (coreloop's `framing::ResponseDecoder`, which the HTTP
+//! client and loadtest share), through loadtest's whole-response `parse_response`.
 
 use loadtest::fuzzing::{parse_response, Parsed};
 
-/// loadtest's response parser on `data` (its first byte says whether the request was
+/// The response parser on `data` (its first byte says whether the request was
 /// HEAD): no panic; a whole response lies within the buffer and parses the same from
 /// a buffer holding exactly it; every shorter prefix of it is `Partial` (so a response
 /// split across reads is never taken for garbage, nor for a shorter response).
