@@ -541,9 +541,8 @@ fn bad_requests_fail_with_a_clear_error_before_anything_is_sent(backend: Backend
     let errors = util::run_task(backend, async move {
         let lp = IoLoop::current().unwrap();
         let mut out = Vec::new();
-        for req in [
+                for req in [
             ClientRequest::get("https://127.0.0.1/"),
-            ClientRequest::get("http://example.invalid/"),
             ClientRequest::get("http://127.0.0.1:1/").header("X", "a\r\nb: c"),
             ClientRequest::get("/no/host"),
         ] {
@@ -554,7 +553,6 @@ fn bad_requests_fail_with_a_clear_error_before_anything_is_sent(backend: Backend
     for e in &errors {
         assert!(matches!(e, ClientError::Invalid(_)), "{e:?}");
     }
-    assert!(errors[1].to_string().contains("connect_to"));
 }
 
 #[on_both_backends]
@@ -573,4 +571,40 @@ fn a_refused_connection_is_a_connect_error(backend: Backend) {
         matches!(&e, ClientError::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused),
         "{e:?}"
     );
+}
+
+#[on_both_backends]
+#[test]
+fn a_host_name_is_looked_up_on_the_blocking_pool(backend: Backend) {
+    // "vm" is in /etc/hosts here; any name the machine resolves to 127.0.0.1 does.
+    let name = ["vm", "localhost.localdomain", "ip6-localhost"]
+        .into_iter()
+        .find(|n| {
+            std::net::ToSocketAddrs::to_socket_addrs(&(*n, 80))
+                .is_ok_and(|mut a| a.any(|a| a.ip() == std::net::Ipv4Addr::LOCALHOST))
+        });
+    let Some(name) = name else {
+        eprintln!("SKIPPED: no name here resolves to 127.0.0.1 but localhost");
+        return;
+    };
+    let s = server(backend);
+    let url = format!("http://{name}:{}/", s.local_addr().port());
+    let client = HttpClient::default();
+    let c = client.clone();
+    let (status, body) = util::run_task(backend, async move {
+        let lp = IoLoop::current().unwrap();
+        let r = c.fetch(&lp, ClientRequest::get(&url)).await.unwrap();
+        (r.status(), r.body().to_vec())
+    });
+    assert_eq!((status, &body[..]), (200, &b"Hello, world"[..]));
+    // A name that does not exist is a connect error, not a hang or a panic.
+    let c = client.clone();
+    let err = util::run_task(backend, async move {
+        let lp = IoLoop::current().unwrap();
+        c.fetch(&lp, ClientRequest::get("http://no-such-host.invalid/"))
+            .await
+            .unwrap_err()
+    });
+    assert!(matches!(err, ClientError::Connect(_)), "{err:?}");
+    s.shutdown().unwrap();
 }

@@ -23,24 +23,16 @@ use proxy::Config;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+/// An upstream's address: `ip:port`, or `host:port` looked up once at start (as nginx
+/// does for a `server` line of an upstream block), before any loop runs.
 fn upstream(v: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = v.parse::<SocketAddr>() {
         return Ok(a);
     }
-    match v.split_once(':') {
-        Some(("localhost", port)) => {
-            let port: u16 = port.parse().map_err(|e| format!("--upstream {v}: {e}"))?;
-            // localhost only: other names would need a lookup, which blocks.
-            ("127.0.0.1", port)
-                .to_socket_addrs()
-                .map_err(|e| format!("--upstream {v}: {e}"))?
-                .next()
-                .ok_or(format!("--upstream {v}: no address"))
-        }
-        _ => Err(format!(
-            "--upstream takes ip:port or localhost:port, not {v:?} (names are not looked up)"
-        )),
-    }
+    v.to_socket_addrs()
+        .map_err(|e| format!("--upstream {v}: {e}"))?
+        .next()
+        .ok_or(format!("--upstream {v}: the name has no address"))
 }
 
 fn secs(flag: &str, v: String) -> Result<Duration, String> {

@@ -18,6 +18,7 @@ pub use acceptor::Acceptor;
 pub use connect::Connecting;
 pub use incoming::Incoming;
 pub use listen::{bind_reuseport, ListenOptions};
+pub(crate) use resolve::lookup;
 pub use resolve::ToConnectAddr;
 pub(crate) use server::{serve_on, server_counts, ServerId};
 #[doc(hidden)]

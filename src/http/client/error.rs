@@ -33,10 +33,10 @@ pub enum Deadline {
 #[non_exhaustive]
 pub enum ClientError {
     /// The request cannot be made as given: a malformed URL, a scheme other than
-    /// `http`, a header value with CR or LF, a body that does not match its length, a
-    /// host name that cannot be looked up here.
+    /// `http`, a header value with CR or LF, a body that does not match its length.
     Invalid(String),
-    /// Connecting failed (refused, unreachable, out of descriptors).
+    /// Connecting failed (refused, unreachable, out of descriptors), or the host's
+    /// name could not be looked up.
     Connect(Arc<io::Error>),
     /// A deadline passed.
     Timeout(Deadline),

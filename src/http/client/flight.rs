@@ -134,8 +134,9 @@ impl Flight {
         })
     }
 
-    /// Starts it (once): prepares the request, takes its host's pool, and asks it for a
-    /// connection.
+    /// Starts it (once): prepares the request, looks its host's name up if it has one
+    /// (on the blocking pool, within `connect_timeout`), takes its host's pool, and asks
+    /// it for a connection.
     pub(super) fn start(self: &Rc<Self>, lp: &IoLoop) {
         let prepared = {
             let mut st = self.st.borrow_mut();
@@ -146,6 +147,52 @@ impl Flight {
             st.started = lp.time();
             st.req.prepare()
         };
+        if let Ok(p) = &prepared {
+            if let Some(host) = p.lookup.clone() {
+                self.st.borrow_mut().starting = false;
+                return self.look_up(lp, host, prepared);
+            }
+        }
+        self.begin(lp, prepared);
+    }
+
+    /// Looks the host's name up, then begins with its first address. (The pools are by
+    /// address: every request to the name goes to the address it had when looked up.)
+    fn look_up(
+        self: &Rc<Self>,
+        lp: &IoLoop,
+        host: String,
+        prepared: Result<Prepared, ClientError>,
+    ) {
+        let Ok(mut p) = prepared else { return };
+        let me = Rc::downgrade(self);
+        let port = p.addr.port();
+        crate::net::lookup(
+            lp,
+            host,
+            port,
+            self.client.cfg.connect_timeout,
+            move |lp, r| {
+                let Some(f) = me.upgrade() else { return };
+                if !matches!(f.st.borrow().phase, Phase::New) {
+                    return; // cancelled meanwhile
+                }
+                match r {
+                    Ok(addrs) => {
+                        p.addr = addrs[0];
+                        p.lookup = None;
+                        f.begin(lp, Ok(p));
+                    }
+                    Err(e) => f.fail(lp, ClientError::Connect(std::sync::Arc::new(e))),
+                }
+            },
+        );
+    }
+
+    /// Takes the pool of the prepared request's host, arms the total deadline and asks
+    /// the pool for a connection.
+    fn begin(self: &Rc<Self>, lp: &IoLoop, prepared: Result<Prepared, ClientError>) {
+        self.st.borrow_mut().starting = true;
         match prepared {
             Ok(p) => {
                 let pool = super::pool_of(lp, &self.client, p.addr);

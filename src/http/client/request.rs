@@ -223,12 +223,19 @@ impl ClientRequest {
             return Err(invalid(why.clone()));
         }
         let url = parse_url(&self.url, self.connect_to.is_some())?;
-        let addr = match self.connect_to {
-            Some(a) => a,
-            None => resolve(url.host, url.port)?,
+        let (addr, lookup) = match self.connect_to {
+            Some(a) => (a, None),
+            None => match literal(url.host, url.port) {
+                Some(a) => (a, None),
+                None => (
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), url.port),
+                    Some(url.host.to_string()),
+                ),
+            },
         };
         Ok(Prepared {
             addr,
+            lookup,
             authority: url.authority.map(str::to_ascii_lowercase),
             target: url.target,
             slash: url.slash,
@@ -339,6 +346,9 @@ impl ClientRequest {
 #[derive(Debug)]
 pub(super) struct Prepared {
     pub(super) addr: SocketAddr,
+    /// A host name to look up first (the port is `addr`'s); `addr` is then the first
+    /// address it has.
+    pub(super) lookup: Option<String>,
     /// `host[:port]` from the URL, lowercase (`None` for an origin-form target).
     pub(super) authority: Option<String>,
     /// The origin-form target: these bytes of the URL, after a `/` if `slash`.
@@ -473,23 +483,17 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url<'_>, ClientErr
     })
 }
 
-/// Where `host` is.
-///
-/// RESOLVER SEAM: only IP literals and `localhost` are resolved here, without
-/// blocking the loop. A name lookup (getaddrinfo blocks) belongs on a blocking pool;
-/// until one is connected here, any other name is an `Invalid` error that says to use
-/// [`ClientRequest::connect_to`]. This is the one function to replace.
-pub(super) fn resolve(host: &str, port: u16) -> Result<SocketAddr, ClientError> {
+/// Where `host` is, if it says so itself: an IP literal, or `localhost`. Any other
+/// name is looked up on the loop's blocking pool before a pool of connections is chosen
+/// (`Flight::start`).
+pub(super) fn literal(host: &str, port: u16) -> Option<SocketAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+        return Some(SocketAddr::new(ip, port));
     }
     if host.eq_ignore_ascii_case("localhost") {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
-    Err(invalid(format!(
-        "cannot look up {host:?}: name lookup is not available in the client yet \
-         (give an IP address, or connect_to one)"
-    )))
+    None
 }
 
 /// `tchar` (RFC 9110 §5.6.2), by table.
@@ -561,18 +565,24 @@ mod tests {
     }
 
     #[test]
-    fn only_ip_literals_and_localhost_resolve_here() {
+    fn ip_literals_and_localhost_need_no_lookup_and_names_do() {
         assert_eq!(
-            resolve("10.1.2.3", 80).unwrap(),
-            "10.1.2.3:80".parse().unwrap()
+            literal("10.1.2.3", 80),
+            Some("10.1.2.3:80".parse().unwrap())
         );
-        assert_eq!(resolve("::1", 81).unwrap(), "[::1]:81".parse().unwrap());
+        assert_eq!(literal("::1", 81), Some("[::1]:81".parse().unwrap()));
         assert_eq!(
-            resolve("LocalHost", 82).unwrap(),
-            "127.0.0.1:82".parse().unwrap()
+            literal("LocalHost", 82),
+            Some("127.0.0.1:82".parse().unwrap())
         );
-        let e = resolve("example.com", 80).unwrap_err();
-        assert!(e.to_string().contains("connect_to"), "{e}");
+        assert_eq!(literal("example.com", 80), None);
+        let p = ClientRequest::get("http://example.com:8080/")
+            .prepare()
+            .unwrap();
+        assert_eq!(
+            (p.lookup.as_deref(), p.addr.port()),
+            (Some("example.com"), 8080)
+        );
     }
 
     fn head_of(r: &ClientRequest) -> String {
