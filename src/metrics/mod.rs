@@ -22,6 +22,7 @@ pub(crate) use prometheus::{labels, Exposition};
 pub use server::{ServerCoreStats, ServerStats};
 
 use crate::http::HttpStats;
+use crate::iostream::TlsStats;
 use crate::reactor::{Call, IoLoop, LoopStats};
 use crate::runtime::{CoresChosen, Runtime};
 
@@ -35,6 +36,8 @@ pub struct CoreStats {
     /// Each HTTP server on this core, by the address it listens on (or "streams" for
     /// connections handed to `serve_stream`).
     pub http: Vec<HttpStats>,
+    /// The TLS streams of this core (servers' and clients').
+    pub tls: TlsStats,
 }
 
 /// Every core's numbers at one moment (each core copied its own when asked).
@@ -74,6 +77,7 @@ fn core_stats(lp: &IoLoop) -> CoreStats {
         shard: lp.shard_id(),
         reactor: lp.loop_stats(),
         http: crate::http::server_stats(lp),
+        tls: crate::iostream::tls_stats_of(lp),
     }
 }
 
@@ -245,6 +249,19 @@ impl Snapshot {
             );
         }
         crate::http::export_stats(&mut e, &self.cores, per_core);
+        let tls: Vec<(String, TlsStats)> = if per_core {
+            self.cores
+                .iter()
+                .map(|c| (c.shard.to_string(), c.tls.clone()))
+                .collect()
+        } else {
+            let mut t = TlsStats::default();
+            for c in &self.cores {
+                t.merge(&c.tls);
+            }
+            vec![(String::new(), t)]
+        };
+        crate::iostream::export_tls_stats(&mut e, &tls);
         export_blocking(&mut e, &self.blocking);
         e.finish()
     }

@@ -19,7 +19,7 @@ pub use connect::Connecting;
 pub use incoming::Incoming;
 pub use listen::{bind_reuseport, ListenOptions};
 pub use resolve::ToConnectAddr;
-pub(crate) use server::{acceptor_of, serve_on, ServerId};
+pub(crate) use server::{acceptor_of, serve_on, start_tls, ServerId};
 #[doc(hidden)]
 pub use server::{AsyncConn, PlainConn};
 pub use server::{ConnOutput, ConnReturn, ServerHandle, TcpServer};
