@@ -314,3 +314,4 @@ pub fn get_status_and_body(addr: std::net::SocketAddr, path: &str) -> (u16, Stri
         .to_string();
     (status, body)
 }
+pub mod tls;
