@@ -152,6 +152,41 @@ enum Phase {
     Failed(TlsError),
 }
 
+/// Where the received bytes are in TLS's record framing: a record's 5-byte header
+/// and its length. At end of file a record begun and not finished is a truncation.
+#[derive(Default)]
+struct Records {
+    header: [u8; 5],
+    have: usize,
+    left: usize,
+}
+
+impl Records {
+    fn see(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == 5 {
+                self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.have = 0;
+            }
+        }
+    }
+
+    /// A record has begun and not ended.
+    fn partial(&self) -> bool {
+        self.have > 0 || self.left > 0
+    }
+}
+
 /// A stream's TLS state.
 pub(super) struct Tls {
     /// `None` while the answer to a ClientHello runs on the blocking pool.
@@ -167,6 +202,7 @@ pub(super) struct Tls {
     /// What waits for the handshake to end.
     waiters: Vec<SentCallback>,
     waker: Option<Waker>,
+    records: Records,
 }
 
 impl Tls {
@@ -184,6 +220,7 @@ impl Tls {
             on_pool,
             waiters: Vec::new(),
             waker: None,
+            records: Records::default(),
         }
     }
 
@@ -309,6 +346,7 @@ impl IoStream {
             return lp.with_pool(|p| p.give(v));
         }
         let tls = st.tls.as_mut().expect("a TLS stream");
+        tls.records.see(&v);
         match tls.phase {
             Phase::Hello | Phase::Queued => {
                 let first = tls.phase == Phase::Hello;
@@ -408,7 +446,6 @@ impl IoStream {
             if matches!(tls.phase, Phase::Failed(_)) {
                 return;
             }
-            let during_handshake = tls.phase != Phase::Open;
             tls.phase = Phase::Failed(cause);
             tls.held = Vec::new();
             tls.wake();
@@ -419,9 +456,7 @@ impl IoStream {
             st.linger = st.linger.min(FAILED_LINGER);
             // What the owner wrote will never be sent.
             let unsent = std::mem::take(&mut st.w.out);
-            if during_handshake || cause != TlsError::Eof {
-                stats::record_failure(lp, cause);
-            }
+            stats::record_failure(lp, cause);
             (timer, unsent)
         };
         if let Some(t) = timer {
@@ -443,19 +478,25 @@ impl IoStream {
     }
 
     /// The transport ended (end of file) on a TLS stream: during the handshake that is
-    /// a failure; after it, the end of the stream.
+    /// a failure, and so is a record cut short (a truncation); otherwise it is the end
+    /// of the stream (with or without close_notify, as most servers take it: HTTP
+    /// frames its own messages).
     pub(super) fn tls_eof(&self, lp: &IoLoop) {
-        let handshaking = self
+        let cause = self
             .inner
             .st
             .borrow()
             .tls
             .as_ref()
-            .is_some_and(|t| !t.open() && !matches!(t.phase, Phase::Failed(_)));
-        if handshaking {
-            self.tls_fail(lp, TlsError::Eof);
-        } else {
-            self.at_eof(lp);
+            .and_then(|t| match t.phase {
+                Phase::Failed(_) => None,
+                Phase::Open if t.records.partial() => Some(TlsError::BadMessage),
+                Phase::Open => None,
+                _ => Some(TlsError::Eof),
+            });
+        match cause {
+            Some(cause) => self.tls_fail(lp, cause),
+            None => self.at_eof(lp),
         }
     }
 
