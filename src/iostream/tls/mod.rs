@@ -181,6 +181,11 @@ impl Records {
         }
     }
 
+    /// Nothing has been received.
+    fn none_yet(&self) -> bool {
+        self.header == [0; 5] && !self.partial()
+    }
+
     /// A record has begun and not ended.
     fn partial(&self) -> bool {
         self.have > 0 || self.left > 0
@@ -492,6 +497,9 @@ impl IoStream {
                 Phase::Failed(_) => None,
                 Phase::Open if t.records.partial() => Some(TlsError::BadMessage),
                 Phase::Open => None,
+                // A connection closed before its first byte (a TCP health check,
+                // wrk's probe) never began TLS: a close, not a failure.
+                _ if t.records.none_yet() => None,
                 _ => Some(TlsError::Eof),
             });
         match cause {
