@@ -10,8 +10,10 @@
 //! ```
 //!
 //! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll
-//! --batch-wait-us U --metrics PORT --no-recording]`: `--metrics` serves Prometheus
-//! metrics at `/metrics` on that port (a second server on the same runtime).
+//! --batch-wait-us U --metrics PORT --no-recording --tls-cert PEM --tls-key PEM]`:
+//! `--metrics` serves Prometheus metrics at `/metrics` on that port (a second server on
+//! the same runtime); `--tls-cert` and `--tls-key` serve HTTPS with that certificate
+//! chain and key, and SIGHUP rereads them (new connections get the new chain).
 //!
 //! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C or
 //! SIGTERM stops it gracefully: no new connections, requests in flight finish (5 s at
@@ -23,17 +25,36 @@ use coreloop::http::{Application, HttpServer, Route};
 use std::net::SocketAddr;
 
 fn main() {
-    let args = common::server_args("hello", 8888);
+    let (mut cert, mut key) = (None, None);
+    let args = common::server_args_with(
+        "hello",
+        8888,
+        " [--tls-cert PEM --tls-key PEM]",
+        |flag, value| {
+            match flag {
+                "--tls-cert" => cert = Some(value()?),
+                "--tls-key" => key = Some(value()?),
+                _ => return Ok(false),
+            }
+            Ok(true)
+        },
+    );
+    let tls = common::tls_config("hello", cert, key);
     let app = Application::new().route(
         "/",
         Route::new().get(|_lp, _req, mut resp| resp.write("Hello, world")),
     );
     let rt = args.start("hello");
     let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
+    let mut http = HttpServer::new(app);
+    if let Some(tls) = &tls {
+        http = http.tls(tls.clone());
+        common::reload_on_sighup("hello", tls.clone());
+    }
     let server = common::exit_on_error(
         "hello",
         &format!("cannot listen on {addr}"),
-        HttpServer::new(app).serve(&rt, addr),
+        http.serve(&rt, addr),
     );
     args.serve_metrics("hello", &rt);
     let backends = rt
@@ -41,7 +62,8 @@ fn main() {
         .wait()
         .unwrap_or_default();
     println!(
-        "Hello World on http://{} ({} cores: {})",
+        "Hello World on {}://{} ({} cores: {})",
+        if tls.is_some() { "https" } else { "http" },
         server.local_addr(),
         backends.len(),
         backends.first().copied().unwrap_or("?")
