@@ -339,7 +339,7 @@ impl IoStream {
         self.inner.st.borrow_mut().tls = Some(tls);
         // A client speaks first.
         if !server {
-            self.start_send(lp);
+            self.schedule_flush(lp);
         }
     }
 
@@ -408,7 +408,9 @@ impl IoStream {
             .as_ref()
             .is_some_and(|t| t.wants_write())
         {
-            self.start_send(lp);
+            // At the end of the step, with what the owner writes meanwhile (the answer
+            // to a request that came with the client's Finished goes with the tickets).
+            self.schedule_flush(lp);
         }
         if fed.plain.is_empty() {
             lp.with_pool(|p| p.give(fed.plain));
@@ -567,7 +569,7 @@ impl IoStream {
             if let Some(e) = error {
                 return s.tls_fail(lp, e);
             }
-            s.start_send(lp);
+            s.schedule_flush(lp);
             if !held.is_empty() {
                 s.tls_feed(lp, &held);
             }
