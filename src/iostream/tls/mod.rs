@@ -204,6 +204,11 @@ pub(super) struct Tls {
     timer: Option<TimeoutId>,
     /// Answer ClientHellos on the blocking pool instead of the loop's queue.
     on_pool: bool,
+    /// The server side.
+    server: bool,
+    /// A server that has answered the ClientHello (its later handshake steps are
+    /// cheap, and run in the loop's queue even with `on_pool`).
+    answered: bool,
     /// What waits for the handshake to end.
     waiters: Vec<SentCallback>,
     waker: Option<Waker>,
@@ -223,6 +228,8 @@ impl Tls {
             started: Instant::now(),
             timer: None,
             on_pool,
+            server,
+            answered: false,
             waiters: Vec::new(),
             waker: None,
             records: Records::default(),
@@ -352,6 +359,8 @@ impl IoStream {
         }
         let tls = st.tls.as_mut().expect("a TLS stream");
         tls.records.see(&v);
+        // A server's handshake steps wait for the loop's queue; a client's run here.
+        let queued = tls.server && tls.phase == Phase::Handshake;
         match tls.phase {
             Phase::Hello | Phase::Queued => {
                 let first = tls.phase == Phase::Hello;
@@ -369,6 +378,13 @@ impl IoStream {
             Phase::Failed(_) => {
                 drop(st);
                 lp.with_pool(|p| p.give(v));
+            }
+            Phase::Handshake if queued => {
+                tls.held.extend_from_slice(&v);
+                tls.phase = Phase::Queued;
+                drop(st);
+                lp.with_pool(|p| p.give(v));
+                queue::enqueue(lp, self);
             }
             Phase::Handshake | Phase::Open => {
                 drop(st);
@@ -489,6 +505,14 @@ impl IoStream {
     /// of the stream (with or without close_notify, as most servers take it: HTTP
     /// frames its own messages).
     pub(super) fn tls_eof(&self, lp: &IoLoop) {
+        // Bytes held for the loop's queue come before the end: run them first.
+        let held =
+            self.inner.st.borrow().tls.as_ref().is_some_and(|t| {
+                t.phase == Phase::Queued && t.conn.is_some() && !t.held.is_empty()
+            });
+        if held {
+            self.answer_hello(lp);
+        }
         let cause = self
             .inner
             .st
@@ -510,7 +534,8 @@ impl IoStream {
         }
     }
 
-    /// Answers the ClientHello held (the loop's queue calls this in its turn).
+    /// Runs the handshake step held: the answer to the ClientHello, or a later step
+    /// (the loop's queue calls this in its turn).
     fn answer_hello(&self, lp: &IoLoop) {
         let (held, on_pool) = {
             let mut st = self.inner.st.borrow_mut();
@@ -521,12 +546,16 @@ impl IoStream {
             if tls.phase != Phase::Queued {
                 return;
             }
-            (std::mem::take(&mut tls.held), tls.on_pool)
+            let on_pool = tls.on_pool && !tls.answered;
+            tls.answered = true;
+            if !on_pool {
+                tls.phase = Phase::Handshake;
+            }
+            (std::mem::take(&mut tls.held), on_pool)
         };
         if on_pool {
             return self.answer_hello_on_pool(lp, held);
         }
-        self.inner.st.borrow_mut().tls.as_mut().expect("TLS").phase = Phase::Handshake;
         self.tls_feed(lp, &held);
     }
 

@@ -1,10 +1,11 @@
-//! A loop's queue of ClientHellos waiting to be answered.
+//! A loop's queue of server handshake steps waiting to run.
 //!
 //! Answering a ClientHello is the costly step of a handshake (the key exchange and the
-//! signature). A stream whose ClientHello arrives joins this queue instead of answering
-//! it at once, and the queue answers them in turns of the loop, each within a time
-//! budget: a turn answers ClientHellos until the budget is spent (at least one), and
-//! the next turn comes after the loop has looked at its I/O again. So a storm of new
+//! signature); the client's Finished costs less (its check, the session tickets), but
+//! a storm brings thousands. A server stream whose handshake bytes arrive joins this
+//! queue instead of running the step at once, and the queue runs them in turns of the
+//! loop, each within a time budget: a turn runs steps until the budget is spent (at
+//! least one), and the next turn comes after the loop has looked at its I/O again. So a storm of new
 //! connections costs the open ones at most one budget of waiting per turn, instead of
 //! the whole storm's crypto; the storm's connections are answered in order of arrival.
 //!
