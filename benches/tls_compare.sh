@@ -86,6 +86,7 @@ sys.stdin.readline()
 EOF
 
 cpu_of() { awk -v hz="$HZ" '{ printf "%.6f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+user_of() { awk -v hz="$HZ" '{ printf "%.6f", $14 / hz }' "/proc/$1/stat"; }
 rss_of() { awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
 wait_port() {
   for _ in $(seq 100); do
@@ -143,15 +144,19 @@ measure() {
   echo "$row keepalive_us $(echo "($c1 - $c0) * 1000000 / $n" | bc -l)" >>"$W/results"
   # (b) full handshakes: s_time -new, STIME clients in parallel.
   c0=$(cpu_of "$SPID")
+  local u0 u1
+  u0=$(user_of "$SPID")
   for _ in $(seq "$STIME"); do
     client openssl s_time -connect "127.0.0.1:$PORT" -new -www / -time "$D" \
       -ciphersuites TLS_AES_128_GCM_SHA256 >"$W/stime.$_" 2>&1 &
   done
   wait $(jobs -p | grep -v "^$SPID$") 2>/dev/null
   c1=$(cpu_of "$SPID")
+  u1=$(user_of "$SPID")
   n=$(cat "$W"/stime.* | awk '/connections in .* real seconds/ { s += $1 } END { print s }')
   echo "$row full_conns_per_s $(echo "$n / $D" | bc -l)" >>"$W/results"
   echo "$row full_us $(echo "($c1 - $c0) * 1000000 / $n" | bc -l)" >>"$W/results"
+  echo "$row full_user_us $(echo "($u1 - $u0) * 1000000 / $n" | bc -l)" >>"$W/results"
   # (b) resumed: h2load resumes its first session on every new connection.
   c0=$(cpu_of "$SPID")
   n=$((D * 1000))
@@ -190,12 +195,12 @@ else
   echo "kernel TLS: not available here (tcp_available_ulp: $(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null))"
 fi
 printf "\nmedians of %s rounds, D=%ss, server on CPU %s, clients on CPU %s\n" "$R" "$D" "$SERVER_CPU" "$CLIENT_CPU"
-printf "| server | keep-alive c=256 req/s | us CPU/req | full handshakes conn/s | us CPU/conn | resumed us CPU/conn | idle TLS conn bytes |\n"
+printf "| server | keep-alive c=256 req/s | us CPU/req | full handshakes conn/s | us CPU/conn (user) | resumed us CPU/conn | idle TLS conn bytes |\n"
 printf "|---|---:|---:|---:|---:|---:|---:|\n"
 for row in $ROWS; do
-  printf "| %s | %.0f | %.2f | %.0f | %.1f | %.1f | %.0f |\n" "$row" \
+  printf "| %s | %.0f | %.2f | %.0f | %.1f (%.1f) | %.1f | %.0f |\n" "$row" \
     "$(get "$row" keepalive_rps)" "$(get "$row" keepalive_us)" \
-    "$(get "$row" full_conns_per_s)" "$(get "$row" full_us)" \
+    "$(get "$row" full_conns_per_s)" "$(get "$row" full_us)" "$(get "$row" full_user_us)" \
     "$(get "$row" resumed_us)" "$(get "$row" idle_bytes)"
 done
 for f in "$W"/handshakes.*; do

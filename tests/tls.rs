@@ -299,3 +299,77 @@ fn the_client_side_verifies_and_speaks_through_a_stream(backend: Backend) {
     );
     rt.shutdown().unwrap();
 }
+
+/// Many clients at once, each its own full handshake, with the handshakes answered in
+/// the loop's queue and on the blocking pool: every one completes and is answered.
+#[on_both_backends]
+#[test]
+fn many_handshakes_at_once_complete_in_the_queue_and_on_the_pool(backend: Backend) {
+    let certs = Certs::new();
+    let (cert, key) = certs.server();
+    for on_pool in [false, true] {
+        let rt = runtime(backend, 1);
+        let tls = TlsConfig::new(&cert, &key)
+            .unwrap()
+            .handshake_on_pool(on_pool);
+        let server = echo(&rt, tls);
+        let addr = server.local_addr();
+        let threads: Vec<_> = (0..64)
+            .map(|i| {
+                let cfg = client_config(&certs.ca(), &[]);
+                std::thread::spawn(move || {
+                    let mut c = connect(addr, "localhost", &cfg);
+                    let line = format!("client {i}\n");
+                    c.write_all(line.as_bytes()).unwrap();
+                    let mut got = vec![0u8; line.len()];
+                    c.read_exact(&mut got).unwrap();
+                    assert_eq!(got, line.as_bytes());
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let t = tls_stats(&rt);
+        assert_eq!((t.full, t.failures), (64, [0; 7]), "on_pool {on_pool}");
+        rt.shutdown().unwrap();
+    }
+}
+
+/// `TlsConnector::new()` trusts the system's roots, and only them: the test's own CA
+/// is not among them, so its certificate is refused (verification is on by default).
+#[on_both_backends]
+#[test]
+fn the_system_roots_do_not_trust_a_private_ca(backend: Backend) {
+    let system = match TlsConnector::new() {
+        Ok(c) => c,
+        Err(e) => {
+            // A machine without ca-certificates: nothing to test.
+            eprintln!("SKIPPED: no system roots: {e}");
+            return;
+        }
+    };
+    let certs = Certs::new();
+    let (cert, key) = certs.server();
+    let rt = runtime(backend, 1);
+    let server = echo(&rt, TlsConfig::new(&cert, &key).unwrap());
+    let addr = server.local_addr();
+    let lp = util::new_loop(backend);
+    let e = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            async move {
+                let s = IoStream::connect(&lp, addr, Duration::from_secs(5)).await?;
+                system.wrap(&lp, &s, "localhost")?;
+                s.handshake().await
+            }
+        })
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        StreamError::of(&e),
+        Some(StreamError::Tls(TlsError::Certificate)),
+        "{e}"
+    );
+    rt.shutdown().unwrap();
+}
