@@ -258,7 +258,8 @@ impl fmt::Debug for TlsConfig {
 /// use std::time::Duration;
 /// let tls = TlsConnector::new()?; // the system's roots
 /// let lp = IoLoop::new()?;
-/// let page = lp.run_until_complete(async move {
+/// let on = lp.clone();
+/// let page = on.run_until_complete(async move {
 ///     let s = IoStream::connect(&lp, "example.com:443", Duration::from_secs(5)).await?;
 ///     tls.wrap(&lp, &s, "example.com")?;
 ///     s.handshake().await?; // optional: a write waits for it anyway
