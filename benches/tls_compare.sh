@@ -22,7 +22,8 @@
 # openssl, python3. Kernel TLS is reported if the kernel offers the tls ULP.
 #
 # Environment: D=5 R=3 SERVER_CPU=0 CLIENT_CPU=1 PORT=26443 IDLE=2000 STIME=4
-#   ROWS="coreloop_uring coreloop_epoll nginx"
+#   ROWS="coreloop_uring coreloop_epoll nginx" (coreloop_pool: io_uring with the
+#   ClientHellos answered on the blocking pool, here on the server's one CPU)
 set -u
 cd "$(dirname "$0")/.."
 D=${D:-5}
@@ -98,10 +99,11 @@ wait_port() {
 
 start() {
   case $1 in
-    coreloop_uring | coreloop_epoll)
-      local b=${1#coreloop_}
+    coreloop_uring | coreloop_epoll | coreloop_pool)
+      local b=${1#coreloop_} pool=""
+      [ "$b" = pool ] && b=uring pool=--tls-on-pool
       taskset -c "$SERVER_CPU" "$HELLO" --port "$PORT" --cores 1 --backend "$b" \
-        --tls-cert "$W/cert.pem" --tls-key "$W/key.pem" --metrics $((PORT + 1)) \
+        --tls-cert "$W/cert.pem" --tls-key "$W/key.pem" --metrics $((PORT + 1)) $pool \
         >"$W/server.log" 2>&1 &
       ;;
     nginx)

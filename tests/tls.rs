@@ -81,6 +81,25 @@ fn a_tcp_server_echoes_over_tls_small_and_large(backend: Backend) {
     assert_eq!(t.handshakes(), 1, "{t:?}");
     assert_eq!(t.failures.iter().sum::<u64>(), 0, "{t:?}");
     assert_eq!(t.duration_ns.len(), 1);
+    // The same in Prometheus's text, summed and by core.
+    let snapshot = rt.stats().wait().unwrap();
+    let text = snapshot.to_prometheus(false);
+    for line in [
+        "coreloop_tls_handshakes_total{kind=\"full\"} 1\n",
+        "coreloop_tls_handshakes_total{kind=\"resumed\"} 0\n",
+        "coreloop_tls_failures_total{cause=\"bad_message\"} 0\n",
+        "coreloop_tls_handshake_seconds_count 1\n",
+    ] {
+        assert!(text.contains(line), "{line}{text}");
+    }
+    let per_core = snapshot.to_prometheus(true);
+    assert_eq!(
+        per_core
+            .matches("coreloop_tls_handshakes_total{kind=\"full\",shard=")
+            .count(),
+        2,
+        "{per_core}"
+    );
     rt.shutdown().unwrap();
 }
 
@@ -371,5 +390,37 @@ fn the_system_roots_do_not_trust_a_private_ca(backend: Backend) {
         Some(StreamError::Tls(TlsError::Certificate)),
         "{e}"
     );
+    rt.shutdown().unwrap();
+}
+
+/// What a handler writes just before it closes goes out, then close_notify: the
+/// client reads it all and a clean end (rustls reports an end without close_notify as
+/// an error).
+#[on_both_backends]
+#[test]
+fn a_write_then_close_delivers_the_bytes_then_close_notify(backend: Backend) {
+    let certs = Certs::new();
+    let (cert, key) = certs.server();
+    let rt = runtime(backend, 1);
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = big.clone();
+    let server = TcpServer::new(move |_, s| {
+        // Written before the handshake is even over, and closed at once.
+        s.write(b"bye\n");
+        s.write(&sent);
+        s.close();
+    })
+    .tls(TlsConfig::new(&cert, &key).unwrap())
+    .serve(&rt, any())
+    .unwrap();
+    let cfg = client_config(&certs.ca(), &[]);
+    for _ in 0..3 {
+        let mut c = connect(server.local_addr(), "localhost", &cfg);
+        let mut got = Vec::new();
+        c.read_to_end(&mut got)
+            .expect("a clean end, with close_notify");
+        assert_eq!(&got[..4], b"bye\n");
+        assert!(got[4..] == big[..], "{} bytes", got.len());
+    }
     rt.shutdown().unwrap();
 }

@@ -213,6 +213,8 @@ pub(super) struct Tls {
     waiters: Vec<SentCallback>,
     waker: Option<Waker>,
     records: Records,
+    /// close_notify is to go out after what the owner wrote.
+    notify: bool,
 }
 
 impl Tls {
@@ -233,12 +235,13 @@ impl Tls {
             waiters: Vec::new(),
             waker: None,
             records: Records::default(),
+            notify: false,
         }
     }
 
     /// rustls has ciphertext to send.
     pub(super) fn wants_write(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.wants_write())
+        self.conn.as_ref().is_some_and(|c| c.wants_write()) || (self.notify && self.open())
     }
 
     fn open(&self) -> bool {
@@ -623,6 +626,10 @@ impl IoStream {
             plain = out.len();
             lp.with_pool(|p| p.give(out));
         }
+        if open && tls.notify {
+            tls.notify = false;
+            conn.send_close_notify();
+        }
         if !conn.wants_write() {
             return Ok(None);
         }
@@ -634,12 +641,12 @@ impl IoStream {
     }
 
     /// For a graceful close: queues close_notify (once the handshake is over).
+    /// It goes behind what was written before the close, once the handshake is over
+    /// (`tls_seal` sends it when the write buffer has been sealed).
     pub(super) fn tls_close_notify(st: &mut State) {
         if let Some(tls) = st.tls.as_mut() {
-            if tls.open() {
-                if let Some(c) = tls.conn.as_mut() {
-                    c.send_close_notify();
-                }
+            if !matches!(tls.phase, Phase::Failed(_)) {
+                tls.notify = true;
             }
         }
     }
