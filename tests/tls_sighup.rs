@@ -5,7 +5,6 @@
 mod util;
 
 #[path = "../examples/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use coreloop::tls::TlsConfig;
