@@ -12,9 +12,10 @@
 //! exchange and signature: some 60 us of CPU with ECDSA P-256 on the development
 //! machine, several times that with RSA or in a debug build) is the costly step. It
 //! is not run where the ClientHello arrives: the stream holds the bytes and joins its
-//! loop's handshake queue (`queue.rs`), which answers ClientHellos within a time budget
-//! per turn of the loop, so that a storm of new connections is interleaved with the
-//! requests of open ones instead of running ahead of them; or, with
+//! loop's handshake queue (`queue.rs`), which runs servers' handshake steps (this one,
+//! and the cheaper check of the client's Finished) within a time budget per turn of the
+//! loop, so that a storm of new connections is interleaved with the requests of open
+//! ones instead of running ahead of them; or, with
 //! [`TlsConfig::handshake_on_pool`], on the runtime's blocking pool (a rustls
 //! connection is `Send`), the loop going on meanwhile.
 //!
