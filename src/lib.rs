@@ -56,6 +56,15 @@ mod reactor;
 mod runtime;
 mod task;
 
+/// TLS on streams, with rustls: [`TlsConfig`](tls::TlsConfig) for servers
+/// ([`TcpServer::tls`], [`http::HttpServer::tls`]), [`TlsConnector`](tls::TlsConnector)
+/// for clients; a TLS stream is an [`IoStream`] like any other.
+pub mod tls {
+    pub use crate::iostream::{
+        TlsConfig, TlsConnector, TlsError, TlsStats, DEFAULT_HANDSHAKE_TIMEOUT,
+    };
+}
+
 pub use iostream::{
     Flushing, IoStream, Reading, StreamError, Writing, DEFAULT_HIGH_WATER, DEFAULT_LINGER,
     DEFAULT_MAX_BUFFER, DEFAULT_MAX_WRITE_BUFFER,

@@ -87,6 +87,47 @@ pub fn exit_on_error<T, E: std::fmt::Display>(name: &str, what: &str, r: Result<
     }
 }
 
+/// The TLS configuration of `--tls-cert` and `--tls-key` (both or neither), or exits
+/// with a message.
+pub fn tls_config(
+    name: &str,
+    cert: Option<String>,
+    key: Option<String>,
+) -> Option<coreloop::tls::TlsConfig> {
+    match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(exit_on_error(
+            name,
+            "cannot load the TLS certificate",
+            coreloop::tls::TlsConfig::new(cert, key),
+        )),
+        _ => {
+            eprintln!("{name}: --tls-cert and --tls-key go together");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Rereads `tls`'s certificate and key files on every SIGHUP (nginx's `reload`): new
+/// connections get the new chain, open ones keep theirs; a file that fails to load is
+/// reported and the old chain stays.
+pub fn reload_on_sighup(name: &str, tls: coreloop::tls::TlsConfig) {
+    let name = name.to_string();
+    let mut signals = exit_on_error(
+        &name,
+        "cannot watch SIGHUP",
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]),
+    );
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            match tls.reload() {
+                Ok(()) => log::info!("{name}: SIGHUP: TLS certificates reloaded"),
+                Err(e) => log::error!("{name}: SIGHUP: TLS certificates not reloaded: {e}"),
+            }
+        }
+    });
+}
+
 /// Says the service is serving (the instance it took over from, if any, drains now;
 /// a newer one can take over from this one from now on).
 pub fn ready(name: &str, rt: &Runtime) {

@@ -196,6 +196,12 @@ impl Conn {
             }
             match s {
                 Ok(s) => {
+                    if let Some((tls, name)) = &me.ctx.plan.tls {
+                        // The request waits in the stream for the handshake.
+                        if tls.wrap(lp, &s, name).is_err() {
+                            return me.connect_failed(lp);
+                        }
+                    }
                     *me.stream.borrow_mut() = Some(s);
                     me.sent.borrow_mut().clear();
                     me.answered.set(0);

@@ -121,7 +121,12 @@ pub struct Config {
     /// client's, splitting the latency into the server's work and the rest.
     #[arg(long)]
     pub server_metrics: Option<String>,
-    /// http://host[:port][/path]
+    /// https:// URLs: trust only the certificates in this PEM file (default: the
+    /// system's roots).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// http://host[:port][/path] or https://host[:port][/path] (TLS through coreloop's
+    /// own client, certificates verified)
     pub url: String,
 }
 
@@ -161,6 +166,8 @@ impl Config {
 /// What to connect to and what to send.
 pub(crate) struct Plan {
     pub addr: SocketAddr,
+    /// https: the client's TLS and the name the server's certificate must carry.
+    pub tls: Option<(coreloop::tls::TlsConnector, String)>,
     /// `pipeline` requests back to back.
     pub batch: Vec<u8>,
     pub pipeline: usize,
@@ -177,11 +184,24 @@ pub(crate) struct Plan {
     pub stop_at: Instant,
 }
 
-/// A URL's parts: `http://host[:port][/path]`.
+/// A URL's parts: `http://host[:port][/path]` (or https, whose port is 443 by default).
+#[cfg(test)]
 pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+    parse_any_url(url).map(|(host, port, path, _)| (host, port, path))
+}
+
+/// A URL's parts, and whether it is https.
+fn parse_any_url(url: &str) -> Result<(String, u16, String, bool), String> {
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => {
+            return Err(format!(
+                "{url:?}: only http:// and https:// URLs are supported"
+            ))
+        }
+    };
+    let default_port = if tls { 443 } else { 80 };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -196,12 +216,12 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), String> {
                 .map_err(|_| format!("{url:?}: bad port {p:?}"))?;
             (h.trim_start_matches('[').trim_end_matches(']'), port)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
-    Ok((host.to_string(), port, path.to_string()))
+    Ok((host.to_string(), port, path.to_string(), tls))
 }
 
 /// Runs the test described by `cfg` and returns what it measured.
@@ -221,7 +241,18 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, u16, String), String> {
 /// rt.shutdown().unwrap();
 /// ```
 pub fn run(cfg: &Config) -> Result<Report, String> {
-    let (host, port, path) = parse_url(&cfg.url)?;
+    let (host, port, path, https) = parse_any_url(&cfg.url)?;
+    let tls = if https {
+        let connector = match &cfg.cacert {
+            Some(ca) => coreloop::tls::TlsConnector::with_roots(ca),
+            None => coreloop::tls::TlsConnector::new(),
+        }
+        .map_err(|e| format!("TLS: {e}"))?
+        .alpn(&[b"http/1.1"]);
+        Some((connector, host.clone()))
+    } else {
+        None
+    };
     let addr = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| format!("resolving {host}: {e}"))?
@@ -270,6 +301,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     let start = Instant::now();
     let plan = Arc::new(Plan {
         addr,
+        tls,
         batch,
         pipeline,
         head: cfg.method.eq_ignore_ascii_case("HEAD"),
@@ -395,7 +427,11 @@ mod tests {
         );
         assert!(parse_url("http:///path").is_err());
         assert!(parse_url("http://").is_err());
-        assert!(parse_url("https://h/").is_err());
+        assert!(parse_url("ftp://h/").is_err());
+        assert_eq!(
+            parse_any_url("https://h/x").unwrap(),
+            ("h".into(), 443, "/x".into(), true)
+        );
         assert!(parse_url("http://h:99999/").is_err());
     }
 

@@ -73,6 +73,11 @@ pub enum StreamError {
     /// ([`IoStream::set_linger`](crate::IoStream::set_linger)): the connection was cut.
     /// Kind `TimedOut`.
     LingerTimeout,
+    /// TLS failed: the handshake (or a record after it) failed, for the reason given;
+    /// the stream closed. Kind `TimedOut` for [`TlsError::Timeout`](crate::tls::TlsError::Timeout),
+    /// `UnexpectedEof` for [`TlsError::Eof`](crate::tls::TlsError::Eof), `InvalidData`
+    /// otherwise.
+    Tls(crate::tls::TlsError),
 }
 
 impl StreamError {
@@ -94,6 +99,9 @@ impl StreamError {
             StreamError::Closed => io::ErrorKind::NotConnected,
             StreamError::ReadPending => io::ErrorKind::ResourceBusy,
             StreamError::LingerTimeout => io::ErrorKind::TimedOut,
+            StreamError::Tls(crate::tls::TlsError::Timeout) => io::ErrorKind::TimedOut,
+            StreamError::Tls(crate::tls::TlsError::Eof) => io::ErrorKind::UnexpectedEof,
+            StreamError::Tls(_) => io::ErrorKind::InvalidData,
         }
     }
 }
@@ -127,6 +135,7 @@ impl fmt::Display for StreamError {
             StreamError::LingerTimeout => f.write_str(
                 "closed with bytes unsent, and the peer did not take them within the linger time",
             ),
+            StreamError::Tls(e) => write!(f, "{e}"),
         }
     }
 }

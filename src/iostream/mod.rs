@@ -45,12 +45,15 @@ mod budget;
 mod error;
 mod ops;
 mod read;
+mod tls;
 mod transport;
 mod write;
 
 pub use error::StreamError;
 pub use ops::{Flushing, Reading, Writing};
 pub(crate) use read::ReadHandler;
+pub(crate) use tls::{export_stats as export_tls_stats, stats_of as tls_stats_of};
+pub use tls::{TlsConfig, TlsConnector, TlsError, TlsStats, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use write::{DEFAULT_HIGH_WATER, DEFAULT_MAX_WRITE_BUFFER};
 
 use crate::reactor::{IoLoop, Resource, StepEnd, TimeoutId, WeakLoop};
@@ -104,6 +107,8 @@ struct State {
     guard: Option<Box<dyn std::any::Any>>,
     /// What the stream has counted to the loop's buffer budget.
     held: budget::Held,
+    /// TLS between the transport and the buffers, on a TLS stream (`tls/`).
+    tls: Option<Box<tls::Tls>>,
 }
 
 struct Inner {
@@ -234,6 +239,7 @@ impl IoStream {
                     resource_key: None,
                     guard: None,
                     held: budget::Held::new(lp),
+                    tls: None,
                 }),
                 transport,
                 lp: lp.downgrade(),
@@ -353,7 +359,8 @@ impl IoStream {
             if st.closed {
                 return;
             }
-            if st.w.buffered() == 0 {
+            IoStream::tls_close_notify(&mut st);
+            if st.all_sent() {
                 None
             } else {
                 st.closed = true;
@@ -382,6 +389,10 @@ impl IoStream {
             }
         });
         self.inner.st.borrow_mut().linger_timer = Some(timer);
+        if self.is_tls() {
+            // close_notify goes out behind what was written.
+            self.schedule_flush(lp);
+        }
         self.schedule_dispatch();
     }
 
@@ -411,6 +422,7 @@ impl IoStream {
             if let Some(t) = st.linger_timer.take() {
                 lp.remove_timeout(t); // (the timer heap is not the stream's state)
             }
+            IoStream::tls_closed(lp, &mut st);
             (st.w.on_close(), st.resource_key.take(), st.guard.take())
         };
         self.inner.transport.close(lp);
@@ -472,19 +484,34 @@ impl IoStream {
     // ------------------------------------------------------------------ events
 
     fn on_event(&self, lp: &IoLoop, ev: SockEvent) {
+        let tls = self.inner.st.borrow().tls.is_some();
         match ev {
+            SockEvent::Data(v) if tls => self.tls_received(lp, v),
             SockEvent::Data(v) => self.received(lp, v),
-            SockEvent::Eof => {
-                {
-                    let mut st = self.inner.st.borrow_mut();
-                    st.r.eof = true;
-                    st.r.wake_reader();
-                }
-                self.dispatch(lp);
-            }
+            SockEvent::Eof if tls => self.tls_eof(lp),
+            SockEvent::Eof => self.at_eof(lp),
             SockEvent::Sent(buf) => self.sent(lp, buf),
             SockEvent::Error(e) => self.close_with(lp, Some(&e)),
         }
+    }
+
+    /// The peer will send nothing more (end of file, or TLS close_notify).
+    fn at_eof(&self, lp: &IoLoop) {
+        {
+            let mut st = self.inner.st.borrow_mut();
+            st.r.eof = true;
+            st.r.wake_reader();
+        }
+        self.dispatch(lp);
+    }
+
+    /// Waits for the TLS handshake to end: `Ok` once it has, or the error that ended
+    /// it (a [`StreamError::Tls`] with the cause, or why the stream closed); an error
+    /// at once for a stream that is not TLS. Reads and writes need not wait for it
+    /// (they carry plaintext once it is over); this is for a client that wants to
+    /// know the server's certificate verified before it goes on.
+    pub fn handshake(&self) -> Flushing {
+        Flushing::new(self, ops::Until::Handshake)
     }
 
     /// Runs the dispatch loop now if we are not inside it, else lets it pick up the
@@ -532,6 +559,11 @@ impl IoStream {
                 cb(lp, self, result);
                 continue;
             }
+            let handshake_cb = IoStream::due_handshake_callback(&mut self.inner.st.borrow_mut());
+            if let Some((cb, result)) = handshake_cb {
+                cb(lp, self, result);
+                continue;
+            }
             let drain_cb = {
                 let mut st = self.inner.st.borrow_mut();
                 if st.closed || st.held.back {
@@ -561,7 +593,7 @@ impl IoStream {
             // of file only when it reads past the data, so it closes at the same point).
             let close_now = {
                 let st = self.inner.st.borrow();
-                st.close_on_eof && !st.closed && st.r.done_at_eof() && st.w.buffered() == 0
+                st.close_on_eof && !st.closed && st.r.done_at_eof() && st.all_sent()
             };
             if close_now {
                 self.close_with(lp, None);
@@ -571,7 +603,11 @@ impl IoStream {
             // dropped socket is (what was written still goes out).
             let released = {
                 let st = self.inner.st.borrow();
-                self.inner.handles.get() == 0 && !st.closed && !st.r.wanted() && !st.w.waited_on()
+                self.inner.handles.get() == 0
+                    && !st.closed
+                    && !st.r.wanted()
+                    && !st.w.waited_on()
+                    && !IoStream::handshake_waited_on(&st)
             };
             if released {
                 self.close_gracefully(lp);
@@ -597,6 +633,14 @@ impl WeakStream {
 }
 
 impl State {
+    /// Nothing is left to send: the owner's bytes, and on a TLS stream what TLS has
+    /// to send (close_notify, an alert).
+    fn all_sent(&self) -> bool {
+        self.w.buffered() == 0
+            && !self.w.in_flight
+            && !self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// The error for a read that cannot finish because the stream ended.
     fn ended_error(&self) -> io::Error {
         match self.error {
@@ -637,6 +681,9 @@ impl Resource for Inner {
             st.r.wake_reader();
             st.w.on_close();
             st.w.forget_waiters();
+            if let Some(t) = st.tls.as_mut() {
+                t.forget_waiters();
+            }
             st.close_cb = None;
             st.resource_key = None; // the loop is dropping its whole table
             st.guard.take()

@@ -95,6 +95,8 @@ pub(super) enum Until {
     Sent(u64),
     /// The stream has closed, its bytes sent (or cut off).
     Closed,
+    /// The TLS handshake has ended.
+    Handshake,
 }
 
 /// A write to an [`IoStream`] ([`write`](IoStream::write)): the bytes are in the

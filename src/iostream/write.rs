@@ -20,9 +20,12 @@ const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 /// The write buffer and what waits on it.
 pub(super) struct WriteSide {
     /// Bytes not yet handed to the transport.
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     /// Bytes handed to the transport and not yet sent (0 when no send is pending).
     sending: usize,
+    /// A send is with the transport (on a TLS stream it may carry no bytes of the
+    /// owner's: a handshake message, an alert).
+    pub(super) in_flight: bool,
     /// Bytes written in all, and bytes sent in all.
     written: u64,
     flushed: u64,
@@ -44,6 +47,7 @@ impl Default for WriteSide {
         WriteSide {
             out: Vec::new(),
             sending: 0,
+            in_flight: false,
             written: 0,
             flushed: 0,
             write_cbs: VecDeque::new(),
@@ -129,6 +133,7 @@ impl WriteSide {
                 Err(cut())
             }),
             Until::Closed => None,
+            Until::Handshake => None,
         }
     }
 
@@ -206,11 +211,15 @@ impl IoStream {
     /// Runs `cb` once what `until` waits for has happened (in a later step; with the
     /// error if it never can).
     pub(super) fn when_sent(&self, until: Until, cb: SentCallback) {
+        if let Until::Handshake = until {
+            return self.when_handshaken(cb);
+        }
         {
             let mut st = self.inner.st.borrow_mut();
             match until {
                 Until::Sent(mark) => st.w.write_cbs.push_back((mark, cb)),
                 Until::Closed => st.w.close_cbs.push(cb),
+                Until::Handshake => unreachable!("handled above"),
             }
         }
         // Due at once if nothing is left to send: the dispatch loop runs it.
@@ -219,6 +228,9 @@ impl IoStream {
 
     /// A task's wait for `until`.
     pub(super) fn poll_until(&self, cx: &mut Context<'_>, until: Until) -> Poll<io::Result<()>> {
+        if let Until::Handshake = until {
+            return self.poll_handshake(cx);
+        }
         let mut st = self.inner.st.borrow_mut();
         let dead = st.closed && !st.lingering;
         if let Some(r) = st.w.reached(until, dead, st.error) {
@@ -282,13 +294,13 @@ impl IoStream {
 
     /// Sends what is buffered once the current step of the loop is over: the writes of
     /// one step (a batch of pipelined responses, say) go out in one send.
-    fn schedule_flush(&self, lp: &IoLoop) {
+    pub(super) fn schedule_flush(&self, lp: &IoLoop) {
         {
             let mut st = self.inner.st.borrow_mut();
             if st.w.flush_scheduled || (st.closed && !st.lingering) {
                 return;
             }
-            if st.w.sending > 0 {
+            if st.w.in_flight {
                 // The bytes wait behind a send in flight: they count now.
                 if st.held.needs_count(st.r.unread() + st.w.buffered()) {
                     drop(st);
@@ -305,11 +317,28 @@ impl IoStream {
     pub(super) fn start_send(&self, lp: &IoLoop) {
         let buf = {
             let mut st = self.inner.st.borrow_mut();
-            if (st.closed && !st.lingering) || st.w.sending > 0 || st.w.out.is_empty() {
+            if (st.closed && !st.lingering) || st.w.in_flight {
                 return;
             }
-            let buf = std::mem::take(&mut st.w.out);
-            st.w.sending = buf.len();
+            // TLS: what goes out is the ciphertext of what was written.
+            let (buf, plain) = if st.tls.is_some() {
+                match IoStream::tls_seal(lp, &mut st) {
+                    Ok(Some(x)) => x,
+                    Ok(None) => return,
+                    Err(e) => {
+                        drop(st);
+                        return self.close_with(lp, Some(&e));
+                    }
+                }
+            } else if st.w.out.is_empty() {
+                return;
+            } else {
+                let buf = std::mem::take(&mut st.w.out);
+                let n = buf.len();
+                (buf, n)
+            };
+            st.w.sending = plain;
+            st.w.in_flight = true;
             buf
         };
         match self.inner.transport.send(lp, buf) {
@@ -336,6 +365,7 @@ impl IoStream {
             let w = &mut st.w;
             w.flushed += w.sending as u64;
             w.sending = 0;
+            w.in_flight = false;
             w.wake_writer();
             buf.clear();
             let mut give_back = None;
@@ -344,7 +374,9 @@ impl IoStream {
                 // more to write; an idle stream returns it to the pool.
                 give_back = Some(buf);
             }
-            (!w.out.is_empty(), give_back)
+            let queued = !w.out.is_empty();
+            let more = queued || st.tls.as_ref().is_some_and(|t| t.wants_write());
+            (more, give_back)
         };
         if let Some(buf) = give_back {
             lp.with_pool(|p| p.give(buf));
@@ -355,7 +387,7 @@ impl IoStream {
         // A graceful close ends once the last byte is out.
         let lingered = {
             let st = self.inner.st.borrow();
-            st.lingering && st.w.buffered() == 0
+            st.lingering && st.all_sent()
         };
         if lingered {
             self.close_with(lp, None);

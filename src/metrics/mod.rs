@@ -22,6 +22,7 @@ pub(crate) use prometheus::{labels, Exposition};
 pub use server::{ServerCoreStats, ServerStats};
 
 use crate::http::{ClientStats, HttpStats};
+use crate::iostream::TlsStats;
 use crate::reactor::{Call, IoLoop, LoopStats};
 use crate::runtime::{CoresChosen, Runtime};
 
@@ -37,6 +38,8 @@ pub struct CoreStats {
     pub http: Vec<HttpStats>,
     /// Each upstream the HTTP client fetched from on this core, by its address.
     pub client: Vec<ClientStats>,
+    /// The TLS streams of this core (servers' and clients').
+    pub tls: TlsStats,
 }
 
 /// Every core's numbers at one moment (each core copied its own when asked).
@@ -77,6 +80,7 @@ fn core_stats(lp: &IoLoop) -> CoreStats {
         reactor: lp.loop_stats(),
         http: crate::http::server_stats(lp),
         client: crate::http::client_stats(lp),
+        tls: crate::iostream::tls_stats_of(lp),
     }
 }
 
@@ -271,6 +275,19 @@ impl Snapshot {
             );
         }
         crate::http::export_stats(&mut e, &self.cores, per_core);
+        let tls: Vec<(String, TlsStats)> = if per_core {
+            self.cores
+                .iter()
+                .map(|c| (c.shard.to_string(), c.tls.clone()))
+                .collect()
+        } else {
+            let mut t = TlsStats::default();
+            for c in &self.cores {
+                t.merge(&c.tls);
+            }
+            vec![(String::new(), t)]
+        };
+        crate::iostream::export_tls_stats(&mut e, &tls);
         export_blocking(&mut e, &self.blocking);
         crate::http::export_client_stats(&mut e, &self.cores, per_core);
         e.finish()

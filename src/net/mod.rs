@@ -20,7 +20,7 @@ pub use incoming::Incoming;
 pub use listen::{bind_reuseport, ListenOptions};
 pub(crate) use resolve::lookup;
 pub use resolve::ToConnectAddr;
-pub(crate) use server::{serve_on, server_counts, ServerId};
+pub(crate) use server::{serve_on, server_counts, start_tls, ServerId};
 #[doc(hidden)]
 pub use server::{AsyncConn, PlainConn};
 pub use server::{ConnOutput, ConnReturn, ServerHandle, TcpServer};

@@ -7,7 +7,7 @@
 
 use super::acceptor::Acceptor;
 use super::listen::{bind_listeners, spread, ListenOptions};
-use crate::iostream::IoStream;
+use crate::iostream::{IoStream, TlsConfig};
 use crate::reactor::{Call, IoLoop, LoopHandle, Reply};
 use crate::runtime::{AttachedRef, AttachedServer, InheritedOrigin, Runtime};
 use std::cell::{Cell, RefCell};
@@ -163,6 +163,7 @@ pub struct TcpServer {
     on_conn: OnConn,
     opts: ListenOptions,
     tell: Option<Tell>,
+    tls: Option<TlsConfig>,
 }
 
 impl TcpServer {
@@ -204,6 +205,7 @@ impl TcpServer {
             on_conn: Arc::new(move |lp: &IoLoop, s: IoStream| on_conn(lp, s).run(lp)),
             opts: ListenOptions::default(),
             tell: None,
+            tls: None,
         }
     }
 
@@ -240,6 +242,30 @@ impl TcpServer {
         self
     }
 
+    /// Speaks TLS on every connection: each accepted stream is made the server side of
+    /// a TLS connection ([`TlsConfig::wrap`]) before `on_conn` gets it, so the handler
+    /// reads and writes plaintext as on a plain stream (the handshake runs meanwhile;
+    /// what it writes goes out once the handshake is over).
+    ///
+    /// ```no_run
+    /// use coreloop::tls::TlsConfig;
+    /// use coreloop::{Runtime, TcpServer};
+    /// let rt = Runtime::builder().build()?;
+    /// let tls = TlsConfig::new("cert.pem", "key.pem")?;
+    /// let echo = TcpServer::new(|_, s| async move {
+    ///     let line = s.read_until(b"\n", 1024).await?;
+    ///     s.write(&line).await?;
+    ///     Ok::<(), std::io::Error>(())
+    /// })
+    /// .tls(tls)
+    /// .serve(&rt, "0.0.0.0:7443".parse().unwrap())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tls(mut self, tls: TlsConfig) -> TcpServer {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Serves on `addr` on every core of `runtime`, beside whatever else it runs. Port 0
     /// picks a free port, the same on every core ([`ServerHandle::local_addr`]). A port
     /// this process or another already listens on is refused (`AddrInUse`) unless
@@ -272,12 +298,17 @@ impl TcpServer {
     /// ```
     pub fn serve(&self, runtime: &Runtime, addr: SocketAddr) -> io::Result<ServerHandle> {
         let on_conn = self.on_conn.clone();
+        let tls = self.tls.clone();
         serve_on(
             ServerId::next(),
             runtime,
             addr,
             self.opts.clone(),
-            move |lp, s| on_conn(lp, s),
+            move |lp, s| {
+                if start_tls(lp, tls.as_ref(), &s) {
+                    on_conn(lp, s)
+                }
+            },
             self.tell.clone(),
         )
     }
@@ -288,6 +319,20 @@ impl fmt::Debug for TcpServer {
         f.debug_struct("TcpServer")
             .field("opts", &self.opts)
             .finish()
+    }
+}
+
+/// Makes an accepted stream TLS if the server speaks it; false (the stream cut) if
+/// that failed.
+pub(crate) fn start_tls(lp: &IoLoop, tls: Option<&TlsConfig>, s: &IoStream) -> bool {
+    let Some(tls) = tls else { return true };
+    match tls.wrap(lp, s) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("coreloop: cannot start TLS on an accepted connection: {e}");
+            s.abort();
+            false
+        }
     }
 }
 

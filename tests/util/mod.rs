@@ -122,6 +122,11 @@ pub const TOOLS: &[(&str, &str, &str)] = &[
         "wrk",
         "load from wrk, a client that is not ours, with no error",
     ),
+    (
+        "h2load",
+        "nghttp2-client",
+        "HTTPS load from h2load --h1 (keep-alive and a new connection per request)",
+    ),
 ];
 
 /// Where the program `tool` (one of [`TOOLS`]) is: in `PATH`, or in the sbin
@@ -344,3 +349,4 @@ pub fn get_status_and_body(addr: std::net::SocketAddr, path: &str) -> (u16, Stri
         .to_string();
     (status, body)
 }
+pub mod tls;
