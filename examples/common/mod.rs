@@ -1,6 +1,6 @@
 //! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`,
-//! `--batch-wait-us`, `--metrics PORT`, `--no-recording`; the logger; starting the
-//! runtime.
+//! `--batch-wait-us`, `--metrics PORT`, `--no-recording`, `--tick-ms`; the logger;
+//! starting the runtime.
 
 #![allow(dead_code)]
 
@@ -29,19 +29,26 @@ pub struct ServerArgs {
     pub metrics: Option<u16>,
     /// Record histograms (`--no-recording`: counters only, to see what recording costs).
     pub recording: bool,
+    /// `--tick-ms T`: a timer on every loop every T ms, so that no wait for I/O blocks
+    /// longer (for valgrind, which holds its lock across a blocking `io_uring_enter`).
+    pub tick: Option<Duration>,
 }
 
 impl ServerArgs {
     /// A runtime builder with these cores, backend and batch wait, that stops
     /// gracefully on SIGINT and SIGTERM (requests in flight get [`DRAIN_DEADLINE`]).
     pub fn runtime(&self) -> coreloop::RuntimeBuilder {
-        coreloop::Runtime::builder()
+        let b = coreloop::Runtime::builder()
             .cores(self.cores.clone())
             .backend(self.backend)
             .batch_wait(self.batch_wait)
             .recording(self.recording)
             .stop_on_signals(true)
-            .drain_deadline(DRAIN_DEADLINE)
+            .drain_deadline(DRAIN_DEADLINE);
+        match self.tick {
+            Some(every) => b.on_start(move |lp, _| tick(lp, every)),
+            None => b,
+        }
     }
 
     /// Starts the runtime of [`runtime`](Self::runtime), or exits with a message.
@@ -66,6 +73,16 @@ impl ServerArgs {
             }
         }
     }
+}
+
+/// A timer on `lp` every `every`, for good, that yields the thread: under valgrind,
+/// which runs one thread at a time and keeps running a thread blocked in
+/// `io_uring_enter`, the yield lets the others run.
+fn tick(lp: &coreloop::IoLoop, every: Duration) {
+    lp.call_later(every, move |lp| {
+        std::thread::yield_now();
+        tick(lp, every)
+    });
 }
 
 /// `r`'s value, or a message (`name: what: error`) and exit status 1.
@@ -110,7 +127,7 @@ pub fn server_args_with(
             eprintln!("{name}: {e}");
             eprintln!(
                 "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll] \
-                 [--batch-wait-us U] [--metrics PORT] [--no-recording]{extra_usage}"
+                 [--batch-wait-us U] [--metrics PORT] [--no-recording] [--tick-ms T]{extra_usage}"
             );
             std::process::exit(2);
         }
@@ -128,6 +145,7 @@ fn parse(
         batch_wait: std::time::Duration::ZERO,
         metrics: None,
         recording: true,
+        tick: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -156,6 +174,10 @@ fn parse(
                 args.metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?)
             }
             "--no-recording" => args.recording = false,
+            "--tick-ms" => {
+                let ms: u64 = value()?.parse().map_err(|e| format!("--tick-ms: {e}"))?;
+                args.tick = Some(Duration::from_millis(ms.max(1)));
+            }
             "-h" | "--help" => return Err("help".into()),
             other => {
                 if !extra(other, &mut value)? {
