@@ -97,11 +97,14 @@ measure() { # row mode batches port -> total Ir (empty if the run failed)
   # shellcheck disable=SC2086 # (the command line is split on purpose)
   valgrind --tool=callgrind --callgrind-out-file="$f" $cmd >/dev/null 2>"$f.log" &
   pid=$!
-  if client "$4" "$2" "$3" >"$f.client" 2>&1; then
+  # (A server that exited at once, say its port was taken, served nobody: no figure.)
+  if client "$4" "$2" "$3" >"$f.client" 2>&1 && kill -0 "$pid" 2>/dev/null; then
     sleep 0.5
     kill -TERM "$pid" # (coreloop drains on it; may_minihttp ignores SIGINT under valgrind)
   else
     kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return
   fi
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   kill -KILL "$pid" 2>/dev/null || true

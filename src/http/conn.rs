@@ -12,10 +12,12 @@
 //! decoded or read (a client that pipelines without reading costs a bounded amount of
 //! memory); it resumes when they drain.
 //!
-//! Every wait has a deadline, one timer per connection: the head (`header_timeout`, for
-//! a later request from its first byte; `idle_timeout` before that), the body
-//! (`body_timeout`), and the client reading the answers (`send_timeout`, extended while
-//! bytes go out). A refused request (4xx/5xx from the framing rules) is answered and
+//! The connection is in one [`Stage`] at a time, and every stage that waits has a
+//! deadline, kept by one timer per connection (no timer operation per request): the
+//! head (`header_timeout`, for a later request from its first byte; `idle_timeout`
+//! before that), the body (`body_timeout`), the handler's response (`handler_timeout`,
+//! then 503), and the client reading the answers (`send_timeout`, extended while bytes
+//! go out). A refused request (4xx/5xx from the framing rules) is answered and
 //! the connection closed, since what follows it cannot be trusted; the close lingers
 //! briefly so that the answer is not lost to a reset.
 
@@ -23,7 +25,7 @@ use super::app::Application;
 use super::decoder::{Decoder, Event};
 use super::head::{BodyKind, Head};
 use super::request::Request;
-use super::response::Response;
+use super::response::{Dropped, Exchange, Response};
 use super::response_head::write_refusal;
 use super::stats::{self, HttpStats, Recorder};
 use super::HttpConfig;
@@ -34,7 +36,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,65 +121,97 @@ pub(crate) fn drain(lp: &IoLoop, id: ServerId) {
     }
 }
 
-/// What the connection's deadline is for.
+/// Where a connection is in the cycle of its requests. Every change goes through
+/// [`Conn::enter`], and the connection's deadline follows from it (one timer per
+/// connection enforces whichever applies):
+///
+/// ```text
+///   Idle ──first byte──▶ Head ──head with a body──▶ Body ──end──┐
+///    ▲                    │                                      ▼
+///    │                    └──────────head without body─────▶ Handling ──handler returns──▶ Responding
+///    │                                                           │                            │
+///    └─────────────────── response finished ◀───────────────────┴────────────────────────────┘
+///   any reading stage ──answers over the high-water mark──▶ Paused ──drained──▶ (decode again)
+///   a response with `Connection: close`, end of file, a drain ──▶ Closing
+///   a framing error, the handler's deadline (503) ──▶ Refused
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// No deadline (a handler is running).
-    None,
-    /// Waiting for the first byte of the next request (`idle_timeout`).
+enum Stage {
+    /// Waiting for the first byte of a request (`idle_timeout`; for the connection's
+    /// first request, `header_timeout` from when it opened).
     Idle,
-    /// Waiting for the rest of a head (`header_timeout`).
+    /// Part of a head has come (`header_timeout`, from its first byte).
     Head,
-    /// Waiting for the rest of a body (`body_timeout`).
+    /// The head is read and its body is coming (`body_timeout`).
     Body,
-    /// Waiting for the client to read (`send_timeout`, extended while bytes go out).
-    Send,
+    /// The handler is running, further down this stack (under the pump), and its
+    /// response is not finished (`handler_timeout`). A response it drops is finished,
+    /// as Tornado finishes a synchronous handler's. `streamed`: part of the response
+    /// has gone out.
+    Handling { streamed: bool },
+    /// The handler has returned and its response is not finished yet
+    /// (`handler_timeout`); dropped now, it was abandoned (500).
+    Responding { streamed: bool },
+    /// The answers not yet sent are over the high-water mark: nothing more is decoded
+    /// until they drain (`send_timeout`, extended while bytes go out).
+    Paused,
+    /// The last answer is written; the connection closes once it has gone out
+    /// (`send_timeout`, extended while bytes go out).
+    Closing,
+    /// The connection answered for itself and closes after a short linger: a request
+    /// whose framing cannot be trusted, or a handler that missed its deadline (503;
+    /// its late response is ignored).
+    Refused,
+}
+
+impl Stage {
+    /// A response is being made (the handler runs, or has it).
+    fn responding(self) -> bool {
+        matches!(self, Stage::Handling { .. } | Stage::Responding { .. })
+    }
+}
+
+/// What becomes of a response its handler dropped while the handler's outcome is
+/// awaited (a `Result`, a future).
+enum Parked {
+    /// The handler's outcome is not awaited: a dropped response is finished or
+    /// abandoned.
+    No,
+    /// Awaited: a response dropped now waits here.
+    Awaited,
+    /// Awaited, and the handler dropped this response meanwhile.
+    Holding(Response),
 }
 
 /// What a streamed response waiting for the client runs (with the response inside).
 type DrainWaiter = Box<dyn FnOnce(&IoLoop)>;
 
 pub(crate) struct Conn {
+    /// Itself, for the closures that must not keep it alive (its timer's).
+    me: Weak<Conn>,
     stream: IoStream,
     registry: Rc<ServerConns>,
     key: Cell<usize>,
     app: Arc<Application>,
     cfg: Arc<HttpConfig>,
     lp: WeakLoop,
-    /// When the connection is closed unless it makes progress (`None`: no limit now).
-    deadline: Cell<Option<Instant>>,
-    phase: Cell<Phase>,
-    /// The one timer that enforces `deadline`, re-armed lazily when it fires early,
-    /// and when it fires.
+    stage: Cell<Stage>,
+    /// When the stage began, and how long it may last (`None`: no limit): past that,
+    /// the connection is closed (in a responding stage, answered 503).
+    since: Cell<Instant>,
+    limit: Cell<Option<Duration>>,
+    /// The one timer that enforces the deadline, never later than it: re-armed lazily
+    /// when it fires early, and when a stage has a shorter limit than the one before.
     timer: Cell<Option<(TimeoutId, Instant)>>,
     served: Cell<u64>,
     peer: Option<SocketAddr>,
     decoder: RefCell<Decoder>,
-    /// The request whose body is being decoded, and whether the connection stays open
-    /// after it.
+    /// The request whose body is being decoded (`Stage::Body`), and whether the
+    /// connection stays open after it.
     current: RefCell<Option<(Request, bool)>>,
-    /// A request is being handled: its response is not finished.
-    busy: Cell<bool>,
-    /// `pump` is running (further down this stack).
-    pumping: Cell<bool>,
-    /// A response finished while pumping: the pump takes the next request.
-    want_next: Cell<bool>,
-    /// The handler of the current request is running (further down this stack): a
-    /// response it drops unfinished is finished, as Tornado finishes a synchronous
-    /// handler's; one dropped later was abandoned (500).
-    handling: Cell<bool>,
-    /// The current request's handler deadline (`HttpConfig::handler_timeout`).
-    handler_timer: Cell<Option<TimeoutId>>,
-    /// The handler missed its deadline and 503 went out: the late response is ignored.
-    timed_out: Cell<bool>,
-    /// Part of the current response went out already (streaming).
-    streamed: Cell<bool>,
     /// A streamed response waiting for the write buffer to drain (or the client to go).
     drain_waiter: RefCell<Option<DrainWaiter>>,
-    /// The current handler returns what decides its response (a `Result`, a future):
-    /// a response it drops waits in `parked` for that.
-    parking: Cell<bool>,
-    parked: RefCell<Option<Response>>,
+    parked: RefCell<Parked>,
     /// The current request's route (by index; `None`: no route matched), and when the
     /// first byte of its head arrived.
     route: Cell<Option<usize>>,
@@ -203,7 +237,8 @@ pub(crate) fn serve(
     if registry.stats.routes_unset() {
         registry.stats.set_routes(app.patterns().to_vec());
     }
-    let conn = Rc::new(Conn {
+    let conn = Rc::new_cyclic(|me| Conn {
+        me: me.clone(),
         peer: stream.peer_addr().ok(),
         stream,
         registry,
@@ -211,22 +246,15 @@ pub(crate) fn serve(
         app,
         cfg,
         lp: lp.downgrade(),
-        deadline: Cell::new(None),
-        phase: Cell::new(Phase::None),
+        stage: Cell::new(Stage::Idle),
+        since: Cell::new(lp.time()),
+        limit: Cell::new(None),
         timer: Cell::new(None),
         served: Cell::new(0),
         decoder: RefCell::new(Decoder::default()),
         current: RefCell::new(None),
-        busy: Cell::new(false),
-        pumping: Cell::new(false),
-        want_next: Cell::new(false),
-        handling: Cell::new(false),
-        handler_timer: Cell::new(None),
-        timed_out: Cell::new(false),
-        streamed: Cell::new(false),
         drain_waiter: RefCell::new(None),
-        parking: Cell::new(false),
-        parked: RefCell::new(None),
+        parked: RefCell::new(Parked::No),
         route: Cell::new(None),
         started: Cell::new(lp.time()),
     });
@@ -252,14 +280,8 @@ impl Drop for Conn {
     /// the registry's `Weak` would even keep its allocation.)
     fn drop(&mut self) {
         self.registry.conns.borrow_mut().try_remove(self.key.get());
-        if let Some(lp) = self.lp.upgrade() {
-            let timers = [
-                self.timer.take().map(|(id, _)| id),
-                self.handler_timer.take(),
-            ];
-            for id in timers.into_iter().flatten() {
-                lp.remove_timeout(id);
-            }
+        if let (Some((id, _)), Some(lp)) = (self.timer.take(), self.lp.upgrade()) {
+            lp.remove_timeout(id);
         }
     }
 }
@@ -285,19 +307,36 @@ enum Turn {
 }
 
 impl Conn {
-    /// The loop's cached time (for deadlines and the Date header).
-    pub(crate) fn now(&self) -> Instant {
-        self.lp.upgrade().map_or_else(Instant::now, |lp| lp.time())
-    }
-
-    /// Closes the connection unless it makes progress within `after`. Setting a later
-    /// deadline costs no timer operation: one timer per connection checks it when it
-    /// fires and re-arms itself for whatever is left. (An earlier one re-arms it.)
-    fn set_timer(self: &Rc<Self>, lp: &IoLoop, phase: Phase, after: Duration) {
+    /// Moves to `stage`, and to its deadline (from now). The one place the stage
+    /// changes.
+    fn enter(&self, lp: &IoLoop, stage: Stage) {
+        let was = self.stage.replace(stage);
+        if was.responding() && stage.responding() {
+            return; // the same response: the same deadline
+        }
+        let cfg = &self.cfg;
+        let limit = match stage {
+            Stage::Idle if self.served.get() == 0 => Some(cfg.header_timeout),
+            Stage::Idle => Some(cfg.idle_timeout),
+            Stage::Head => Some(cfg.header_timeout),
+            Stage::Body => Some(cfg.body_timeout),
+            Stage::Handling { .. } | Stage::Responding { .. } => cfg.handler_timeout,
+            Stage::Paused | Stage::Closing => Some(cfg.send_timeout),
+            Stage::Refused => None,
+        };
+        let before = self.limit.replace(limit);
+        self.since.set(lp.time());
+        let Some(after) = limit else { return };
+        // The timer fires no later than the last stage's deadline; a limit as long as
+        // that stage's ends later, so the timer needs nothing (it re-arms itself for
+        // what is left when it fires). That is the usual case, which costs no clock
+        // arithmetic.
+        let timer = self.timer.get();
+        if timer.is_some() && before.is_some_and(|b| after >= b) {
+            return;
+        }
         let deadline = lp.time() + after;
-        self.deadline.set(Some(deadline));
-        self.phase.set(phase);
-        match self.timer.get() {
+        match timer {
             None => self.arm(lp, after),
             Some((id, at)) if at > deadline => {
                 lp.remove_timeout(id);
@@ -307,13 +346,13 @@ impl Conn {
         }
     }
 
-    fn arm(self: &Rc<Self>, lp: &IoLoop, after: Duration) {
-        let weak = Rc::downgrade(self);
+    fn arm(&self, lp: &IoLoop, after: Duration) {
+        let weak = self.me.clone();
         let id = lp.call_later(after, move |lp| {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
             match c.effective_deadline() {
-                Some(d) if lp.time() >= d => c.stream.abort(),
+                Some(d) if lp.time() >= d => c.expire(lp),
                 Some(d) => c.arm(lp, d - lp.time()),
                 None => {}
             }
@@ -321,12 +360,12 @@ impl Conn {
         self.timer.set(Some((id, lp.time() + after)));
     }
 
-    /// The deadline, with the send deadline pushed back by progress: a connection
+    /// The deadline, with a send deadline pushed back by progress: a connection
     /// waiting for its client to read is closed `send_timeout` after bytes last went
     /// out (or after it began waiting, if none have since).
     fn effective_deadline(&self) -> Option<Instant> {
-        let d = self.deadline.get()?;
-        if self.phase.get() != Phase::Send {
+        let d = self.since.get() + self.limit.get()?;
+        if !matches!(self.stage.get(), Stage::Paused | Stage::Closing) {
             return Some(d);
         }
         Some(match self.stream.last_sent_at() {
@@ -335,20 +374,28 @@ impl Conn {
         })
     }
 
-    fn clear_timer(&self) {
-        self.deadline.set(None);
-        self.phase.set(Phase::None);
-    }
-
-    /// True once the server is shutting down gracefully: responses close their
-    /// connection.
-    pub(crate) fn draining(&self) -> bool {
-        self.registry.draining.get()
+    /// The deadline passed: a response the handler has not finished is answered 503
+    /// (or cut off, if part of it went out); any other wait ends the connection.
+    fn expire(&self, lp: &IoLoop) {
+        let limit = self.cfg.handler_timeout.unwrap_or_default();
+        match self.stage.get() {
+            Stage::Handling { streamed: true } | Stage::Responding { streamed: true } => {
+                // Part of the answer is out: all that can be done is to cut it off.
+                log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
+                self.enter(lp, Stage::Refused);
+                self.stream.abort();
+            }
+            Stage::Handling { .. } | Stage::Responding { .. } => {
+                log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
+                self.refuse(lp, 503);
+            }
+            _ => self.stream.abort(),
+        }
     }
 
     /// Waiting for a request none of which has arrived.
     fn idle(&self) -> bool {
-        !self.busy.get()
+        !self.stage.get().responding()
             && self.current.borrow().is_none()
             && self.decoder.borrow().between_requests()
             && self.stream.read_buffer_len() == 0
@@ -356,45 +403,41 @@ impl Conn {
 
     /// Takes the next request: at the start, and after each response finished.
     fn next_request(self: &Rc<Self>, lp: &IoLoop) {
-        self.busy.set(false);
+        // A response finished by its handler: the pump under the handler goes on.
+        let under_pump = matches!(self.stage.get(), Stage::Handling { .. });
+        self.enter(lp, Stage::Idle);
         if self.draining() && self.idle() {
             return self.close_after_flush();
         }
-        if self.served.get() == 0 {
-            self.set_timer(lp, Phase::Head, self.cfg.header_timeout);
-        } else {
-            self.set_timer(lp, Phase::Idle, self.cfg.idle_timeout);
+        if !under_pump {
+            self.pump(lp);
         }
-        if self.pumping.get() {
-            // A response finished inside the pump below: it takes the next request.
-            self.want_next.set(true);
-            return;
-        }
-        self.pump(lp);
     }
 
     /// Handles requests while they are buffered (pipelined requests whose responses
     /// finish at once go round this loop, not through a read each), then waits: for
     /// bytes, or for the answers to drain.
     fn pump(self: &Rc<Self>, lp: &IoLoop) {
-        self.pumping.set(true);
         loop {
-            self.want_next.set(false);
             if self.stream.over_high_water() {
                 // The client is not reading its answers: read nothing more until they
                 // drain (TCP then slows the client down), and give up if they don't.
-                self.set_timer(lp, Phase::Send, self.cfg.send_timeout);
+                self.enter(lp, Stage::Paused);
                 let me = self.clone();
-                self.stream.on_drain(move |lp, _| me.pump(lp));
-                break;
+                self.stream.on_drain(move |lp, _| {
+                    if me.stage.get() == Stage::Paused {
+                        me.enter(lp, Stage::Idle);
+                        me.pump(lp);
+                    }
+                });
+                return;
             }
             match self.decode(lp) {
-                Turn::Dispatched if self.want_next.get() => continue,
-                _ => break, // the response is not finished yet, or waiting
+                // The handler finished its response: the next request.
+                Turn::Dispatched if self.stage.get() == Stage::Idle => continue,
+                _ => return, // the response is not finished yet, or waiting
             }
         }
-        self.want_next.set(false);
-        self.pumping.set(false);
     }
 
     fn wait_for_bytes(self: &Rc<Self>) -> Turn {
@@ -442,11 +485,11 @@ impl Conn {
                 Event::NeedMore => {
                     // Part of a head is here: after a request, the next head is timed
                     // from its first byte (empty lines before it do not count).
-                    if self.phase.get() == Phase::Idle
+                    if self.stage.get() == Stage::Idle
                         && (self.stream.read_buffer_len() > 0
                             || !self.decoder.borrow().between_requests())
                     {
-                        self.set_timer(lp, Phase::Head, self.cfg.header_timeout);
+                        self.enter(lp, Stage::Head);
                     }
                     return self.wait_for_bytes();
                 }
@@ -471,7 +514,7 @@ impl Conn {
                             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
                         });
                     }
-                    self.set_timer(lp, Phase::Body, self.cfg.body_timeout);
+                    self.enter(lp, Stage::Body);
                     *self.current.borrow_mut() = Some((req, keep_alive));
                 }
                 Event::Body(_) => {}
@@ -493,8 +536,7 @@ impl Conn {
 
     /// Routes the request and runs its handler.
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
-        self.busy.set(true);
-        self.clear_timer();
+        self.enter(lp, Stage::Handling { streamed: false });
         let mut params = Vec::new();
         let found = self.app.find(req.path(), &mut params);
         let head = req.is_head();
@@ -519,175 +561,16 @@ impl Conn {
         if let Some(pattern) = self.app.patterns().get(index) {
             lp.set_activity(pattern);
         }
-        if let Some(limit) = self.cfg.handler_timeout {
-            self.arm_handler_deadline(lp, limit);
-        }
-        self.handling.set(true);
         let r = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp)));
-        self.handling.set(false);
+        if let Stage::Handling { streamed } = self.stage.get() {
+            // It returned with the response unfinished: the response is finished later
+            // (or abandoned).
+            self.enter(lp, Stage::Responding { streamed });
+        }
         if let Err(p) = r {
             // The response was dropped while unwinding and has answered 500.
             log::error!("coreloop: HTTP handler panicked: {}", panic_message(&*p));
         }
-    }
-
-    /// True while the current request's handler is running (further down this stack).
-    pub(crate) fn in_handler(&self) -> bool {
-        self.handling.get()
-    }
-
-    /// Answers 503 and closes if the current response is not finished within `limit`.
-    fn arm_handler_deadline(self: &Rc<Self>, lp: &IoLoop, limit: Duration) {
-        let weak = Rc::downgrade(self);
-        let id = lp.call_later(limit, move |lp| {
-            let Some(c) = weak.upgrade() else { return };
-            c.handler_timer.set(None);
-            c.timed_out.set(true);
-            if c.streamed.get() {
-                // Part of the answer is out: all that can be done is to cut it off.
-                log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
-                c.stream.abort();
-            } else {
-                log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
-                c.refuse(lp, 503);
-            }
-        });
-        self.handler_timer.set(Some(id));
-    }
-
-    /// The response of the current request is done with (finished, or cut off): its
-    /// deadline goes. False if the deadline already answered for it.
-    fn end_of_response(&self) -> bool {
-        // (The loop is reached only when there is a deadline: no reference count taken
-        // and dropped per response otherwise.)
-        if let Some(id) = self.handler_timer.take() {
-            if let Some(lp) = self.lp.upgrade() {
-                lp.remove_timeout(id);
-            }
-        }
-        self.streamed.set(false);
-        !self.timed_out.get()
-    }
-
-    /// Called by a finished response: writes its rest through `f` (straight into the
-    /// stream's buffer; `f` gets the loop's time for the Date header), then reads the
-    /// next request or closes.
-    pub(crate) fn respond(
-        self: Rc<Self>,
-        status: u16,
-        f: impl FnOnce(&mut Vec<u8>, Instant),
-        close: bool,
-    ) {
-        if !self.end_of_response() {
-            return; // 503 went out at the handler's deadline; the connection is closing
-        }
-        let lp = self.lp.upgrade();
-        let now = lp.as_ref().map_or_else(Instant::now, IoLoop::time);
-        let mut written = 0;
-        let r = self.stream.write_with(|out| {
-            let before = out.len();
-            f(out, now);
-            written = out.len() - before;
-        });
-        if r.is_err() {
-            return; // the client went away meanwhile
-        }
-        self.registry.stats.sent(written);
-        if let Some(lp) = &lp {
-            stats::response_end(
-                lp,
-                &self.registry.stats,
-                self.route.get(),
-                status,
-                self.started.get(),
-            );
-        }
-        self.served.set(self.served.get() + 1);
-        if close {
-            self.close_after_flush();
-        } else if let Some(lp) = lp {
-            self.next_request(&lp);
-        }
-    }
-
-    /// Writes part of a streamed response: an error if the client has gone, the
-    /// handler's deadline answered already, or the write buffer is over its limit (then
-    /// the connection closes).
-    pub(crate) fn write_part(&self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
-        if self.timed_out.get() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the handler's deadline passed: 503 was answered",
-            ));
-        }
-        self.streamed.set(true);
-        let mut written = 0;
-        let r = self.stream.write_with(|out| {
-            let before = out.len();
-            f(out);
-            written = out.len() - before;
-        });
-        self.registry.stats.sent(written);
-        r
-    }
-
-    /// Closes at once (a streamed response that cannot be completed).
-    pub(crate) fn abort(&self) {
-        self.end_of_response();
-        self.stream.abort();
-    }
-
-    /// Room left in the write buffer before its limit.
-    pub(crate) fn write_room(&self) -> usize {
-        self.stream.write_room()
-    }
-
-    /// Whether a response dropped now waits for its handler's outcome.
-    pub(crate) fn parking(&self) -> bool {
-        self.parking.get()
-    }
-
-    pub(crate) fn set_parking(&self, on: bool) {
-        self.parking.set(on);
-    }
-
-    /// Keeps a response its handler dropped until the handler's outcome decides it.
-    pub(crate) fn park(&self, r: Response) {
-        let old = self.parked.borrow_mut().replace(r);
-        drop(old);
-    }
-
-    pub(crate) fn take_parked(&self) -> Option<Response> {
-        self.parked.borrow_mut().take()
-    }
-
-    /// The client has gone (or the connection is closing): nothing more can reach it.
-    pub(crate) fn client_gone(&self) -> bool {
-        self.stream.closed() || self.timed_out.get()
-    }
-
-    /// More than the stream's high-water mark is waiting to be sent.
-    pub(crate) fn over_high_water(&self) -> bool {
-        self.stream.over_high_water()
-    }
-
-    /// Runs `f` once the write buffer has drained below half its high-water mark, or
-    /// the client has gone, whichever comes first.
-    pub(crate) fn when_drained(self: &Rc<Self>, f: DrainWaiter) {
-        *self.drain_waiter.borrow_mut() = Some(f);
-        if self.client_gone() {
-            if let Some(lp) = self.lp.upgrade() {
-                let me = self.clone();
-                lp.add_callback(move |lp| me.wake_drain_waiter(lp));
-            }
-            return;
-        }
-        let weak = Rc::downgrade(self);
-        self.stream.on_drain(move |lp, _| {
-            if let Some(c) = weak.upgrade() {
-                c.wake_drain_waiter(lp);
-            }
-        });
     }
 
     fn wake_drain_waiter(&self, lp: &IoLoop) {
@@ -699,13 +582,13 @@ impl Conn {
 
     /// Closes once everything written has gone out, or after `send_timeout` without
     /// progress if the client does not read it.
-    fn close_after_flush(self: &Rc<Self>) {
+    fn close_after_flush(&self) {
         if let Some(lp) = self.lp.upgrade() {
-            self.set_timer(&lp, Phase::Send, self.cfg.send_timeout);
+            self.enter(&lp, Stage::Closing);
         }
         // The callback keeps the connection, and so its timer, until the stream
         // closes one way or the other (nothing else may hold it by now).
-        let me = self.clone();
+        let me = self.me.upgrade();
         self.stream.flush().then(move |_, s, _| {
             s.abort();
             drop(me);
@@ -716,8 +599,8 @@ impl Conn {
     /// writing side once the answer is out and drain what the client still sends for a
     /// moment, so that closing with unread data does not reset the connection and
     /// destroy the answer in flight.
-    fn refuse(self: &Rc<Self>, lp: &IoLoop, code: u16) {
-        self.clear_timer();
+    fn refuse(&self, lp: &IoLoop, code: u16) {
+        self.enter(lp, Stage::Refused);
         self.registry.stats.refused(code);
         let now = lp.time();
         if self
@@ -740,5 +623,125 @@ impl Conn {
         let s = self.stream.clone();
         // A read may be pending (this runs inside one's callback); start after it.
         lp.add_callback(move |_| drain(&s));
+    }
+}
+
+/// What a response needs of its connection (see [`Exchange`]).
+impl Exchange for Conn {
+    fn finish(&self, status: u16, close: bool, write: &mut dyn FnMut(&mut Vec<u8>, Instant)) {
+        if self.stage.get() == Stage::Refused {
+            return; // 503 went out at the handler's deadline; the connection is closing
+        }
+        let lp = self.lp.upgrade();
+        let now = lp.as_ref().map_or_else(Instant::now, IoLoop::time);
+        let mut written = 0;
+        let r = self.stream.write_with(|out| {
+            let before = out.len();
+            write(out, now);
+            written = out.len() - before;
+        });
+        if r.is_err() {
+            return; // the client went away meanwhile
+        }
+        self.registry.stats.sent(written);
+        if let Some(lp) = &lp {
+            stats::response_end(
+                lp,
+                &self.registry.stats,
+                self.route.get(),
+                status,
+                self.started.get(),
+            );
+        }
+        self.served.set(self.served.get() + 1);
+        if close {
+            self.close_after_flush();
+        } else if let (Some(lp), Some(me)) = (lp, self.me.upgrade()) {
+            me.next_request(&lp);
+        }
+    }
+
+    fn write_part(&self, write: &mut dyn FnMut(&mut Vec<u8>, Instant)) -> io::Result<()> {
+        let lp = self.lp.upgrade().ok_or(io::ErrorKind::NotConnected)?;
+        match self.stage.get() {
+            Stage::Refused => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the handler's deadline passed: 503 was answered",
+                ))
+            }
+            Stage::Handling { .. } => self.enter(&lp, Stage::Handling { streamed: true }),
+            Stage::Responding { .. } => self.enter(&lp, Stage::Responding { streamed: true }),
+            _ => {}
+        }
+        let now = lp.time();
+        let mut written = 0;
+        let r = self.stream.write_with(|out| {
+            let before = out.len();
+            write(out, now);
+            written = out.len() - before;
+        });
+        self.registry.stats.sent(written);
+        r
+    }
+
+    fn cut_off(&self) {
+        if let Some(lp) = self.lp.upgrade() {
+            self.enter(&lp, Stage::Closing);
+        }
+        self.stream.abort();
+    }
+
+    fn write_room(&self) -> usize {
+        self.stream.write_room()
+    }
+
+    fn over_high_water(&self) -> bool {
+        self.stream.over_high_water()
+    }
+
+    fn client_gone(&self) -> bool {
+        self.stream.closed() || self.stage.get() == Stage::Refused
+    }
+
+    fn when_drained(&self, f: DrainWaiter) {
+        *self.drain_waiter.borrow_mut() = Some(f);
+        if self.client_gone() {
+            if let (Some(lp), Some(me)) = (self.lp.upgrade(), self.me.upgrade()) {
+                lp.add_callback(move |lp| me.wake_drain_waiter(lp));
+            }
+            return;
+        }
+        let weak = self.me.clone();
+        self.stream.on_drain(move |lp, _| {
+            if let Some(c) = weak.upgrade() {
+                c.wake_drain_waiter(lp);
+            }
+        });
+    }
+
+    fn draining(&self) -> bool {
+        self.registry.draining.get()
+    }
+
+    fn dropped(&self) -> Dropped {
+        match (&*self.parked.borrow(), self.stage.get()) {
+            (Parked::No, Stage::Handling { .. }) => Dropped::Finish,
+            (Parked::No, _) => Dropped::Abandoned,
+            _ => Dropped::Park,
+        }
+    }
+
+    fn await_outcome(&self, on: bool) -> Option<Response> {
+        let to = if on { Parked::Awaited } else { Parked::No };
+        match self.parked.replace(to) {
+            Parked::Holding(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn park(&self, r: Response) {
+        let old = self.parked.replace(Parked::Holding(r));
+        drop(old);
     }
 }

@@ -1,13 +1,62 @@
-//! `Response`: status, headers and body of one answer, written when it is finished.
+//! `Response`: status, headers and body of one answer, written when it is finished;
+//! and [`Exchange`], what it needs of the connection it answers on.
 
-use super::conn::Conn;
 use super::error::HttpError;
 use super::response_head::{reason, ResponseHead};
 use crate::reactor::IoLoop;
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::Instant;
+
+/// The connection a response answers on, as the response sees it: the one way from a
+/// [`Response`] to the HTTP connection, which implements it. (Defined here, with what
+/// uses it, so that the connection's file depends on this one and not the other way.)
+pub(crate) trait Exchange {
+    /// Ends the response: `write` appends what is left of it to the connection's
+    /// output (given the loop's time); then the connection reads the next request, or
+    /// closes once the answer has gone out (`close`).
+    fn finish(&self, status: u16, close: bool, write: &mut dyn FnMut(&mut Vec<u8>, Instant));
+    /// Writes part of a streamed response: an error if it cannot be sent (the client
+    /// has gone, the handler's deadline answered already, or the output is over its
+    /// limit, which closes the connection).
+    fn write_part(&self, write: &mut dyn FnMut(&mut Vec<u8>, Instant)) -> io::Result<()>;
+    /// Cuts off a streamed response that cannot be completed: the connection closes.
+    fn cut_off(&self);
+    /// Room left in the output before its limit.
+    fn write_room(&self) -> usize;
+    /// More than the output's high-water mark waits to be sent.
+    fn over_high_water(&self) -> bool;
+    /// Nothing written now reaches the client (it has gone, or the connection closes).
+    fn client_gone(&self) -> bool;
+    /// Runs `f` once the output has drained to half its high-water mark, or the client
+    /// has gone, whichever comes first.
+    fn when_drained(&self, f: Box<dyn FnOnce(&IoLoop)>);
+    /// The server is shutting down: this answer is the connection's last.
+    fn draining(&self) -> bool;
+    /// What a response dropped unfinished now means.
+    fn dropped(&self) -> Dropped;
+    /// From now on (`true`) a response the handler drops waits for the handler's
+    /// outcome ([`park`](Self::park)), or no longer (`false`, which returns the one
+    /// that waits, if any).
+    fn await_outcome(&self, on: bool) -> Option<Response>;
+    /// Keeps a response its handler dropped while its outcome is awaited
+    /// ([`Dropped::Park`]).
+    fn park(&self, r: Response);
+}
+
+/// What a response dropped unfinished means, by when it is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// Its handler is running and returns nothing that decides it: it is finished, as
+    /// Tornado finishes a synchronous handler's.
+    Finish,
+    /// Its handler returns something that decides it (a `Result`, a future): it waits
+    /// for that.
+    Park,
+    /// Its handler is done with it: it was abandoned (500).
+    Abandoned,
+}
 
 /// The response to one request. Set the status and headers, write the body, then
 /// [`finish`](Response::finish) it, at once or later (keep it in a timer's closure, or
@@ -52,7 +101,7 @@ pub struct Response {
 }
 
 struct State {
-    conn: Rc<Conn>,
+    conn: Rc<dyn Exchange>,
     status: u16,
     headers: Vec<(String, String)>,
     body: smallvec::SmallVec<[u8; 32]>,
@@ -66,7 +115,7 @@ struct State {
 
 impl Response {
     pub(crate) fn new(
-        conn: Rc<Conn>,
+        conn: Rc<dyn Exchange>,
         minor_version: u8,
         keep_alive: bool,
         head_only: bool,
@@ -139,9 +188,9 @@ impl Response {
             }
         }
         let st = &*st;
-        let sent = st.conn.write_part(|out| {
+        let sent = st.conn.write_part(&mut |out, now| {
             if first {
-                write_head(st, out, None, st.conn.now());
+                write_head(st, out, None, now);
             }
             if !no_body && !st.body.is_empty() {
                 write_body_part(st, out);
@@ -267,7 +316,7 @@ impl Response {
     pub(crate) fn answer_later(&self) -> Answer {
         let conn = self.st.as_ref().map(|s| s.conn.clone());
         if let Some(c) = &conn {
-            c.set_parking(true);
+            c.await_outcome(true);
         }
         Answer { conn }
     }
@@ -294,7 +343,7 @@ fn answer_error(st: &mut State, status: u16) {
 /// finished when dropped). Made by the server; a handler never names it.
 #[doc(hidden)]
 pub struct Answer {
-    conn: Option<Rc<Conn>>,
+    conn: Option<Rc<dyn Exchange>>,
 }
 
 impl Answer {
@@ -303,8 +352,7 @@ impl Answer {
     /// finished yet.
     pub(crate) fn settle(mut self, outcome: Result<Option<Response>, HttpError>) {
         let Some(conn) = self.conn.take() else { return };
-        conn.set_parking(false);
-        let dropped = conn.take_parked();
+        let dropped = conn.await_outcome(false);
         match outcome {
             Ok(returned) => {
                 if let Some(r) = returned.or(dropped) {
@@ -323,7 +371,7 @@ impl Answer {
                             if st.streaming {
                                 // Part of the answer is out: all that can be done is to
                                 // cut it off.
-                                st.conn.abort();
+                                st.conn.cut_off();
                                 return;
                             }
                             answer_error(&mut st, e.status());
@@ -347,8 +395,7 @@ impl Drop for Answer {
     /// response it dropped, or drops later, answers 500.
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        conn.set_parking(false);
-        if let Some(r) = conn.take_parked() {
+        if let Some(r) = conn.await_outcome(false) {
             drop(r); // not in the handler any more: abandoned, 500
         }
     }
@@ -397,40 +444,37 @@ fn send(mut st: State) {
     let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
     let close = !st.keep_alive;
     let status = st.status;
-    st.conn.clone().respond(
-        status,
-        |out, now| {
-            if st.streaming {
-                if !no_body {
-                    if !st.body.is_empty() {
-                        write_body_part(&st, out);
-                    }
-                    if st.minor_version == 1 {
-                        out.extend_from_slice(b"0\r\n\r\n");
-                    }
+    let conn = st.conn.clone();
+    conn.finish(status, close, &mut |out, now| {
+        if st.streaming {
+            if !no_body {
+                if !st.body.is_empty() {
+                    write_body_part(&st, out);
                 }
-            } else {
-                write_head(&st, out, Some(st.body.len()), now);
-                if !no_body {
-                    out.extend_from_slice(&st.body);
+                if st.minor_version == 1 {
+                    out.extend_from_slice(b"0\r\n\r\n");
                 }
             }
-        },
-        close,
-    );
+        } else {
+            write_head(&st, out, Some(st.body.len()), now);
+            if !no_body {
+                out.extend_from_slice(&st.body);
+            }
+        }
+    });
 }
 
 impl Drop for Response {
     fn drop(&mut self) {
         let Some(mut st) = self.st.take() else { return };
         let panicking = std::thread::panicking();
-        if !panicking && st.conn.parking() {
-            // Its handler returns something that decides it (a Result, a future).
+        let dropped = st.conn.dropped();
+        if !panicking && dropped == Dropped::Park {
             let conn = st.conn.clone();
             conn.park(Response { st: Some(st) });
             return;
         }
-        let abandoned = !panicking && !st.conn.in_handler();
+        let abandoned = !panicking && dropped == Dropped::Abandoned;
         if abandoned {
             log::warn!(
                 "coreloop: an HTTP response was dropped unfinished after its handler returned \
@@ -440,7 +484,7 @@ impl Drop for Response {
         }
         if (panicking || abandoned) && st.streaming {
             // Part of the answer is out: all that can be done is to cut it off.
-            st.conn.abort();
+            st.conn.cut_off();
             return;
         }
         if panicking || abandoned {
