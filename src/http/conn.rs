@@ -26,7 +26,7 @@ use super::decoder::{Decoder, Event};
 use super::head::{BodyKind, Head};
 use super::request::Request;
 use super::response::{Dropped, Exchange, Response};
-use super::response_head::write_refusal;
+use super::response_head::Heads;
 use super::stats::{self, HttpStats, Recorder};
 use super::HttpConfig;
 use crate::iostream::{IoStream, ReadHandler};
@@ -196,6 +196,8 @@ pub(crate) struct Conn {
     cfg: Arc<HttpConfig>,
     lp: WeakLoop,
     stage: Cell<Stage>,
+    /// The loop's `Date` line and response heads.
+    heads: Rc<Heads>,
     /// When the stage began, and how long it may last (`None`: no limit): past that,
     /// the connection is closed (in a responding stage, answered 503).
     since: Cell<Instant>,
@@ -247,6 +249,7 @@ pub(crate) fn serve(
         cfg,
         lp: lp.downgrade(),
         stage: Cell::new(Stage::Idle),
+        heads: lp.local::<Heads>(),
         since: Cell::new(lp.time()),
         limit: Cell::new(None),
         timer: Cell::new(None),
@@ -307,6 +310,12 @@ enum Turn {
 }
 
 impl Conn {
+    /// True once the server is shutting down gracefully: responses close their
+    /// connection.
+    fn draining(&self) -> bool {
+        self.registry.draining.get()
+    }
+
     /// Moves to `stage`, and to its deadline (from now). The one place the stage
     /// changes.
     fn enter(&self, lp: &IoLoop, stage: Stage) {
@@ -538,7 +547,7 @@ impl Conn {
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
         self.enter(lp, Stage::Handling { streamed: false });
         let mut params = Vec::new();
-        let found = self.app.find(req.path(), &mut params);
+        let found = self.app.find(req.path_bytes(), &mut params);
         let head = req.is_head();
         self.route.set(found.map(|(i, _)| i));
         let Some((index, route)) = found else {
@@ -547,7 +556,7 @@ impl Conn {
             resp.write("404: Not Found");
             return resp.finish();
         };
-        let Some((handler, via_get)) = route.handler(req.method()) else {
+        let Some((handler, via_get)) = route.handler(&req) else {
             let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
             resp.set_status(405);
             resp.set_header("Allow", route.allowed());
@@ -602,10 +611,10 @@ impl Conn {
     fn refuse(&self, lp: &IoLoop, code: u16) {
         self.enter(lp, Stage::Refused);
         self.registry.stats.refused(code);
-        let now = lp.time();
+        self.heads.refresh(lp.time());
         if self
             .stream
-            .write_with(|out| write_refusal(out, code, now))
+            .write_with(|out| self.heads.write_refusal(out, code))
             .is_err()
         {
             return;
@@ -628,40 +637,48 @@ impl Conn {
 
 /// What a response needs of its connection (see [`Exchange`]).
 impl Exchange for Conn {
-    fn finish(&self, status: u16, close: bool, write: &mut dyn FnMut(&mut Vec<u8>, Instant)) {
-        if self.stage.get() == Stage::Refused {
-            return; // 503 went out at the handler's deadline; the connection is closing
-        }
-        let lp = self.lp.upgrade();
-        let now = lp.as_ref().map_or_else(Instant::now, IoLoop::time);
+    fn finish(
+        &self,
+        status: u16,
+        keep_alive: bool,
+        write: &mut dyn FnMut(&mut Vec<u8>, &Heads, bool),
+    ) {
+        let streamed = match self.stage.get() {
+            // 503 went out at the handler's deadline; the connection is closing.
+            Stage::Refused => return,
+            Stage::Handling { streamed } | Stage::Responding { streamed } => streamed,
+            _ => false,
+        };
+        let Some(lp) = self.lp.upgrade() else { return };
+        // Shutting down: an answer whose head is still to go is the connection's last.
+        let keep_alive = keep_alive && (streamed || !self.draining());
+        self.heads.refresh(lp.time());
         let mut written = 0;
         let r = self.stream.write_with(|out| {
             let before = out.len();
-            write(out, now);
+            write(out, &self.heads, keep_alive);
             written = out.len() - before;
         });
         if r.is_err() {
             return; // the client went away meanwhile
         }
         self.registry.stats.sent(written);
-        if let Some(lp) = &lp {
-            stats::response_end(
-                lp,
-                &self.registry.stats,
-                self.route.get(),
-                status,
-                self.started.get(),
-            );
-        }
+        stats::response_end(
+            &lp,
+            &self.registry.stats,
+            self.route.get(),
+            status,
+            self.started.get(),
+        );
         self.served.set(self.served.get() + 1);
-        if close {
+        if !keep_alive {
             self.close_after_flush();
-        } else if let (Some(lp), Some(me)) = (lp, self.me.upgrade()) {
+        } else if let Some(me) = self.me.upgrade() {
             me.next_request(&lp);
         }
     }
 
-    fn write_part(&self, write: &mut dyn FnMut(&mut Vec<u8>, Instant)) -> io::Result<()> {
+    fn write_part(&self, write: &mut dyn FnMut(&mut Vec<u8>, &Heads)) -> io::Result<()> {
         let lp = self.lp.upgrade().ok_or(io::ErrorKind::NotConnected)?;
         match self.stage.get() {
             Stage::Refused => {
@@ -674,11 +691,11 @@ impl Exchange for Conn {
             Stage::Responding { .. } => self.enter(&lp, Stage::Responding { streamed: true }),
             _ => {}
         }
-        let now = lp.time();
+        self.heads.refresh(lp.time());
         let mut written = 0;
         let r = self.stream.write_with(|out| {
             let before = out.len();
-            write(out, now);
+            write(out, &self.heads);
             written = out.len() - before;
         });
         self.registry.stats.sent(written);
@@ -718,10 +735,6 @@ impl Exchange for Conn {
                 c.wake_drain_waiter(lp);
             }
         });
-    }
-
-    fn draining(&self) -> bool {
-        self.registry.draining.get()
     }
 
     fn dropped(&self) -> Dropped {

@@ -101,12 +101,26 @@ impl Request {
     pub(crate) fn is_head(&self) -> bool {
         matches!(self.method, Method::Standard(HEAD))
     }
+    /// The method's index in [`STANDARD_METHODS`], if it is one of them.
+    pub(crate) fn standard_method(&self) -> Option<u8> {
+        match self.method {
+            Method::Standard(i) => Some(i),
+            Method::Sent(_) => None,
+        }
+    }
     /// The path, without the query.
     pub fn path(&self) -> &str {
         if self.path.0 == self.path.1 {
             return "/";
         }
         self.ascii(self.path)
+    }
+    /// The path's bytes (ASCII: the parser checked), for routing without a UTF-8 check.
+    pub(crate) fn path_bytes(&self) -> &[u8] {
+        if self.path.0 == self.path.1 {
+            return b"/";
+        }
+        self.bytes(self.path)
     }
     /// The raw query string (after `?`), possibly empty.
     pub fn query(&self) -> &str {
@@ -185,8 +199,10 @@ impl Drop for Request {
     }
 }
 
+/// GET's index in [`STANDARD_METHODS`].
+pub(crate) const GET: u8 = 0;
 /// HEAD's index in [`STANDARD_METHODS`].
-const HEAD: u8 = 2;
+pub(crate) const HEAD: u8 = 2;
 /// OPTIONS's index in [`STANDARD_METHODS`].
 pub(crate) const OPTIONS: u8 = 6;
 

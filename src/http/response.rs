@@ -2,25 +2,31 @@
 //! and [`Exchange`], what it needs of the connection it answers on.
 
 use super::error::HttpError;
-use super::response_head::{reason, ResponseHead};
+use super::response_head::{reason, Heads, ResponseHead};
 use crate::reactor::IoLoop;
 use std::fmt;
 use std::io::{self, Write};
 use std::rc::Rc;
-use std::time::Instant;
 
 /// The connection a response answers on, as the response sees it: the one way from a
 /// [`Response`] to the HTTP connection, which implements it. (Defined here, with what
 /// uses it, so that the connection's file depends on this one and not the other way.)
 pub(crate) trait Exchange {
     /// Ends the response: `write` appends what is left of it to the connection's
-    /// output (given the loop's time); then the connection reads the next request, or
-    /// closes once the answer has gone out (`close`).
-    fn finish(&self, status: u16, close: bool, write: &mut dyn FnMut(&mut Vec<u8>, Instant));
+    /// output, given the loop's heads (for this second's date) and whether the
+    /// connection stays open after it (as `keep_alive` asks, unless the server is
+    /// shutting down); then the connection reads the next request, or closes once the
+    /// answer has gone out.
+    fn finish(
+        &self,
+        status: u16,
+        keep_alive: bool,
+        write: &mut dyn FnMut(&mut Vec<u8>, &Heads, bool),
+    );
     /// Writes part of a streamed response: an error if it cannot be sent (the client
     /// has gone, the handler's deadline answered already, or the output is over its
     /// limit, which closes the connection).
-    fn write_part(&self, write: &mut dyn FnMut(&mut Vec<u8>, Instant)) -> io::Result<()>;
+    fn write_part(&self, write: &mut dyn FnMut(&mut Vec<u8>, &Heads)) -> io::Result<()>;
     /// Cuts off a streamed response that cannot be completed: the connection closes.
     fn cut_off(&self);
     /// Room left in the output before its limit.
@@ -32,8 +38,6 @@ pub(crate) trait Exchange {
     /// Runs `f` once the output has drained to half its high-water mark, or the client
     /// has gone, whichever comes first.
     fn when_drained(&self, f: Box<dyn FnOnce(&IoLoop)>);
-    /// The server is shutting down: this answer is the connection's last.
-    fn draining(&self) -> bool;
     /// What a response dropped unfinished now means.
     fn dropped(&self) -> Dropped;
     /// From now on (`true`) a response the handler drops waits for the handler's
@@ -188,9 +192,9 @@ impl Response {
             }
         }
         let st = &*st;
-        let sent = st.conn.write_part(&mut |out, now| {
+        let sent = st.conn.write_part(&mut |out, heads| {
             if first {
-                write_head(st, out, None, now);
+                write_head(st, out, None, st.keep_alive, heads);
             }
             if !no_body && !st.body.is_empty() {
                 write_body_part(st, out);
@@ -414,15 +418,21 @@ fn valid_header(name: &str, value: &str) -> bool {
 }
 
 /// Writes the status line and headers; `content_length` `None` means streamed.
-fn write_head(st: &State, out: &mut Vec<u8>, content_length: Option<usize>, now: Instant) {
+fn write_head(
+    st: &State,
+    out: &mut Vec<u8>,
+    content_length: Option<usize>,
+    keep_alive: bool,
+    heads: &Heads,
+) {
     let head = ResponseHead {
         status: st.status,
         headers: &st.headers,
-        keep_alive: st.keep_alive,
+        keep_alive,
         minor_version: st.minor_version,
         content_length,
     };
-    head.write(out, now);
+    heads.write(&head, out);
 }
 
 /// Writes the body so far as one chunk (1.1) or raw (1.0, until the close).
@@ -437,31 +447,28 @@ fn write_body_part(st: &State, out: &mut Vec<u8>) {
 }
 
 /// Serializes the rest of the response into the connection's stream.
-fn send(mut st: State) {
-    if st.conn.draining() && !st.streaming {
-        st.keep_alive = false; // shutting down: this is the connection's last answer
-    }
+fn send(st: State) {
     let no_body = st.head_only || matches!(st.status, 100..=199 | 204 | 304);
-    let close = !st.keep_alive;
-    let status = st.status;
-    let conn = st.conn.clone();
-    conn.finish(status, close, &mut |out, now| {
-        if st.streaming {
-            if !no_body {
-                if !st.body.is_empty() {
-                    write_body_part(&st, out);
+    // (A streamed response's head went out with its first part: its keep-alive stands.)
+    let keep_alive = st.keep_alive;
+    st.conn
+        .finish(st.status, keep_alive, &mut |out, heads, keep_alive| {
+            if st.streaming {
+                if !no_body {
+                    if !st.body.is_empty() {
+                        write_body_part(&st, out);
+                    }
+                    if st.minor_version == 1 {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    }
                 }
-                if st.minor_version == 1 {
-                    out.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                write_head(&st, out, Some(st.body.len()), keep_alive, heads);
+                if !no_body {
+                    out.extend_from_slice(&st.body);
                 }
             }
-        } else {
-            write_head(&st, out, Some(st.body.len()), now);
-            if !no_body {
-                out.extend_from_slice(&st.body);
-            }
-        }
-    });
+        });
 }
 
 impl Drop for Response {
