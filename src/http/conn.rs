@@ -198,9 +198,10 @@ pub(crate) struct Conn {
     stage: Cell<Stage>,
     /// The loop's `Date` line and response heads.
     heads: Rc<Heads>,
-    /// When the stage began, and how long it may last (`None`: no limit): past that,
-    /// the connection is closed (in a responding stage, answered 503).
-    since: Cell<Instant>,
+    /// When the stage began (the loop's clock, ns), and how long it may last (`None`:
+    /// no limit): past that, the connection is closed (in a responding stage, answered
+    /// 503).
+    since: Cell<u64>,
     limit: Cell<Option<Duration>>,
     /// The one timer that enforces the deadline, never later than it: re-armed lazily
     /// when it fires early, and when a stage has a shorter limit than the one before.
@@ -215,9 +216,9 @@ pub(crate) struct Conn {
     drain_waiter: RefCell<Option<DrainWaiter>>,
     parked: RefCell<Parked>,
     /// The current request's route (by index; `None`: no route matched), and when the
-    /// first byte of its head arrived.
+    /// first byte of its head arrived (the loop's clock, ns).
     route: Cell<Option<usize>>,
-    started: Cell<Instant>,
+    started: Cell<u64>,
 }
 
 /// Serves HTTP for server `id` on an accepted stream.
@@ -250,7 +251,7 @@ pub(crate) fn serve(
         lp: lp.downgrade(),
         stage: Cell::new(Stage::Idle),
         heads: lp.local::<Heads>(),
-        since: Cell::new(lp.time()),
+        since: Cell::new(lp.now_ns()),
         limit: Cell::new(None),
         timer: Cell::new(None),
         served: Cell::new(0),
@@ -259,7 +260,7 @@ pub(crate) fn serve(
         drain_waiter: RefCell::new(None),
         parked: RefCell::new(Parked::No),
         route: Cell::new(None),
-        started: Cell::new(lp.time()),
+        started: Cell::new(lp.now_ns()),
     });
     // A response waiting for the buffer to drain learns the client went away.
     let weak = Rc::downgrade(&conn);
@@ -334,7 +335,7 @@ impl Conn {
             Stage::Refused => None,
         };
         let before = self.limit.replace(limit);
-        self.since.set(lp.time());
+        self.since.set(lp.now_ns());
         let Some(after) = limit else { return };
         // The timer fires no later than the last stage's deadline; a limit as long as
         // that stage's ends later, so the timer needs nothing (it re-arms itself for
@@ -360,7 +361,7 @@ impl Conn {
         let id = lp.call_later(after, move |lp| {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
-            match c.effective_deadline() {
+            match c.effective_deadline(lp) {
                 Some(d) if lp.time() >= d => c.expire(lp),
                 Some(d) => c.arm(lp, d - lp.time()),
                 None => {}
@@ -372,8 +373,8 @@ impl Conn {
     /// The deadline, with a send deadline pushed back by progress: a connection
     /// waiting for its client to read is closed `send_timeout` after bytes last went
     /// out (or after it began waiting, if none have since).
-    fn effective_deadline(&self) -> Option<Instant> {
-        let d = self.since.get() + self.limit.get()?;
+    fn effective_deadline(&self, lp: &IoLoop) -> Option<Instant> {
+        let d = lp.time_at(self.since.get()) + self.limit.get()?;
         if !matches!(self.stage.get(), Stage::Paused | Stage::Closing) {
             return Some(d);
         }
@@ -611,7 +612,7 @@ impl Conn {
     fn refuse(&self, lp: &IoLoop, code: u16) {
         self.enter(lp, Stage::Refused);
         self.registry.stats.refused(code);
-        self.heads.refresh(lp.time());
+        self.heads.refresh(lp.now_ns());
         if self
             .stream
             .write_with(|out| self.heads.write_refusal(out, code))
@@ -652,7 +653,7 @@ impl Exchange for Conn {
         let Some(lp) = self.lp.upgrade() else { return };
         // Shutting down: an answer whose head is still to go is the connection's last.
         let keep_alive = keep_alive && (streamed || !self.draining());
-        self.heads.refresh(lp.time());
+        self.heads.refresh(lp.now_ns());
         let mut written = 0;
         let r = self.stream.write_with(|out| {
             let before = out.len();
@@ -691,7 +692,7 @@ impl Exchange for Conn {
             Stage::Responding { .. } => self.enter(&lp, Stage::Responding { streamed: true }),
             _ => {}
         }
-        self.heads.refresh(lp.time());
+        self.heads.refresh(lp.now_ns());
         let mut written = 0;
         let r = self.stream.write_with(|out| {
             let before = out.len();

@@ -5,7 +5,7 @@
 
 use super::date::http_date;
 use std::cell::{Cell, RefCell};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The reason phrase of a status code.
 pub(crate) fn reason(code: u16) -> &'static str {
@@ -62,8 +62,8 @@ type Rendered = (u16, Option<Box<str>>, Vec<u8>);
 /// header of its own is `Content-Type` (or none) has its head copied from here: the
 /// status line and headers are formatted once a second per loop, not per response.
 pub(crate) struct Heads {
-    /// The loop time until which `date` is right (`None`: never formatted).
-    until: Cell<Option<Instant>>,
+    /// The loop time (ns) until which `date` is right (0: never formatted).
+    until: Cell<u64>,
     /// `Date: ...\r\n`.
     date: RefCell<String>,
     rendered: RefCell<Vec<Rendered>>,
@@ -72,7 +72,7 @@ pub(crate) struct Heads {
 impl Default for Heads {
     fn default() -> Self {
         Heads {
-            until: Cell::new(None),
+            until: Cell::new(0),
             date: RefCell::new(String::new()),
             rendered: RefCell::new(Vec::new()),
         }
@@ -80,25 +80,25 @@ impl Default for Heads {
 }
 
 impl Heads {
-    /// Brings the `Date` line to `now` (the loop's time): the wall clock is read and the
-    /// heads formatted anew once a second; otherwise a comparison.
+    /// Brings the `Date` line to `now` (the loop's time, ns): the wall clock is read and
+    /// the heads formatted anew once a second; otherwise a comparison.
     #[inline]
-    pub(crate) fn refresh(&self, now: Instant) {
-        if self.until.get().is_none_or(|until| now >= until) {
+    pub(crate) fn refresh(&self, now: u64) {
+        if now >= self.until.get() {
             self.reformat(now);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn reformat(&self, now: Instant) {
+    fn reformat(&self, now: u64) {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let left = Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
         *self.date.borrow_mut() = format!("Date: {}\r\n", http_date(wall.as_secs()));
         self.rendered.borrow_mut().clear();
-        self.until.set(Some(now + left));
+        self.until.set(now + left.as_nanos() as u64);
     }
 
     /// Appends `head` (status line, headers, the empty line) to `out`, with this
@@ -239,14 +239,13 @@ impl Heads {
 #[cfg(test)]
 mod tests {
     use super::{Heads, ResponseHead};
-    use std::time::{Duration, Instant};
 
     /// A rendered head is byte for byte the general one, for every status and content
     /// type, and the first use of a pair renders it.
     #[test]
     fn rendered_heads_are_the_general_heads() {
         let heads = Heads::default();
-        let now = Instant::now();
+        let now = 1_000_000_000;
         heads.refresh(now);
         let ct = |v: &str| vec![("Content-Type".to_string(), v.to_string())];
         for status in [200, 201, 404, 500] {
@@ -271,14 +270,14 @@ mod tests {
         }
         assert_eq!(heads.rendered.borrow().len(), 12);
         // A second later, the date is formatted again and the heads with it.
-        heads.refresh(now + Duration::from_millis(1001));
+        heads.refresh(now + 1_001_000_000);
         assert!(heads.rendered.borrow().is_empty());
     }
 
     #[test]
     fn heads_have_a_date_line_and_the_default_content_type() {
         let heads = Heads::default();
-        heads.refresh(Instant::now());
+        heads.refresh(1);
         let mut out = Vec::new();
         let head = ResponseHead {
             status: 200,

@@ -9,11 +9,10 @@
 //! sends, so once per iteration for every response of it.
 
 use crate::metrics::CoreStats;
-use crate::reactor::{nanos, new_histogram, IoLoop, StepEnd};
+use crate::reactor::{new_histogram, IoLoop, StepEnd};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
 
 /// The statuses refused before any handler ran, counted by cause.
 pub(crate) const REFUSALS: [u16; 8] = [400, 408, 413, 414, 431, 501, 503, 505];
@@ -221,9 +220,9 @@ impl Recorder {
 }
 
 /// Responses waiting for their end time: their server's recorder, route, status and
-/// start, and how many there are (pipelined responses of one read share all four, so
-/// a run of them is one entry).
-type Pending = (Rc<Recorder>, Option<usize>, u16, Instant, u64);
+/// start (the loop's clock, ns), and how many there are (pipelined responses of one
+/// read share all four, so a run of them is one entry).
+type Pending = (Rc<Recorder>, Option<usize>, u16, u64, u64);
 
 /// What a metric family takes from one server's numbers.
 type Field = fn(&HttpStats) -> f64;
@@ -241,13 +240,12 @@ impl StepEnd for EndsStep {
     fn run(self: Rc<Self>, lp: &IoLoop) {
         let ends = &self.0;
         ends.scheduled.set(false);
-        let now = lp.fresh_time();
+        let now = lp.stamp();
         // Each entry is a run of equal responses: one subtraction, one histogram update.
         // (Recording touches only the recorder's own cells, never this list.)
         let mut list = ends.pending.borrow_mut();
         for (rec, route, status, start, n) in list.iter() {
-            let ns = nanos(now.saturating_duration_since(*start));
-            rec.latency(*route, *status, ns, *n);
+            rec.latency(*route, *status, now.saturating_sub(*start), *n);
         }
         list.clear();
     }
@@ -260,7 +258,7 @@ pub(crate) fn response_end(
     rec: &Rc<Recorder>,
     route: Option<usize>,
     status: u16,
-    start: Instant,
+    start: u64,
 ) {
     rec.responded(status);
     if !lp.recording() {

@@ -96,9 +96,9 @@ pub(super) struct ReadSide {
     /// The peer will send nothing more.
     pub(super) eof: bool,
     /// When the oldest bytes buffered arrived (when bytes last came into an empty
-    /// buffer): how long a message has been arriving, for latency measured from its
-    /// first byte.
-    since: std::time::Instant,
+    /// buffer; the loop's clock, ns): how long a message has been arriving, for latency
+    /// measured from its first byte.
+    since: u64,
     /// A read failed because the stream ended: what is left unread can never complete
     /// a read the owner is waiting for, so end of file may close the stream.
     read_past_eof: bool,
@@ -114,7 +114,7 @@ impl Default for ReadSide {
             read: None,
             waker: None,
             eof: false,
-            since: std::time::Instant::now(),
+            since: 0,
             read_past_eof: false,
             max_buffer: DEFAULT_MAX_BUFFER,
         }
@@ -356,9 +356,9 @@ impl IoStream {
         self.inner.st.borrow().r.read.is_some()
     }
 
-    /// When the bytes read last (or buffered now) began to arrive: the loop's time when
-    /// bytes last came into an empty read buffer.
-    pub(crate) fn unread_since(&self) -> std::time::Instant {
+    /// When the bytes read last (or buffered now) began to arrive: the loop's time (ns,
+    /// `IoLoop::now_ns`) when bytes last came into an empty read buffer.
+    pub(crate) fn unread_since(&self) -> u64 {
         self.inner.st.borrow().r.since
     }
 
@@ -385,7 +385,7 @@ impl IoStream {
             }
             let r = &mut st.r;
             if r.rpos == r.rbuf.len() {
-                r.since = lp.time();
+                r.since = lp.now_ns();
                 let old = std::mem::replace(&mut r.rbuf, v);
                 r.rpos = 0;
                 r.scanned = 0;

@@ -39,7 +39,7 @@
 
 mod callbacks;
 mod calls;
-mod coarse_clock;
+mod clock;
 mod completion;
 mod handle;
 mod handlers;
@@ -56,8 +56,8 @@ pub(crate) use completion::Sink;
 pub(crate) use handle::EPOCH;
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
 pub(crate) use registry::{Resource, StepEnd};
+pub(crate) use stats::new_histogram;
 pub use stats::LoopStats;
-pub(crate) use stats::{nanos, new_histogram};
 pub(crate) use tasks::TaskKey;
 pub use timer::TimeoutId;
 pub use wake::WakeVia;
@@ -93,11 +93,10 @@ struct Inner {
     stats: stats::Stats,
     handle: LoopHandle,
     running: Cell<bool>,
-    now: Cell<Instant>,
+    /// The loop's time, and how jobs are timed.
+    clock: clock::Clock,
     /// How long the loop looks for work before it sleeps (zero: it sleeps at once).
     idle_poll: Cell<Duration>,
-    /// A clock read made by `fresh_time` during the current job, taken by its end.
-    fresh: Cell<Option<Instant>>,
     /// How this loop wakes other loops (`wake.rs`).
     wakes: wake::RingWakes,
 }
@@ -184,9 +183,8 @@ impl IoLoop {
                 stats: stats::Stats::default(),
                 handle,
                 running: Cell::new(false),
-                now: Cell::new(Instant::now()),
+                clock: clock::Clock::default(),
                 idle_poll: Cell::new(Duration::ZERO),
-                fresh: Cell::new(None),
                 wakes: wake::RingWakes::default(),
             }),
         };
@@ -286,16 +284,24 @@ impl IoLoop {
     /// after each wait for I/O. Cheaper than `Instant::now()`, and the same for all the
     /// callbacks of one step.
     pub fn time(&self) -> Instant {
-        self.inner.now.get()
+        self.inner.clock.now()
     }
 
-    /// Reads the clock now (for a time that must be exact, such as the end of a
+    /// The loop's time in nanoseconds of the monotonic clock (an origin of the kernel's
+    /// choosing): for arithmetic on times without `Instant`'s.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.inner.clock.now_ns()
+    }
+
+    /// The instant of `ns` on the loop's clock ([`now_ns`](Self::now_ns)).
+    pub(crate) fn time_at(&self, ns: u64) -> Instant {
+        self.inner.clock.instant(ns)
+    }
+
+    /// Reads the clock now, ns (for a time that must be exact, such as the end of a
     /// response); the job that runs ends at this time too, which saves it a clock read.
-    pub(crate) fn fresh_time(&self) -> Instant {
-        let now = Instant::now();
-        self.inner.now.set(now);
-        self.inner.fresh.set(Some(now));
-        now
+    pub(crate) fn stamp(&self) -> u64 {
+        self.inner.clock.stamp()
     }
 
     /// True while `start()` is running.

@@ -242,7 +242,7 @@ mod tests {
     struct Stamp;
     impl StepEnd for Stamp {
         fn run(self: Rc<Self>, lp: &IoLoop) {
-            lp.fresh_time();
+            lp.stamp();
         }
     }
 
