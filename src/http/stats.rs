@@ -9,7 +9,7 @@
 //! sends, so once per iteration for every response of it.
 
 use crate::metrics::CoreStats;
-use crate::reactor::{new_histogram, IoLoop, StepEnd};
+use crate::reactor::{new_histogram, IoLoop, LogHistogram, StepEnd};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -105,7 +105,7 @@ pub(crate) struct Recorder {
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     /// By route index (`usize::MAX` as the last slot: no route) and class.
-    latency: RefCell<Vec<Option<Histogram<u64>>>>,
+    latency: RefCell<Vec<Option<LogHistogram>>>,
     /// The route patterns, by index (a copy from the application).
     routes: RefCell<Vec<&'static str>>,
     /// This loop's list of responses waiting for their end time, and the step-end job
@@ -178,7 +178,9 @@ impl Recorder {
         if l.len() <= idx {
             l.resize_with(idx + 1, || None);
         }
-        let _ = l[idx].get_or_insert_with(new_histogram).record_n(ns, n);
+        l[idx]
+            .get_or_insert_with(LogHistogram::default)
+            .record_n(ns, n);
     }
 
     /// A copy of the numbers, with the connection counts the caller knows.
@@ -195,7 +197,7 @@ impl Recorder {
                 Some(RouteLatency {
                     route,
                     class: (i % 5 + 1) as u8,
-                    ns: h.clone(),
+                    ns: h.to_hdr(),
                 })
             })
             .collect();

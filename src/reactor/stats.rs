@@ -8,6 +8,7 @@
 //! shared cache line. Histograms can be switched off ([`IoLoop::set_recording`]);
 //! counters always count.
 
+use super::histogram::LogHistogram;
 use super::IoLoop;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -49,17 +50,18 @@ pub(super) struct Counters {
     pub(super) busy_ns: Cell<u64>,
 }
 
-/// A loop's histograms.
+/// A loop's histograms (copied into HdrHistograms when asked for: `histogram.rs`).
+#[derive(Default)]
 pub(super) struct Histograms {
     /// The busy part of each iteration.
-    pub(super) iteration: Histogram<u64>,
+    pub(super) iteration: LogHistogram,
     /// How late each timer ran, after its deadline.
-    pub(super) lag: Histogram<u64>,
+    pub(super) lag: LogHistogram,
     /// From a job's send on another thread to its run (sampled, one in
     /// [`REMOTE_SAMPLE`]).
-    pub(super) remote_wait: Histogram<u64>,
+    pub(super) remote_wait: LogHistogram,
     /// The length of each stall.
-    pub(super) stall: Histogram<u64>,
+    pub(super) stall: LogHistogram,
 }
 
 /// One job in [`REMOTE_SAMPLE`] sent from another thread carries its send time.
@@ -78,12 +80,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             counters: Counters::default(),
-            hist: RefCell::new(Histograms {
-                iteration: new_histogram(),
-                lag: new_histogram(),
-                remote_wait: new_histogram(),
-                stall: new_histogram(),
-            }),
+            hist: RefCell::new(Histograms::default()),
             recording: Cell::new(true),
             activity: Cell::new(None),
         }
@@ -109,7 +106,7 @@ impl Stats {
     fn stall(&self, what: &str, name: &str, took: Duration, stall_after: Duration) {
         bump(&self.counters.stalls, 1);
         if self.recording.get() {
-            let _ = self.hist.borrow_mut().stall.record(nanos(took));
+            self.hist.borrow_mut().stall.record(nanos(took));
         }
         let activity = self.activity.get();
         let what = match activity {
@@ -124,7 +121,7 @@ impl Stats {
     pub(super) fn timer_lag(&self, late: Duration) {
         bump(&self.counters.timers, 1);
         if self.recording.get() {
-            let _ = self.hist.borrow_mut().lag.record(nanos(late));
+            self.hist.borrow_mut().lag.record(nanos(late));
         }
     }
 
@@ -132,7 +129,7 @@ impl Stats {
     pub(super) fn remote_sent_at(&self, sent: std::time::Instant) {
         if self.recording.get() {
             let waited = sent.elapsed();
-            let _ = self.hist.borrow_mut().remote_wait.record(nanos(waited));
+            self.hist.borrow_mut().remote_wait.record(nanos(waited));
         }
     }
 
@@ -147,7 +144,7 @@ impl Stats {
             bump(&c.sleeps, 1);
         }
         if self.recording.get() {
-            let _ = self.hist.borrow_mut().iteration.record(busy);
+            self.hist.borrow_mut().iteration.record(busy);
         }
     }
 }
@@ -285,10 +282,10 @@ impl IoLoop {
             stalls: c.stalls.get(),
             idle: Duration::from_nanos(c.idle_ns.get()),
             busy: Duration::from_nanos(c.busy_ns.get()),
-            iteration_ns: h.iteration.clone(),
-            timer_lag_ns: h.lag.clone(),
-            remote_wait_ns: h.remote_wait.clone(),
-            stall_ns: h.stall.clone(),
+            iteration_ns: h.iteration.to_hdr(),
+            timer_lag_ns: h.lag.to_hdr(),
+            remote_wait_ns: h.remote_wait.to_hdr(),
+            stall_ns: h.stall.to_hdr(),
         }
     }
 
