@@ -38,7 +38,12 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// `d` in nanoseconds (saturating).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// How long a refused connection is drained before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -203,9 +208,10 @@ pub(crate) struct Conn {
     /// 503).
     since: Cell<u64>,
     limit: Cell<Option<Duration>>,
-    /// The one timer that enforces the deadline, never later than it: re-armed lazily
-    /// when it fires early, and when a stage has a shorter limit than the one before.
-    timer: Cell<Option<(TimeoutId, Instant)>>,
+    /// The one timer that enforces the deadline, and when it fires (the loop's clock,
+    /// ns): never later than the deadline, re-armed lazily when it fires early, and
+    /// when a stage has a shorter limit than the one before.
+    timer: Cell<Option<(TimeoutId, u64)>>,
     served: Cell<u64>,
     peer: Option<SocketAddr>,
     decoder: RefCell<Decoder>,
@@ -345,7 +351,7 @@ impl Conn {
         if timer.is_some() && before.is_some_and(|b| after >= b) {
             return;
         }
-        let deadline = lp.time() + after;
+        let deadline = lp.now_ns().saturating_add(nanos(after));
         match timer {
             None => self.arm(lp, after),
             Some((id, at)) if at > deadline => {
@@ -361,25 +367,26 @@ impl Conn {
         let id = lp.call_later(after, move |lp| {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
-            match c.effective_deadline(lp) {
-                Some(d) if lp.time() >= d => c.expire(lp),
-                Some(d) => c.arm(lp, d - lp.time()),
+            match c.effective_deadline() {
+                Some(d) if lp.now_ns() >= d => c.expire(lp),
+                Some(d) => c.arm(lp, Duration::from_nanos(d - lp.now_ns())),
                 None => {}
             }
         });
-        self.timer.set(Some((id, lp.time() + after)));
+        let at = lp.now_ns().saturating_add(nanos(after));
+        self.timer.set(Some((id, at)));
     }
 
     /// The deadline, with a send deadline pushed back by progress: a connection
     /// waiting for its client to read is closed `send_timeout` after bytes last went
     /// out (or after it began waiting, if none have since).
-    fn effective_deadline(&self, lp: &IoLoop) -> Option<Instant> {
-        let d = lp.time_at(self.since.get()) + self.limit.get()?;
+    fn effective_deadline(&self) -> Option<u64> {
+        let d = self.since.get().saturating_add(nanos(self.limit.get()?));
         if !matches!(self.stage.get(), Stage::Paused | Stage::Closing) {
             return Some(d);
         }
         Some(match self.stream.last_sent_at() {
-            Some(t) => d.max(t + self.cfg.send_timeout),
+            Some(t) => d.max(t.saturating_add(nanos(self.cfg.send_timeout))),
             None => d,
         })
     }
@@ -655,7 +662,7 @@ impl Exchange for Conn {
         let keep_alive = keep_alive && (streamed || !self.draining());
         self.heads.refresh(lp.now_ns());
         let mut written = 0;
-        let r = self.stream.write_with(|out| {
+        let r = self.stream.write_on(&lp, |out| {
             let before = out.len();
             write(out, &self.heads, keep_alive);
             written = out.len() - before;
@@ -694,7 +701,7 @@ impl Exchange for Conn {
         }
         self.heads.refresh(lp.now_ns());
         let mut written = 0;
-        let r = self.stream.write_with(|out| {
+        let r = self.stream.write_on(&lp, |out| {
             let before = out.len();
             write(out, &self.heads);
             written = out.len() - before;

@@ -150,6 +150,15 @@ impl WriteSide {
     }
 }
 
+impl super::State {
+    /// Something waits on sends to finish (the dispatch loop must look after one):
+    /// write or drain callbacks, an end of file or a close waiting for the buffer to
+    /// empty.
+    fn waits_on_sends(&self) -> bool {
+        !self.w.write_cbs.is_empty() || self.w.drain_cb.is_some() || self.r.eof || self.closed
+    }
+}
+
 impl IoStream {
     /// Writes `data`: it is copied into the stream's write buffer now and goes out while
     /// the loop runs (on epoll usually at the end of this step, on io_uring with the
@@ -245,6 +254,11 @@ impl IoStream {
     /// ```
     pub fn write_with(&self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         let lp = self.lp().ok_or(io::ErrorKind::NotConnected)?;
+        self.write_on(&lp, f)
+    }
+
+    /// [`write_with`](Self::write_with) for a caller that has the stream's loop at hand.
+    pub(crate) fn write_on(&self, lp: &IoLoop, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         let over = {
             let mut st = self.inner.st.borrow_mut();
             if st.closed {
@@ -261,10 +275,10 @@ impl IoStream {
         };
         if let Some(limit) = over {
             let e = StreamError::WriteBufferFull { limit };
-            self.close_with(&lp, Some(&e.into()));
+            self.close_with(lp, Some(&e.into()));
             return Err(e.into());
         }
-        self.schedule_flush(&lp);
+        self.schedule_flush(lp);
         Ok(())
     }
 
@@ -313,7 +327,7 @@ impl IoStream {
 
     /// A send finished: account for it, reuse or return its buffer, send more.
     pub(super) fn sent(&self, lp: &IoLoop, mut buf: Vec<u8>) {
-        let (more, give_back) = {
+        let (more, give_back, lingered, waiting) = {
             let mut st = self.inner.st.borrow_mut();
             let w = &mut st.w;
             w.flushed += w.sending as u64;
@@ -326,30 +340,27 @@ impl IoStream {
                 // more to write; an idle stream returns it to the pool.
                 give_back = Some(buf);
             }
-            (!w.out.is_empty(), give_back)
+            let more = !w.out.is_empty();
+            (more, give_back, st.lingering && !more, st.waits_on_sends())
         };
         if let Some(buf) = give_back {
             lp.with_pool(|p| p.give(buf));
         }
-        if more {
+        let (lingered, waiting) = if more {
             self.start_send(lp);
-        }
-        // A graceful close ends once the last byte is out.
-        let lingered = {
             let st = self.inner.st.borrow();
-            st.lingering && st.w.buffered() == 0
+            (st.lingering && st.w.buffered() == 0, st.waits_on_sends())
+        } else {
+            (lingered, waiting)
         };
+        // A graceful close ends once the last byte is out.
         if lingered {
             self.close_with(lp, None);
         }
         // Only what waits on sends needs the dispatch loop: write and drain callbacks,
         // and a close that waits for the buffer to empty. (Scheduling it regardless cost
         // a boxed callback per keep-alive response.)
-        let waiting = {
-            let st = self.inner.st.borrow();
-            !st.w.write_cbs.is_empty() || st.w.drain_cb.is_some() || st.r.eof || st.closed
-        };
-        if waiting {
+        if waiting || lingered {
             self.schedule_dispatch();
         }
     }
@@ -365,9 +376,9 @@ impl IoStream {
         self.inner.st.borrow().w.buffered()
     }
 
-    /// When bytes were last handed to the kernel (partial sends included): a writer's
-    /// progress.
-    pub(crate) fn last_sent_at(&self) -> Option<std::time::Instant> {
+    /// When bytes were last handed to the kernel (partial sends included; the loop's
+    /// time, ns, [`IoLoop::now_ns`]): a writer's progress.
+    pub(crate) fn last_sent_at(&self) -> Option<u64> {
         self.inner.transport.last_sent_at()
     }
 

@@ -78,9 +78,9 @@ pub(crate) struct Clock<S: Source = Kernel> {
     source: S,
     /// One instant and its reading in ns, to turn readings into instants.
     origin: (Instant, u64),
-    /// The loop's time, ns, and as an instant.
+    /// The loop's time, ns, and as an instant (made when first asked for after a read).
     now_ns: Cell<u64>,
-    now: Cell<Instant>,
+    now: Cell<Option<Instant>>,
     /// A stamp was taken during the current job: it is the job's end.
     stamped: Cell<bool>,
     /// Jobs ended without a precise read since the last one: the loop's time is behind.
@@ -116,7 +116,7 @@ impl<S: Source> Clock<S> {
         Clock {
             origin: (instant, reading),
             now_ns: Cell::new(reading),
-            now: Cell::new(instant),
+            now: Cell::new(Some(instant)),
             stamped: Cell::new(false),
             stale: Cell::new(false),
             job_start: Cell::new(job_start),
@@ -131,7 +131,14 @@ impl<S: Source> Clock<S> {
 
     /// The loop's time.
     pub(crate) fn now(&self) -> Instant {
-        self.now.get()
+        match self.now.get() {
+            Some(t) => t,
+            None => {
+                let t = self.instant(self.now_ns.get());
+                self.now.set(Some(t));
+                t
+            }
+        }
     }
 
     /// The loop's time, ns.
@@ -148,11 +155,25 @@ impl<S: Source> Clock<S> {
         }
     }
 
+    /// The reading of `t` on this clock (never before the kernel's: see `new`).
+    pub(crate) fn ns_of(&self, t: Instant) -> u64 {
+        let (instant, reading) = self.origin;
+        match t.checked_duration_since(instant) {
+            Some(after) => reading.saturating_add(after.as_nanos().min(u64::MAX.into()) as u64),
+            None => reading.saturating_sub(instant.duration_since(t).as_nanos() as u64),
+        }
+    }
+
+    /// The precise clock now, leaving the loop's time as it is.
+    pub(crate) fn precise_ns(&self) -> u64 {
+        self.source.precise()
+    }
+
     /// Reads the precise clock: the loop's time is now.
     pub(crate) fn read(&self) -> u64 {
         let t = self.source.precise().max(self.now_ns.get());
         self.now_ns.set(t);
-        self.now.set(self.instant(t));
+        self.now.set(None);
         self.stale.set(false);
         t
     }

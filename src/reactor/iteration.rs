@@ -151,7 +151,7 @@ impl IoLoop {
             Some(Duration::ZERO)
         } else {
             let next = inner.timers.queue.borrow_mut().next_deadline();
-            next.map(|d| d.saturating_duration_since(clock.now()))
+            next.map(|d| Duration::from_nanos(d.saturating_sub(clock.now_ns())))
         };
         let mut may_sleep = timeout != Some(Duration::ZERO);
         let mut events = std::mem::take(&mut *inner.handlers.events.borrow_mut());
@@ -333,9 +333,13 @@ impl IoLoop {
             if clock.stale() && inner.timers.queue.borrow_mut().next_deadline().is_some() {
                 clock.catch_up();
             }
-            let due = inner.timers.queue.borrow_mut().pop_due(clock.now(), limit);
+            let due = inner
+                .timers
+                .queue
+                .borrow_mut()
+                .pop_due(clock.now_ns(), limit);
             let Some((deadline, t)) = due else { break };
-            stats.timer_lag(clock.now().saturating_duration_since(deadline));
+            stats.timer_lag(clock.now_ns().saturating_sub(deadline));
             stats.activity.set(None);
             let name = t.name;
             self.run_guarded("timer", t.at, || (t.f)(self));

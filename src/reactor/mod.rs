@@ -295,11 +295,6 @@ impl IoLoop {
         self.inner.clock.now_ns()
     }
 
-    /// The instant of `ns` on the loop's clock ([`now_ns`](Self::now_ns)).
-    pub(crate) fn time_at(&self, ns: u64) -> Instant {
-        self.inner.clock.instant(ns)
-    }
-
     /// Reads the clock now, ns (for a time that must be exact, such as the end of a
     /// response); the job that runs ends at this time too, which saves it a clock read.
     pub(crate) fn stamp(&self) -> u64 {

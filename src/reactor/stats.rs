@@ -118,10 +118,11 @@ impl Stats {
         );
     }
 
-    pub(super) fn timer_lag(&self, late: Duration) {
+    /// A timer ran `late` ns after its deadline.
+    pub(super) fn timer_lag(&self, late: u64) {
         bump(&self.counters.timers, 1);
         if self.recording.get() {
-            self.hist.borrow_mut().lag.record(nanos(late));
+            self.hist.borrow_mut().lag.record(late);
         }
     }
 
