@@ -25,7 +25,7 @@ use super::app::Application;
 use super::decoder::{Decoder, Event};
 use super::head::{BodyKind, Head};
 use super::request::Request;
-use super::response::{Dropped, Exchange, Response};
+use super::response::{Dropped, Exchange, Parts, Response};
 use super::response_head::Heads;
 use super::stats::{self, HttpStats, Recorder};
 use super::HttpConfig;
@@ -203,6 +203,8 @@ pub(crate) struct Conn {
     stage: Cell<Stage>,
     /// The loop's `Date` line and response heads.
     heads: Rc<Heads>,
+    /// The parts of the response being made (one at a time), kept from one to the next.
+    parts: RefCell<Parts>,
     /// When the stage began (the loop's clock, ns), and how long it may last (`None`:
     /// no limit): past that, the connection is closed (in a responding stage, answered
     /// 503).
@@ -257,6 +259,7 @@ pub(crate) fn serve(
         lp: lp.downgrade(),
         stage: Cell::new(Stage::Idle),
         heads: lp.local::<Heads>(),
+        parts: RefCell::new(Parts::default()),
         since: Cell::new(lp.now_ns()),
         limit: Cell::new(None),
         timer: Cell::new(None),
@@ -559,13 +562,19 @@ impl Conn {
         let head = req.is_head();
         self.route.set(found.map(|(i, _)| i));
         let Some((index, route)) = found else {
-            let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
+            self.parts
+                .borrow_mut()
+                .begin(req.minor_version, keep_alive, head);
+            let mut resp = Response::new(self.clone());
             resp.set_status(404);
             resp.write("404: Not Found");
             return resp.finish();
         };
         let Some((handler, via_get)) = route.handler(&req) else {
-            let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
+            self.parts
+                .borrow_mut()
+                .begin(req.minor_version, keep_alive, head);
+            let mut resp = Response::new(self.clone());
             resp.set_status(405);
             resp.set_header("Allow", route.allowed());
             resp.write("405: Method Not Allowed");
@@ -574,7 +583,8 @@ impl Conn {
         if !params.is_empty() {
             req.extra_mut().params = params;
         }
-        let resp = Response::new(self.clone(), req.minor_version, keep_alive, head || via_get);
+        (self.parts.borrow_mut()).begin(req.minor_version, keep_alive, head || via_get);
+        let resp = Response::new(self.clone());
         if let Some(pattern) = self.app.patterns().get(index) {
             lp.set_activity(pattern);
         }
@@ -645,12 +655,11 @@ impl Conn {
 
 /// What a response needs of its connection (see [`Exchange`]).
 impl Exchange for Conn {
-    fn finish(
-        &self,
-        status: u16,
-        keep_alive: bool,
-        write: &mut dyn FnMut(&mut Vec<u8>, &Heads, bool),
-    ) {
+    fn parts(&self) -> &RefCell<Parts> {
+        &self.parts
+    }
+
+    fn finish(&self) {
         let streamed = match self.stage.get() {
             // 503 went out at the handler's deadline; the connection is closing.
             Stage::Refused => return,
@@ -658,15 +667,18 @@ impl Exchange for Conn {
             _ => false,
         };
         let Some(lp) = self.lp.upgrade() else { return };
+        let parts = self.parts.borrow();
         // Shutting down: an answer whose head is still to go is the connection's last.
-        let keep_alive = keep_alive && (streamed || !self.draining());
+        let keep_alive = parts.keep_alive() && (streamed || !self.draining());
         self.heads.refresh(lp.now_ns());
         let mut written = 0;
         let r = self.stream.write_on(&lp, |out| {
             let before = out.len();
-            write(out, &self.heads, keep_alive);
+            parts.write_rest(out, &self.heads, keep_alive);
             written = out.len() - before;
         });
+        let status = parts.status();
+        drop(parts);
         if r.is_err() {
             return; // the client went away meanwhile
         }
@@ -686,7 +698,7 @@ impl Exchange for Conn {
         }
     }
 
-    fn write_part(&self, write: &mut dyn FnMut(&mut Vec<u8>, &Heads)) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         let lp = self.lp.upgrade().ok_or(io::ErrorKind::NotConnected)?;
         match self.stage.get() {
             Stage::Refused => {
@@ -703,7 +715,7 @@ impl Exchange for Conn {
         let mut written = 0;
         let r = self.stream.write_on(&lp, |out| {
             let before = out.len();
-            write(out, &self.heads);
+            self.parts.borrow_mut().write_part(out, &self.heads);
             written = out.len() - before;
         });
         self.registry.stats.sent(written);
