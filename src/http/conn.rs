@@ -205,6 +205,8 @@ pub(crate) struct Conn {
     heads: Rc<Heads>,
     /// The parts of the response being made (one at a time), kept from one to the next.
     parts: RefCell<Parts>,
+    /// The stage changed since the connection last waited: its deadline is to be set.
+    deadline_due: Cell<bool>,
     /// When the stage began (the loop's clock, ns), and how long it may last (`None`:
     /// no limit): past that, the connection is closed (in a responding stage, answered
     /// 503).
@@ -260,6 +262,7 @@ pub(crate) fn serve(
         stage: Cell::new(Stage::Idle),
         heads: lp.local::<Heads>(),
         parts: RefCell::new(Parts::default()),
+        deadline_due: Cell::new(true),
         since: Cell::new(lp.now_ns()),
         limit: Cell::new(None),
         timer: Cell::new(None),
@@ -326,15 +329,27 @@ impl Conn {
         self.registry.draining.get()
     }
 
-    /// Moves to `stage`, and to its deadline (from now). The one place the stage
-    /// changes.
-    fn enter(&self, lp: &IoLoop, stage: Stage) {
+    /// Moves to `stage`: the one place the stage changes. Its deadline is set when the
+    /// connection next goes back to the loop ([`wait`](Self::wait)), not here: a batch
+    /// of pipelined requests, each going from `Idle` to `Handling` and back on this
+    /// stack, costs one deadline, not two per request. (A response that goes on to be
+    /// streamed keeps its deadline.)
+    fn enter(&self, stage: Stage) {
         let was = self.stage.replace(stage);
-        if was.responding() && stage.responding() {
-            return; // the same response: the same deadline
+        if !(was.responding() && stage.responding()) {
+            self.deadline_due.set(true);
+        }
+    }
+
+    /// The connection goes back to the loop, waiting in its stage (for bytes, for its
+    /// handler's response, for its client): the stage's deadline, from now, if the
+    /// stage changed since the last wait.
+    fn wait(&self, lp: &IoLoop) {
+        if !self.deadline_due.replace(false) {
+            return;
         }
         let cfg = &self.cfg;
-        let limit = match stage {
+        let limit = match self.stage.get() {
             Stage::Idle if self.served.get() == 0 => Some(cfg.header_timeout),
             Stage::Idle => Some(cfg.idle_timeout),
             Stage::Head => Some(cfg.header_timeout),
@@ -346,10 +361,9 @@ impl Conn {
         let before = self.limit.replace(limit);
         self.since.set(lp.now_ns());
         let Some(after) = limit else { return };
-        // The timer fires no later than the last stage's deadline; a limit as long as
-        // that stage's ends later, so the timer needs nothing (it re-arms itself for
-        // what is left when it fires). That is the usual case, which costs no clock
-        // arithmetic.
+        // The timer fires no later than the last deadline; a limit as long as that
+        // one's ends later, so the timer needs nothing (it re-arms itself for what is
+        // left when it fires). That is the usual case, which costs no clock arithmetic.
         let timer = self.timer.get();
         if timer.is_some() && before.is_some_and(|b| after >= b) {
             return;
@@ -402,7 +416,8 @@ impl Conn {
             Stage::Handling { streamed: true } | Stage::Responding { streamed: true } => {
                 // Part of the answer is out: all that can be done is to cut it off.
                 log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
-                self.enter(lp, Stage::Refused);
+                self.enter(Stage::Refused);
+                self.wait(lp);
                 self.stream.abort();
             }
             Stage::Handling { .. } | Stage::Responding { .. } => {
@@ -425,7 +440,7 @@ impl Conn {
     fn next_request(self: &Rc<Self>, lp: &IoLoop) {
         // A response finished by its handler: the pump under the handler goes on.
         let under_pump = matches!(self.stage.get(), Stage::Handling { .. });
-        self.enter(lp, Stage::Idle);
+        self.enter(Stage::Idle);
         if self.draining() && self.idle() {
             return self.close_after_flush();
         }
@@ -442,22 +457,23 @@ impl Conn {
             if self.stream.over_high_water() {
                 // The client is not reading its answers: read nothing more until they
                 // drain (TCP then slows the client down), and give up if they don't.
-                self.enter(lp, Stage::Paused);
+                self.enter(Stage::Paused);
                 let me = self.clone();
                 self.stream.on_drain(move |lp, _| {
                     if me.stage.get() == Stage::Paused {
-                        me.enter(lp, Stage::Idle);
+                        me.enter(Stage::Idle);
                         me.pump(lp);
                     }
                 });
-                return;
+                break;
             }
             match self.decode(lp) {
                 // The handler finished its response: the next request.
                 Turn::Dispatched if self.stage.get() == Stage::Idle => continue,
-                _ => return, // the response is not finished yet, or waiting
+                _ => break, // the response is not finished yet, or waiting
             }
         }
+        self.wait(lp);
     }
 
     fn wait_for_bytes(self: &Rc<Self>) -> Turn {
@@ -509,7 +525,7 @@ impl Conn {
                         && (self.stream.read_buffer_len() > 0
                             || !self.decoder.borrow().between_requests())
                     {
-                        self.enter(lp, Stage::Head);
+                        self.enter(Stage::Head);
                     }
                     return self.wait_for_bytes();
                 }
@@ -534,7 +550,7 @@ impl Conn {
                             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
                         });
                     }
-                    self.enter(lp, Stage::Body);
+                    self.enter(Stage::Body);
                     *self.current.borrow_mut() = Some((req, keep_alive));
                 }
                 Event::Body(_) => {}
@@ -556,7 +572,7 @@ impl Conn {
 
     /// Routes the request and runs its handler.
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
-        self.enter(lp, Stage::Handling { streamed: false });
+        self.enter(Stage::Handling { streamed: false });
         let mut params = Vec::new();
         let found = self.app.find(req.path_bytes(), &mut params);
         let head = req.is_head();
@@ -592,7 +608,7 @@ impl Conn {
         if let Stage::Handling { streamed } = self.stage.get() {
             // It returned with the response unfinished: the response is finished later
             // (or abandoned).
-            self.enter(lp, Stage::Responding { streamed });
+            self.enter(Stage::Responding { streamed });
         }
         if let Err(p) = r {
             // The response was dropped while unwinding and has answered 500.
@@ -610,8 +626,9 @@ impl Conn {
     /// Closes once everything written has gone out, or after `send_timeout` without
     /// progress if the client does not read it.
     fn close_after_flush(&self) {
+        self.enter(Stage::Closing);
         if let Some(lp) = self.lp.upgrade() {
-            self.enter(&lp, Stage::Closing);
+            self.wait(&lp);
         }
         // The callback keeps the connection, and so its timer, until the stream
         // closes one way or the other (nothing else may hold it by now).
@@ -627,7 +644,8 @@ impl Conn {
     /// moment, so that closing with unread data does not reset the connection and
     /// destroy the answer in flight.
     fn refuse(&self, lp: &IoLoop, code: u16) {
-        self.enter(lp, Stage::Refused);
+        self.enter(Stage::Refused);
+        self.wait(lp);
         self.registry.stats.refused(code);
         self.heads.refresh(lp.now_ns());
         if self
@@ -707,8 +725,8 @@ impl Exchange for Conn {
                     "the handler's deadline passed: 503 was answered",
                 ))
             }
-            Stage::Handling { .. } => self.enter(&lp, Stage::Handling { streamed: true }),
-            Stage::Responding { .. } => self.enter(&lp, Stage::Responding { streamed: true }),
+            Stage::Handling { .. } => self.enter(Stage::Handling { streamed: true }),
+            Stage::Responding { .. } => self.enter(Stage::Responding { streamed: true }),
             _ => {}
         }
         self.heads.refresh(lp.now_ns());
@@ -723,8 +741,9 @@ impl Exchange for Conn {
     }
 
     fn cut_off(&self) {
+        self.enter(Stage::Closing);
         if let Some(lp) = self.lp.upgrade() {
-            self.enter(&lp, Stage::Closing);
+            self.wait(&lp);
         }
         self.stream.abort();
     }
