@@ -492,26 +492,30 @@ impl Conn {
     fn decode(self: &Rc<Self>, lp: &IoLoop) -> Turn {
         let mut slot = None;
         loop {
-            // Between requests with nothing buffered (keep-alive, after each answer):
-            // straight to waiting.
-            let unread = self.stream.read_buffer_len();
-            let between = self.decoder.borrow().between_requests();
-            if unread == 0 && between {
-                return self.wait_for_bytes();
-            }
-            if between {
-                // A request's latency counts from the first byte of its head.
-                self.started.set(self.stream.unread_since());
-            }
-            let (n, ev) = self.stream.with_unread(lp, |buf| {
-                let (n, ev) = self.decoder.borrow_mut().decode(buf, &self.cfg, &mut slot);
+            // One look at the unread bytes, decoded in place.
+            let (n, ev) = self.stream.with_unread(lp, |buf, since| {
+                let mut decoder = self.decoder.borrow_mut();
+                if decoder.between_requests() {
+                    if buf.is_empty() {
+                        // Nothing buffered between requests (keep-alive, after each
+                        // answer): straight to waiting.
+                        return (0, (0, None));
+                    }
+                    // A request's latency counts from the first byte of its head.
+                    self.started.set(since);
+                }
+                let (n, ev) = decoder.decode(buf, &self.cfg, &mut slot);
+                drop(decoder);
                 if let Event::Body(r) = &ev {
                     if let Some((req, _)) = self.current.borrow_mut().as_mut() {
                         req.extra_mut().body.extend_from_slice(&buf[r.clone()]);
                     }
                 }
-                (n, (n, ev))
+                (n, (n, Some(ev)))
             });
+            let Some(ev) = ev else {
+                return self.wait_for_bytes();
+            };
             if matches!(ev, Event::Head) {
                 self.registry.stats.request(n);
             } else if n > 0 {

@@ -115,18 +115,24 @@ fn is(c: u8, class: u8) -> bool {
 }
 
 /// Where the run of `class` bytes starting at `from` ends.
+#[inline]
 fn run(b: &[u8], from: usize, class: u8) -> usize {
-    let mut i = from;
-    while i < b.len() && is(b[i], class) {
-        i += 1;
+    match b.get(from..) {
+        Some(rest) => {
+            from + rest
+                .iter()
+                .position(|&c| !is(c, class))
+                .unwrap_or(rest.len())
+        }
+        None => from,
     }
-    i
 }
 
 /// Where the run of field-value bytes starting at `from` ends: eight bytes at a time,
 /// the first control character among them found with a mask (a CR ends a value; long
 /// values such as cookies are common), HTAB being the one control character a value
 /// may have.
+#[inline(always)]
 fn value_end(b: &[u8], from: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
@@ -209,6 +215,7 @@ fn pct(b: &[u8], i: usize) -> bool {
 /// One field line (`name ":" OWS value OWS CRLF`) starting at `b[at]`: the name, the
 /// value (OWS trimmed) and where the next line starts. No whitespace before the colon,
 /// no obs-fold, no control character in the value (RFC 9112 §5.1, §5.2).
+#[inline(always)]
 pub(crate) fn field_line(
     b: &[u8],
     at: usize,
@@ -217,8 +224,9 @@ pub(crate) fn field_line(
     if name_end == at || b.get(name_end) != Some(&b':') {
         return Err(BAD);
     }
+    let ows = |c: u8| c == b' ' || c == b'\t';
     let mut v = name_end + 1;
-    while v < b.len() && (b[v] == b' ' || b[v] == b'\t') {
+    while b.get(v).is_some_and(|&c| ows(c)) {
         v += 1;
     }
     let end = value_end(b, v);
@@ -226,7 +234,7 @@ pub(crate) fn field_line(
         return Err(BAD);
     }
     let mut ve = end;
-    while ve > v && (b[ve - 1] == b' ' || b[ve - 1] == b'\t') {
+    while ve > v && ows(b[ve - 1]) {
         ve -= 1;
     }
     Ok((at..name_end, v..ve, end + 2))
@@ -254,7 +262,14 @@ pub(crate) fn check_fields(b: &[u8], max_fields: usize) -> Result<(), Refused> {
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2; RFC 3986 §3.2.2): an IP literal in brackets
 /// or a reg-name (which covers IPv4), then digits after a colon. Empty is valid.
+#[inline(always)]
 fn valid_host(h: &[u8]) -> bool {
+    // The usual one: a name (or an IPv4 address) alone.
+    h.iter().all(|&c| is(c, HOST)) || valid_host_with_port(h)
+}
+
+/// [`valid_host`] for a host with a port, an IP literal or a pct-encoded byte.
+fn valid_host_with_port(h: &[u8]) -> bool {
     let mut i = 0;
     if h.first() == Some(&b'[') {
         let Some(close) = h.iter().position(|&c| c == b']') else {
@@ -373,6 +388,7 @@ struct Fields {
 }
 
 impl Fields {
+    #[inline(always)]
     fn take(&mut self, name: &[u8], value: &[u8]) -> Result<(), Refused> {
         match name.len() {
             4 if name_is(name, b"host") => {
@@ -602,6 +618,7 @@ pub(crate) fn parse_head(b: &[u8], cfg: &HttpConfig) -> Result<Parsed, Refused> 
 /// `b[from]` (a `/`) to the first SP, CR or LF: where it ends, and its path and query
 /// (`None` if it has a byte RFC 3986 does not allow: a fragment, a bad `%`, ...). One
 /// class lookup per byte.
+#[inline(always)]
 fn origin_form(b: &[u8], from: usize) -> Result<(usize, Option<Target>), Refused> {
     let mut i = from;
     let mut q = None;

@@ -256,15 +256,23 @@ impl IoStream {
     }
 
     /// Lets `f` look at the unread bytes and consume the first of them: it returns how
-    /// many (at most all of them) and a result. For an owner that decodes messages in
-    /// place instead of asking for a copy of each. No read may be pending, and `f` must
-    /// not use the stream.
-    pub(crate) fn with_unread<R>(&self, lp: &IoLoop, f: impl FnOnce(&[u8]) -> (usize, R)) -> R {
+    /// many (at most all of them) and a result. `f` also gets when the unread bytes
+    /// began to arrive (the loop's time, ns, when bytes last came into an empty read
+    /// buffer: for latency measured from a message's first byte). For an owner that decodes
+    /// messages in place instead of asking for a copy of each. No read may be pending,
+    /// and `f` must not use the stream.
+    pub(crate) fn with_unread<R>(
+        &self,
+        lp: &IoLoop,
+        f: impl FnOnce(&[u8], u64) -> (usize, R),
+    ) -> R {
         let mut st = self.inner.st.borrow_mut();
         let r = &mut st.r;
         debug_assert!(r.read.is_none(), "with_unread while a read is pending");
-        let (n, out) = f(&r.rbuf[r.rpos..]);
-        r.consume(lp, n);
+        let (n, out) = f(&r.rbuf[r.rpos..], r.since);
+        if n > 0 {
+            r.consume(lp, n);
+        }
         out
     }
 
@@ -354,12 +362,6 @@ impl IoStream {
     /// True while a read is waiting for data.
     pub fn reading(&self) -> bool {
         self.inner.st.borrow().r.read.is_some()
-    }
-
-    /// When the bytes read last (or buffered now) began to arrive: the loop's time (ns,
-    /// `IoLoop::now_ns`) when bytes last came into an empty read buffer.
-    pub(crate) fn unread_since(&self) -> u64 {
-        self.inner.st.borrow().r.since
     }
 
     /// Bytes received and not yet read.
