@@ -8,7 +8,6 @@
 //! pipelined responses; on io_uring just before the loop's next wait, which submits the
 //! sends, so once per iteration for every response of it.
 
-use crate::metrics::CoreStats;
 use crate::reactor::{new_histogram, IoLoop, LogHistogram, StepEnd};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -17,7 +16,8 @@ use std::rc::Rc;
 /// The statuses refused before any handler ran, counted by cause.
 pub(crate) const REFUSALS: [u16; 8] = [400, 408, 413, 414, 431, 501, 503, 505];
 
-/// One HTTP server's numbers on one core (see [`Snapshot`](crate::metrics::Snapshot)).
+/// One HTTP server's numbers on one core (`metrics::Snapshot` holds them for every
+/// core, and writes them in Prometheus's format).
 #[derive(Clone, Debug)]
 pub struct HttpStats {
     /// The server: the address it listens on, or `streams` for connections handed to
@@ -226,9 +226,6 @@ impl Recorder {
 /// read share all four, so a run of them is one entry).
 type Pending = (Rc<Recorder>, Option<usize>, u16, u64, u64);
 
-/// What a metric family takes from one server's numbers.
-type Field = fn(&HttpStats) -> f64;
-
 /// Responses of this step waiting for their end time (per loop).
 #[derive(Default)]
 pub(crate) struct Ends {
@@ -283,137 +280,5 @@ pub(crate) fn response_end(
     drop(pending);
     if !ends.scheduled.replace(true) {
         lp.when_written(step.clone());
-    }
-}
-
-/// Writes every HTTP server's numbers in Prometheus's format.
-pub(crate) fn export(e: &mut crate::metrics::Exposition, cores: &[CoreStats], per_core: bool) {
-    use crate::metrics::labels;
-    // The series: (server, shard or "", stats).
-    let mut series: Vec<(String, String, HttpStats)> = Vec::new();
-    for c in cores {
-        for h in &c.http {
-            let shard = if per_core {
-                c.shard.to_string()
-            } else {
-                String::new()
-            };
-            match series
-                .iter_mut()
-                .find(|(s, sh, _)| *s == h.server && *sh == shard)
-            {
-                Some((_, _, t)) => t.merge(h),
-                None => series.push((h.server.clone(), shard, h.clone())),
-            }
-        }
-    }
-    let base = |server: &str, shard: &str| -> Vec<(&'static str, String)> {
-        let mut v = vec![("server", server.to_string())];
-        if !shard.is_empty() {
-            v.push(("shard", shard.to_string()));
-        }
-        v
-    };
-    let lbl = |pairs: &[(&'static str, String)]| {
-        let p: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        labels(&p)
-    };
-    let simple: [(&str, &str, &str, Field); 5] = [
-        (
-            "coreloop_http_requests_total",
-            "counter",
-            "Requests read and routed.",
-            |h| h.requests as f64,
-        ),
-        (
-            "coreloop_http_received_bytes_total",
-            "counter",
-            "Bytes of request heads and bodies read.",
-            |h| h.bytes_in as f64,
-        ),
-        (
-            "coreloop_http_sent_bytes_total",
-            "counter",
-            "Bytes of responses written.",
-            |h| h.bytes_out as f64,
-        ),
-        (
-            "coreloop_http_open_connections",
-            "gauge",
-            "Connections open.",
-            |h| h.open as f64,
-        ),
-        (
-            "coreloop_http_idle_connections",
-            "gauge",
-            "Open connections waiting for a request.",
-            |h| h.idle as f64,
-        ),
-    ];
-    for (name, kind, help, get) in simple {
-        e.family(name, kind, help);
-        for (server, shard, h) in &series {
-            e.sample(name, &lbl(&base(server, shard)), get(h));
-        }
-    }
-    e.family(
-        "coreloop_http_responses_total",
-        "counter",
-        "Responses by status class.",
-    );
-    for (server, shard, h) in &series {
-        for (i, n) in h.responses.iter().enumerate() {
-            let mut p = base(server, shard);
-            p.push(("class", format!("{}xx", i + 1)));
-            e.sample("coreloop_http_responses_total", &lbl(&p), *n as f64);
-        }
-    }
-    e.family(
-        "coreloop_http_refusals_total",
-        "counter",
-        "Requests refused before a handler ran, by status.",
-    );
-    for (server, shard, h) in &series {
-        for code in REFUSALS {
-            let n = h
-                .refusals
-                .iter()
-                .find(|(c, _)| *c == code)
-                .map_or(0, |x| x.1);
-            let mut p = base(server, shard);
-            p.push(("status", code.to_string()));
-            e.sample("coreloop_http_refusals_total", &lbl(&p), n as f64);
-        }
-    }
-    // Accepted connections: always per core (how SO_REUSEPORT spread them).
-    e.family(
-        "coreloop_http_accepted_connections_total",
-        "counter",
-        "Connections accepted, by core.",
-    );
-    for c in cores {
-        for h in &c.http {
-            let p = [("server", h.server.clone()), ("shard", c.shard.to_string())];
-            e.sample(
-                "coreloop_http_accepted_connections_total",
-                &lbl(&p),
-                h.accepted as f64,
-            );
-        }
-    }
-    let name = "coreloop_http_request_duration_seconds";
-    e.family(
-        name,
-        "histogram",
-        "From the first byte of a request head to its response handed to the kernel.",
-    );
-    for (server, shard, h) in &series {
-        for r in &h.latency {
-            let mut p = base(server, shard);
-            p.push(("route", r.route.clone()));
-            p.push(("class", format!("{}xx", r.class)));
-            let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            e.histogram(name, &pairs, &r.ns);
-        }
     }
 }

@@ -8,10 +8,12 @@
 //! [`Call`](crate::Call): waited for from a plain thread, awaited in a task, or continued
 //! on a loop without blocking it), and a [`Snapshot`] keeps the per-core detail and adds
 //! the histograms up. [`Snapshot::to_prometheus`] writes Prometheus's text
-//! format (aggregated, or per core with a `shard` label); [`hgrm`] writes any histogram
-//! in HdrHistogram's percentile format.
+//! format (aggregated, or per core with a `shard` label; `prometheus.rs` the format,
+//! `http.rs` the HTTP servers' series: the HTTP layer knows nothing of it);
+//! [`hgrm`] writes any histogram in HdrHistogram's percentile format.
 
 mod hgrm;
+mod http;
 mod prometheus;
 mod server;
 
@@ -209,7 +211,7 @@ impl Snapshot {
                 e.histogram(name, &shard_label(shard), get(s));
             }
         }
-        crate::http::export_stats(&mut e, &self.cores, per_core);
+        http::export(&mut e, &self.cores, per_core);
         e.finish()
     }
 }
