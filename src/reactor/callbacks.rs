@@ -4,8 +4,8 @@
 //! iteration, a bounded batch at a time.
 
 use super::handle::Remote;
+use super::tasks::Runnable;
 use super::IoLoop;
-use crate::task::Runnable;
 use crossbeam_channel::{Receiver, TryRecvError};
 use std::cell::RefCell;
 use std::collections::VecDeque;

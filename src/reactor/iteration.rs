@@ -4,7 +4,7 @@
 use super::callbacks::Job;
 use super::completion::Sink;
 use super::handle::since_epoch;
-use super::{panic_message, IoLoop, CURRENT};
+use super::{panic_message, thread, IoLoop};
 use crate::poller::{Completion, Event};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -38,7 +38,7 @@ impl IoLoop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn start(&self) -> io::Result<()> {
-        if self.inner.running.get() || CURRENT.with(|c| c.borrow().is_some()) {
+        if self.inner.running.get() || thread::current().is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::ResourceBusy,
                 "an IoLoop is already running on this thread",
@@ -375,14 +375,14 @@ struct RunningGuard;
 impl RunningGuard {
     fn enter(lp: &IoLoop) -> RunningGuard {
         lp.inner.running.set(true);
-        CURRENT.with(|c| *c.borrow_mut() = Some(lp.clone()));
+        drop(thread::set_current(Some(lp.clone())));
         RunningGuard
     }
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        let lp = CURRENT.with(|c| c.borrow_mut().take());
+        let lp = thread::set_current(None);
         if let Some(lp) = lp {
             lp.inner.running.set(false);
         }

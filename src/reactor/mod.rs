@@ -34,8 +34,11 @@
 //! cross-thread `LoopHandle` and its wake-up protocol), `registry.rs` (per-loop values,
 //! resources the loop closes with itself, work deferred to the end of a step) and
 //! `completion.rs` (completion ops for the layers above, on backends that have them),
-//! `tasks.rs` (where a woken task goes, and the tasks a loop has alive) and `wake.rs`
-//! (how a loop wakes another: eventfd or io_uring `MSG_RING`).
+//! `tasks.rs` (where a woken task goes, the tasks a loop has alive, and the task type
+//! the run queue holds), `wake.rs` (how a loop wakes another: eventfd or io_uring
+//! `MSG_RING`), `thread.rs` (what a thread is to the loops: one thread-local context),
+//! `clock.rs` (the loop's time keeping) and `histogram.rs` (the histograms hot paths
+//! record into).
 
 mod callbacks;
 mod calls;
@@ -48,10 +51,11 @@ mod iteration;
 mod registry;
 mod stats;
 mod tasks;
+mod thread;
 mod timer;
 mod wake;
 
-pub(crate) use calls::{gather, mark_loop_thread, Reply};
+pub(crate) use calls::{gather, Reply};
 pub use calls::{Call, CallError, CallFuture};
 pub(crate) use completion::Sink;
 pub(crate) use handle::EPOCH;
@@ -60,7 +64,8 @@ pub(crate) use histogram::LogHistogram;
 pub(crate) use registry::{Resource, StepEnd};
 pub(crate) use stats::new_histogram;
 pub use stats::LoopStats;
-pub(crate) use tasks::TaskKey;
+pub(crate) use tasks::{Runnable, TaskKey, TaskMeta};
+pub(crate) use thread::mark_loop_thread;
 pub use timer::TimeoutId;
 pub use wake::WakeVia;
 
@@ -101,10 +106,6 @@ struct Inner {
     idle_poll: Cell<Duration>,
     /// How this loop wakes other loops (`wake.rs`).
     wakes: wake::RingWakes,
-}
-
-thread_local! {
-    static CURRENT: RefCell<Option<IoLoop>> = const { RefCell::new(None) };
 }
 
 /// An event loop: fd handlers, a timer heap and a callback queue, run by one thread.
@@ -190,7 +191,7 @@ impl IoLoop {
                 wakes: wake::RingWakes::default(),
             }),
         };
-        tasks::register_loop(&lp);
+        thread::register_loop(&lp);
         Ok(lp)
     }
 
@@ -210,7 +211,7 @@ impl IoLoop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn current() -> Option<IoLoop> {
-        CURRENT.with(|c| c.borrow().clone())
+        thread::current()
     }
 
     /// The backend this loop runs on (never `Auto`).
