@@ -493,7 +493,7 @@ impl Conn {
         let mut slot = None;
         loop {
             // One look at the unread bytes, decoded in place.
-            let (n, ev) = self.stream.with_unread(lp, |buf, since| {
+            let (n, ev) = self.stream.decode_unread(lp, |buf, since| {
                 let mut decoder = self.decoder.borrow_mut();
                 if decoder.between_requests() {
                     if buf.is_empty() {

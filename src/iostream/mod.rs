@@ -41,6 +41,7 @@
 
 mod async_io;
 mod error;
+mod in_place;
 mod ops;
 mod read;
 mod transport;

@@ -60,7 +60,7 @@ pub(super) struct PendingRead {
 /// An owner that is told itself when the bytes it waits for have come, so waiting
 /// costs no allocation (a boxed closure per wait was about 5% of a pipelined HTTP
 /// request's instructions). It waits with [`IoStream::read_more_by`] and decodes in
-/// place with [`IoStream::with_unread`]; the HTTP connection works this way.
+/// place with [`IoStream::decode_unread`]; the HTTP connection works this way.
 pub(crate) trait ReadHandler {
     /// The wait asked for with [`IoStream::read_more_by`] ended: `Ok` with nothing
     /// taken (more bytes are unread), or the error that ended the stream.
@@ -156,6 +156,30 @@ impl ReadSide {
         v
     }
 
+    /// Lends the read buffer and where its unread bytes start (for a reader that
+    /// decodes in place while it uses the stream: `in_place.rs`); `None` if a read is
+    /// pending (the bytes are that read's).
+    pub(super) fn lend(&mut self) -> Option<(Vec<u8>, usize)> {
+        if self.wanted() {
+            return None;
+        }
+        let pos = std::mem::take(&mut self.rpos);
+        Some((std::mem::take(&mut self.rbuf), pos))
+    }
+
+    /// Takes back the buffer [`lend`](Self::lend) lent, its first `pos + n` bytes read.
+    pub(super) fn give_back(&mut self, lp: &IoLoop, buf: Vec<u8>, pos: usize, n: usize) {
+        // (Nothing arrives while the buffer is lent: the loop runs the borrower.)
+        debug_assert!(
+            self.rbuf.is_empty(),
+            "bytes arrived while the buffer was lent"
+        );
+        let arrived = std::mem::replace(&mut self.rbuf, buf);
+        self.rbuf.extend_from_slice(&arrived);
+        self.rpos = pos;
+        self.consume(lp, n);
+    }
+
     /// Drops the first `n` unread bytes; an emptied buffer goes back to the pool.
     fn consume(&mut self, lp: &IoLoop, n: usize) {
         self.rpos += n;
@@ -248,27 +272,30 @@ impl IoStream {
 
     /// Waits until more bytes than those unread now have arrived, or the stream ends
     /// (an error, as for any read), and tells `handler`, with nothing taken from the
-    /// buffer: for an owner that decodes in place with [`with_unread`](Self::with_unread).
+    /// buffer: for an owner that decodes in place with [`decode_unread`](Self::decode_unread)
+    /// (the crate's own [`read_more`](Self::read_more), with no closure per wait).
     pub(crate) fn read_more_by(&self, handler: Rc<dyn ReadHandler>) -> io::Result<()> {
         let unread = self.inner.st.borrow().r.unread();
         self.start_read(ReadKind::More(unread), Reader::Handler(handler))
             .map_err(|(e, _)| e)
     }
 
-    /// Lets `f` look at the unread bytes and consume the first of them: it returns how
-    /// many (at most all of them) and a result. `f` also gets when the unread bytes
+    /// [`with_unread`](Self::with_unread) with the stream borrowed, for an owner whose
+    /// decoding does not use the stream (one look at the state, nothing lent): `f`
+    /// looks at the unread bytes and consumes the first of them, returning how many (at
+    /// most all of them) and a result. `f` also gets when the unread bytes
     /// began to arrive (the loop's time, ns, when bytes last came into an empty read
     /// buffer: for latency measured from a message's first byte). For an owner that decodes
     /// messages in place instead of asking for a copy of each. No read may be pending,
     /// and `f` must not use the stream.
-    pub(crate) fn with_unread<R>(
+    pub(crate) fn decode_unread<R>(
         &self,
         lp: &IoLoop,
         f: impl FnOnce(&[u8], u64) -> (usize, R),
     ) -> R {
         let mut st = self.inner.st.borrow_mut();
         let r = &mut st.r;
-        debug_assert!(r.read.is_none(), "with_unread while a read is pending");
+        debug_assert!(r.read.is_none(), "decode_unread while a read is pending");
         let (n, out) = f(&r.rbuf[r.rpos..], r.since);
         if n > 0 {
             r.consume(lp, n);
