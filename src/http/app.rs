@@ -313,8 +313,14 @@ impl Application {
         path: &[u8],
         captures: &mut Vec<(String, String)>,
     ) -> Option<(usize, &Route)> {
-        if let Ok(at) = self.exact.binary_search_by(|(p, _)| (*p).cmp(path)) {
-            let index = self.exact[at].1;
+        let exact = if self.exact.len() <= 8 {
+            // (A few: one look each, the length first.)
+            self.exact.iter().find(|(p, _)| *p == path).map(|(_, i)| *i)
+        } else {
+            let at = self.exact.binary_search_by(|(p, _)| (*p).cmp(path));
+            at.ok().map(|at| self.exact[at].1)
+        };
+        if let Some(index) = exact {
             return Some((index, &self.routes[index]));
         }
         let m = self.router.at(std::str::from_utf8(path).ok()?).ok()?;

@@ -92,6 +92,8 @@ pub(crate) struct Clock<S: Source = Kernel> {
     watched: Cell<bool>,
     /// The shortest stall threshold timed with the coarse clock (ten of its ticks).
     coarse_enough: Duration,
+    /// How jobs are timed now (follows from `stall_after` and `watched`).
+    mode: Cell<JobClock>,
     /// When the current wait for I/O began (an idle wait), ns.
     idle_from: Cell<Option<u64>>,
     /// Idle time of the iteration so far, ns.
@@ -113,7 +115,7 @@ impl<S: Source> Clock<S> {
         let reading = source.precise();
         let coarse_enough = source.tick().saturating_mul(10);
         let job_start = source.coarse();
-        Clock {
+        let clock = Clock {
             origin: (instant, reading),
             now_ns: Cell::new(reading),
             now: Cell::new(Some(instant)),
@@ -123,10 +125,13 @@ impl<S: Source> Clock<S> {
             stall_after: Cell::new(stall_after),
             watched: Cell::new(false),
             coarse_enough,
+            mode: Cell::new(JobClock::Precise),
             idle_from: Cell::new(None),
             idle: Cell::new(0),
             source,
-        }
+        };
+        clock.mode.set(clock.mode_of());
+        clock
     }
 
     /// The loop's time.
@@ -186,7 +191,13 @@ impl<S: Source> Clock<S> {
     }
 
     /// How each job is timed.
+    #[inline]
     pub(crate) fn job_clock(&self) -> JobClock {
+        self.mode.get()
+    }
+
+    /// How each job is to be timed, from the threshold and the watchdog.
+    fn mode_of(&self) -> JobClock {
         let after = self.stall_after.get();
         if self.watched.get() {
             JobClock::Precise
@@ -207,12 +218,14 @@ impl<S: Source> Clock<S> {
     /// here on its new clock.
     pub(crate) fn set_stall_after(&self, after: Duration) {
         self.stall_after.set(after);
+        self.mode.set(self.mode_of());
         self.restart_job();
     }
 
     /// Whether a watchdog reads when each job starts (then jobs are timed precisely).
     pub(crate) fn set_watched(&self, on: bool) {
         self.watched.set(on);
+        self.mode.set(self.mode_of());
         self.restart_job();
     }
 

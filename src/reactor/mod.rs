@@ -88,6 +88,8 @@ use timer::Timers;
 
 struct Inner {
     poller: RefCell<Poller<Sink>>,
+    /// The poller's backend (never `Auto`), without a look into the poller.
+    backend: Backend,
     /// Completions reaped by the last wait, and the loop's pool of I/O buffers.
     completions: RefCell<Vec<(Sink, Completion)>>,
     pool: RefCell<BufferPool>,
@@ -174,6 +176,7 @@ impl IoLoop {
         };
         let lp = IoLoop {
             inner: Rc::new(Inner {
+                backend: poller.backend(),
                 poller: RefCell::new(poller),
                 completions: RefCell::new(Vec::with_capacity(1024)),
                 pool: RefCell::new(BufferPool::default()),
@@ -216,7 +219,7 @@ impl IoLoop {
 
     /// The backend this loop runs on (never `Auto`).
     pub fn backend(&self) -> Backend {
-        self.inner.poller.borrow().backend()
+        self.inner.backend
     }
 
     /// The backend with its details, for logs: on io_uring, the ring setup flags the

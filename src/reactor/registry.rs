@@ -182,13 +182,21 @@ impl IoLoop {
     }
 
     /// Runs the work deferred to the end of this step (and what it defers in turn).
+    #[inline]
     pub(super) fn run_step_end(&self) {
-        run_list(self, &self.inner.registry.step_end);
+        let list = &self.inner.registry.step_end;
+        if !list.borrow().is_empty() {
+            run_list(self, list);
+        }
     }
 
     /// Runs the work deferred to just before the next wait for I/O.
+    #[inline]
     pub(super) fn run_before_wait(&self) {
-        run_list(self, &self.inner.registry.before_wait);
+        let list = &self.inner.registry.before_wait;
+        if !list.borrow().is_empty() {
+            run_list(self, list);
+        }
     }
 }
 
