@@ -5,7 +5,7 @@
 //! shared cache line (`reactor/stats.rs` for the loop, `http/stats.rs` for the HTTP
 //! server). Nothing is shared until someone asks: [`Runtime::stats`] or
 //! [`IoLoop::stats`] sends every core a call for a copy of its numbers (a
-//! [`Call`](crate::Call): waited for from a plain thread, awaited in a task, or continued
+//! [`Call`]: waited for from a plain thread, awaited in a task, or continued
 //! on a loop without blocking it), and a [`Snapshot`] keeps the per-core detail and adds
 //! the histograms up. [`Snapshot::to_prometheus`] writes Prometheus's text
 //! format (aggregated, or per core with a `shard` label; `prometheus.rs` the format,

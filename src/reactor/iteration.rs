@@ -64,13 +64,13 @@ impl IoLoop {
 
     /// Makes [`start`](Self::start) return after the iteration in progress; if the loop
     /// is not running, its next `start()` returns at once. Any thread can do the same
-    /// through [`LoopHandle::stop`].
+    /// through [`LoopHandle::stop`](crate::LoopHandle::stop).
     pub fn stop(&self) {
         self.inner.handle.shared.stop.store(true, Ordering::Release);
     }
 
     /// Closes the loop: drops every handler, timer and queued callback, and makes every
-    /// [`LoopHandle`] return [`LoopClosed`](crate::LoopClosed) from now on. A running loop
+    /// [`LoopHandle`](crate::LoopHandle) return [`LoopClosed`](crate::LoopClosed) from now on. A running loop
     /// stops after the iteration in progress. The fds of handlers are not closed (the loop
     /// never owned them). Dropping the last `IoLoop` clone does the same.
     ///
