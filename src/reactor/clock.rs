@@ -261,7 +261,14 @@ impl<S: Source> Clock<S> {
             }
             JobClock::Coarse => {
                 self.stale.set(!stamped);
-                let end = self.source.coarse();
+                // A stamp is a precise end, and no worse for the coarse clock's tick
+                // (both clocks count from the same origin; the coarse one lags by less
+                // than a tick): one read fewer.
+                let end = if stamped {
+                    self.now_ns.get()
+                } else {
+                    self.source.coarse()
+                };
                 let start = self.job_start.replace(end);
                 Duration::from_nanos(end.saturating_sub(start))
             }
@@ -307,11 +314,10 @@ impl<S: Source> Clock<S> {
         if let Some(from) = self.idle_from.take() {
             self.idle.set(self.idle.get() + now.saturating_sub(from));
         }
-        if self.job_clock() == JobClock::Coarse {
-            self.job_start.set(self.source.coarse());
-        } else {
-            self.job_start.set(now);
-        }
+        // The next job starts now, by the read just made, whatever clock times jobs
+        // (the coarse clock's readings lag the precise one's by less than a tick, the
+        // precision of coarse timing anyway).
+        self.job_start.set(now);
         now
     }
 
@@ -383,6 +389,22 @@ mod tests {
         assert!(c.catch_up());
         assert_eq!(c.now_ns(), 1060 * MS + MS / 2);
         assert!(!c.catch_up(), "once is enough");
+    }
+
+    #[test]
+    fn precise_and_coarse_readings_time_a_job_to_a_tick() {
+        // A job that starts at a precise reading (after a wait) and ends at a coarse
+        // one (or the other way round) is timed to within the coarse clock's tick.
+        let (c, hand) = clock(Duration::from_millis(50));
+        hand.advance(MS * 7 / 10);
+        c.wait_ended(); // starts at 1000.7 ms
+        hand.advance(55 * MS);
+        let took = c.job_ended(); // ends at 1055 ms by the coarse clock
+        assert!(took > Duration::from_millis(54) && took <= Duration::from_millis(55));
+        hand.advance(2 * MS + MS / 2);
+        c.stamp(); // a precise end: 1058.2 ms
+        let took = c.job_ended();
+        assert!(took >= Duration::from_millis(2) && took <= Duration::from_millis(4));
     }
 
     #[test]
