@@ -10,8 +10,10 @@
 //! ```
 //!
 //! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll
-//! --batch-wait-us U --metrics PORT --no-recording]`: `--metrics` serves Prometheus
-//! metrics at `/metrics` on that port (a second server on the same runtime).
+//! --batch-wait-us U --metrics PORT --no-recording --tick-ms T]`: `--metrics` serves
+//! Prometheus metrics at `/metrics` on that port (a second server on the same runtime);
+//! `--tick-ms` wakes each loop that often (for valgrind on io_uring:
+//! `benches/http_instructions.sh`).
 //!
 //! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C or
 //! SIGTERM stops it gracefully: no new connections, requests in flight finish (5 s at
