@@ -361,6 +361,9 @@ impl Conn {
         let before = self.limit.replace(limit);
         self.since.set(lp.now_ns());
         let Some(after) = limit else { return };
+        if before == limit && self.timer.get().is_some() {
+            return; // the same limit from later: a later deadline, nothing to re-arm
+        }
         // The timer fires no later than the last deadline; a limit as long as that
         // one's ends later, so the timer needs nothing (it re-arms itself for what is
         // left when it fires). That is the usual case, which costs no clock arithmetic.

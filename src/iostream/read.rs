@@ -450,6 +450,15 @@ impl IoStream {
         let (read, result) = {
             let mut st = self.inner.st.borrow_mut();
             let kind = st.r.read.as_ref()?.kind;
+            if let ReadKind::More(n) = kind {
+                // (The in-place reader's wait, once per keep-alive request: its bytes
+                // came, nothing to take and nothing to check after.)
+                if st.r.unread() > n {
+                    let read = st.r.read.take().expect("checked above");
+                    st.r.scanned = 0;
+                    return Some((read.cb, Ok(Vec::new())));
+                }
+            }
             let outcome = outcome(&mut st, &kind)?;
             let read = st.r.read.take().expect("checked above");
             (read, self.settle(&mut st, lp, outcome))
