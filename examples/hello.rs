@@ -11,11 +11,12 @@
 //!
 //! `cargo run --release --example hello [-- --port 8888 --cores N --backend auto|uring|epoll
 //! --batch-wait-us U --metrics PORT --no-recording --upgrade --upgrade-socket PATH
-//! --tls-cert PEM --tls-key PEM]`: `--metrics` serves Prometheus metrics at `/metrics`
-//! on that port (a second server on the same runtime); `--tls-cert` and `--tls-key`
-//! serve HTTPS with that certificate chain and key, and SIGHUP rereads them (new
-//! connections get the new chain); `--tls-on-pool` answers ClientHellos on the blocking
-//! pool; `--stall-ms` sets the loops' stall threshold.
+//! --tls-cert PEM --tls-key PEM --tick-ms T]`: `--metrics` serves Prometheus metrics at
+//! `/metrics` on that port (a second server on the same runtime); `--tls-cert` and
+//! `--tls-key` serve HTTPS with that certificate chain and key, and SIGHUP rereads them
+//! (new connections get the new chain); `--tls-on-pool` answers ClientHellos on the
+//! blocking pool; `--stall-ms` sets the loops' stall threshold; `--tick-ms` wakes each
+//! loop that often (for valgrind on io_uring: `benches/http_instructions.sh`).
 //!
 //! Serves `Hello, world` on every core (one SO_REUSEPORT listener each). Ctrl-C or
 //! SIGTERM stops it gracefully: no new connections, requests in flight finish (5 s at

@@ -100,6 +100,27 @@ fn app() -> Application {
                 KEPT.with(|k| k.borrow_mut().push(r));
             }),
         )
+        .route(
+            "/stream-never",
+            Route::new().get(|_, _, mut r| {
+                r.write("first part");
+                r.flush().unwrap();
+                // Kept somewhere and never finished: the part that went out stays the
+                // only one.
+                thread_local!(static KEPT: RefCell<Vec<Response>> = const { RefCell::new(Vec::new()) });
+                KEPT.with(|k| k.borrow_mut().push(r));
+            }),
+        )
+        .route(
+            "/late",
+            Route::new().get(|lp, _, mut r| {
+                // Finished after the deadline has answered for it: ignored.
+                lp.call_later(Duration::from_millis(400), move |_| {
+                    r.write("too late");
+                    r.finish();
+                });
+            }),
+        )
         .route("/fine", Route::new().get(|_, _, mut r| r.write("fine")))
 }
 
@@ -148,6 +169,66 @@ fn a_handler_past_its_deadline_is_answered_503(backend: Backend) {
     assert!(t0.elapsed() >= Duration::from_millis(200));
     // A handler that finishes in time is not affected.
     assert_eq!(get(&s, "/fine"), (200, "fine".into()));
+    // A response finished after its 503: nothing more goes out, the connection closes.
+    assert_eq!(get(&s, "/late"), (503, "503: Service Unavailable".into()));
+    // A streamed response past its deadline is cut off: its head and first part, no
+    // last chunk.
+    let mut c = TcpStream::connect(s.local_addr()).unwrap();
+    c.set_read_timeout(Some(util::HANG)).unwrap();
+    c.write_all(b"GET /stream-never HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all:?}");
+    assert!(all.contains("Transfer-Encoding: chunked\r\n"), "{all:?}");
+    assert!(all.ends_with("\r\n\r\na\r\nfirst part\r\n"), "{all:?}");
+    s.shutdown().unwrap();
+}
+
+/// The handler's deadline counts from each request's dispatch, on a connection that
+/// served others and waited between them (one timer per connection serves every
+/// deadline it has).
+#[on_both_backends]
+#[test]
+fn the_handler_deadline_counts_per_request_on_a_kept_alive_connection(backend: Backend) {
+    let cfg = HttpConfig {
+        handler_timeout: Some(Duration::from_millis(300)),
+        idle_timeout: Duration::from_secs(30),
+        ..HttpConfig::default()
+    };
+    let s = server(backend, app(), cfg);
+    let mut c = TcpStream::connect(s.local_addr()).unwrap();
+    c.set_read_timeout(Some(util::HANG)).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut answer_to = |path: &str| {
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        (status, String::from_utf8(body).unwrap())
+    };
+    for _ in 0..3 {
+        // Answered in time, then a pause longer than the handler's deadline.
+        assert_eq!(answer_to("/fine").1, "fine");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let t0 = Instant::now();
+    let (status, body) = answer_to("/never");
+    assert!(status.starts_with("HTTP/1.1 503 "), "{status:?}");
+    assert_eq!(body, "503: Service Unavailable");
+    assert!(t0.elapsed() >= Duration::from_millis(300));
     s.shutdown().unwrap();
 }
 

@@ -609,3 +609,36 @@ fn unread_data_is_bounded_when_nobody_reads(backend: Backend) {
     assert_eq!(got.get(), 4 << 20);
     drop(t.join());
 }
+
+/// `write_with` lends the buffer: its closure may use the stream (the kv example's
+/// INFO reads every connection's input buffer while serializing into one of them).
+#[on_both_backends]
+#[test]
+fn write_with_may_use_the_stream_inside_its_closure(backend: Backend) {
+    let lp = new_loop(backend);
+    let (s, mut client) = tcp_pair(&lp);
+    let s2 = s.clone();
+    s.write_with(|o| {
+        o.extend_from_slice(b"first ");
+        assert_eq!(s2.read_buffer_len(), 0);
+        assert!(!s2.closed());
+        s2.write(b"nested\n");
+        o.extend_from_slice(b"second ");
+    })
+    .unwrap();
+    assert_eq!(s.write_buffer_len(), 20);
+    s.flush().then(|lp, _, r| {
+        r.unwrap();
+        lp.stop();
+    });
+    run(&lp);
+    let mut got = [0u8; 20];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"first second nested\n");
+    // A closure that closes the stream: the write fails, nothing is sent.
+    s.write_with(|o| {
+        o.extend_from_slice(b"cut");
+        s2.close();
+    })
+    .unwrap_err();
+}

@@ -1,6 +1,6 @@
 //! Command-line flags shared by the server examples: `--port`, `--cores`, `--backend`,
 //! `--batch-wait-us`, `--metrics PORT`, `--no-recording`, `--upgrade`,
-//! `--upgrade-socket PATH`; the logger; starting the runtime.
+//! `--upgrade-socket PATH`, `--tick-ms`; the logger; starting the runtime.
 
 #![allow(dead_code)]
 
@@ -33,6 +33,9 @@ pub struct ServerArgs {
     pub upgrade: bool,
     /// Where the running instance hands its listening sockets over to a new one.
     pub upgrade_socket: std::path::PathBuf,
+    /// `--tick-ms T`: a timer on every loop every T ms, so that no wait for I/O blocks
+    /// longer (for valgrind, which holds its lock across a blocking `io_uring_enter`).
+    pub tick: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -41,7 +44,7 @@ impl ServerArgs {
     /// hands its sockets over to a new instance at the upgrade socket, and with
     /// `--upgrade` takes them over from the running one.
     pub fn runtime(&self) -> coreloop::RuntimeBuilder {
-        coreloop::Runtime::builder()
+        let b = coreloop::Runtime::builder()
             .cores(self.cores.clone())
             .backend(self.backend)
             .batch_wait(self.batch_wait)
@@ -49,7 +52,11 @@ impl ServerArgs {
             .stop_on_signals(true)
             .drain_deadline(DRAIN_DEADLINE)
             .upgrade_socket(&self.upgrade_socket)
-            .take_over(self.upgrade)
+            .take_over(self.upgrade);
+        match self.tick {
+            Some(every) => b.on_start(move |lp, _| tick(lp, every)),
+            None => b,
+        }
     }
 
     /// Starts the runtime of [`runtime`](Self::runtime), or exits with a message.
@@ -74,6 +81,16 @@ impl ServerArgs {
             }
         }
     }
+}
+
+/// A timer on `lp` every `every`, for good, that yields the thread: under valgrind,
+/// which runs one thread at a time and keeps running a thread blocked in
+/// `io_uring_enter`, the yield lets the others run.
+fn tick(lp: &coreloop::IoLoop, every: Duration) {
+    lp.call_later(every, move |lp| {
+        std::thread::yield_now();
+        tick(lp, every)
+    });
 }
 
 /// `r`'s value, or a message (`name: what: error`) and exit status 1.
@@ -180,7 +197,7 @@ pub fn server_args_with(
             eprintln!(
                 "usage: {name} [--port {default_port}] [--cores N] [--backend auto|uring|epoll] \
                  [--batch-wait-us U] [--metrics PORT] [--no-recording] [--upgrade] \
-                 [--upgrade-socket PATH]{extra_usage}"
+                 [--upgrade-socket PATH] [--tick-ms T]{extra_usage}"
             );
             std::process::exit(2);
         }
@@ -201,6 +218,7 @@ fn parse(
         recording: true,
         upgrade: false,
         upgrade_socket: std::path::PathBuf::new(),
+        tick: None,
     };
     let mut socket = None;
     let mut it = std::env::args().skip(1);
@@ -232,6 +250,10 @@ fn parse(
             "--no-recording" => args.recording = false,
             "--upgrade" => args.upgrade = true,
             "--upgrade-socket" => socket = Some(value()?.into()),
+            "--tick-ms" => {
+                let ms: u64 = value()?.parse().map_err(|e| format!("--tick-ms: {e}"))?;
+                args.tick = Some(Duration::from_millis(ms.max(1)));
+            }
             "-h" | "--help" => return Err("help".into()),
             other => {
                 if !extra(other, &mut value)? {

@@ -43,9 +43,8 @@ struct Conn {
     next_due: Cell<Instant>,
     /// Bumped on every reconnect: callbacks of an older stream are ignored.
     generation: Cell<u64>,
-    /// Received bytes not yet parsed into whole responses.
-    pending: RefCell<Vec<u8>>,
-    /// A read is waiting for data.
+    /// A wait for more bytes is pending (or responses are being parsed: requests sent
+    /// meanwhile start no wait of their own).
     reading: Cell<bool>,
     /// Answers received on the current connection: a request sent after one went on
     /// a reused connection.
@@ -79,7 +78,6 @@ pub(crate) fn start_shard(lp: &IoLoop, plan: Arc<Plan>, n: usize) {
             sent: RefCell::new(VecDeque::new()),
             next_due: Cell::new(now + offset),
             generation: Cell::new(0),
-            pending: RefCell::new(Vec::new()),
             reading: Cell::new(false),
             answered: Cell::new(0),
             scheduled: Cell::new(None),
@@ -278,7 +276,6 @@ impl Conn {
     fn drop_stream(&self) {
         self.generation.set(self.generation.get() + 1);
         self.sent.borrow_mut().clear();
-        self.pending.borrow_mut().clear();
         self.reading.set(false);
         if let Some(due) = self.scheduled.take() {
             self.next_due.set(due);
@@ -335,8 +332,10 @@ impl Conn {
         self.read_more(lp, &s);
     }
 
-    /// Reads whatever has arrived and parses every whole response in it (as wrk does
-    /// over its read buffer): one read callback per batch, not two per response.
+    /// Waits for bytes, then parses every whole response that has arrived (as wrk does
+    /// over its read buffer): one read callback per batch, not two per response. The
+    /// responses are parsed where they lie in the stream's buffer; a response cut by a
+    /// read stays there for the next look.
     fn read_more(self: &Rc<Self>, _lp: &IoLoop, s: &IoStream) {
         if self.reading.get() {
             return;
@@ -344,76 +343,73 @@ impl Conn {
         self.reading.set(true);
         let me = self.clone();
         let generation = self.generation.get();
-        s.read_some(256 * 1024).then(move |lp, s, data| {
+        s.read_more().then(move |lp, s, r| {
             if me.generation.get() != generation {
                 return;
             }
             me.reading.set(false);
-            match data {
-                Ok(data) if !data.is_empty() => {
-                    {
-                        let mut p = me.pending.borrow_mut();
-                        if p.is_empty() {
-                            *p = data;
-                        } else {
-                            p.extend_from_slice(&data);
-                        }
-                    }
-                    me.parse_pending(lp, s);
-                }
+            match r {
+                Ok(_) => me.parse_pending(lp, s),
                 // The server closed: a body framed by the close ends here.
-                Ok(_) | Err(_) => me.at_close(lp),
+                Err(_) => me.at_close(lp, s),
             }
         });
     }
 
-    /// Completes every whole response at the front of `pending`.
+    /// Completes every whole response at the front of the stream's unread bytes.
     fn parse_pending(self: &Rc<Self>, lp: &IoLoop, s: &IoStream) {
         let generation = self.generation.get();
         // Every response in this buffer arrived by now: one clock read for all of them.
         let now = Instant::now();
-        let mut at = 0;
-        loop {
-            let parsed = {
-                let p = self.pending.borrow();
-                if at == p.len() {
-                    break;
-                }
-                self.ctx
-                    .known
-                    .borrow_mut()
-                    .parse(&p[at..], self.ctx.plan.head)
-            };
-            match parsed {
-                Parsed::Partial | Parsed::ToClose => break,
-                Parsed::Garbage => return self.failed(lp),
-                Parsed::Whole { status, len, close } => {
-                    at += len;
-                    self.complete(lp, status, len, close, now);
-                    if self.generation.get() != generation {
-                        return; // it reconnected
+        // (Requests sent from `complete` meanwhile start no wait: one follows below.)
+        self.reading.set(true);
+        let garbage = s
+            .with_unread(|buf| {
+                let mut at = 0;
+                while at < buf.len() {
+                    let parsed = self
+                        .ctx
+                        .known
+                        .borrow_mut()
+                        .parse(&buf[at..], self.ctx.plan.head);
+                    match parsed {
+                        Parsed::Partial | Parsed::ToClose => break,
+                        Parsed::Garbage => return (at, true),
+                        Parsed::Whole { status, len, close } => {
+                            at += len;
+                            self.complete(lp, status, len, close, now);
+                            if self.generation.get() != generation {
+                                break; // it reconnected
+                            }
+                        }
                     }
                 }
-            }
+                (at, false)
+            })
+            .unwrap_or(true);
+        if self.generation.get() != generation {
+            return;
         }
-        self.pending.borrow_mut().drain(..at);
+        self.reading.set(false);
+        if garbage {
+            return self.failed(lp);
+        }
         if !self.sent.borrow().is_empty() {
             self.read_more(lp, s);
         }
     }
 
     /// The server closed the connection.
-    fn at_close(self: &Rc<Self>, lp: &IoLoop) {
-        let to_close = matches!(
-            parse_response(&self.pending.borrow(), self.ctx.plan.head),
-            Parsed::ToClose
-        );
-        if to_close {
-            let (status, len) = {
-                let p = self.pending.borrow();
-                (status_of(&p), p.len())
-            };
-            self.pending.borrow_mut().clear();
+    fn at_close(self: &Rc<Self>, lp: &IoLoop, s: &IoStream) {
+        let head = self.ctx.plan.head;
+        let to_close = s
+            .with_unread(|buf| match parse_response(buf, head) {
+                Parsed::ToClose => (buf.len(), Some((status_of(buf), buf.len()))),
+                _ => (0, None),
+            })
+            .ok()
+            .flatten();
+        if let Some((status, len)) = to_close {
             return self.complete(lp, status, len, true, Instant::now());
         }
         self.failed(lp);
@@ -477,7 +473,11 @@ impl Conn {
         if in_flight > 0 {
             if self.may_retry()
                 && in_flight == self.ctx.plan.pipeline
-                && self.pending.borrow().is_empty()
+                && self
+                    .stream
+                    .borrow()
+                    .as_ref()
+                    .is_none_or(|s| s.read_buffer_len() == 0)
             {
                 let starts = self.sent.borrow().iter().copied().collect();
                 return self.retry(lp, starts);

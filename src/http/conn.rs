@@ -12,10 +12,12 @@
 //! decoded or read (a client that pipelines without reading costs a bounded amount of
 //! memory); it resumes when they drain.
 //!
-//! Every wait has a deadline, one timer per connection: the head (`header_timeout`, for
-//! a later request from its first byte; `idle_timeout` before that), the body
-//! (`body_timeout`), and the client reading the answers (`send_timeout`, extended while
-//! bytes go out). A refused request (4xx/5xx from the framing rules) is answered and
+//! The connection is in one [`Stage`] at a time, and every stage that waits has a
+//! deadline, kept by one timer per connection (no timer operation per request): the
+//! head (`header_timeout`, for a later request from its first byte; `idle_timeout`
+//! before that), the body (`body_timeout`), the handler's response (`handler_timeout`,
+//! then 503), and the client reading the answers (`send_timeout`, extended while bytes
+//! go out). A refused request (4xx/5xx from the framing rules) is answered and
 //! the connection closed, since what follows it cannot be trusted; the close lingers
 //! briefly so that the answer is not lost to a reset.
 
@@ -23,8 +25,8 @@ use super::app::Application;
 use super::decoder::{Decoder, Event};
 use super::head::{BodyKind, Head};
 use super::request::Request;
-use super::response::Response;
-use super::response_head::write_refusal;
+use super::response::{Dropped, Exchange, Parts, Response};
+use super::response_head::Heads;
 use super::stats::{self, HttpStats, Recorder};
 use super::HttpConfig;
 use crate::iostream::{IoStream, ReadHandler};
@@ -34,9 +36,14 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// `d` in nanoseconds (saturating).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// How long a refused connection is drained before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -119,70 +126,109 @@ pub(crate) fn drain(lp: &IoLoop, id: ServerId) {
     }
 }
 
-/// What the connection's deadline is for.
+/// Where a connection is in the cycle of its requests. Every change goes through
+/// [`Conn::enter`], and the connection's deadline follows from it (one timer per
+/// connection enforces whichever applies):
+///
+/// ```text
+///   Idle ──first byte──▶ Head ──head with a body──▶ Body ──end──┐
+///    ▲                    │                                      ▼
+///    │                    └──────────head without body─────▶ Handling ──handler returns──▶ Responding
+///    │                                                           │                            │
+///    └─────────────────── response finished ◀───────────────────┴────────────────────────────┘
+///   any reading stage ──answers over the high-water mark──▶ Paused ──drained──▶ (decode again)
+///   a response with `Connection: close`, end of file, a drain ──▶ Closing
+///   a framing error, the handler's deadline (503) ──▶ Refused
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// No deadline (a handler is running).
-    None,
-    /// Waiting for the first byte of the next request (`idle_timeout`).
+enum Stage {
+    /// Waiting for the first byte of a request (`idle_timeout`; for the connection's
+    /// first request, `header_timeout` from when it opened).
     Idle,
-    /// Waiting for the rest of a head (`header_timeout`).
+    /// Part of a head has come (`header_timeout`, from its first byte).
     Head,
-    /// Waiting for the rest of a body (`body_timeout`).
+    /// The head is read and its body is coming (`body_timeout`).
     Body,
-    /// Waiting for the client to read (`send_timeout`, extended while bytes go out).
-    Send,
-    /// Waiting for the handler to finish its response (`handler_timeout`).
-    Handler,
+    /// The handler is running, further down this stack (under the pump), and its
+    /// response is not finished (`handler_timeout`). A response it drops is finished,
+    /// as Tornado finishes a synchronous handler's. `streamed`: part of the response
+    /// has gone out.
+    Handling { streamed: bool },
+    /// The handler has returned and its response is not finished yet
+    /// (`handler_timeout`); dropped now, it was abandoned (500).
+    Responding { streamed: bool },
+    /// The answers not yet sent are over the high-water mark: nothing more is decoded
+    /// until they drain (`send_timeout`, extended while bytes go out).
+    Paused,
+    /// The last answer is written; the connection closes once it has gone out
+    /// (`send_timeout`, extended while bytes go out).
+    Closing,
+    /// The connection answered for itself and closes after a short linger: a request
+    /// whose framing cannot be trusted, or a handler that missed its deadline (503;
+    /// its late response is ignored).
+    Refused,
+}
+
+impl Stage {
+    /// A response is being made (the handler runs, or has it).
+    fn responding(self) -> bool {
+        matches!(self, Stage::Handling { .. } | Stage::Responding { .. })
+    }
+}
+
+/// What becomes of a response its handler dropped while the handler's outcome is
+/// awaited (a `Result`, a future).
+enum Parked {
+    /// The handler's outcome is not awaited: a dropped response is finished or
+    /// abandoned.
+    No,
+    /// Awaited: a response dropped now waits here.
+    Awaited,
+    /// Awaited, and the handler dropped this response meanwhile.
+    Holding(Response),
 }
 
 /// What a streamed response waiting for the client runs (with the response inside).
 type DrainWaiter = Box<dyn FnOnce(&IoLoop)>;
 
 pub(crate) struct Conn {
+    /// Itself, for the closures that must not keep it alive (its timer's).
+    me: Weak<Conn>,
     stream: IoStream,
     registry: Rc<ServerConns>,
     key: Cell<usize>,
     app: Arc<Application>,
     cfg: Arc<HttpConfig>,
     lp: WeakLoop,
-    /// When the connection is closed unless it makes progress (`None`: no limit now).
-    deadline: Cell<Option<Instant>>,
-    phase: Cell<Phase>,
-    /// The one timer that enforces `deadline`, re-armed lazily when it fires early,
-    /// and when it fires.
-    timer: Cell<Option<(TimeoutId, Instant)>>,
+    stage: Cell<Stage>,
+    /// The loop's `Date` line and response heads.
+    heads: Rc<Heads>,
+    /// The parts of the response being made (one at a time), kept from one to the next.
+    parts: RefCell<Parts>,
+    /// The stage changed since the connection last waited: its deadline is to be set.
+    deadline_due: Cell<bool>,
+    /// When the stage began (the loop's clock, ns), and how long it may last (`None`:
+    /// no limit): past that, the connection is closed (in a responding stage, answered
+    /// 503).
+    since: Cell<u64>,
+    limit: Cell<Option<Duration>>,
+    /// The one timer that enforces the deadline, and when it fires (the loop's clock,
+    /// ns): never later than the deadline, re-armed lazily when it fires early, and
+    /// when a stage has a shorter limit than the one before.
+    timer: Cell<Option<(TimeoutId, u64)>>,
     served: Cell<u64>,
     peer: Option<SocketAddr>,
     decoder: RefCell<Decoder>,
-    /// The request whose body is being decoded, and whether the connection stays open
-    /// after it.
+    /// The request whose body is being decoded (`Stage::Body`), and whether the
+    /// connection stays open after it.
     current: RefCell<Option<(Request, bool)>>,
-    /// A request is being handled: its response is not finished.
-    busy: Cell<bool>,
-    /// `pump` is running (further down this stack).
-    pumping: Cell<bool>,
-    /// A response finished while pumping: the pump takes the next request.
-    want_next: Cell<bool>,
-    /// The handler of the current request is running (further down this stack): a
-    /// response it drops unfinished is finished, as Tornado finishes a synchronous
-    /// handler's; one dropped later was abandoned (500).
-    handling: Cell<bool>,
-
-    /// The handler missed its deadline and 503 went out: the late response is ignored.
-    timed_out: Cell<bool>,
-    /// Part of the current response went out already (streaming).
-    streamed: Cell<bool>,
     /// A streamed response waiting for the write buffer to drain (or the client to go).
     drain_waiter: RefCell<Option<DrainWaiter>>,
-    /// The current handler returns what decides its response (a `Result`, a future):
-    /// a response it drops waits in `parked` for that.
-    parking: Cell<bool>,
-    parked: RefCell<Option<Response>>,
+    parked: RefCell<Parked>,
     /// The current request's route (by index; `None`: no route matched), and when the
-    /// first byte of its head arrived.
+    /// first byte of its head arrived (the loop's clock, ns).
     route: Cell<Option<usize>>,
-    started: Cell<Instant>,
+    started: Cell<u64>,
 }
 
 /// Serves HTTP for server `id` on an accepted stream.
@@ -204,7 +250,8 @@ pub(crate) fn serve(
     if registry.stats.routes_unset() {
         registry.stats.set_routes(app.patterns().to_vec());
     }
-    let conn = Rc::new(Conn {
+    let conn = Rc::new_cyclic(|me| Conn {
+        me: me.clone(),
         peer: stream.peer_addr().ok(),
         stream,
         registry,
@@ -212,24 +259,20 @@ pub(crate) fn serve(
         app,
         cfg,
         lp: lp.downgrade(),
-        deadline: Cell::new(None),
-        phase: Cell::new(Phase::None),
+        stage: Cell::new(Stage::Idle),
+        heads: lp.local::<Heads>(),
+        parts: RefCell::new(Parts::default()),
+        deadline_due: Cell::new(true),
+        since: Cell::new(lp.now_ns()),
+        limit: Cell::new(None),
         timer: Cell::new(None),
         served: Cell::new(0),
         decoder: RefCell::new(Decoder::default()),
         current: RefCell::new(None),
-        busy: Cell::new(false),
-        pumping: Cell::new(false),
-        want_next: Cell::new(false),
-        handling: Cell::new(false),
-
-        timed_out: Cell::new(false),
-        streamed: Cell::new(false),
         drain_waiter: RefCell::new(None),
-        parking: Cell::new(false),
-        parked: RefCell::new(None),
+        parked: RefCell::new(Parked::No),
         route: Cell::new(None),
-        started: Cell::new(lp.time()),
+        started: Cell::new(lp.now_ns()),
     });
     // A response waiting for the buffer to drain learns the client went away.
     let weak = Rc::downgrade(&conn);
@@ -253,10 +296,8 @@ impl Drop for Conn {
     /// the registry's `Weak` would even keep its allocation.)
     fn drop(&mut self) {
         self.registry.conns.borrow_mut().try_remove(self.key.get());
-        if let Some(lp) = self.lp.upgrade() {
-            if let Some((id, _)) = self.timer.take() {
-                lp.remove_timeout(id);
-            }
+        if let (Some((id, _)), Some(lp)) = (self.timer.take(), self.lp.upgrade()) {
+            lp.remove_timeout(id);
         }
     }
 }
@@ -282,19 +323,56 @@ enum Turn {
 }
 
 impl Conn {
-    /// The loop's cached time (for deadlines and the Date header).
-    pub(crate) fn now(&self) -> Instant {
-        self.lp.upgrade().map_or_else(Instant::now, |lp| lp.time())
+    /// True once the server is shutting down gracefully: responses close their
+    /// connection.
+    fn draining(&self) -> bool {
+        self.registry.draining.get()
     }
 
-    /// Closes the connection unless it makes progress within `after`. Setting a later
-    /// deadline costs no timer operation: one timer per connection checks it when it
-    /// fires and re-arms itself for whatever is left. (An earlier one re-arms it.)
-    fn set_timer(self: &Rc<Self>, lp: &IoLoop, phase: Phase, after: Duration) {
-        let deadline = lp.time() + after;
-        self.deadline.set(Some(deadline));
-        self.phase.set(phase);
-        match self.timer.get() {
+    /// Moves to `stage`: the one place the stage changes. Its deadline is set when the
+    /// connection next goes back to the loop ([`wait`](Self::wait)), not here: a batch
+    /// of pipelined requests, each going from `Idle` to `Handling` and back on this
+    /// stack, costs one deadline, not two per request. (A response that goes on to be
+    /// streamed keeps its deadline.)
+    fn enter(&self, stage: Stage) {
+        let was = self.stage.replace(stage);
+        if !(was.responding() && stage.responding()) {
+            self.deadline_due.set(true);
+        }
+    }
+
+    /// The connection goes back to the loop, waiting in its stage (for bytes, for its
+    /// handler's response, for its client): the stage's deadline, from now, if the
+    /// stage changed since the last wait.
+    fn wait(&self, lp: &IoLoop) {
+        if !self.deadline_due.replace(false) {
+            return;
+        }
+        let cfg = &self.cfg;
+        let limit = match self.stage.get() {
+            Stage::Idle if self.served.get() == 0 => Some(cfg.header_timeout),
+            Stage::Idle => Some(cfg.idle_timeout),
+            Stage::Head => Some(cfg.header_timeout),
+            Stage::Body => Some(cfg.body_timeout),
+            Stage::Handling { .. } | Stage::Responding { .. } => cfg.handler_timeout,
+            Stage::Paused | Stage::Closing => Some(cfg.send_timeout),
+            Stage::Refused => None,
+        };
+        let before = self.limit.replace(limit);
+        self.since.set(lp.now_ns());
+        let Some(after) = limit else { return };
+        if before == limit && self.timer.get().is_some() {
+            return; // the same limit from later: a later deadline, nothing to re-arm
+        }
+        // The timer fires no later than the last deadline; a limit as long as that
+        // one's ends later, so the timer needs nothing (it re-arms itself for what is
+        // left when it fires). That is the usual case, which costs no clock arithmetic.
+        let timer = self.timer.get();
+        if timer.is_some() && before.is_some_and(|b| after >= b) {
+            return;
+        }
+        let deadline = lp.now_ns().saturating_add(nanos(after));
+        match timer {
             None => self.arm(lp, after),
             Some((id, at)) if at > deadline => {
                 lp.remove_timeout(id);
@@ -304,51 +382,58 @@ impl Conn {
         }
     }
 
-    fn arm(self: &Rc<Self>, lp: &IoLoop, after: Duration) {
-        let weak = Rc::downgrade(self);
+    fn arm(&self, lp: &IoLoop, after: Duration) {
+        let weak = self.me.clone();
         let id = lp.call_later(after, move |lp| {
             let Some(c) = weak.upgrade() else { return };
             c.timer.set(None);
             match c.effective_deadline() {
-                Some(d) if lp.time() >= d && c.phase.get() == Phase::Handler => {
-                    c.handler_missed_deadline(lp)
-                }
-                Some(d) if lp.time() >= d => c.stream.abort(),
-                Some(d) => c.arm(lp, d - lp.time()),
+                Some(d) if lp.now_ns() >= d => c.expire(lp),
+                Some(d) => c.arm(lp, Duration::from_nanos(d - lp.now_ns())),
                 None => {}
             }
         });
-        self.timer.set(Some((id, lp.time() + after)));
+        let at = lp.now_ns().saturating_add(nanos(after));
+        self.timer.set(Some((id, at)));
     }
 
-    /// The deadline, with the send deadline pushed back by progress: a connection
+    /// The deadline, with a send deadline pushed back by progress: a connection
     /// waiting for its client to read is closed `send_timeout` after bytes last went
     /// out (or after it began waiting, if none have since).
-    fn effective_deadline(&self) -> Option<Instant> {
-        let d = self.deadline.get()?;
-        if self.phase.get() != Phase::Send {
+    fn effective_deadline(&self) -> Option<u64> {
+        let d = self.since.get().saturating_add(nanos(self.limit.get()?));
+        if !matches!(self.stage.get(), Stage::Paused | Stage::Closing) {
             return Some(d);
         }
         Some(match self.stream.last_sent_at() {
-            Some(t) => d.max(t + self.cfg.send_timeout),
+            Some(t) => d.max(t.saturating_add(nanos(self.cfg.send_timeout))),
             None => d,
         })
     }
 
-    fn clear_timer(&self) {
-        self.deadline.set(None);
-        self.phase.set(Phase::None);
-    }
-
-    /// True once the server is shutting down gracefully: responses close their
-    /// connection.
-    pub(crate) fn draining(&self) -> bool {
-        self.registry.draining.get()
+    /// The deadline passed: a response the handler has not finished is answered 503
+    /// (or cut off, if part of it went out); any other wait ends the connection.
+    fn expire(&self, lp: &IoLoop) {
+        let limit = self.cfg.handler_timeout.unwrap_or_default();
+        match self.stage.get() {
+            Stage::Handling { streamed: true } | Stage::Responding { streamed: true } => {
+                // Part of the answer is out: all that can be done is to cut it off.
+                log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
+                self.enter(Stage::Refused);
+                self.wait(lp);
+                self.stream.abort();
+            }
+            Stage::Handling { .. } | Stage::Responding { .. } => {
+                log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
+                self.refuse(lp, 503);
+            }
+            _ => self.stream.abort(),
+        }
     }
 
     /// Waiting for a request none of which has arrived.
     fn idle(&self) -> bool {
-        !self.busy.get()
+        !self.stage.get().responding()
             && self.current.borrow().is_none()
             && self.decoder.borrow().between_requests()
             && self.stream.read_buffer_len() == 0
@@ -356,45 +441,42 @@ impl Conn {
 
     /// Takes the next request: at the start, and after each response finished.
     fn next_request(self: &Rc<Self>, lp: &IoLoop) {
-        self.busy.set(false);
+        // A response finished by its handler: the pump under the handler goes on.
+        let under_pump = matches!(self.stage.get(), Stage::Handling { .. });
+        self.enter(Stage::Idle);
         if self.draining() && self.idle() {
             return self.close_after_flush();
         }
-        if self.served.get() == 0 {
-            self.set_timer(lp, Phase::Head, self.cfg.header_timeout);
-        } else {
-            self.set_timer(lp, Phase::Idle, self.cfg.idle_timeout);
+        if !under_pump {
+            self.pump(lp);
         }
-        if self.pumping.get() {
-            // A response finished inside the pump below: it takes the next request.
-            self.want_next.set(true);
-            return;
-        }
-        self.pump(lp);
     }
 
     /// Handles requests while they are buffered (pipelined requests whose responses
     /// finish at once go round this loop, not through a read each), then waits: for
     /// bytes, or for the answers to drain.
     fn pump(self: &Rc<Self>, lp: &IoLoop) {
-        self.pumping.set(true);
         loop {
-            self.want_next.set(false);
             if self.stream.over_high_water() {
                 // The client is not reading its answers: read nothing more until they
                 // drain (TCP then slows the client down), and give up if they don't.
-                self.set_timer(lp, Phase::Send, self.cfg.send_timeout);
+                self.enter(Stage::Paused);
                 let me = self.clone();
-                self.stream.on_drain(move |lp, _| me.pump(lp));
+                self.stream.on_drain(move |lp, _| {
+                    if me.stage.get() == Stage::Paused {
+                        me.enter(Stage::Idle);
+                        me.pump(lp);
+                    }
+                });
                 break;
             }
             match self.decode(lp) {
-                Turn::Dispatched if self.want_next.get() => continue,
+                // The handler finished its response: the next request.
+                Turn::Dispatched if self.stage.get() == Stage::Idle => continue,
                 _ => break, // the response is not finished yet, or waiting
             }
         }
-        self.want_next.set(false);
-        self.pumping.set(false);
+        self.wait(lp);
     }
 
     fn wait_for_bytes(self: &Rc<Self>) -> Turn {
@@ -413,26 +495,30 @@ impl Conn {
     fn decode(self: &Rc<Self>, lp: &IoLoop) -> Turn {
         let mut slot = None;
         loop {
-            // Between requests with nothing buffered (keep-alive, after each answer):
-            // straight to waiting.
-            let unread = self.stream.read_buffer_len();
-            let between = self.decoder.borrow().between_requests();
-            if unread == 0 && between {
-                return self.wait_for_bytes();
-            }
-            if between {
-                // A request's latency counts from the first byte of its head.
-                self.started.set(self.stream.unread_since());
-            }
-            let (n, ev) = self.stream.with_unread(lp, |buf| {
-                let (n, ev) = self.decoder.borrow_mut().decode(buf, &self.cfg, &mut slot);
+            // One look at the unread bytes, decoded in place.
+            let (n, ev) = self.stream.decode_unread(lp, |buf, since| {
+                let mut decoder = self.decoder.borrow_mut();
+                if decoder.between_requests() {
+                    if buf.is_empty() {
+                        // Nothing buffered between requests (keep-alive, after each
+                        // answer): straight to waiting.
+                        return (0, (0, None));
+                    }
+                    // A request's latency counts from the first byte of its head.
+                    self.started.set(since);
+                }
+                let (n, ev) = decoder.decode(buf, &self.cfg, &mut slot);
+                drop(decoder);
                 if let Event::Body(r) = &ev {
                     if let Some((req, _)) = self.current.borrow_mut().as_mut() {
                         req.extra_mut().body.extend_from_slice(&buf[r.clone()]);
                     }
                 }
-                (n, (n, ev))
+                (n, (n, Some(ev)))
             });
+            let Some(ev) = ev else {
+                return self.wait_for_bytes();
+            };
             if matches!(ev, Event::Head) {
                 self.registry.stats.request(n);
             } else if n > 0 {
@@ -442,11 +528,11 @@ impl Conn {
                 Event::NeedMore => {
                     // Part of a head is here: after a request, the next head is timed
                     // from its first byte (empty lines before it do not count).
-                    if self.phase.get() == Phase::Idle
+                    if self.stage.get() == Stage::Idle
                         && (self.stream.read_buffer_len() > 0
                             || !self.decoder.borrow().between_requests())
                     {
-                        self.set_timer(lp, Phase::Head, self.cfg.header_timeout);
+                        self.enter(Stage::Head);
                     }
                     return self.wait_for_bytes();
                 }
@@ -474,7 +560,7 @@ impl Conn {
                             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n")
                         });
                     }
-                    self.set_timer(lp, Phase::Body, self.cfg.body_timeout);
+                    self.enter(Stage::Body);
                     *self.current.borrow_mut() = Some((req, keep_alive));
                 }
                 Event::Body(_) => {}
@@ -497,20 +583,25 @@ impl Conn {
     /// Routes the request and runs its handler.
     fn dispatch(self: &Rc<Self>, lp: &IoLoop, mut req: Request, keep_alive: bool) {
         let keep_alive = keep_alive && self.cfg.keep_alive;
-        self.busy.set(true);
-        self.clear_timer();
+        self.enter(Stage::Handling { streamed: false });
         let mut params = Vec::new();
-        let found = self.app.find(req.path(), &mut params);
+        let found = self.app.find(req.path_bytes(), &mut params);
         let head = req.is_head();
         self.route.set(found.map(|(i, _)| i));
         let Some((index, route)) = found else {
-            let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
+            self.parts
+                .borrow_mut()
+                .begin(req.minor_version, keep_alive, head);
+            let mut resp = Response::new(self.clone());
             resp.set_status(404);
             resp.write("404: Not Found");
             return resp.finish();
         };
-        let Some((handler, via_get)) = route.handler(req.method()) else {
-            let mut resp = Response::new(self.clone(), req.minor_version, keep_alive, head);
+        let Some((handler, via_get)) = route.handler(&req) else {
+            self.parts
+                .borrow_mut()
+                .begin(req.minor_version, keep_alive, head);
+            let mut resp = Response::new(self.clone());
             resp.set_status(405);
             resp.set_header("Allow", route.allowed());
             resp.write("405: Method Not Allowed");
@@ -519,175 +610,21 @@ impl Conn {
         if !params.is_empty() {
             req.extra_mut().params = params;
         }
-        let resp = Response::new(self.clone(), req.minor_version, keep_alive, head || via_get);
+        (self.parts.borrow_mut()).begin(req.minor_version, keep_alive, head || via_get);
+        let resp = Response::new(self.clone());
         if let Some(pattern) = self.app.patterns().get(index) {
             lp.set_activity(pattern);
         }
-        // The handler's deadline is the connection's one timer's (no timer per request:
-        // setting a later deadline than the one armed costs no timer operation).
-        match self.cfg.handler_timeout {
-            Some(limit) => self.set_timer(lp, Phase::Handler, limit),
-            None => self.clear_timer(),
-        }
-        self.handling.set(true);
         let r = catch_unwind(AssertUnwindSafe(|| handler(lp, req, resp)));
-        self.handling.set(false);
+        if let Stage::Handling { streamed } = self.stage.get() {
+            // It returned with the response unfinished: the response is finished later
+            // (or abandoned).
+            self.enter(Stage::Responding { streamed });
+        }
         if let Err(p) = r {
             // The response was dropped while unwinding and has answered 500.
             log::error!("coreloop: HTTP handler panicked: {}", panic_message(&*p));
         }
-    }
-
-    /// True while the current request's handler is running (further down this stack).
-    pub(crate) fn in_handler(&self) -> bool {
-        self.handling.get()
-    }
-
-    /// The handler did not finish its response within `handler_timeout`: 503 and close
-    /// (a response already streaming is cut off); the late response is ignored.
-    fn handler_missed_deadline(self: &Rc<Self>, lp: &IoLoop) {
-        let limit = self.cfg.handler_timeout.unwrap_or_default();
-        self.clear_timer();
-        self.timed_out.set(true);
-        if self.streamed.get() {
-            // Part of the answer is out: all that can be done is to cut it off.
-            log::warn!("coreloop: a streamed HTTP response missed its {limit:?} deadline");
-            self.stream.abort();
-        } else {
-            log::warn!("coreloop: an HTTP handler missed its {limit:?} deadline: 503");
-            self.refuse(lp, 503);
-        }
-    }
-
-    /// The response of the current request is done with (finished, or cut off): its
-    /// deadline goes. False if the deadline already answered for it.
-    fn end_of_response(&self) -> bool {
-        if self.phase.get() == Phase::Handler {
-            self.clear_timer();
-        }
-        self.streamed.set(false);
-        !self.timed_out.get()
-    }
-
-    /// Called by a finished response: writes its rest through `f` (straight into the
-    /// stream's buffer; `f` gets the loop's time for the Date header), then reads the
-    /// next request or closes.
-    pub(crate) fn respond(
-        self: Rc<Self>,
-        status: u16,
-        f: impl FnOnce(&mut Vec<u8>, Instant),
-        close: bool,
-    ) {
-        if !self.end_of_response() {
-            return; // 503 went out at the handler's deadline; the connection is closing
-        }
-        let lp = self.lp.upgrade();
-        let now = lp.as_ref().map_or_else(Instant::now, IoLoop::time);
-        let mut written = 0;
-        let r = self.stream.write_with(|out| {
-            let before = out.len();
-            f(out, now);
-            written = out.len() - before;
-        });
-        if r.is_err() {
-            return; // the client went away meanwhile
-        }
-        self.registry.stats.sent(written);
-        if let Some(lp) = &lp {
-            stats::response_end(
-                lp,
-                &self.registry.stats,
-                self.route.get(),
-                status,
-                self.started.get(),
-            );
-        }
-        self.served.set(self.served.get() + 1);
-        if close {
-            self.close_after_flush();
-        } else if let Some(lp) = lp {
-            self.next_request(&lp);
-        }
-    }
-
-    /// Writes part of a streamed response: an error if the client has gone, the
-    /// handler's deadline answered already, or the write buffer is over its limit (then
-    /// the connection closes).
-    pub(crate) fn write_part(&self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
-        if self.timed_out.get() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the handler's deadline passed: 503 was answered",
-            ));
-        }
-        self.streamed.set(true);
-        let mut written = 0;
-        let r = self.stream.write_with(|out| {
-            let before = out.len();
-            f(out);
-            written = out.len() - before;
-        });
-        self.registry.stats.sent(written);
-        r
-    }
-
-    /// Closes at once (a streamed response that cannot be completed).
-    pub(crate) fn abort(&self) {
-        self.end_of_response();
-        self.stream.abort();
-    }
-
-    /// Room left in the write buffer before its limit.
-    pub(crate) fn write_room(&self) -> usize {
-        self.stream.write_room()
-    }
-
-    /// Whether a response dropped now waits for its handler's outcome.
-    pub(crate) fn parking(&self) -> bool {
-        self.parking.get()
-    }
-
-    pub(crate) fn set_parking(&self, on: bool) {
-        self.parking.set(on);
-    }
-
-    /// Keeps a response its handler dropped until the handler's outcome decides it.
-    pub(crate) fn park(&self, r: Response) {
-        let old = self.parked.borrow_mut().replace(r);
-        drop(old);
-    }
-
-    pub(crate) fn take_parked(&self) -> Option<Response> {
-        self.parked.borrow_mut().take()
-    }
-
-    /// The client has gone (or the connection is closing): nothing more can reach it.
-    pub(crate) fn client_gone(&self) -> bool {
-        self.stream.closed() || self.timed_out.get()
-    }
-
-    /// More than the stream's high-water mark is waiting to be sent.
-    pub(crate) fn over_high_water(&self) -> bool {
-        self.stream.over_high_water()
-    }
-
-    /// Runs `f` once the write buffer has drained below half its high-water mark, or
-    /// the client has gone, whichever comes first.
-    pub(crate) fn when_drained(self: &Rc<Self>, f: DrainWaiter) {
-        *self.drain_waiter.borrow_mut() = Some(f);
-        if self.client_gone() {
-            if let Some(lp) = self.lp.upgrade() {
-                let me = self.clone();
-                lp.add_callback(move |lp| me.wake_drain_waiter(lp));
-            }
-            return;
-        }
-        let weak = Rc::downgrade(self);
-        self.stream.on_drain(move |lp, _| {
-            if let Some(c) = weak.upgrade() {
-                c.wake_drain_waiter(lp);
-            }
-        });
     }
 
     fn wake_drain_waiter(&self, lp: &IoLoop) {
@@ -699,13 +636,14 @@ impl Conn {
 
     /// Closes once everything written has gone out, or after `send_timeout` without
     /// progress if the client does not read it.
-    fn close_after_flush(self: &Rc<Self>) {
+    fn close_after_flush(&self) {
+        self.enter(Stage::Closing);
         if let Some(lp) = self.lp.upgrade() {
-            self.set_timer(&lp, Phase::Send, self.cfg.send_timeout);
+            self.wait(&lp);
         }
         // The callback keeps the connection, and so its timer, until the stream
         // closes one way or the other (nothing else may hold it by now).
-        let me = self.clone();
+        let me = self.me.upgrade();
         self.stream.flush().then(move |_, s, _| {
             s.abort();
             drop(me);
@@ -716,13 +654,14 @@ impl Conn {
     /// writing side once the answer is out and drain what the client still sends for a
     /// moment, so that closing with unread data does not reset the connection and
     /// destroy the answer in flight.
-    fn refuse(self: &Rc<Self>, lp: &IoLoop, code: u16) {
-        self.clear_timer();
+    fn refuse(&self, lp: &IoLoop, code: u16) {
+        self.enter(Stage::Refused);
+        self.wait(lp);
         self.registry.stats.refused(code);
-        let now = lp.time();
+        self.heads.refresh(lp.now_ns());
         if self
             .stream
-            .write_with(|out| write_refusal(out, code, now))
+            .write_with(|out| self.heads.write_refusal(out, code))
             .is_err()
         {
             return;
@@ -744,5 +683,132 @@ impl Conn {
         let s = self.stream.clone();
         // A read may be pending (this runs inside one's callback); start after it.
         lp.add_callback(move |_| drain(&s));
+    }
+}
+
+/// What a response needs of its connection (see [`Exchange`]).
+impl Exchange for Conn {
+    fn parts(&self) -> &RefCell<Parts> {
+        &self.parts
+    }
+
+    fn finish(&self) {
+        let streamed = match self.stage.get() {
+            // 503 went out at the handler's deadline; the connection is closing.
+            Stage::Refused => return,
+            Stage::Handling { streamed } | Stage::Responding { streamed } => streamed,
+            _ => false,
+        };
+        let Some(lp) = self.lp.upgrade() else { return };
+        let parts = self.parts.borrow();
+        // Shutting down: an answer whose head is still to go is the connection's last.
+        let keep_alive = parts.keep_alive() && (streamed || !self.draining());
+        self.heads.refresh(lp.now_ns());
+        let mut written = 0;
+        let r = self.stream.write_on(&lp, |out| {
+            let before = out.len();
+            parts.write_rest(out, &self.heads, keep_alive);
+            written = out.len() - before;
+        });
+        let status = parts.status();
+        drop(parts);
+        if r.is_err() {
+            return; // the client went away meanwhile
+        }
+        self.registry.stats.sent(written);
+        stats::response_end(
+            &lp,
+            &self.registry.stats,
+            self.route.get(),
+            status,
+            self.started.get(),
+        );
+        self.served.set(self.served.get() + 1);
+        if !keep_alive {
+            self.close_after_flush();
+        } else if let Some(me) = self.me.upgrade() {
+            me.next_request(&lp);
+        }
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let lp = self.lp.upgrade().ok_or(io::ErrorKind::NotConnected)?;
+        match self.stage.get() {
+            Stage::Refused => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the handler's deadline passed: 503 was answered",
+                ))
+            }
+            Stage::Handling { .. } => self.enter(Stage::Handling { streamed: true }),
+            Stage::Responding { .. } => self.enter(Stage::Responding { streamed: true }),
+            _ => {}
+        }
+        self.heads.refresh(lp.now_ns());
+        let mut written = 0;
+        let r = self.stream.write_on(&lp, |out| {
+            let before = out.len();
+            self.parts.borrow_mut().write_part(out, &self.heads);
+            written = out.len() - before;
+        });
+        self.registry.stats.sent(written);
+        r
+    }
+
+    fn cut_off(&self) {
+        self.enter(Stage::Closing);
+        if let Some(lp) = self.lp.upgrade() {
+            self.wait(&lp);
+        }
+        self.stream.abort();
+    }
+
+    fn write_room(&self) -> usize {
+        self.stream.write_room()
+    }
+
+    fn over_high_water(&self) -> bool {
+        self.stream.over_high_water()
+    }
+
+    fn client_gone(&self) -> bool {
+        self.stream.closed() || self.stage.get() == Stage::Refused
+    }
+
+    fn when_drained(&self, f: DrainWaiter) {
+        *self.drain_waiter.borrow_mut() = Some(f);
+        if self.client_gone() {
+            if let (Some(lp), Some(me)) = (self.lp.upgrade(), self.me.upgrade()) {
+                lp.add_callback(move |lp| me.wake_drain_waiter(lp));
+            }
+            return;
+        }
+        let weak = self.me.clone();
+        self.stream.on_drain(move |lp, _| {
+            if let Some(c) = weak.upgrade() {
+                c.wake_drain_waiter(lp);
+            }
+        });
+    }
+
+    fn dropped(&self) -> Dropped {
+        match (&*self.parked.borrow(), self.stage.get()) {
+            (Parked::No, Stage::Handling { .. }) => Dropped::Finish,
+            (Parked::No, _) => Dropped::Abandoned,
+            _ => Dropped::Park,
+        }
+    }
+
+    fn await_outcome(&self, on: bool) -> Option<Response> {
+        let to = if on { Parked::Awaited } else { Parked::No };
+        match self.parked.replace(to) {
+            Parked::Holding(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn park(&self, r: Response) {
+        let old = self.parked.replace(Parked::Holding(r));
+        drop(old);
     }
 }

@@ -1,43 +1,5 @@
-//! The `Date` header, formatted at most once per second per core.
-
-use std::cell::RefCell;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// This second's `Date` line, and the loop time until which it is right (`None`:
-/// never formatted).
-struct Cache {
-    until: Option<Instant>,
-    date_line: String,
-}
-
-thread_local! {
-    static CACHE: RefCell<Cache> = const {
-        RefCell::new(Cache { until: None, date_line: String::new() })
-    };
-}
-
-/// Runs `f` on this second's `Date: ...\r\n` line and the loop time until which it is
-/// right. `now` is the loop's cached time, so most calls cost a comparison: the wall
-/// clock is read and the line formatted once per second per core.
-pub(crate) fn with_date_line<R>(now: Instant, f: impl FnOnce(&str, Instant) -> R) -> R {
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        let until = match c.until {
-            Some(until) if now < until => until,
-            _ => {
-                let wall = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                let left =
-                    Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
-                c.date_line = format!("Date: {}\r\n", http_date(wall.as_secs()));
-                c.until = Some(now + left);
-                now + left
-            }
-        };
-        f(&c.date_line, until)
-    })
-}
+//! The `Date` header's format (the line itself is kept per loop, with the heads
+//! rendered with it: `response_head.rs`).
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110's IMF-fixdate) for seconds since 1970.
 pub(crate) fn http_date(secs: u64) -> String {
@@ -77,11 +39,5 @@ mod tests {
         for (secs, want) in cases {
             assert_eq!(super::http_date(secs), want);
         }
-    }
-
-    #[test]
-    fn date_line_is_cached_and_well_formed() {
-        let s = super::with_date_line(std::time::Instant::now(), |l, _| l.to_string());
-        assert!(s.starts_with("Date: ") && s.ends_with(" GMT\r\n"), "{s:?}");
     }
 }

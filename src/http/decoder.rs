@@ -9,7 +9,9 @@
 //! arrive. Line endings are CRLF only: a lone CR or LF is refused as soon as it is seen,
 //! so a client using them gets its 400 at once rather than waiting for a timeout.
 
-use super::head::{check_fields, chunk_size, parse_head, BodyKind, Head, Refused, MAX_CHUNK_LINE};
+use super::head::{
+    check_fields, chunk_size, parse_head, BodyKind, Head, Parsed, Refused, MAX_CHUNK_LINE,
+};
 use super::HttpConfig;
 use std::ops::Range;
 
@@ -210,21 +212,23 @@ impl Decoder {
         }
         let rest = &b[pos..];
         let max = cfg.max_head.min(super::MAX_HEAD_LIMIT);
+        if self.scanned == 0 {
+            // The usual case, a whole valid head: parsed in one pass, straight from the
+            // buffer. (Anything else, a part or a fault, is found the careful way below,
+            // which decides how it is answered; a valid head is the same either way.)
+            if let Ok(p) = parse_head(rest, cfg) {
+                if p.len <= max {
+                    return self.took_head(pos, rest, p, slot);
+                }
+            }
+        }
         match self.line(rest, true, max) {
             Err(()) => self.fail(pos, 400),
             Ok(Some(end)) => {
                 let len = end + 4;
-                self.skipped = 0;
-                let head = crate::buffer::small_copy(&rest[..len]);
-                match parse_head(head, cfg, slot) {
-                    Ok(body) => {
-                        self.state = match body {
-                            BodyKind::None => State::Head,
-                            BodyKind::Length(n) => State::Length { left: n },
-                            BodyKind::Chunked => State::ChunkSize { total: 0 },
-                        };
-                        (pos + len, Event::Head)
-                    }
+                match parse_head(&rest[..len], cfg) {
+                    Ok(p) if p.len == len => self.took_head(pos, rest, p, slot),
+                    Ok(_) => self.fail(pos, 400), // (a valid head ends at its empty line)
                     Err(Refused(code)) => self.fail(pos, lone_first(&rest[..len], code)),
                 }
             }
@@ -235,6 +239,25 @@ impl Decoder {
                 self.fail(pos, if line_fits { 431 } else { 414 })
             }
         }
+    }
+
+    /// A valid head `p` at the front of `rest` (after `pos` bytes of empty lines): into
+    /// the slot, and on to its body.
+    fn took_head(
+        &mut self,
+        pos: usize,
+        rest: &[u8],
+        p: Parsed,
+        slot: &mut Option<Head>,
+    ) -> (usize, Event) {
+        self.skipped = 0;
+        self.state = match p.body {
+            BodyKind::None => State::Head,
+            BodyKind::Length(n) => State::Length { left: n },
+            BodyKind::Chunked => State::ChunkSize { total: 0 },
+        };
+        *slot = Some(p.into_head(rest));
+        (pos + p.len, Event::Head)
     }
 
     /// Finds the end of the section at the front of `b`, within its first `limit`

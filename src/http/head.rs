@@ -12,7 +12,7 @@
 //! error, target characters outside RFC 3986) and cannot check a head as it arrives.
 //! The fuzz targets in `fuzz/` compare it with hyper's parser.
 
-use super::request::{Method, Request, Span, STANDARD_METHODS};
+use super::request::{Method, Request, Span, CONNECT, OPTIONS, STANDARD_METHODS};
 use super::{HttpConfig, MAX_HEAD_LIMIT};
 use std::ops::Range;
 
@@ -47,6 +47,7 @@ const PCHAR: u8 = 4; // RFC 3986 pchar less pct-encoded: unreserved, sub-delims,
 const HOST: u8 = 8; // RFC 3986 reg-name less pct-encoded: unreserved, sub-delims
 const HEX: u8 = 16;
 const DIGIT: u8 = 32;
+const PATH: u8 = 64; // what an absolute-path is made of, less pct-encoded: pchar and '/'
 
 static CLASS: [u8; 256] = classes();
 
@@ -91,6 +92,9 @@ const fn classes() -> [u8; 256] {
         if unreserved || sub_delim || c == b':' || c == b'@' {
             v |= PCHAR;
         }
+        if unreserved || sub_delim || c == b':' || c == b'@' || c == b'/' {
+            v |= PATH;
+        }
         if unreserved || sub_delim {
             v |= HOST;
         }
@@ -111,17 +115,24 @@ fn is(c: u8, class: u8) -> bool {
 }
 
 /// Where the run of `class` bytes starting at `from` ends.
+#[inline]
 fn run(b: &[u8], from: usize, class: u8) -> usize {
-    let mut i = from;
-    while i < b.len() && is(b[i], class) {
-        i += 1;
+    match b.get(from..) {
+        Some(rest) => {
+            from + rest
+                .iter()
+                .position(|&c| !is(c, class))
+                .unwrap_or(rest.len())
+        }
+        None => from,
     }
-    i
 }
 
-/// Where the run of field-value bytes starting at `from` ends: eight at a time while
-/// none of them is a control character (a CR ends a value; long values such as cookies
-/// are common).
+/// Where the run of field-value bytes starting at `from` ends: eight bytes at a time,
+/// the first control character among them found with a mask (a CR ends a value; long
+/// values such as cookies are common), HTAB being the one control character a value
+/// may have.
+#[inline(always)]
 fn value_end(b: &[u8], from: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
@@ -129,16 +140,53 @@ fn value_end(b: &[u8], from: usize) -> usize {
     while i + 8 <= b.len() {
         let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         // A byte below 0x20, or 0x7f: the ASCII ones (high bit clear) whose value
-        // plus 0x60 does not reach 0x80, or plus 1 does.
+        // plus 0x60 does not reach 0x80, or plus 1 does. (No carry crosses a byte.)
         let ascii = !w & HI;
         let low = (w & !HI).wrapping_add(LO * 0x60) & ascii;
         let del = (w & !HI).wrapping_add(LO) & ascii;
-        if (!low & ascii) | (del & ascii) != 0 {
-            break;
+        let control = (!low & ascii) | (del & ascii);
+        if control == 0 {
+            i += 8;
+            continue;
         }
-        i += 8;
+        let at = i + (control.trailing_zeros() / 8) as usize;
+        if b[at] != b'\t' {
+            return at;
+        }
+        i = at + 1;
     }
     run(b, i, VALUE)
+}
+
+/// Whether `name`, a token, is `lower` (lowercase letters and `-`) in any case. A
+/// token byte with bit 0x20 set is one of those only if it is that letter in either
+/// case (or `-`), so one OR per byte makes the comparison, eight bytes at a time.
+fn name_is(name: &[u8], lower: &[u8]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let n = name.len();
+    if n != lower.len() {
+        return false;
+    }
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+    let half = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+    match n {
+        0..=3 => name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b),
+        4..=8 => {
+            // (The two halves overlap when shorter than eight.)
+            half(name, 0) | CASE as u32 == half(lower, 0)
+                && half(name, n - 4) | CASE as u32 == half(lower, n - 4)
+        }
+        _ => {
+            let mut i = 0;
+            while i + 8 < n {
+                if word(name, i) | CASE != word(lower, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            word(name, n - 8) | CASE == word(lower, n - 8)
+        }
+    }
 }
 
 fn trim_ows(b: &[u8]) -> &[u8] {
@@ -167,6 +215,7 @@ fn pct(b: &[u8], i: usize) -> bool {
 /// One field line (`name ":" OWS value OWS CRLF`) starting at `b[at]`: the name, the
 /// value (OWS trimmed) and where the next line starts. No whitespace before the colon,
 /// no obs-fold, no control character in the value (RFC 9112 §5.1, §5.2).
+#[inline(always)]
 pub(crate) fn field_line(
     b: &[u8],
     at: usize,
@@ -175,8 +224,9 @@ pub(crate) fn field_line(
     if name_end == at || b.get(name_end) != Some(&b':') {
         return Err(BAD);
     }
+    let ows = |c: u8| c == b' ' || c == b'\t';
     let mut v = name_end + 1;
-    while v < b.len() && (b[v] == b' ' || b[v] == b'\t') {
+    while b.get(v).is_some_and(|&c| ows(c)) {
         v += 1;
     }
     let end = value_end(b, v);
@@ -184,7 +234,7 @@ pub(crate) fn field_line(
         return Err(BAD);
     }
     let mut ve = end;
-    while ve > v && (b[ve - 1] == b' ' || b[ve - 1] == b'\t') {
+    while ve > v && ows(b[ve - 1]) {
         ve -= 1;
     }
     Ok((at..name_end, v..ve, end + 2))
@@ -212,7 +262,14 @@ pub(crate) fn check_fields(b: &[u8], max_fields: usize) -> Result<(), Refused> {
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2; RFC 3986 §3.2.2): an IP literal in brackets
 /// or a reg-name (which covers IPv4), then digits after a colon. Empty is valid.
+#[inline(always)]
 fn valid_host(h: &[u8]) -> bool {
+    // The usual one: a name (or an IPv4 address) alone.
+    h.iter().all(|&c| is(c, HOST)) || valid_host_with_port(h)
+}
+
+/// [`valid_host`] for a host with a port, an IP literal or a pct-encoded byte.
+fn valid_host_with_port(h: &[u8]) -> bool {
     let mut i = 0;
     if h.first() == Some(&b'[') {
         let Some(close) = h.iter().position(|&c| c == b']') else {
@@ -254,7 +311,7 @@ fn path_and_query(t: &[u8], from: usize) -> Result<Target, Refused> {
     let mut q = None;
     while i < t.len() {
         let c = t[i];
-        if is(c, PCHAR) || c == b'/' {
+        if is(c, PATH) {
             i += 1;
         } else if c == b'%' && pct(t, i) {
             i += 3;
@@ -331,15 +388,16 @@ struct Fields {
 }
 
 impl Fields {
+    #[inline(always)]
     fn take(&mut self, name: &[u8], value: &[u8]) -> Result<(), Refused> {
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
+            4 if name_is(name, b"host") => {
                 self.hosts += 1;
                 if self.hosts > 1 || !valid_host(value) {
                     return Err(BAD);
                 }
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if name_is(name, b"content-length") => {
                 // A list (or repeated field) is accepted only if every value is the
                 // same valid number (RFC 9112 §6.3).
                 for v in list(value) {
@@ -350,7 +408,7 @@ impl Fields {
                     self.length = Some(n);
                 }
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if name_is(name, b"transfer-encoding") => {
                 // Codings are a list, over every Transfer-Encoding field; empty
                 // elements do not count (RFC 9110 §5.6.1).
                 for coding in list(value).filter(|c| !c.is_empty()) {
@@ -373,13 +431,13 @@ impl Fields {
                     return Err(BAD); // a Transfer-Encoding naming no coding
                 }
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if name_is(name, b"connection") => {
                 for t in list(value) {
                     self.close |= t.eq_ignore_ascii_case(b"close");
                     self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
-            6 if name.eq_ignore_ascii_case(b"expect") => {
+            6 if name_is(name, b"expect") => {
                 self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
             }
             _ => {}
@@ -408,28 +466,77 @@ impl Fields {
     }
 }
 
-/// Parses a complete head (request line through the empty line, nothing before or
-/// after it) into `slot`; the request keeps the bytes. Returns the body's framing.
-pub(crate) fn parse_head(
-    mut buf: Vec<u8>,
-    cfg: &HttpConfig,
-    slot: &mut Option<Head>,
-) -> Result<BodyKind, Refused> {
-    if buf.len() > MAX_HEAD_LIMIT {
-        return Err(Refused(431)); // spans are 16-bit (the decoder never passes more)
+/// A head the grammar accepted: where its parts lie (offsets from its start) and what it
+/// says about the body and the connection. Small and `Copy`: the request is made from
+/// it and the head's bytes only once the head is known to be whole and valid
+/// ([`Parsed::into_head`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parsed {
+    /// The head's length, through its empty line.
+    pub len: usize,
+    method: Method,
+    /// Empty: an absolute-form target without a path, which means `/`.
+    path: Span,
+    query: Span,
+    minor_version: u8,
+    pub body: BodyKind,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Parsed {
+    /// The request, over a copy of the head (the first [`len`](Self::len) bytes of
+    /// `b`, the bytes it was parsed from).
+    pub(crate) fn into_head(self, b: &[u8]) -> Head {
+        let bytes = crate::buffer::small_copy(&b[..self.len]);
+        Head {
+            req: Request::from_head(
+                bytes,
+                self.method,
+                self.path,
+                self.query,
+                self.minor_version,
+            ),
+            body: self.body,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+        }
     }
-    let b = &buf[..];
+}
+
+/// Parses the head at the front of `b`, in one pass: request line, field lines, the
+/// empty line. `b` may be exactly a head or go on past it (the unread bytes of a
+/// stream): nothing after the empty line is looked at. Bytes that end before the head
+/// does are refused (400) like any other malformed head; the decoder tells the two
+/// apart by finding the head's end first. A refusal is the first rule broken, in the
+/// order of the checks below.
+pub(crate) fn parse_head(b: &[u8], cfg: &HttpConfig) -> Result<Parsed, Refused> {
     // Request line: method SP request-target SP HTTP-version CRLF, one SP each.
-    let method_end = run(b, 0, TOKEN);
-    if method_end == 0 || b.get(method_end) != Some(&b' ') {
-        return Err(BAD);
-    }
-    let t_start = method_end + 1;
-    let t_end = t_start
-        + b[t_start..]
+    let (method, t_start) = if b.starts_with(b"GET ") {
+        (Method::Standard(0), 4)
+    } else {
+        let end = run(b, 0, TOKEN);
+        if end == 0 || b.get(end) != Some(&b' ') {
+            return Err(BAD);
+        }
+        let m = match standard_method(&b[..end]) {
+            Some(i) => Method::Standard(i),
+            None => Method::Sent(Span::of(0..end)),
+        };
+        (m, end + 1)
+    };
+    // The target ends at the first SP, CR or LF. An origin-form target (the usual one)
+    // is checked on the way (`None`: it breaks RFC 3986, refused after the checks
+    // that come first); another form is checked once its end is known.
+    let (t_end, origin) = if b.get(t_start) == Some(&b'/') {
+        origin_form(b, t_start)?
+    } else {
+        let len = b[t_start..]
             .iter()
             .position(|&c| c == b' ' || c == b'\r' || c == b'\n')
             .ok_or(BAD)?;
+        (t_start + len, None)
+    };
     if b[t_end] != b' ' || t_end == t_start {
         return Err(BAD);
     }
@@ -451,29 +558,41 @@ pub(crate) fn parse_head(
     }
     // HTTP/1.2 and later minors are served as 1.1 (RFC 9110 §2.5).
     let minor_version = u8::from(version[7] != b'0');
-    let method = &b[..method_end];
-    if method == b"CONNECT" {
+    if matches!(method, Method::Standard(CONNECT)) {
         // CONNECT's target is the authority-form and only that (RFC 9112 §3.2.3): with
         // another form the request is malformed, and the authority-form (a tunnel) is
         // not served.
         return Err(BAD);
     }
-    let target = target(&b[t_start..t_end], method == b"OPTIONS")?;
+    let target = match origin {
+        Some(t) => t,
+        None if b[t_start] == b'/' => return Err(BAD),
+        None => {
+            let options = matches!(method, Method::Standard(OPTIONS));
+            let t = target(&b[t_start..t_end], options)?;
+            let shift = |r: Range<usize>| r.start + t_start..r.end + t_start;
+            Target {
+                path: shift(t.path),
+                query: shift(t.query),
+            }
+        }
+    };
 
     let mut fields = Fields::default();
-    let mut headers = smallvec::SmallVec::new();
+    let mut count = 0;
     let mut at = v + 10;
     while b.get(at..at + 2) != Some(b"\r\n") {
         let (name, value, next) = field_line(b, at)?;
-        if headers.len() >= cfg.max_headers {
+        if count >= cfg.max_headers {
             return Err(Refused(431));
         }
-        fields.take(&b[name.clone()], &b[value.clone()])?;
-        headers.push((Span::of(name), Span::of(value)));
+        count += 1;
+        fields.take(&b[name], &b[value])?;
         at = next;
     }
-    if at + 2 != b.len() {
-        return Err(BAD); // (the decoder passes exactly one head)
+    let len = at + 2;
+    if len > MAX_HEAD_LIMIT {
+        return Err(Refused(431)); // (offsets are 16-bit; the decoder never passes more)
     }
     if minor_version == 1 && fields.hosts == 0 {
         return Err(BAD); // RFC 9112 §3.2: a 1.1 request without Host
@@ -489,26 +608,59 @@ pub(crate) fn parse_head(
     } else {
         fields.keep_alive && !fields.close
     };
-    let method = match standard_method(method) {
-        Some(i) => Method::Standard(i),
-        None => Method::Sent(Span::of(0..method_end)),
-    };
-    let shift = |r: Range<usize>| Span::of(r.start + t_start..r.end + t_start);
-    let query = shift(target.query);
-    let path = if target.path.is_empty() {
-        // No path in an absolute-form target: it means "/", put after the head.
-        buf.push(b'/');
-        Span::of(buf.len() - 1..buf.len())
-    } else {
-        shift(target.path)
-    };
-    *slot = Some(Head {
-        req: Request::from_head(buf, method, path, query, minor_version, headers),
+    Ok(Parsed {
+        len,
+        method,
+        path: Span::of(target.path),
+        query: Span::of(target.query),
+        minor_version,
         body,
         keep_alive,
         expect_continue: fields.expect_continue && minor_version == 1 && body != BodyKind::None,
-    });
-    Ok(body)
+    })
+}
+
+/// An origin-form target (`absolute-path [ "?" query ]`, RFC 3986 §3.3, §3.4) from
+/// `b[from]` (a `/`) to the first SP, CR or LF: where it ends, and its path and query
+/// (`None` if it has a byte RFC 3986 does not allow: a fragment, a bad `%`, ...). One
+/// class lookup per byte.
+#[inline(always)]
+fn origin_form(b: &[u8], from: usize) -> Result<(usize, Option<Target>), Refused> {
+    let mut i = from;
+    let mut q = None;
+    let mut valid = true;
+    loop {
+        let Some(&c) = b.get(i) else {
+            return Err(BAD); // (the end of the bytes, not of the target)
+        };
+        if is(c, PATH) {
+            i += 1;
+            continue;
+        }
+        match c {
+            b' ' | b'\r' | b'\n' => break,
+            b'?' => {
+                q.get_or_insert(i);
+                i += 1;
+            }
+            b'%' if pct(b, i) => i += 3,
+            _ => {
+                valid = false;
+                i += 1;
+            }
+        }
+    }
+    let target = match q {
+        Some(q) => Target {
+            path: from..q,
+            query: q + 1..i,
+        },
+        None => Target {
+            path: from..i,
+            query: i..i,
+        },
+    };
+    Ok((i, valid.then_some(target)))
 }
 
 /// The index in [`STANDARD_METHODS`] of `m`, if it is one of them: a match the compiler

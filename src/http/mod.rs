@@ -59,7 +59,7 @@ pub use request::Request;
 pub use response::Answer;
 pub use response::Response;
 pub use server::HttpServer;
-pub(crate) use stats::export as export_stats;
+pub(crate) use stats::REFUSALS;
 pub use stats::{HttpStats, RouteLatency};
 
 use crate::net::ListenOptions;

@@ -37,8 +37,9 @@ pub(crate) struct Extra {
 /// An HTTP request: method, target, headers, body, and the route's captures.
 ///
 /// It keeps the bytes of its head and refers into them, so reading a request allocates
-/// little: the head, and the body if there is one. It is small (128 bytes: it moves
-/// from the parser to the handler without a call to memcpy).
+/// little: the head, and the body if there is one. Header fields are found in the head
+/// when asked for (the parser checked them; it keeps no list). It is small (under 128
+/// bytes: it moves from the parser to the handler without a call to memcpy).
 ///
 /// ```
 /// # use coreloop::http::{Application, Route};
@@ -50,14 +51,15 @@ pub(crate) struct Extra {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The head's bytes. Method, target and header names are ASCII (the parser checked);
-    /// a header value is validated as UTF-8 only when asked for as `&str`.
+    /// The head's bytes, a valid head (the parser checked). Method, target and header
+    /// names are ASCII; a header value is validated as UTF-8 only when asked for as
+    /// `&str`.
     head: Vec<u8>,
     method: Method,
+    /// Empty: an absolute-form target without a path, which means `/`.
     path: Span,
     query: Span,
     pub(crate) minor_version: u8,
-    headers: smallvec::SmallVec<[(Span, Span); 4]>,
     pub(crate) extra: Option<Box<Extra>>,
     pub(crate) peer: Option<SocketAddr>,
 }
@@ -70,7 +72,6 @@ impl Request {
         path: Span,
         query: Span,
         minor_version: u8,
-        headers: smallvec::SmallVec<[(Span, Span); 4]>,
     ) -> Request {
         Request {
             head,
@@ -78,7 +79,6 @@ impl Request {
             path,
             query,
             minor_version,
-            headers,
             extra: None,
             peer: None,
         }
@@ -105,9 +105,26 @@ impl Request {
     pub(crate) fn is_head(&self) -> bool {
         matches!(self.method, Method::Standard(HEAD))
     }
+    /// The method's index in [`STANDARD_METHODS`], if it is one of them.
+    pub(crate) fn standard_method(&self) -> Option<u8> {
+        match self.method {
+            Method::Standard(i) => Some(i),
+            Method::Sent(_) => None,
+        }
+    }
     /// The path, without the query.
     pub fn path(&self) -> &str {
+        if self.path.0 == self.path.1 {
+            return "/";
+        }
         self.ascii(self.path)
+    }
+    /// The path's bytes (ASCII: the parser checked), for routing without a UTF-8 check.
+    pub(crate) fn path_bytes(&self) -> &[u8] {
+        if self.path.0 == self.path.1 {
+            return b"/";
+        }
+        self.bytes(self.path)
     }
     /// The raw query string (after `?`), possibly empty.
     pub fn query(&self) -> &str {
@@ -127,24 +144,32 @@ impl Request {
     /// The first value of header `name` (case-insensitive), if it is UTF-8 (see
     /// [`header_bytes`](Self::header_bytes) for any value).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let (_, v) = self
-            .headers
-            .iter()
-            .find(|(k, _)| self.ascii(*k).eq_ignore_ascii_case(name))?;
-        std::str::from_utf8(self.bytes(*v)).ok()
+        std::str::from_utf8(self.header_bytes(name)?).ok()
     }
     /// The first value of header `name` (case-insensitive), as bytes.
     pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| self.ascii(*k).eq_ignore_ascii_case(name))
-            .map(|(_, v)| self.bytes(*v))
+        self.headers()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
     /// Every header as (name, value), in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.headers
-            .iter()
-            .map(|(k, v)| (self.ascii(*k), self.bytes(*v)))
+        // The head is valid: CRLF ends each line, the request line first and an empty
+        // line last; a field line is `name ":" OWS value OWS`.
+        let fields = memchr::memchr(b'\n', &self.head).map_or(&[][..], |i| &self.head[i + 1..]);
+        fields
+            .split(|&c| c == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .take_while(|line| !line.is_empty())
+            .filter_map(|line| {
+                let colon = memchr::memchr(b':', line)?;
+                let name = std::str::from_utf8(&line[..colon]).unwrap_or("");
+                let ows = |c: &u8| *c == b' ' || *c == b'\t';
+                let v = &line[colon + 1..];
+                let start = v.iter().position(|c| !ows(c)).unwrap_or(v.len());
+                let end = v.iter().rposition(|c| !ows(c)).map_or(start, |e| e + 1);
+                Some((name, &v[start..end]))
+            })
     }
     /// The body (de-chunked), empty if there was none.
     pub fn body(&self) -> &[u8] {
@@ -230,11 +255,17 @@ impl Drop for Request {
     }
 }
 
+/// GET's index in [`STANDARD_METHODS`].
+pub(crate) const GET: u8 = 0;
+/// HEAD's index in [`STANDARD_METHODS`].
+pub(crate) const HEAD: u8 = 2;
+/// OPTIONS's index in [`STANDARD_METHODS`].
+pub(crate) const OPTIONS: u8 = 6;
+/// CONNECT's index in [`STANDARD_METHODS`].
+pub(crate) const CONNECT: u8 = 7;
+
 /// The methods of RFC 9110 and PATCH, kept as `&'static str` so that `method()` costs
 /// no UTF-8 check.
-/// HEAD's index in [`STANDARD_METHODS`].
-const HEAD: u8 = 2;
-
 pub(crate) const STANDARD_METHODS: [&str; 9] = [
     "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
@@ -249,6 +280,7 @@ mod tests {
     #[test]
     fn head_is_heads_index() {
         assert_eq!(STANDARD_METHODS[usize::from(HEAD)], "HEAD");
+        assert_eq!(STANDARD_METHODS[usize::from(OPTIONS)], "OPTIONS");
     }
 
     #[test]
@@ -267,7 +299,6 @@ mod tests {
             Span::of(4..6),
             Span::of(7..19),
             1,
-            smallvec::SmallVec::new(),
         );
         assert_eq!((req.path(), req.query()), ("/a", "x=1&y=2&flag"));
         assert_eq!(req.query_arg("y"), Some("2"));

@@ -8,17 +8,16 @@
 //! pipelined responses; on io_uring just before the loop's next wait, which submits the
 //! sends, so once per iteration for every response of it.
 
-use crate::metrics::CoreStats;
-use crate::reactor::{nanos, new_histogram, IoLoop, StepEnd};
+use crate::reactor::{new_histogram, IoLoop, LogHistogram, StepEnd};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
 
 /// The statuses refused before any handler ran, counted by cause.
 pub(crate) const REFUSALS: [u16; 8] = [400, 408, 413, 414, 431, 501, 503, 505];
 
-/// One HTTP server's numbers on one core (see [`Snapshot`](crate::metrics::Snapshot)).
+/// One HTTP server's numbers on one core (`metrics::Snapshot` holds them for every
+/// core, and writes them in Prometheus's format).
 #[derive(Clone, Debug)]
 pub struct HttpStats {
     /// The server: the address it listens on, or `streams` for connections handed to
@@ -106,7 +105,7 @@ pub(crate) struct Recorder {
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     /// By route index (`usize::MAX` as the last slot: no route) and class.
-    latency: RefCell<Vec<Option<Histogram<u64>>>>,
+    latency: RefCell<Vec<Option<LogHistogram>>>,
     /// The route patterns, by index (a copy from the application).
     routes: RefCell<Vec<&'static str>>,
     /// This loop's list of responses waiting for their end time, and the step-end job
@@ -179,7 +178,9 @@ impl Recorder {
         if l.len() <= idx {
             l.resize_with(idx + 1, || None);
         }
-        let _ = l[idx].get_or_insert_with(new_histogram).record_n(ns, n);
+        l[idx]
+            .get_or_insert_with(LogHistogram::default)
+            .record_n(ns, n);
     }
 
     /// A copy of the numbers, with the connection counts the caller knows.
@@ -196,7 +197,7 @@ impl Recorder {
                 Some(RouteLatency {
                     route,
                     class: (i % 5 + 1) as u8,
-                    ns: h.clone(),
+                    ns: h.to_hdr(),
                 })
             })
             .collect();
@@ -221,12 +222,9 @@ impl Recorder {
 }
 
 /// Responses waiting for their end time: their server's recorder, route, status and
-/// start, and how many there are (pipelined responses of one read share all four, so
-/// a run of them is one entry).
-type Pending = (Rc<Recorder>, Option<usize>, u16, Instant, u64);
-
-/// What a metric family takes from one server's numbers.
-type Field = fn(&HttpStats) -> f64;
+/// start (the loop's clock, ns), and how many there are (pipelined responses of one
+/// read share all four, so a run of them is one entry).
+type Pending = (Rc<Recorder>, Option<usize>, u16, u64, u64);
 
 /// Responses of this step waiting for their end time (per loop).
 #[derive(Default)]
@@ -241,13 +239,12 @@ impl StepEnd for EndsStep {
     fn run(self: Rc<Self>, lp: &IoLoop) {
         let ends = &self.0;
         ends.scheduled.set(false);
-        let now = lp.fresh_time();
+        let now = lp.stamp();
         // Each entry is a run of equal responses: one subtraction, one histogram update.
         // (Recording touches only the recorder's own cells, never this list.)
         let mut list = ends.pending.borrow_mut();
         for (rec, route, status, start, n) in list.iter() {
-            let ns = nanos(now.saturating_duration_since(*start));
-            rec.latency(*route, *status, ns, *n);
+            rec.latency(*route, *status, now.saturating_sub(*start), *n);
         }
         list.clear();
     }
@@ -260,7 +257,7 @@ pub(crate) fn response_end(
     rec: &Rc<Recorder>,
     route: Option<usize>,
     status: u16,
-    start: Instant,
+    start: u64,
 ) {
     rec.responded(status);
     if !lp.recording() {
@@ -283,137 +280,5 @@ pub(crate) fn response_end(
     drop(pending);
     if !ends.scheduled.replace(true) {
         lp.when_written(step.clone());
-    }
-}
-
-/// Writes every HTTP server's numbers in Prometheus's format.
-pub(crate) fn export(e: &mut crate::metrics::Exposition, cores: &[CoreStats], per_core: bool) {
-    use crate::metrics::labels;
-    // The series: (server, shard or "", stats).
-    let mut series: Vec<(String, String, HttpStats)> = Vec::new();
-    for c in cores {
-        for h in &c.http {
-            let shard = if per_core {
-                c.shard.to_string()
-            } else {
-                String::new()
-            };
-            match series
-                .iter_mut()
-                .find(|(s, sh, _)| *s == h.server && *sh == shard)
-            {
-                Some((_, _, t)) => t.merge(h),
-                None => series.push((h.server.clone(), shard, h.clone())),
-            }
-        }
-    }
-    let base = |server: &str, shard: &str| -> Vec<(&'static str, String)> {
-        let mut v = vec![("server", server.to_string())];
-        if !shard.is_empty() {
-            v.push(("shard", shard.to_string()));
-        }
-        v
-    };
-    let lbl = |pairs: &[(&'static str, String)]| {
-        let p: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        labels(&p)
-    };
-    let simple: [(&str, &str, &str, Field); 5] = [
-        (
-            "coreloop_http_requests_total",
-            "counter",
-            "Requests read and routed.",
-            |h| h.requests as f64,
-        ),
-        (
-            "coreloop_http_received_bytes_total",
-            "counter",
-            "Bytes of request heads and bodies read.",
-            |h| h.bytes_in as f64,
-        ),
-        (
-            "coreloop_http_sent_bytes_total",
-            "counter",
-            "Bytes of responses written.",
-            |h| h.bytes_out as f64,
-        ),
-        (
-            "coreloop_http_open_connections",
-            "gauge",
-            "Connections open.",
-            |h| h.open as f64,
-        ),
-        (
-            "coreloop_http_idle_connections",
-            "gauge",
-            "Open connections waiting for a request.",
-            |h| h.idle as f64,
-        ),
-    ];
-    for (name, kind, help, get) in simple {
-        e.family(name, kind, help);
-        for (server, shard, h) in &series {
-            e.sample(name, &lbl(&base(server, shard)), get(h));
-        }
-    }
-    e.family(
-        "coreloop_http_responses_total",
-        "counter",
-        "Responses by status class.",
-    );
-    for (server, shard, h) in &series {
-        for (i, n) in h.responses.iter().enumerate() {
-            let mut p = base(server, shard);
-            p.push(("class", format!("{}xx", i + 1)));
-            e.sample("coreloop_http_responses_total", &lbl(&p), *n as f64);
-        }
-    }
-    e.family(
-        "coreloop_http_refusals_total",
-        "counter",
-        "Requests refused before a handler ran, by status.",
-    );
-    for (server, shard, h) in &series {
-        for code in REFUSALS {
-            let n = h
-                .refusals
-                .iter()
-                .find(|(c, _)| *c == code)
-                .map_or(0, |x| x.1);
-            let mut p = base(server, shard);
-            p.push(("status", code.to_string()));
-            e.sample("coreloop_http_refusals_total", &lbl(&p), n as f64);
-        }
-    }
-    // Accepted connections: always per core (how SO_REUSEPORT spread them).
-    e.family(
-        "coreloop_http_accepted_connections_total",
-        "counter",
-        "Connections accepted, by core.",
-    );
-    for c in cores {
-        for h in &c.http {
-            let p = [("server", h.server.clone()), ("shard", c.shard.to_string())];
-            e.sample(
-                "coreloop_http_accepted_connections_total",
-                &lbl(&p),
-                h.accepted as f64,
-            );
-        }
-    }
-    let name = "coreloop_http_request_duration_seconds";
-    e.family(
-        name,
-        "histogram",
-        "From the first byte of a request head to its response handed to the kernel.",
-    );
-    for (server, shard, h) in &series {
-        for r in &h.latency {
-            let mut p = base(server, shard);
-            p.push(("route", r.route.clone()));
-            p.push(("class", format!("{}xx", r.class)));
-            let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            e.histogram(name, &pairs, &r.ns);
-        }
     }
 }

@@ -43,6 +43,7 @@
 mod async_io;
 mod budget;
 mod error;
+mod in_place;
 mod ops;
 mod read;
 mod tls;
@@ -549,74 +550,75 @@ impl IoStream {
                 cb.call(lp, self, result);
                 continue;
             }
-            let write_cb = {
-                let mut st = self.inner.st.borrow_mut();
-                let dead = st.closed && !st.lingering;
-                let error = st.error;
-                st.w.due_write_callback(dead, error)
-            };
-            if let Some((cb, result)) = write_cb {
-                cb(lp, self, result);
-                continue;
+            match self.next_due() {
+                Due::Write(cb, result) | Due::Handshake(cb, result) => cb(lp, self, result),
+                Due::Drain(cb) | Due::Closed(cb) => cb(lp, self),
+                Due::Close => self.close_with(lp, None),
+                Due::Release => self.close_gracefully(lp),
+                Due::Nothing => break,
             }
-            let handshake_cb = IoStream::due_handshake_callback(&mut self.inner.st.borrow_mut());
-            if let Some((cb, result)) = handshake_cb {
-                cb(lp, self, result);
-                continue;
-            }
-            let drain_cb = {
-                let mut st = self.inner.st.borrow_mut();
-                if st.closed || st.held.back {
-                    None
-                } else {
-                    st.w.due_drain_callback()
-                }
-            };
-            if let Some(cb) = drain_cb {
-                cb(lp, self);
-                continue;
-            }
-            let close_cb = {
-                let mut st = self.inner.st.borrow_mut();
-                if st.closed && !st.r.wanted() {
-                    st.close_cb.take()
-                } else {
-                    None
-                }
-            };
-            if let Some(cb) = close_cb {
-                cb(lp, self);
-                continue;
-            }
-            // End of file closes the stream once the owner has read everything that
-            // came before it and everything written has gone out (Tornado notices end
-            // of file only when it reads past the data, so it closes at the same point).
-            let close_now = {
-                let st = self.inner.st.borrow();
-                st.close_on_eof && !st.closed && st.r.done_at_eof() && st.all_sent()
-            };
-            if close_now {
-                self.close_with(lp, None);
-                continue;
-            }
-            // Nobody holds the stream and nothing waits on it: it is closed, as a
-            // dropped socket is (what was written still goes out).
-            let released = {
-                let st = self.inner.st.borrow();
-                self.inner.handles.get() == 0
-                    && !st.closed
-                    && !st.r.wanted()
-                    && !st.w.waited_on()
-                    && !IoStream::handshake_waited_on(&st)
-            };
-            if released {
-                self.close_gracefully(lp);
-                continue;
-            }
-            break;
         }
         self.inner.st.borrow_mut().dispatching = false;
         self.pace_receiving(Some(lp));
+    }
+}
+
+/// What the dispatch loop runs next, besides a read (see [`IoStream::next_due`]).
+enum Due {
+    /// A write or flush continuation, with its outcome.
+    Write(SentCallback, io::Result<()>),
+    /// A TLS stream's handshake continuation, with its outcome.
+    Handshake(SentCallback, io::Result<()>),
+    /// The drain callback: the write buffer is down to half the high-water mark.
+    Drain(StreamCallback),
+    /// The close callback.
+    Closed(StreamCallback),
+    /// End of file closes the stream now.
+    Close,
+    /// Nobody holds the stream and nothing waits on it: it closes, gracefully.
+    Release,
+    Nothing,
+}
+
+impl IoStream {
+    /// What is due besides a read, in one look at the state, in this order: write
+    /// continuations, a TLS handshake's, the drain callback (not while the loop's
+    /// buffer budget holds the stream back), the close callback; then whether end of file
+    /// closes the stream (Tornado notices end of file only when it reads past the data,
+    /// so it closes at the same point: once the owner has read everything that came
+    /// before it and everything written has gone out), and whether nobody holds it.
+    fn next_due(&self) -> Due {
+        let mut st = self.inner.st.borrow_mut();
+        let st = &mut *st;
+        let dead = st.closed && !st.lingering;
+        if let Some((cb, result)) = st.w.due_write_callback(dead, st.error) {
+            return Due::Write(cb, result);
+        }
+        if let Some((cb, result)) = IoStream::due_handshake_callback(st) {
+            return Due::Handshake(cb, result);
+        }
+        if !st.closed && !st.held.back {
+            if let Some(cb) = st.w.due_drain_callback() {
+                return Due::Drain(cb);
+            }
+        }
+        if st.closed && !st.r.wanted() {
+            if let Some(cb) = st.close_cb.take() {
+                return Due::Closed(cb);
+            }
+        }
+        if st.close_on_eof && !st.closed && st.r.done_at_eof() && st.all_sent() {
+            return Due::Close;
+        }
+        if self.inner.handles.get() == 0
+            && !st.closed
+            && !st.r.wanted()
+            && !st.w.waited_on()
+            && !IoStream::handshake_waited_on(st)
+        {
+            return Due::Release;
+        }
+        Due::Nothing
     }
 }
 

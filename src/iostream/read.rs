@@ -75,7 +75,7 @@ pub(super) struct PendingRead {
 /// An owner that is told itself when the bytes it waits for have come, so waiting
 /// costs no allocation (a boxed closure per wait was about 5% of a pipelined HTTP
 /// request's instructions). It waits with [`IoStream::read_more_by`] and decodes in
-/// place with [`IoStream::with_unread`]; the HTTP connection works this way.
+/// place with [`IoStream::decode_unread`]; the HTTP connection works this way.
 pub(crate) trait ReadHandler {
     /// The wait asked for with [`IoStream::read_more_by`] ended: `Ok` with nothing
     /// taken (more bytes are unread), or the error that ended the stream.
@@ -111,9 +111,9 @@ pub(super) struct ReadSide {
     /// The peer will send nothing more.
     pub(super) eof: bool,
     /// When the oldest bytes buffered arrived (when bytes last came into an empty
-    /// buffer): how long a message has been arriving, for latency measured from its
-    /// first byte.
-    since: std::time::Instant,
+    /// buffer; the loop's clock, ns): how long a message has been arriving, for latency
+    /// measured from its first byte.
+    since: u64,
     /// A read failed because the stream ended: what is left unread can never complete
     /// a read the owner is waiting for, so end of file may close the stream.
     read_past_eof: bool,
@@ -131,7 +131,7 @@ impl Default for ReadSide {
             read: None,
             waker: None,
             eof: false,
-            since: std::time::Instant::now(),
+            since: 0,
             read_past_eof: false,
             max_buffer: DEFAULT_MAX_BUFFER,
             told: PAUSE_READING_AT,
@@ -196,6 +196,30 @@ impl ReadSide {
         let v = self.rbuf[self.rpos..self.rpos + n].to_vec();
         self.consume(lp, n);
         v
+    }
+
+    /// Lends the read buffer and where its unread bytes start (for a reader that
+    /// decodes in place while it uses the stream: `in_place.rs`); `None` if a read is
+    /// pending (the bytes are that read's).
+    pub(super) fn lend(&mut self) -> Option<(Vec<u8>, usize)> {
+        if self.wanted() {
+            return None;
+        }
+        let pos = std::mem::take(&mut self.rpos);
+        Some((std::mem::take(&mut self.rbuf), pos))
+    }
+
+    /// Takes back the buffer [`lend`](Self::lend) lent, its first `pos + n` bytes read.
+    pub(super) fn give_back(&mut self, lp: &IoLoop, buf: Vec<u8>, pos: usize, n: usize) {
+        // (Nothing arrives while the buffer is lent: the loop runs the borrower.)
+        debug_assert!(
+            self.rbuf.is_empty(),
+            "bytes arrived while the buffer was lent"
+        );
+        let arrived = std::mem::replace(&mut self.rbuf, buf);
+        self.rbuf.extend_from_slice(&arrived);
+        self.rpos = pos;
+        self.consume(lp, n);
     }
 
     /// Drops the first `n` unread bytes; an emptied buffer goes back to the pool, and a
@@ -351,23 +375,34 @@ impl IoStream {
 
     /// Waits until more bytes than those unread now have arrived, or the stream ends
     /// (an error, as for any read), and tells `handler`, with nothing taken from the
-    /// buffer: for an owner that decodes in place with [`with_unread`](Self::with_unread).
+    /// buffer: for an owner that decodes in place with [`decode_unread`](Self::decode_unread)
+    /// (the crate's own [`read_more`](Self::read_more), with no closure per wait).
     pub(crate) fn read_more_by(&self, handler: Rc<dyn ReadHandler>) -> io::Result<()> {
         let unread = self.inner.st.borrow().r.unread();
         self.start_read(ReadKind::More(unread), Reader::Handler(handler))
             .map_err(|(e, _)| e)
     }
 
-    /// Lets `f` look at the unread bytes and consume the first of them: it returns how
-    /// many (at most all of them) and a result. For an owner that decodes messages in
-    /// place instead of asking for a copy of each. No read may be pending, and `f` must
-    /// not use the stream.
-    pub(crate) fn with_unread<R>(&self, lp: &IoLoop, f: impl FnOnce(&[u8]) -> (usize, R)) -> R {
+    /// [`with_unread`](Self::with_unread) with the stream borrowed, for an owner whose
+    /// decoding does not use the stream (one look at the state, nothing lent): `f`
+    /// looks at the unread bytes and consumes the first of them, returning how many (at
+    /// most all of them) and a result. `f` also gets when the unread bytes
+    /// began to arrive (the loop's time, ns, when bytes last came into an empty read
+    /// buffer: for latency measured from a message's first byte). For an owner that decodes
+    /// messages in place instead of asking for a copy of each. No read may be pending,
+    /// and `f` must not use the stream.
+    pub(crate) fn decode_unread<R>(
+        &self,
+        lp: &IoLoop,
+        f: impl FnOnce(&[u8], u64) -> (usize, R),
+    ) -> R {
         let mut st = self.inner.st.borrow_mut();
         let r = &mut st.r;
-        debug_assert!(r.read.is_none(), "with_unread while a read is pending");
-        let (n, out) = f(&r.rbuf[r.rpos..]);
-        r.consume(lp, n);
+        debug_assert!(r.read.is_none(), "decode_unread while a read is pending");
+        let (n, out) = f(&r.rbuf[r.rpos..], r.since);
+        if n > 0 {
+            r.consume(lp, n);
+        }
         out
     }
 
@@ -459,12 +494,6 @@ impl IoStream {
         self.inner.st.borrow().r.read.is_some()
     }
 
-    /// When the bytes read last (or buffered now) began to arrive: the loop's time when
-    /// bytes last came into an empty read buffer.
-    pub(crate) fn unread_since(&self) -> std::time::Instant {
-        self.inner.st.borrow().r.since
-    }
-
     /// Bytes received and not yet read.
     pub fn read_buffer_len(&self) -> usize {
         self.inner.st.borrow().r.unread()
@@ -492,7 +521,7 @@ impl IoStream {
             }
             let r = &mut st.r;
             if r.rpos == r.rbuf.len() {
-                r.since = lp.time();
+                r.since = lp.now_ns();
                 let old = std::mem::replace(&mut r.rbuf, v);
                 r.rpos = 0;
                 r.scanned = 0;
@@ -512,6 +541,15 @@ impl IoStream {
         let (read, result) = {
             let mut st = self.inner.st.borrow_mut();
             let kind = st.r.read.as_ref()?.kind;
+            if let ReadKind::More(n) = kind {
+                // (The in-place reader's wait, once per keep-alive request: its bytes
+                // came, nothing to take and nothing to check after.)
+                if st.r.unread() > n {
+                    let read = st.r.read.take().expect("checked above");
+                    st.r.scanned = 0;
+                    return Some((read.cb, Ok(Vec::new())));
+                }
+            }
             let outcome = outcome(&mut st, &kind)?;
             let read = st.r.read.take().expect("checked above");
             (read, self.settle(&mut st, lp, outcome))

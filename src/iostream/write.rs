@@ -155,6 +155,15 @@ impl WriteSide {
     }
 }
 
+impl super::State {
+    /// Something waits on sends to finish (the dispatch loop must look after one):
+    /// write or drain callbacks, an end of file or a close waiting for the buffer to
+    /// empty.
+    fn waits_on_sends(&self) -> bool {
+        !self.w.write_cbs.is_empty() || self.w.drain_cb.is_some() || self.r.eof || self.closed
+    }
+}
+
 impl IoStream {
     /// Writes `data`: it is copied into the stream's write buffer now and goes out while
     /// the loop runs (on epoll usually at the end of this step, on io_uring with the
@@ -244,7 +253,8 @@ impl IoStream {
     /// serializes a response straight into the stream. Errors as [`write`](Self::write)
     /// does, at once; the limit is checked after `f` ran, so the buffer passes it by one
     /// write at most before the stream closes. [`flush`](Self::flush) waits for the
-    /// bytes to go out.
+    /// bytes to go out. The buffer is lent to `f`: `f` may use the stream meanwhile
+    /// (what it writes to it lands after `f`'s own bytes).
     ///
     /// ```
     /// # use coreloop::{IoLoop, IoStream};
@@ -257,26 +267,48 @@ impl IoStream {
     /// ```
     pub fn write_with(&self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         let lp = self.lp().ok_or(io::ErrorKind::NotConnected)?;
-        let over = {
+        self.write_on(&lp, f)
+    }
+
+    /// [`write_with`](Self::write_with) for a caller that has the stream's loop at hand.
+    pub(crate) fn write_on(&self, lp: &IoLoop, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        // The buffer is taken out while `f` runs, so that nothing of the stream is
+        // borrowed meanwhile.
+        let mut out = {
             let mut st = self.inner.st.borrow_mut();
             if st.closed {
                 return Err(st.closed_error());
             }
-            let w = &mut st.w;
-            if w.out.capacity() == 0 {
-                w.out = lp.with_pool(|p| p.take());
+            match st.w.out.capacity() {
+                0 => lp.with_pool(|p| p.take()),
+                _ => std::mem::take(&mut st.w.out),
             }
-            let before = w.out.len();
-            f(&mut w.out);
-            w.written += (w.out.len() - before) as u64;
+        };
+        let before = out.len();
+        f(&mut out);
+        let over = {
+            let mut st = self.inner.st.borrow_mut();
+            if st.closed {
+                // (`f` closed it)
+                lp.with_pool(|p| p.give(out));
+                return Err(st.closed_error());
+            }
+            let w = &mut st.w;
+            w.written += (out.len() - before) as u64;
+            if w.out.capacity() != 0 {
+                // `f` wrote to the stream itself: those bytes follow.
+                out.extend_from_slice(&w.out);
+                lp.with_pool(|p| p.give(std::mem::take(&mut w.out)));
+            }
+            w.out = out;
             (w.buffered() > w.max_write).then_some(w.max_write)
         };
         if let Some(limit) = over {
             let e = StreamError::WriteBufferFull { limit };
-            self.close_with(&lp, Some(&e.into()));
+            self.close_with(lp, Some(&e.into()));
             return Err(e.into());
         }
-        self.schedule_flush(&lp);
+        self.schedule_flush(lp);
         Ok(())
     }
 
@@ -360,7 +392,7 @@ impl IoStream {
 
     /// A send finished: account for it, reuse or return its buffer, send more.
     pub(super) fn sent(&self, lp: &IoLoop, mut buf: Vec<u8>) {
-        let (more, give_back) = {
+        let (more, give_back, lingered, waiting, count) = {
             let mut st = self.inner.st.borrow_mut();
             let w = &mut st.w;
             w.flushed += w.sending as u64;
@@ -376,36 +408,39 @@ impl IoStream {
             }
             let queued = !w.out.is_empty();
             let more = queued || st.tls.as_ref().is_some_and(|t| t.wants_write());
-            (more, give_back)
+            (
+                more,
+                give_back,
+                st.lingering && !more && st.all_sent(),
+                st.waits_on_sends(),
+                st.held.needs_count(st.r.unread() + st.w.buffered()),
+            )
         };
         if let Some(buf) = give_back {
             lp.with_pool(|p| p.give(buf));
         }
-        if more {
+        let (lingered, waiting, count) = if more {
             self.start_send(lp);
-        }
-        // A graceful close ends once the last byte is out.
-        let lingered = {
             let st = self.inner.st.borrow();
-            st.lingering && st.all_sent()
+            (
+                st.lingering && st.all_sent(),
+                st.waits_on_sends(),
+                st.held.needs_count(st.r.unread() + st.w.buffered()),
+            )
+        } else {
+            (lingered, waiting, count)
         };
+        // A graceful close ends once the last byte is out.
         if lingered {
             self.close_with(lp, None);
+        }
+        if count {
+            self.count_buffered(lp);
         }
         // Only what waits on sends needs the dispatch loop: write and drain callbacks,
         // and a close that waits for the buffer to empty. (Scheduling it regardless cost
         // a boxed callback per keep-alive response.)
-        let (waiting, count) = {
-            let st = self.inner.st.borrow();
-            (
-                !st.w.write_cbs.is_empty() || st.w.drain_cb.is_some() || st.r.eof || st.closed,
-                st.held.needs_count(st.r.unread() + st.w.buffered()),
-            )
-        };
-        if count {
-            self.count_buffered(lp);
-        }
-        if waiting {
+        if waiting || lingered {
             self.schedule_dispatch();
         }
     }
@@ -421,9 +456,9 @@ impl IoStream {
         self.inner.st.borrow().w.buffered()
     }
 
-    /// When bytes were last handed to the kernel (partial sends included): a writer's
-    /// progress.
-    pub(crate) fn last_sent_at(&self) -> Option<std::time::Instant> {
+    /// When bytes were last handed to the kernel (partial sends included; the loop's
+    /// time, ns, [`IoLoop::now_ns`]): a writer's progress.
+    pub(crate) fn last_sent_at(&self) -> Option<u64> {
         self.inner.transport.last_sent_at()
     }
 

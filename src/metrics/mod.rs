@@ -5,13 +5,15 @@
 //! shared cache line (`reactor/stats.rs` for the loop, `http/stats.rs` for the HTTP
 //! server). Nothing is shared until someone asks: [`Runtime::stats`] or
 //! [`IoLoop::stats`] sends every core a call for a copy of its numbers (a
-//! [`Call`](crate::Call): waited for from a plain thread, awaited in a task, or continued
+//! [`Call`]: waited for from a plain thread, awaited in a task, or continued
 //! on a loop without blocking it), and a [`Snapshot`] keeps the per-core detail and adds
 //! the histograms up. [`Snapshot::to_prometheus`] writes Prometheus's text
-//! format (aggregated, or per core with a `shard` label); [`hgrm`] writes any histogram
-//! in HdrHistogram's percentile format.
+//! format (aggregated, or per core with a `shard` label; `prometheus.rs` the format,
+//! `http.rs` the HTTP servers' series: the HTTP layer knows nothing of it);
+//! [`hgrm`] writes any histogram in HdrHistogram's percentile format.
 
 mod hgrm;
+mod http;
 mod prometheus;
 mod server;
 
@@ -274,7 +276,7 @@ impl Snapshot {
                 c.loops as f64,
             );
         }
-        crate::http::export_stats(&mut e, &self.cores, per_core);
+        http::export(&mut e, &self.cores, per_core);
         let tls: Vec<(String, TlsStats)> = if per_core {
             self.cores
                 .iter()

@@ -97,15 +97,20 @@ impl Epoll {
     ) -> io::Result<()> {
         self.buf.clear();
         // SAFETY: `buf` has capacity MAX_EVENTS and the kernel writes at most that many
-        // entries into its spare capacity.
+        // entries into its spare capacity; no signal mask is passed. (Through syscall(2):
+        // libc's epoll_wait is a thread-cancellation point, bracketed by two calls that
+        // cost as much as the rest of the wrapper.)
         let n = unsafe {
-            libc::epoll_wait(
+            libc::syscall(
+                libc::SYS_epoll_pwait,
                 self.epfd.as_raw_fd(),
                 self.buf.as_mut_ptr(),
                 MAX_EVENTS as libc::c_int,
                 timeout_ms(timeout),
+                std::ptr::null::<libc::sigset_t>(),
+                8usize, // (the kernel's sigset size; unused without a mask)
             )
-        };
+        } as i32;
         if n < 0 {
             let err = io::Error::last_os_error();
             return if err.raw_os_error() == Some(libc::EINTR) {

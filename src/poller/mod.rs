@@ -192,11 +192,6 @@ impl<S: Clone> Poller<S> {
         }
     }
 
-    /// Whether this backend runs completion ops.
-    pub(crate) fn completes(&self) -> bool {
-        matches!(self, Poller::Uring(_))
-    }
-
     /// Starts a completion op owned by `owner`; `Unsupported` on a backend without them.
     pub(crate) fn submit(&mut self, op: Submission, owner: S) -> io::Result<OpId> {
         match self {

@@ -4,8 +4,8 @@
 //! iteration, a bounded batch at a time.
 
 use super::handle::Remote;
+use super::tasks::Runnable;
 use super::IoLoop;
-use crate::task::Runnable;
 use crossbeam_channel::{Receiver, TryRecvError};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -54,6 +54,9 @@ impl RunQueue {
         let Some(rx) = remote.as_ref() else {
             return (false, 0);
         };
+        if rx.is_empty() {
+            return (false, 0); // (the usual case: one look, no attempt to receive)
+        }
         let mut q = self.local.borrow_mut();
         let before = q.len();
         for _ in 0..REMOTE_BATCH {

@@ -15,7 +15,7 @@
 use super::handle::LoopHandle;
 use super::{panic_message, IoLoop};
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -96,22 +96,6 @@ impl Calls {
     pub(super) fn take_all(&self) -> slab::Slab<Continuation> {
         std::mem::take(&mut *self.waiting.borrow_mut())
     }
-}
-
-thread_local! {
-    /// This thread runs a loop for a runtime (set before its setup runs, so a blocking
-    /// wait is refused there too, not only while the loop is running).
-    static LOOP_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks the calling thread as a loop's thread for good (`Call::wait` refuses there).
-pub(crate) fn mark_loop_thread() {
-    LOOP_THREAD.with(|t| t.set(true));
-}
-
-/// True on a thread that runs (or is about to run) a loop.
-pub(crate) fn on_loop_thread() -> bool {
-    LOOP_THREAD.with(Cell::get) || IoLoop::current().is_some()
 }
 
 /// Where a call's outcome goes; answers exactly once (dropped unanswered, it answers
@@ -317,7 +301,7 @@ impl<T: Send + 'static> Call<T> {
     where
         G: FnOnce(&IoLoop, Result<T, CallError>) + 'static,
     {
-        let here = self.origin.and_then(super::tasks::loop_by_id);
+        let here = self.origin.and_then(super::thread::loop_by_id);
         let Some(lp) = here.or_else(IoLoop::current) else {
             panic!("Call::then off a loop's thread: there is no loop to continue on (use wait() or .await)");
         };
@@ -357,7 +341,7 @@ impl<T: Send + 'static> Call<T> {
     /// # Ok::<(), coreloop::RuntimeError>(())
     /// ```
     pub fn wait(self) -> Result<T, CallError> {
-        if on_loop_thread() {
+        if super::thread::on_loop_thread() {
             return Err(CallError::WouldDeadlock);
         }
         let (tx, rx) = crossbeam_channel::bounded(1);

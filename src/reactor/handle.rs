@@ -13,9 +13,9 @@
 //! io_uring target with a `MSG_RING` instead of the `write(2)`: `wake.rs`.)
 
 use super::stats::REMOTE_SAMPLE;
+use super::tasks::Runnable;
 use super::IoLoop;
 use crate::poller::Waker;
-use crate::task::Runnable;
 use crossbeam_channel::Sender;
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -36,22 +36,11 @@ pub(crate) enum Remote {
     Task(Runnable, Option<Instant>),
 }
 
-thread_local! {
-    /// Counts this thread's sends to loops, to stamp one in `REMOTE_SAMPLE`.
-    static SENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
 /// The send time, for one send in `REMOTE_SAMPLE` (a clock read on every send would
 /// cost more than the rest of the send).
 fn sample_sent() -> Option<Instant> {
-    SENDS
-        .try_with(|n| {
-            let k = n.get().wrapping_add(1);
-            n.set(k);
-            (k % REMOTE_SAMPLE == 0).then(Instant::now)
-        })
-        .ok()
-        .flatten()
+    let k = super::thread::count_send()?;
+    (k % REMOTE_SAMPLE == 0).then(Instant::now)
 }
 
 /// State shared by a loop and its handles.

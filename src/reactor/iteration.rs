@@ -2,11 +2,9 @@
 //! `reactor/mod.rs` list its steps).
 
 use super::callbacks::Job;
-use super::coarse_clock;
 use super::completion::Sink;
 use super::handle::since_epoch;
-use super::stats::JobClock;
-use super::{panic_message, IoLoop, CURRENT};
+use super::{panic_message, thread, IoLoop};
 use crate::poller::{Completion, Event};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -40,7 +38,7 @@ impl IoLoop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn start(&self) -> io::Result<()> {
-        if self.inner.running.get() || CURRENT.with(|c| c.borrow().is_some()) {
+        if self.inner.running.get() || thread::current().is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::ResourceBusy,
                 "an IoLoop is already running on this thread",
@@ -55,8 +53,7 @@ impl IoLoop {
         let _running = RunningGuard::enter(self);
         let shared = &self.inner.handle.shared;
         // Each iteration starts when the last one ended (its last clock read).
-        self.inner.now.set(Instant::now());
-        self.inner.stats.job_start.set(coarse_clock::now_ns());
+        self.inner.clock.wait_ended();
         loop {
             if shared.stop.load(Ordering::Relaxed) && shared.stop.swap(false, Ordering::AcqRel) {
                 return Ok(());
@@ -67,13 +64,13 @@ impl IoLoop {
 
     /// Makes [`start`](Self::start) return after the iteration in progress; if the loop
     /// is not running, its next `start()` returns at once. Any thread can do the same
-    /// through [`LoopHandle::stop`].
+    /// through [`LoopHandle::stop`](crate::LoopHandle::stop).
     pub fn stop(&self) {
         self.inner.handle.shared.stop.store(true, Ordering::Release);
     }
 
     /// Closes the loop: drops every handler, timer and queued callback, and makes every
-    /// [`LoopHandle`] return [`LoopClosed`](crate::LoopClosed) from now on. A running loop
+    /// [`LoopHandle`](crate::LoopHandle) return [`LoopClosed`](crate::LoopClosed) from now on. A running loop
     /// stops after the iteration in progress. The fds of handlers are not closed (the loop
     /// never owned them). Dropping the last `IoLoop` clone does the same.
     ///
@@ -113,11 +110,9 @@ impl IoLoop {
     /// One iteration; see the module docs for the steps.
     fn iterate(&self) -> io::Result<()> {
         let inner = &*self.inner;
-        // The end of the last iteration (`start` sets it for the first): one clock read
-        // fewer per iteration.
-        let start = inner.now.get();
-        // The clock, read once between jobs: a job's time is the gap since the last read.
-        let mut clock = start;
+        let clock = &inner.clock;
+        // The end of the last iteration: no clock read to start this one.
+        let start = clock.now_ns();
 
         // Rounds of the run queue, then one wait for I/O. A round runs the jobs queued
         // before it (one added meanwhile waits for the next round: Tornado's rule),
@@ -133,7 +128,7 @@ impl IoLoop {
                 let c = &inner.stats.counters.remote_jobs;
                 c.set(c.get() + came as u64);
             }
-            jobs += self.run_round(&mut clock);
+            jobs += self.run_round();
             rounds += 1;
             let more = inner.queue.local_len() > 0 || remote_pending;
             if !more
@@ -143,36 +138,36 @@ impl IoLoop {
             {
                 break remote_pending;
             }
-            inner.now.set(clock);
         };
 
         // Work for when the sends queued so far reach the kernel (on io_uring: now, at
-        // the wait). A clock read it makes is the clock now.
+        // the wait); a stamp it takes is the loop's time, not a job's end.
         self.run_before_wait();
-        self.adopt_fresh(&mut clock);
-        self.catch_up_clock(&mut clock);
-        // Wait for I/O.
+        clock.forget_stamp();
+        clock.catch_up();
+        // Wait for I/O: not at all if jobs are pending, else until the next deadline.
         let shared = &inner.handle.shared;
         let mut timeout = if remote_pending || inner.queue.local_len() > 0 {
             Some(Duration::ZERO)
         } else {
             let next = inner.timers.queue.borrow_mut().next_deadline();
-            next.map(|d| d.saturating_duration_since(clock))
+            next.map(|d| Duration::from_nanos(d.saturating_sub(clock.now_ns())))
         };
         let mut may_sleep = timeout != Some(Duration::ZERO);
         let mut events = std::mem::take(&mut *inner.handlers.events.borrow_mut());
         let mut completions = std::mem::take(&mut *inner.completions.borrow_mut());
-        if inner.stats.watched.get() {
+        if clock.watched() {
             // Waiting is not busy (a watchdog must not see a sleeping or idle-polling
             // loop as stuck).
             shared.busy_since.store(0, Ordering::Relaxed);
         }
         // Idle from here (the end of the last job) while there is nothing to do: spinning
         // in the idle poll, then sleeping in the poller.
-        let idle_from = may_sleep.then_some(clock);
+        let idle = may_sleep;
+        clock.wait_begins(idle);
         let mut polled = None;
-        if let Some(from) = idle_from {
-            polled = self.idle_poll(from, &mut timeout, &mut events, &mut completions);
+        if idle {
+            polled = self.idle_poll(&mut timeout, &mut events, &mut completions);
             may_sleep = polled.is_none() && timeout != Some(Duration::ZERO);
         }
         if may_sleep {
@@ -195,19 +190,11 @@ impl IoLoop {
             shared.needs_wake.store(false, Ordering::Relaxed);
         }
         self.rewake_failed();
-        clock = Instant::now();
-        inner.now.set(clock);
-        inner.fresh.set(None);
-        inner.stats.clock_stale.set(false);
-        if inner.stats.job_clock() == JobClock::Coarse {
-            inner.stats.job_start.set(coarse_clock::now_ns());
+        clock.wait_ended();
+        if clock.watched() {
+            let since = since_epoch(clock.now());
+            shared.busy_since.store(since, Ordering::Relaxed);
         }
-        if inner.stats.watched.get() {
-            shared
-                .busy_since
-                .store(since_epoch(clock), Ordering::Relaxed);
-        }
-        let idle = idle_from.map_or(Duration::ZERO, |from| clock.saturating_duration_since(from));
         let stats = &inner.stats;
         // The writes an event causes go out right after it (one send per stream for
         // however many responses it produced), not after the whole batch: an early
@@ -216,7 +203,7 @@ impl IoLoop {
             stats.activity.set(None);
             self.dispatch(*ev);
             self.run_step_end();
-            self.job_done(&mut clock, "fd handler", "");
+            self.job_done("fd handler", "");
         }
         let c = &stats.counters;
         c.events.set(c.events.get() + events.len() as u64);
@@ -229,24 +216,21 @@ impl IoLoop {
             stats.activity.set(None);
             self.run_guarded("completion", here, || sink(self, c));
             self.run_step_end();
-            self.job_done(&mut clock, "completion", "");
+            self.job_done("completion", "");
         }
         *inner.completions.borrow_mut() = completions;
-        self.catch_up_clock(&mut clock);
-        let total = clock.saturating_duration_since(start);
-        stats.iteration(total.saturating_sub(idle), idle, may_sleep);
-        inner.now.set(clock);
+        let (busy, idle) = clock.iteration_ended(start);
+        stats.iteration(busy, idle, may_sleep);
         polled
     }
 
-    /// The idle poll ([`IoLoop::set_idle_poll`]): with nothing to do since `from`, looks
+    /// The idle poll ([`IoLoop::set_idle_poll`]): with nothing to do since now, looks
     /// at the run queue and (every [`IDLE_POLL_IO_EVERY`] looks) polls the I/O without
     /// blocking, for up to the idle poll or the next timer. Returns the I/O poll's result
     /// if it found events; sets `timeout` to zero if jobs came or the loop was stopped,
     /// else shortens it by the time spent here.
     fn idle_poll(
         &self,
-        from: Instant,
         timeout: &mut Option<Duration>,
         events: &mut Vec<Event>,
         completions: &mut Vec<(Sink, Completion)>,
@@ -257,6 +241,7 @@ impl IoLoop {
             return None;
         }
         let shared = &inner.handle.shared;
+        let from = Instant::now();
         let until = from + timeout.map_or(poll, |t| t.min(poll));
         let mut spins = 0u32;
         loop {
@@ -286,71 +271,27 @@ impl IoLoop {
         }
     }
 
-    /// A job ended now: times it (see [`JobClock`]), and reports a stall if it took too
-    /// long. The next job starts now (for a watchdog, when one is set).
-    fn job_done(&self, clock: &mut Instant, what: &str, name: &str) {
-        let inner = &*self.inner;
-        match inner.stats.job_clock() {
-            JobClock::Precise => {
-                // A clock read made at the end of this job's step (`fresh_time`) serves
-                // as its end.
-                let end = inner.fresh.take().unwrap_or_else(Instant::now);
-                // (A clock left behind by jobs timed otherwise, before the threshold was
-                // lowered, does not time this one.)
-                let start = match inner.stats.clock_stale.replace(false) {
-                    true => end,
-                    false => *clock,
-                };
-                inner
-                    .stats
-                    .job_done(what, name, end.saturating_duration_since(start));
-                *clock = end;
-                if inner.stats.watched.get() {
-                    inner
-                        .handle
-                        .shared
-                        .busy_since
-                        .store(since_epoch(end), Ordering::Relaxed);
-                }
-            }
-            mode => {
-                if !self.adopt_fresh(clock) {
-                    inner.stats.clock_stale.set(true);
-                }
-                if mode == JobClock::Coarse {
-                    let end = coarse_clock::now_ns();
-                    let start = inner.stats.job_start.replace(end);
-                    let took = Duration::from_nanos(end.saturating_sub(start));
-                    inner.stats.job_done(what, name, took);
-                }
-            }
-        }
-    }
-
-    /// A clock read made since the last look (`fresh_time`: an HTTP response's end
-    /// time, say) is the clock now; left in `fresh`, it would pass for the end of a
-    /// later job (after a sleep, even). Returns whether there was one.
-    fn adopt_fresh(&self, clock: &mut Instant) -> bool {
-        let Some(t) = self.inner.fresh.take() else {
-            return false;
-        };
-        *clock = t;
-        self.inner.stats.clock_stale.set(false);
-        true
-    }
-
-    /// Jobs ended without a precise clock read (`JobClock::Coarse` or `Off`, and no
-    /// fresh time): one read for them all, so that timers, the wait for I/O and the busy
-    /// time count from now.
-    fn catch_up_clock(&self, clock: &mut Instant) {
-        if self.inner.stats.clock_stale.replace(false) {
-            *clock = Instant::now();
+    /// A job ended now: times it (see the loop's clock), and reports a stall if it took
+    /// too long. The next job starts now (for a watchdog, when one is set).
+    fn job_done(&self, what: &str, name: &str) {
+        let clock = &self.inner.clock;
+        let took = clock.job_ended();
+        self.inner
+            .stats
+            .job_done(what, name, took, clock.stall_after());
+        if clock.watched() {
+            let since = since_epoch(clock.now());
+            self.inner
+                .handle
+                .shared
+                .busy_since
+                .store(since, Ordering::Relaxed);
         }
     }
 
     /// One round: the jobs queued now, the timers due now, the step's deferred work.
     /// Returns how many jobs ran.
-    fn run_round(&self, clock: &mut Instant) -> usize {
+    fn run_round(&self) -> usize {
         let inner = &*self.inner;
         let stats = &inner.stats;
         let n = inner.queue.local_len();
@@ -365,7 +306,7 @@ impl IoLoop {
                     c.set(c.get() + 1);
                     let name = cb.name;
                     self.run_guarded("callback", cb.at, || (cb.f)(self));
-                    self.job_done(clock, "callback", name);
+                    self.job_done("callback", name);
                 }
                 Some(Job::Task(t, sent)) => {
                     if let Some(sent) = sent {
@@ -377,35 +318,38 @@ impl IoLoop {
                     self.run_guarded("task", at, || {
                         t.run();
                     });
-                    self.job_done(clock, "task poll of", name);
+                    self.job_done("task poll of", name);
                 }
                 None => break,
             }
         }
 
         // Due timers (now: after the jobs above), excluding those added by the timers
-        // themselves.
-        // (A clock left behind by jobs not timed precisely is caught up first, so that
-        // timers that came due meanwhile run now, and their lateness is right.)
+        // themselves. (The loop's time is caught up first if jobs left it behind, so
+        // that timers that came due meanwhile run now, and their lateness is right.)
+        let clock = &inner.clock;
         let limit = inner.timers.queue.borrow().next_seq();
         loop {
-            if inner.stats.clock_stale.get()
-                && inner.timers.queue.borrow_mut().next_deadline().is_some()
-            {
-                self.catch_up_clock(clock);
+            if clock.stale() && inner.timers.queue.borrow_mut().next_deadline().is_some() {
+                clock.catch_up();
             }
-            let due = inner.timers.queue.borrow_mut().pop_due(*clock, limit);
+            let due = inner
+                .timers
+                .queue
+                .borrow_mut()
+                .pop_due(clock.now_ns(), limit);
             let Some((deadline, t)) = due else { break };
-            stats.timer_lag(clock.saturating_duration_since(deadline));
+            stats.timer_lag(clock.now_ns().saturating_sub(deadline));
             stats.activity.set(None);
             let name = t.name;
             self.run_guarded("timer", t.at, || (t.f)(self));
-            self.job_done(clock, "timer", name);
+            self.job_done("timer", name);
         }
 
-        // Writes made by jobs and timers go out before the wait.
+        // Writes made by jobs and timers go out before the wait. (A stamp this takes is
+        // the loop's time, not the end of a job to come.)
         self.run_step_end();
-        self.adopt_fresh(clock);
+        clock.forget_stamp();
         n
     }
 
@@ -431,14 +375,14 @@ struct RunningGuard;
 impl RunningGuard {
     fn enter(lp: &IoLoop) -> RunningGuard {
         lp.inner.running.set(true);
-        CURRENT.with(|c| *c.borrow_mut() = Some(lp.clone()));
+        drop(thread::set_current(Some(lp.clone())));
         RunningGuard
     }
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        let lp = CURRENT.with(|c| c.borrow_mut().take());
+        let lp = thread::set_current(None);
         if let Some(lp) = lp {
             lp.inner.running.set(false);
         }

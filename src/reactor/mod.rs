@@ -34,34 +34,41 @@
 //! cross-thread `LoopHandle` and its wake-up protocol), `registry.rs` (per-loop values,
 //! resources the loop closes with itself, work deferred to the end of a step) and
 //! `completion.rs` (completion ops for the layers above, on backends that have them),
-//! `tasks.rs` (where a woken task goes, and the tasks a loop has alive) and `wake.rs`
-//! (how a loop wakes another: eventfd or io_uring `MSG_RING`).
+//! `tasks.rs` (where a woken task goes, the tasks a loop has alive, and the task type
+//! the run queue holds), `wake.rs` (how a loop wakes another: eventfd or io_uring
+//! `MSG_RING`), `thread.rs` (what a thread is to the loops: one thread-local context),
+//! `clock.rs` (the loop's time keeping) and `histogram.rs` (the histograms hot paths
+//! record into).
 
 mod budget;
 mod callbacks;
 mod calls;
-mod coarse_clock;
+mod clock;
 mod completion;
 mod handle;
 mod handlers;
+mod histogram;
 mod iteration;
 mod registry;
 mod stats;
 mod tasks;
+mod thread;
 mod timer;
 mod wake;
 
 pub use budget::DEFAULT_BUFFER_BUDGET;
 pub(crate) use budget::{Budget, FLOOR as BUDGET_FLOOR};
-pub(crate) use calls::{gather, mark_loop_thread, Reply};
+pub(crate) use calls::{gather, Reply};
 pub use calls::{Call, CallError, CallFuture};
 pub(crate) use completion::Sink;
 pub(crate) use handle::EPOCH;
 pub use handle::{LoopClosed, LoopHandle, RemoteCallback};
+pub(crate) use histogram::LogHistogram;
 pub(crate) use registry::{Resource, StepEnd};
 pub use stats::LoopStats;
 pub(crate) use stats::{nanos, new_histogram};
-pub(crate) use tasks::TaskKey;
+pub(crate) use tasks::{Runnable, TaskKey, TaskMeta};
+pub(crate) use thread::mark_loop_thread;
 pub use timer::TimeoutId;
 pub use wake::WakeVia;
 
@@ -84,6 +91,8 @@ use timer::Timers;
 
 struct Inner {
     poller: RefCell<Poller<Sink>>,
+    /// The poller's backend (never `Auto`), without a look into the poller.
+    backend: Backend,
     /// Completions reaped by the last wait, and the loop's pool of I/O buffers.
     completions: RefCell<Vec<(Sink, Completion)>>,
     pool: RefCell<BufferPool>,
@@ -96,19 +105,14 @@ struct Inner {
     stats: stats::Stats,
     handle: LoopHandle,
     running: Cell<bool>,
-    now: Cell<Instant>,
+    /// The loop's time, and how jobs are timed.
+    clock: clock::Clock,
     /// How long the loop looks for work before it sleeps (zero: it sleeps at once).
     idle_poll: Cell<Duration>,
-    /// A clock read made by `fresh_time` during the current job, taken by its end.
-    fresh: Cell<Option<Instant>>,
     /// How this loop wakes other loops (`wake.rs`).
     wakes: wake::RingWakes,
     /// What the layers above buffer on this loop, and its limit (`budget.rs`).
     budget: Rc<budget::Budget>,
-}
-
-thread_local! {
-    static CURRENT: RefCell<Option<IoLoop>> = const { RefCell::new(None) };
 }
 
 /// An event loop: fd handlers, a timer heap and a callback queue, run by one thread.
@@ -178,6 +182,7 @@ impl IoLoop {
         };
         let lp = IoLoop {
             inner: Rc::new(Inner {
+                backend: poller.backend(),
                 poller: RefCell::new(poller),
                 completions: RefCell::new(Vec::with_capacity(1024)),
                 pool: RefCell::new(BufferPool::default()),
@@ -190,14 +195,13 @@ impl IoLoop {
                 stats: stats::Stats::default(),
                 handle,
                 running: Cell::new(false),
-                now: Cell::new(Instant::now()),
+                clock: clock::Clock::default(),
                 idle_poll: Cell::new(Duration::ZERO),
-                fresh: Cell::new(None),
                 wakes: wake::RingWakes::default(),
                 budget: Rc::default(),
             }),
         };
-        tasks::register_loop(&lp);
+        thread::register_loop(&lp);
         Ok(lp)
     }
 
@@ -217,12 +221,12 @@ impl IoLoop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn current() -> Option<IoLoop> {
-        CURRENT.with(|c| c.borrow().clone())
+        thread::current()
     }
 
     /// The backend this loop runs on (never `Auto`).
     pub fn backend(&self) -> Backend {
-        self.inner.poller.borrow().backend()
+        self.inner.backend
     }
 
     /// The backend with its details, for logs: on io_uring, the ring setup flags the
@@ -293,16 +297,19 @@ impl IoLoop {
     /// after each wait for I/O. Cheaper than `Instant::now()`, and the same for all the
     /// callbacks of one step.
     pub fn time(&self) -> Instant {
-        self.inner.now.get()
+        self.inner.clock.now()
     }
 
-    /// Reads the clock now (for a time that must be exact, such as the end of a
+    /// The loop's time in nanoseconds of the monotonic clock (an origin of the kernel's
+    /// choosing): for arithmetic on times without `Instant`'s.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.inner.clock.now_ns()
+    }
+
+    /// Reads the clock now, ns (for a time that must be exact, such as the end of a
     /// response); the job that runs ends at this time too, which saves it a clock read.
-    pub(crate) fn fresh_time(&self) -> Instant {
-        let now = Instant::now();
-        self.inner.now.set(now);
-        self.inner.fresh.set(Some(now));
-        now
+    pub(crate) fn stamp(&self) -> u64 {
+        self.inner.clock.stamp()
     }
 
     /// True while `start()` is running.

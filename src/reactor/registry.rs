@@ -51,10 +51,10 @@ pub(super) struct Registry {
     /// Open resources: kept alive while open (as Tornado's loop keeps an IOStream
     /// alive through its handler), closed by `close()`.
     resources: RefCell<slab::Slab<Rc<dyn Resource>>>,
-    /// Work for the end of the current step.
-    step_end: RefCell<Vec<Rc<dyn StepEnd>>>,
+    /// Work for the end of the current step (taken out as it runs).
+    step_end: RefCell<Vec<Option<Rc<dyn StepEnd>>>>,
     /// Work for just before the loop's next wait for I/O.
-    before_wait: RefCell<Vec<Rc<dyn StepEnd>>>,
+    before_wait: RefCell<Vec<Option<Rc<dyn StepEnd>>>>,
 }
 
 impl Registry {
@@ -70,7 +70,7 @@ impl Registry {
 
     /// Takes the rest out (the loop is closing), for the caller to drop with nothing
     /// borrowed: values' destructors may call back into the loop.
-    pub(super) fn take_all(&self) -> (Locals, Vec<Rc<dyn StepEnd>>) {
+    pub(super) fn take_all(&self) -> (Locals, Vec<Option<Rc<dyn StepEnd>>>) {
         (
             std::mem::take(&mut *self.locals.borrow_mut()),
             std::mem::take(&mut *self.step_end.borrow_mut()),
@@ -164,8 +164,9 @@ impl IoLoop {
     }
 
     /// Runs `w` once the current step is over, before the loop waits for I/O.
+    #[inline]
     pub(crate) fn at_step_end(&self, w: Rc<dyn StepEnd>) {
-        self.inner.registry.step_end.borrow_mut().push(w);
+        self.inner.registry.step_end.borrow_mut().push(Some(w));
     }
 
     /// Runs `w` once the writes made so far in this step have been handed to the
@@ -175,44 +176,47 @@ impl IoLoop {
     /// iteration, however many there were).
     pub(crate) fn when_written(&self, w: Rc<dyn StepEnd>) {
         match self.backend() {
-            crate::Backend::Uring => self.inner.registry.before_wait.borrow_mut().push(w),
+            crate::Backend::Uring => self.inner.registry.before_wait.borrow_mut().push(Some(w)),
             _ => self.at_step_end(w),
         }
     }
 
     /// Runs the work deferred to the end of this step (and what it defers in turn).
+    #[inline]
     pub(super) fn run_step_end(&self) {
-        run_list(self, &self.inner.registry.step_end);
+        let list = &self.inner.registry.step_end;
+        if !list.borrow().is_empty() {
+            run_list(self, list);
+        }
     }
 
     /// Runs the work deferred to just before the next wait for I/O.
+    #[inline]
     pub(super) fn run_before_wait(&self) {
-        run_list(self, &self.inner.registry.before_wait);
+        let list = &self.inner.registry.before_wait;
+        if !list.borrow().is_empty() {
+            run_list(self, list);
+        }
     }
 }
 
-/// Runs the work in `list` (and what it adds in turn).
-fn run_list(lp: &IoLoop, list: &RefCell<Vec<Rc<dyn StepEnd>>>) {
-    if list.borrow().is_empty() {
-        return;
-    }
+/// Runs the work in `list`, in order, and what it adds in turn. (Each is taken out of
+/// its place to run, with nothing borrowed; the list keeps its allocation for the next
+/// step: a fresh one per step was a malloc per keep-alive request.)
+fn run_list(lp: &IoLoop, list: &RefCell<Vec<Option<Rc<dyn StepEnd>>>>) {
+    let mut i = 0;
     loop {
-        let mut batch = {
-            let mut list = list.borrow_mut();
-            if list.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *list)
+        let w = match list.borrow_mut().get_mut(i) {
+            Some(w) => w.take(),
+            None => break,
         };
-        for w in batch.drain(..) {
+        if let Some(w) = w {
             w.run(lp);
         }
-        // The list's allocation is kept for the next step (unless running it queued
-        // more meanwhile): a fresh one per step was a malloc per keep-alive request.
-        let mut list = list.borrow_mut();
-        if list.is_empty() {
-            *list = batch;
-        }
+        i += 1;
+    }
+    if i > 0 {
+        list.borrow_mut().clear();
     }
 }
 
@@ -242,7 +246,7 @@ mod tests {
     struct Stamp;
     impl StepEnd for Stamp {
         fn run(self: Rc<Self>, lp: &IoLoop) {
-            lp.fresh_time();
+            lp.stamp();
         }
     }
 

@@ -3,11 +3,12 @@
 //! the wait of jobs sent from other threads, and stalls (one job keeping the loop busy
 //! past a threshold, logged once with what ran).
 //!
-//! Cost: one clock read per job and per iteration (the ones the loop needed anyway are
-//! reused), a few nanoseconds per histogram record, plain `Cell` counters; no lock, no
-//! atomic, no shared cache line. Histograms can be switched off
-//! ([`IoLoop::set_recording`]); counters always count.
+//! The times come from the loop's clock (`clock.rs`), which times each job. Cost: a few
+//! nanoseconds per histogram record, plain `Cell` counters; no lock, no atomic, no
+//! shared cache line. Histograms can be switched off ([`IoLoop::set_recording`]);
+//! counters always count.
 
+use super::histogram::LogHistogram;
 use super::IoLoop;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -49,17 +50,18 @@ pub(super) struct Counters {
     pub(super) busy_ns: Cell<u64>,
 }
 
-/// A loop's histograms.
+/// A loop's histograms (copied into HdrHistograms when asked for: `histogram.rs`).
+#[derive(Default)]
 pub(super) struct Histograms {
     /// The busy part of each iteration.
-    pub(super) iteration: Histogram<u64>,
+    pub(super) iteration: LogHistogram,
     /// How late each timer ran, after its deadline.
-    pub(super) lag: Histogram<u64>,
+    pub(super) lag: LogHistogram,
     /// From a job's send on another thread to its run (sampled, one in
     /// [`REMOTE_SAMPLE`]).
-    pub(super) remote_wait: Histogram<u64>,
+    pub(super) remote_wait: LogHistogram,
     /// The length of each stall.
-    pub(super) stall: Histogram<u64>,
+    pub(super) stall: LogHistogram,
 }
 
 /// One job in [`REMOTE_SAMPLE`] sent from another thread carries its send time.
@@ -70,49 +72,17 @@ pub(super) struct Stats {
     pub(super) hist: RefCell<Histograms>,
     /// Histograms are recorded (counters always are).
     pub(super) recording: Cell<bool>,
-    pub(super) stall_after: Cell<Duration>,
     /// What the loop is running now, when a layer above says (an HTTP route).
     pub(super) activity: Cell<Option<&'static str>>,
-    /// A watchdog reads when the current job started (`Shared::busy_since`).
-    pub(super) watched: Cell<bool>,
-    /// The shortest stall threshold timed with the coarse clock (ten of its ticks).
-    coarse_enough: Duration,
-    /// When the current job started by the coarse clock (`JobClock::Coarse`), ns.
-    pub(super) job_start: Cell<u64>,
-    /// A job ended without a precise clock read: the loop's clock is behind.
-    pub(super) clock_stale: Cell<bool>,
-}
-
-/// How the loop times each job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum JobClock {
-    /// `Instant::now()` after each job: a stall threshold under ten ticks of the coarse
-    /// clock, or a watchdog (which reads the precise clock).
-    Precise,
-    /// The coarse clock after each job (a few ns, to the kernel's tick): the precise
-    /// clock is then read once per round and step, not per job.
-    Coarse,
-    /// Not timed: stall detection is off.
-    Off,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
             counters: Counters::default(),
-            hist: RefCell::new(Histograms {
-                iteration: new_histogram(),
-                lag: new_histogram(),
-                remote_wait: new_histogram(),
-                stall: new_histogram(),
-            }),
+            hist: RefCell::new(Histograms::default()),
             recording: Cell::new(true),
-            stall_after: Cell::new(DEFAULT_STALL),
             activity: Cell::new(None),
-            watched: Cell::new(false),
-            coarse_enough: super::coarse_clock::resolution().saturating_mul(10),
-            job_start: Cell::new(0),
-            clock_stale: Cell::new(false),
         }
     }
 }
@@ -122,29 +92,21 @@ fn bump(c: &Cell<u64>, by: u64) {
 }
 
 impl Stats {
-    /// How each job is timed (for stall detection, or for a watchdog).
-    pub(super) fn job_clock(&self) -> JobClock {
-        let after = self.stall_after.get();
-        if self.watched.get() {
-            JobClock::Precise
-        } else if after == Duration::MAX {
-            JobClock::Off
-        } else if after >= self.coarse_enough {
-            JobClock::Coarse
-        } else {
-            JobClock::Precise
-        }
-    }
-
     /// A job (callback, task poll, handler, completion, timer) took `took`: a stall if
-    /// that is too long.
-    pub(super) fn job_done(&self, what: &str, name: &str, took: Duration) {
-        if took < self.stall_after.get() {
+    /// that is past `stall_after`.
+    pub(super) fn job_done(&self, what: &str, name: &str, took: Duration, stall_after: Duration) {
+        if took < stall_after {
             return;
         }
+        self.stall(what, name, took, stall_after);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn stall(&self, what: &str, name: &str, took: Duration, stall_after: Duration) {
         bump(&self.counters.stalls, 1);
         if self.recording.get() {
-            let _ = self.hist.borrow_mut().stall.record(nanos(took));
+            self.hist.borrow_mut().stall.record(nanos(took));
         }
         let activity = self.activity.get();
         let what = match activity {
@@ -152,15 +114,15 @@ impl Stats {
             None => format!("{what} {name}"),
         };
         log::warn!(
-            "coreloop: stall: the loop was busy for {took:?} in one {what} (threshold {:?})",
-            self.stall_after.get()
+            "coreloop: stall: the loop was busy for {took:?} in one {what} (threshold {stall_after:?})"
         );
     }
 
-    pub(super) fn timer_lag(&self, late: Duration) {
+    /// A timer ran `late` ns after its deadline.
+    pub(super) fn timer_lag(&self, late: u64) {
         bump(&self.counters.timers, 1);
         if self.recording.get() {
-            let _ = self.hist.borrow_mut().lag.record(nanos(late));
+            self.hist.borrow_mut().lag.record(late);
         }
     }
 
@@ -168,22 +130,22 @@ impl Stats {
     pub(super) fn remote_sent_at(&self, sent: std::time::Instant) {
         if self.recording.get() {
             let waited = sent.elapsed();
-            let _ = self.hist.borrow_mut().remote_wait.record(nanos(waited));
+            self.hist.borrow_mut().remote_wait.record(nanos(waited));
         }
     }
 
-    /// An iteration ended: `busy` running jobs, `idle` with nothing to do (idle-polling
-    /// or asleep); `slept` if it waited in the poller.
-    pub(super) fn iteration(&self, busy: Duration, idle: Duration, slept: bool) {
+    /// An iteration ended: `busy` ns running jobs, `idle` ns with nothing to do
+    /// (idle-polling or asleep); `slept` if it waited in the poller.
+    pub(super) fn iteration(&self, busy: u64, idle: u64, slept: bool) {
         let c = &self.counters;
         bump(&c.iterations, 1);
-        bump(&c.busy_ns, nanos(busy));
-        bump(&c.idle_ns, nanos(idle));
+        bump(&c.busy_ns, busy);
+        bump(&c.idle_ns, idle);
         if slept {
             bump(&c.sleeps, 1);
         }
         if self.recording.get() {
-            let _ = self.hist.borrow_mut().iteration.record(nanos(busy));
+            self.hist.borrow_mut().iteration.record(busy);
         }
     }
 }
@@ -332,10 +294,10 @@ impl IoLoop {
             budget_holds: self.inner.budget.holds(),
             idle: Duration::from_nanos(c.idle_ns.get()),
             busy: Duration::from_nanos(c.busy_ns.get()),
-            iteration_ns: h.iteration.clone(),
-            timer_lag_ns: h.lag.clone(),
-            remote_wait_ns: h.remote_wait.clone(),
-            stall_ns: h.stall.clone(),
+            iteration_ns: h.iteration.to_hdr(),
+            timer_lag_ns: h.lag.to_hdr(),
+            remote_wait_ns: h.remote_wait.to_hdr(),
+            stall_ns: h.stall.to_hdr(),
         }
     }
 
@@ -371,19 +333,14 @@ impl IoLoop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_stall_threshold(&self, after: Duration) {
-        self.inner.stats.stall_after.set(after);
-        // The job running now (if any) is timed from here on the coarse clock.
-        self.inner
-            .stats
-            .job_start
-            .set(super::coarse_clock::now_ns());
+        self.inner.clock.set_stall_after(after);
     }
 
     /// Publishes when each job starts, for a watchdog thread (see
     /// `RuntimeBuilder::watchdog`): one relaxed store per job, on a cache line of its
     /// own.
     pub(crate) fn set_watched(&self, on: bool) {
-        self.inner.stats.watched.set(on);
+        self.inner.clock.set_watched(on);
     }
 
     /// Names what the current job is running, for a stall report (the HTTP server names

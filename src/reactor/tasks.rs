@@ -12,46 +12,22 @@
 //! after its loop closed is never dropped there: it is leaked instead (its loop, the only
 //! thread allowed to drop it, is gone).
 
-use super::{Inner, IoLoop, LoopHandle};
-use crate::task::Runnable;
+use super::{thread, IoLoop, LoopHandle};
 use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::panic::Location;
 use std::task::Waker;
 use std::thread::ThreadId;
 
-thread_local! {
-    /// The loops made on this thread, by id (usually one).
-    static LOOPS: RefCell<Vec<(u64, Weak<Inner>)>> = const { RefCell::new(Vec::new()) };
-    static THREAD: ThreadId = std::thread::current().id();
+/// What the loop knows of a task: where it was spawned (for the panic log) and its
+/// future's type (for stall reports).
+pub(crate) struct TaskMeta {
+    pub(crate) spawned_at: &'static Location<'static>,
+    pub(crate) name: &'static str,
 }
 
-/// This thread's id, without cloning the thread handle.
-fn this_thread() -> Option<ThreadId> {
-    THREAD.try_with(|id| *id).ok()
-}
-
-/// Records `lp` as a loop of this thread (for wakes on this thread).
-pub(super) fn register_loop(lp: &IoLoop) {
-    LOOPS.with(|l| {
-        let mut l = l.borrow_mut();
-        l.retain(|(_, w)| w.strong_count() > 0);
-        l.push((lp.id(), Rc::downgrade(&lp.inner)));
-    });
-}
-
-/// The loop of this thread with id `id`, if it is still there.
-pub(super) fn loop_by_id(id: u64) -> Option<IoLoop> {
-    LOOPS
-        .try_with(|l| {
-            l.borrow()
-                .iter()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, w)| w.upgrade())
-                .map(|inner| IoLoop { inner })
-        })
-        .ok()
-        .flatten()
-}
+/// A task ready to be polled, as the run queue holds it (defined here, with the queue's
+/// side of tasks: the layer above, `task/`, makes them).
+pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 
 /// Where a task of one loop goes when it is woken. `Send + Sync`: wakers are.
 #[derive(Clone)]
@@ -64,8 +40,8 @@ pub(crate) struct TaskTarget {
 impl TaskTarget {
     /// Queues `task` to be polled on its loop.
     pub(crate) fn schedule(&self, task: Runnable) {
-        if this_thread() == Some(self.thread) {
-            match loop_by_id(self.id) {
+        if thread::id() == Some(self.thread) {
+            match thread::loop_by_id(self.id) {
                 Some(lp) => lp.inner.queue.push_task(task),
                 // The loop is gone; this is its thread, so the task may be dropped here.
                 None => drop(task),
@@ -110,7 +86,7 @@ impl IoLoop {
                 std::sync::Arc::new(TaskTarget {
                     handle: self.handle(),
                     id: self.id(),
-                    thread: this_thread().unwrap_or_else(|| std::thread::current().id()),
+                    thread: thread::id().unwrap_or_else(|| std::thread::current().id()),
                 })
             })
             .clone()

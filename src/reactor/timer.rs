@@ -58,6 +58,7 @@ impl IoLoop {
             at: Location::caller(),
             name: std::any::type_name::<F>(),
         };
+        let deadline = self.inner.clock.ns_of(deadline);
         self.inner.timers.queue.borrow_mut().insert(deadline, q)
     }
 
@@ -95,8 +96,14 @@ impl IoLoop {
     where
         F: FnOnce(&IoLoop) + 'static,
     {
-        let deadline = Instant::now().checked_add(delay).unwrap_or_else(far_future);
-        self.add_timeout(deadline, f)
+        let q = Queued {
+            f: Box::new(f),
+            at: Location::caller(),
+            name: std::any::type_name::<F>(),
+        };
+        let delay = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = self.inner.clock.precise_ns().saturating_add(delay);
+        self.inner.timers.queue.borrow_mut().insert(deadline, q)
     }
 
     /// Cancels a timer. A no-op if it already fired, was cancelled, or `id` is unknown; an
@@ -131,11 +138,6 @@ impl IoLoop {
     }
 }
 
-fn far_future() -> Instant {
-    // About 30 years: later than any deadline a program means.
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
-}
-
 /// Identifies one timer; returned by `add_timeout`, `call_later` and `call_at`.
 ///
 /// Cancelling an id whose timer already fired or was cancelled is a no-op, also after its
@@ -156,24 +158,24 @@ pub struct TimeoutId {
     generation: u32,
 }
 
-struct Entry {
-    deadline: Instant,
+struct Entry<K> {
+    deadline: K,
     seq: u64,
     id: TimeoutId,
 }
 
-impl PartialEq for Entry {
+impl<K: Ord + Copy> PartialEq for Entry<K> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
+impl<K: Ord + Copy> Eq for Entry<K> {}
+impl<K: Ord + Copy> PartialOrd for Entry<K> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Entry {
+impl<K: Ord + Copy> Ord for Entry<K> {
     /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest entry.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.deadline, other.seq).cmp(&(self.deadline, self.seq))
@@ -185,9 +187,10 @@ struct Slot<T> {
     value: Option<T>,
 }
 
-/// The timer queue. `T` is what a timer carries (the loop stores its callbacks).
-pub(crate) struct TimerQueue<T> {
-    heap: BinaryHeap<Entry>,
+/// The timer queue. `T` is what a timer carries (the loop stores its callbacks); `K` a
+/// deadline (the loop's: nanoseconds of its clock).
+pub(crate) struct TimerQueue<T, K = u64> {
+    heap: BinaryHeap<Entry<K>>,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     next_seq: u64,
@@ -195,7 +198,7 @@ pub(crate) struct TimerQueue<T> {
     stale: usize,
 }
 
-impl<T> Default for TimerQueue<T> {
+impl<T, K: Ord + Copy> Default for TimerQueue<T, K> {
     fn default() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
@@ -207,9 +210,9 @@ impl<T> Default for TimerQueue<T> {
     }
 }
 
-impl<T> TimerQueue<T> {
+impl<T, K: Ord + Copy> TimerQueue<T, K> {
     /// Adds a timer; it fires at the first `pop_due(now, ..)` with `now >= deadline`.
-    pub(crate) fn insert(&mut self, deadline: Instant, value: T) -> TimeoutId {
+    pub(crate) fn insert(&mut self, deadline: K, value: T) -> TimeoutId {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -279,7 +282,7 @@ impl<T> TimerQueue<T> {
     }
 
     /// The earliest pending deadline.
-    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&mut self) -> Option<K> {
         self.skip_stale();
         self.heap.peek().map(|e| e.deadline)
     }
@@ -292,7 +295,7 @@ impl<T> TimerQueue<T> {
 
     /// Removes and returns the earliest timer due at `now` that was added before
     /// `seq_limit`.
-    pub(crate) fn pop_due(&mut self, now: Instant, seq_limit: u64) -> Option<(Instant, T)> {
+    pub(crate) fn pop_due(&mut self, now: K, seq_limit: u64) -> Option<(K, T)> {
         loop {
             self.skip_stale();
             let top = self.heap.peek()?;
@@ -329,7 +332,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn drain(q: &mut TimerQueue<&'static str>, now: Instant) -> Vec<&'static str> {
+    fn drain(q: &mut TimerQueue<&'static str, Instant>, now: Instant) -> Vec<&'static str> {
         let limit = q.next_seq();
         std::iter::from_fn(|| q.pop_due(now, limit).map(|(_, v)| v)).collect()
     }

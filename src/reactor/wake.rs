@@ -12,7 +12,7 @@
 //! target's eventfd, so a wake-up is never lost.
 
 use super::handle::Shared;
-use super::{IoLoop, CURRENT};
+use super::{thread, IoLoop};
 use crate::poller::Waker;
 use std::cell::{Cell, RefCell};
 use std::os::fd::AsRawFd;
@@ -136,22 +136,18 @@ impl IoLoop {
 /// counts the wake-up on that loop either way); false if the caller must write the
 /// target's eventfd.
 pub(super) fn wake_from_this_thread(target: &Shared) -> bool {
-    CURRENT
-        .try_with(|c| {
-            let lp = c.try_borrow().ok()?.clone()?;
-            let by_ring = lp.wake_by_ring(target);
-            let c = &lp.inner.stats.counters;
-            let n = if by_ring {
-                &c.ring_wakes
-            } else {
-                &c.eventfd_wakes
-            };
-            n.set(n.get() + 1);
-            Some(by_ring)
-        })
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    let Some(lp) = thread::current() else {
+        return false;
+    };
+    let by_ring = lp.wake_by_ring(target);
+    let c = &lp.inner.stats.counters;
+    let n = if by_ring {
+        &c.ring_wakes
+    } else {
+        &c.eventfd_wakes
+    };
+    n.set(n.get() + 1);
+    by_ring
 }
 
 #[cfg(test)]

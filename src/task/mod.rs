@@ -26,6 +26,7 @@ pub use block_on::block_on;
 pub use time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep};
 
 use crate::reactor::{panic_message, IoLoop, LoopHandle};
+pub(crate) use crate::reactor::{Runnable, TaskMeta};
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -33,16 +34,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-
-/// What the loop knows of a task: where it was spawned (for the panic log) and its
-/// future's type (for stall reports).
-pub(crate) struct TaskMeta {
-    pub(crate) spawned_at: &'static Location<'static>,
-    pub(crate) name: &'static str,
-}
-
-/// A task ready to be polled, as the run queue holds it.
-pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 
 /// Why a task gave no value.
 ///

@@ -78,12 +78,6 @@ impl Parser {
         &self.args
     }
 
-    /// Whether a command is half parsed (its first bytes are consumed from the buffer's
-    /// point of view, so the caller must keep them).
-    pub fn in_progress(&self) -> bool {
-        self.pos > 0
-    }
-
     /// Forgets the command in progress.
     pub fn reset(&mut self) {
         self.args.clear();

@@ -29,6 +29,7 @@ use crate::reactor::{IoLoop, TimeoutId};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The most body bytes one part of a streamed response carries.
@@ -287,7 +288,7 @@ impl Conn {
     /// Decodes from the stream's unread bytes, in place, into `sink`.
     fn decode(&self, lp: &IoLoop, f: &Flight, sink: Sink) -> (Stop, Vec<u8>) {
         let max_body = self.pool.cfg.max_body;
-        let (consumed, out) = self.stream.with_unread(lp, |buf| {
+        let decoded = self.stream.with_unread(|buf| {
             let mut d = self.decoder.borrow_mut();
             let mut part = Vec::new();
             let mut at = 0;
@@ -322,6 +323,17 @@ impl Conn {
             };
             (at, (at, (stop, part)))
         });
+        let (consumed, out) = match decoded {
+            Ok(d) => d,
+            // Only when a read is pending, which `decode` is never called under.
+            Err(e) => (
+                0,
+                (
+                    Stop::Error(ClientError::Connection(Arc::new(e))),
+                    Vec::new(),
+                ),
+            ),
+        };
         if consumed > 0 {
             self.got_bytes.set(true);
             if let Some((_, Wait::Body)) = self.deadline.get() {

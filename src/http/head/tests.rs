@@ -5,10 +5,23 @@ fn parse(s: &str) -> Result<Head, Refused> {
     parse_bytes(s.as_bytes().to_vec())
 }
 
+/// Parses `b`, exactly a head, and (to show that nothing after a head matters) the same
+/// head followed by more bytes, which must give the same.
 fn parse_bytes(b: Vec<u8>) -> Result<Head, Refused> {
-    let mut slot = None;
-    parse_head(b, &HttpConfig::default(), &mut slot)?;
-    Ok(slot.expect("a head"))
+    let cfg = HttpConfig::default();
+    let exact = parse_head(&b, &cfg);
+    let mut longer = b.clone();
+    longer.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n\n\r\x00 trailing bytes");
+    let followed = parse_head(&longer, &cfg);
+    match (&exact, &followed) {
+        (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
+        // (A fault is answered the same; a valid head never depends on what follows.)
+        (Err(_), _) => {}
+        (Ok(_), Err(e)) => panic!("valid alone, refused when followed: {e:?}"),
+    }
+    let p = exact?;
+    assert_eq!(p.len, b.len(), "a head ends at its empty line");
+    Ok(p.into_head(&b))
 }
 
 fn status(s: &str) -> Result<BodyKind, u16> {
@@ -275,6 +288,53 @@ fn value_end_matches_a_byte_by_byte_scan() {
             let naive = run(&b, 0, VALUE);
             assert_eq!(value_end(&b, 0), naive, "byte {c:#x} at {at}");
         }
+    }
+    // Tabs (the control character a value may have) before the end, in every place.
+    for tab in 0..24 {
+        for end in tab + 1..24 {
+            let mut b = vec![b'a'; 24];
+            b[tab] = b'\t';
+            b[end] = b'\r';
+            assert_eq!(value_end(&b, 0), end, "tab at {tab}, CR at {end}");
+        }
+    }
+}
+
+#[test]
+fn names_are_compared_as_eq_ignore_ascii_case_does() {
+    let names = [
+        &b"host"[..],
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"expect",
+        b"te",
+    ];
+    // Every token byte, in every position, of names of every length that matters.
+    let tchars: Vec<u8> = (0..=255u8).filter(|&c| is(c, TOKEN)).collect();
+    for lower in names {
+        for at in 0..lower.len() {
+            for &c in &tchars {
+                let mut name = lower.to_vec();
+                name[at] = c;
+                let want = name.eq_ignore_ascii_case(lower);
+                assert_eq!(
+                    name_is(&name, lower),
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(&name)
+                );
+                name.make_ascii_uppercase();
+                let want = name.eq_ignore_ascii_case(lower);
+                assert_eq!(
+                    name_is(&name, lower),
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(&name)
+                );
+            }
+        }
+        assert!(!name_is(&lower[1..], lower));
     }
 }
 

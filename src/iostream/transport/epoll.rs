@@ -83,7 +83,7 @@ impl EpollTransport {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut st = self.st.borrow_mut();
                     if off > 0 {
-                        st.sock.sent_at = Some(lp.time());
+                        st.sock.sent_at = Some(lp.now_ns());
                     }
                     st.pending = Some((buf, off));
                     drop(st);
@@ -94,7 +94,7 @@ impl EpollTransport {
                 Err(e) => return SendNow::Failed(e),
             }
         }
-        self.st.borrow_mut().sock.sent_at = Some(lp.time());
+        self.st.borrow_mut().sock.sent_at = Some(lp.now_ns());
         SendNow::Done(buf)
     }
 
@@ -231,22 +231,28 @@ fn on_ready(st: &Rc<RefCell<State>>, lp: &IoLoop, readable: bool, writable: bool
         return on_hangup(st, lp);
     }
     for _ in 0..READS_PER_EVENT {
-        if !st.borrow().sock.reading {
-            return;
-        }
         let mut buf = lp.with_pool(|p| p.take());
         let room = buf.capacity() - buf.len();
-        let r = {
+        // (One look at the state per receive: whether to, where, and whom to tell.)
+        let (r, sink) = {
             let s = st.borrow();
-            let Some(fd) = s.sock.fd.as_ref() else { return };
-            recv_into(fd.as_fd(), &mut buf)
+            match (&s.sock.fd, &s.sock.sink) {
+                (Some(fd), Some(sink)) if s.sock.reading => {
+                    (recv_into(fd.as_fd(), &mut buf), sink.clone())
+                }
+                _ => {
+                    drop(s);
+                    lp.with_pool(|p| p.give(buf));
+                    return;
+                }
+            }
         };
         match r {
             // A short read drained the socket: readiness is level-triggered, so the
             // next wait reports it if more arrives. Trying again here would only buy
             // an EAGAIN, one syscall per request.
             Ok(n) if n > 0 && n < room.min(4096) => {
-                report(st, lp, SockEvent::Data(buf));
+                sink(lp, SockEvent::Data(buf));
                 return;
             }
             Ok(0) => {
@@ -256,7 +262,7 @@ fn on_ready(st: &Rc<RefCell<State>>, lp: &IoLoop, readable: bool, writable: bool
                 report(st, lp, SockEvent::Eof);
                 return;
             }
-            Ok(_) => report(st, lp, SockEvent::Data(buf)),
+            Ok(_) => sink(lp, SockEvent::Data(buf)),
             Err(e) => {
                 lp.with_pool(|p| p.give(buf));
                 match e.kind() {
@@ -288,7 +294,7 @@ fn flush_pending(st: &Rc<RefCell<State>>, lp: &IoLoop) {
         match r {
             Ok(n) => {
                 off += n;
-                st.borrow_mut().sock.sent_at = Some(lp.time());
+                st.borrow_mut().sock.sent_at = Some(lp.now_ns());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 st.borrow_mut().pending = Some((buf, off));

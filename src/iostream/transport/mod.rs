@@ -64,9 +64,9 @@ struct Sock {
     room: usize,
     /// End of file or an error was reported: receiving never restarts.
     ended: bool,
-    /// When bytes were last handed to the kernel (partial sends included): a writer's
-    /// progress, for a send timeout. `None` before the first.
-    sent_at: Option<std::time::Instant>,
+    /// When bytes were last handed to the kernel (partial sends included; the loop's
+    /// time, ns): a writer's progress, for a send timeout. `None` before the first.
+    sent_at: Option<u64>,
 }
 
 impl Sock {
@@ -164,8 +164,8 @@ impl Transport {
     }
 
     /// When bytes were last handed to the kernel, partial sends included (the loop's
-    /// time then): a writer's progress.
-    pub(crate) fn last_sent_at(&self) -> Option<std::time::Instant> {
+    /// time then, ns): a writer's progress.
+    pub(crate) fn last_sent_at(&self) -> Option<u64> {
         self.with_sock(|s| s.sent_at).flatten()
     }
 

@@ -259,7 +259,7 @@ fn on_send_done(weak: &Weak<RefCell<State>>, lp: &IoLoop, c: Completion) {
     let (fd, off, sink) = {
         let mut s = st.borrow_mut();
         s.send_offset += n;
-        s.sock.sent_at = Some(lp.time());
+        s.sock.sent_at = Some(lp.now_ns());
         (s.sock.raw, s.send_offset, s.send_sink.clone())
     };
     if off >= buf.len() {

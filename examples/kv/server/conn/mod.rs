@@ -1,5 +1,6 @@
-//! One RESP connection: reads, parses in place, runs each command where its key lives,
-//! and answers in request order.
+//! One RESP connection: parses commands where they lie in the stream's read buffer
+//! (`IoStream::read_more` and `IoStream::with_unread`: no second buffer, no copy of a
+//! command cut by a read), runs each where its key lives, and answers in request order.
 //!
 //! - **Local path.** A command whose keys this core owns runs at once, and its reply is
 //!   written straight into the stream's write buffer (`IoStream::write_with`): no
@@ -15,10 +16,11 @@
 //!   key always run in request order: on the owner, in the order they were sent to it.
 //! - **Limits.** Reading stops while more than `MAX_PENDING` replies wait for other
 //!   cores, or while the stream's write buffer is over its high-water mark (a client
-//!   that sends and never reads); it resumes when they drain. A read is at most
-//!   `READ_CHUNK` bytes and a batch of commands stops once it has written a high-water
-//!   mark's worth of replies, so what is buffered stays bounded whatever the client
-//!   sends. Malformed RESP gets `-ERR Protocol error: ...` after the replies before it,
+//!   that sends and never reads); it resumes when they drain. The stream bounds its
+//!   read buffer, and a batch of commands stops once it has written a high-water
+//!   mark's worth of replies (what it did not run stays in the read buffer, which
+//!   pauses the socket), so what is buffered stays bounded whatever the client sends.
+//!   Malformed RESP gets `-ERR Protocol error: ...` after the replies before it,
 //!   then the connection closes, as in Redis.
 
 mod gather;
@@ -26,19 +28,13 @@ mod gather;
 use super::commands::{classify, Args, Command, Op};
 use super::core::{Core, Stats};
 use super::resp::{self, Parsed, Parser};
-use coreloop::{CallError, IoLoop, IoStream, DEFAULT_HIGH_WATER};
+use coreloop::{CallError, IoLoop, IoStream, StreamError, DEFAULT_HIGH_WATER};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 /// Replies waiting for other cores before reading stops.
 pub const MAX_PENDING: usize = 1024;
-/// The most bytes one read takes from the stream.
-const READ_CHUNK: usize = 64 * 1024;
-/// The most capacity a connection's input buffer keeps once the commands that needed
-/// more have run: a 100 MB SET grows it to 100 MB, which goes back as soon as the SET
-/// has run, not when the connection closes (Redis shrinks idle query buffers too).
-const KEEP_INBUF: usize = 2 * READ_CHUNK;
 
 /// A reply waiting for its turn: its own bytes, or its part of a batch's replies.
 enum Reply {
@@ -116,16 +112,14 @@ fn sink<'a>(slots: &'a mut Slots, out: &'a mut Vec<u8>) -> &'a mut Vec<u8> {
 
 #[derive(Default)]
 struct State {
-    /// Unparsed bytes kept between reads (a command cut by a read, or commands left by
-    /// a batch that stopped for back-pressure).
-    inbuf: Vec<u8>,
+    /// Where a command cut by a read was left (its bytes stay in the read buffer).
     parser: Parser,
     slots: Slots,
     /// By core: commands to forward when this batch ends.
     outbox: Vec<Outgoing>,
-    /// A read is pending on the stream.
+    /// A wait for more bytes is pending on the stream.
     reading: bool,
-    /// `inbuf` may hold whole commands not yet run (a batch stopped early).
+    /// The read buffer may hold whole commands not yet run (a batch stopped early).
     stalled: bool,
     /// The peer has sent everything.
     eof: bool,
@@ -160,6 +154,11 @@ pub fn serve(lp: &IoLoop, stream: IoStream) {
     stream.set_close_on_eof(false);
     stream.set_max_write_buffer(
         coreloop::DEFAULT_MAX_WRITE_BUFFER.max(core.cfg.max_bulk.saturating_mul(2)),
+    );
+    // A command is parsed in place: the read buffer holds the largest one whole (a
+    // bulk string plus its framing).
+    stream.set_max_buffer_size(
+        coreloop::DEFAULT_MAX_BUFFER.max(core.cfg.max_bulk.saturating_add(64 * 1024)),
     );
     let draining = core.draining.get();
     let conn = Rc::new(Conn {
@@ -240,7 +239,7 @@ impl Conn {
             drop(st);
             let me = self.clone();
             self.stream
-                .read_some(READ_CHUNK)
+                .read_more()
                 .then(move |lp, _, r| me.on_read(lp, r));
         }
     }
@@ -248,46 +247,19 @@ impl Conn {
     fn on_read(self: &Rc<Self>, lp: &IoLoop, r: std::io::Result<Vec<u8>>) {
         self.st.borrow_mut().reading = false;
         match r {
-            Ok(data) if data.is_empty() => self.st.borrow_mut().eof = true,
-            Ok(data) => self.take(lp, data),
+            Ok(_) => self.run_buffered(lp),
+            Err(e) if StreamError::of(&e) == Some(StreamError::Eof) => {
+                self.st.borrow_mut().eof = true
+            }
             Err(_) => return, // the stream closed
         }
         self.pump(lp);
     }
 
-    /// New bytes: parsed where they are when nothing is carried over; what is left (a
-    /// cut command, or commands a batch stopped before) is kept.
-    fn take(self: &Rc<Self>, lp: &IoLoop, data: Vec<u8>) {
-        let fresh = {
-            let st = self.st.borrow();
-            st.inbuf.is_empty() && !st.parser.in_progress()
-        };
-        if fresh {
-            let used = self.run_batch(lp, &data);
-            let mut st = self.st.borrow_mut();
-            if used < data.len() {
-                st.inbuf.extend_from_slice(&data[used..]);
-            }
-            give_back(&mut st.inbuf);
-        } else {
-            self.st.borrow_mut().inbuf.extend_from_slice(&data);
-            self.run_buffered(lp);
-        }
-    }
-
+    /// Runs the whole commands in the read buffer, where they lie; what a batch did not
+    /// take (a command cut by a read, or commands left for back-pressure) stays there.
     fn run_buffered(self: &Rc<Self>, lp: &IoLoop) {
-        let buf = std::mem::take(&mut self.st.borrow_mut().inbuf);
-        let used = self.run_batch(lp, &buf);
-        let mut buf = buf;
-        buf.drain(..used);
-        let mut st = self.st.borrow_mut();
-        if st.inbuf.is_empty() {
-            st.inbuf = buf;
-        } else {
-            buf.extend_from_slice(&st.inbuf);
-            st.inbuf = buf;
-        }
-        give_back(&mut st.inbuf);
+        let _ = self.stream.with_unread(|buf| (self.run_batch(lp, buf), ()));
     }
 
     /// Runs the whole commands at the start of `buf`, writing replies into the stream's
@@ -453,29 +425,17 @@ impl Conn {
     }
 }
 
-/// Frees what an input buffer holds beyond [`KEEP_INBUF`] once most of it is unused
-/// (the commands that filled it have run). A command still arriving fills more than a
-/// quarter of its buffer, so it is never copied back and forth while it grows.
-fn give_back(buf: &mut Vec<u8>) {
-    if buf.capacity() > KEEP_INBUF && buf.len() < buf.capacity() / 4 {
-        if buf.is_empty() {
-            *buf = Vec::new();
-        } else {
-            buf.shrink_to(buf.len().max(READ_CHUNK));
-        }
-    }
-}
-
-/// The capacity of the input buffers of this loop's connections, in bytes (for INFO
-/// and the tests: what idle connections hold). A connection running a command now (the
-/// one whose INFO asks) is not counted: its state is in use.
+/// The bytes this loop's connections hold unread in their streams' read buffers (for
+/// INFO and the tests: commands are decoded where they lie, so a big command's bytes
+/// stay there until it has run; the stream frees a buffer once it is read, and shrinks
+/// a big one left with a few bytes).
 pub fn input_buffer_bytes(lp: &IoLoop) -> usize {
     lp.local::<Conns>()
         .0
         .borrow()
         .iter()
         .filter_map(|(_, c)| c.upgrade())
-        .filter_map(|c| c.st.try_borrow().map(|st| st.inbuf.capacity()).ok())
+        .map(|c| c.stream.read_buffer_len())
         .sum()
 }
 
