@@ -45,6 +45,8 @@ pub(super) enum DrainWaiter {
 #[derive(Clone)]
 pub(super) enum Phase {
     New,
+    /// Waiting for the host's name to be looked up.
+    Preparing,
     Queued,
     Connecting,
     On(Rc<Conn>),
@@ -147,25 +149,33 @@ impl Flight {
             st.started = lp.time();
             st.req.prepare()
         };
-        if let Ok(p) = &prepared {
-            if let Some(host) = p.lookup.clone() {
-                self.st.borrow_mut().starting = false;
-                return self.look_up(lp, host, prepared);
-            }
+        match prepared {
+            Ok(p) => self.proceed(lp, p),
+            Err(e) => self.fail(lp, e),
         }
-        self.begin(lp, prepared);
+        self.st.borrow_mut().starting = false;
     }
 
-    /// Looks the host's name up, then begins with its first address. (The pools are by
+    /// The next step of a prepared request: the name's lookup, or a connection. A
+    /// wait holds the flight (a fetch given a continuation has no other owner), and
+    /// what comes after a cancel is dropped.
+    fn proceed(self: &Rc<Self>, lp: &IoLoop, p: Prepared) {
+        if let Some(host) = p.lookup.clone() {
+            self.st.borrow_mut().phase = Phase::Preparing;
+            return self.look_up(lp, host, p);
+        }
+        self.begin(lp, p);
+    }
+
+    /// Waiting for the lookup (not cancelled meanwhile).
+    fn preparing(&self) -> bool {
+        matches!(self.st.borrow().phase, Phase::Preparing)
+    }
+
+    /// Looks the host's name up, then goes on with its first address. (The pools are by
     /// address: every request to the name goes to the address it had when looked up.)
-    fn look_up(
-        self: &Rc<Self>,
-        lp: &IoLoop,
-        host: String,
-        prepared: Result<Prepared, ClientError>,
-    ) {
-        let Ok(mut p) = prepared else { return };
-        let me = Rc::downgrade(self);
+    fn look_up(self: &Rc<Self>, lp: &IoLoop, host: String, mut p: Prepared) {
+        let me = self.clone();
         let port = p.addr.port();
         crate::net::lookup(
             lp,
@@ -173,17 +183,16 @@ impl Flight {
             port,
             self.client.cfg.connect_timeout,
             move |lp, r| {
-                let Some(f) = me.upgrade() else { return };
-                if !matches!(f.st.borrow().phase, Phase::New) {
+                if !me.preparing() {
                     return; // cancelled meanwhile
                 }
                 match r {
                     Ok(addrs) => {
                         p.addr = addrs[0];
                         p.lookup = None;
-                        f.begin(lp, Ok(p));
+                        me.proceed(lp, p);
                     }
-                    Err(e) => f.fail(lp, ClientError::Connect(std::sync::Arc::new(e))),
+                    Err(e) => me.fail(lp, ClientError::Connect(std::sync::Arc::new(e))),
                 }
             },
         );
@@ -191,40 +200,35 @@ impl Flight {
 
     /// Takes the pool of the prepared request's host, arms the total deadline and asks
     /// the pool for a connection.
-    fn begin(self: &Rc<Self>, lp: &IoLoop, prepared: Result<Prepared, ClientError>) {
-        self.st.borrow_mut().starting = true;
-        match prepared {
-            Ok(p) => {
-                let pool = super::pool_of(lp, &self.client, p.addr);
-                pool.stats.requests.set(pool.stats.requests.get() + 1);
-                let total = {
-                    let st = self.st.borrow();
-                    let armed = st.timers[TOTAL].is_some();
-                    st.req
-                        .timeout
-                        .or(self.client.cfg.total_timeout)
-                        .filter(|_| !armed)
-                };
-                {
-                    let mut st = self.st.borrow_mut();
-                    st.prepared = Some(p);
-                    st.pool = Some(pool.clone());
-                }
-                if let Some(t) = total {
-                    let me = Rc::downgrade(self);
-                    let id = lp.call_later(t, move |lp| {
-                        if let Some(f) = me.upgrade() {
-                            f.st.borrow_mut().timers[TOTAL] = None;
-                            f.fail(lp, ClientError::Timeout(Deadline::Total));
-                        }
-                    });
-                    self.st.borrow_mut().timers[TOTAL] = Some(id);
-                }
-                pool.acquire(lp, self);
-            }
-            Err(e) => self.fail(lp, e),
+    fn begin(self: &Rc<Self>, lp: &IoLoop, p: Prepared) {
+        let starting = std::mem::replace(&mut self.st.borrow_mut().starting, true);
+        let pool = super::pool_of(lp, &self.client, p.addr);
+        pool.stats.requests.set(pool.stats.requests.get() + 1);
+        let total = {
+            let st = self.st.borrow();
+            let armed = st.timers[TOTAL].is_some();
+            st.req
+                .timeout
+                .or(self.client.cfg.total_timeout)
+                .filter(|_| !armed)
+        };
+        {
+            let mut st = self.st.borrow_mut();
+            st.prepared = Some(p);
+            st.pool = Some(pool.clone());
         }
-        self.st.borrow_mut().starting = false;
+        if let Some(t) = total {
+            let me = Rc::downgrade(self);
+            let id = lp.call_later(t, move |lp| {
+                if let Some(f) = me.upgrade() {
+                    f.st.borrow_mut().timers[TOTAL] = None;
+                    f.fail(lp, ClientError::Timeout(Deadline::Total));
+                }
+            });
+            self.st.borrow_mut().timers[TOTAL] = Some(id);
+        }
+        pool.acquire(lp, self);
+        self.st.borrow_mut().starting = starting;
     }
 
     /// Waits in the pool's queue, at most `connect_timeout`.
