@@ -542,7 +542,7 @@ fn bad_requests_fail_with_a_clear_error_before_anything_is_sent(backend: Backend
         let lp = IoLoop::current().unwrap();
         let mut out = Vec::new();
         for req in [
-            ClientRequest::get("https://127.0.0.1/"),
+            ClientRequest::get("ftp://127.0.0.1/"),
             ClientRequest::get("http://127.0.0.1:1/").header("X", "a\r\nb: c"),
             ClientRequest::get("/no/host"),
         ] {

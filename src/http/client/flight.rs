@@ -14,6 +14,7 @@ use super::response::ClientResponse;
 use super::HttpClient;
 use crate::http::framing::ResponseHead;
 use crate::reactor::{IoLoop, TimeoutId, WeakLoop};
+use crate::tls::TlsConnector;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Waker;
@@ -45,7 +46,8 @@ pub(super) enum DrainWaiter {
 #[derive(Clone)]
 pub(super) enum Phase {
     New,
-    /// Waiting for the host's name to be looked up.
+    /// Waiting for the host's name to be looked up, or the client's TLS connector to be
+    /// loaded.
     Preparing,
     Queued,
     Connecting,
@@ -136,9 +138,10 @@ impl Flight {
         })
     }
 
-    /// Starts it (once): prepares the request, looks its host's name up if it has one
-    /// (on the blocking pool, within `connect_timeout`), takes its host's pool, and asks
-    /// it for a connection.
+    /// Starts it (once): prepares the request, loads the client's TLS connector if it
+    /// is `https` and the client has none yet, looks its host's name up if it has one
+    /// (both on the blocking pool, the lookup within `connect_timeout`), takes its
+    /// host's pool, and asks it for a connection.
     pub(super) fn start(self: &Rc<Self>, lp: &IoLoop) {
         let prepared = {
             let mut st = self.st.borrow_mut();
@@ -156,18 +159,36 @@ impl Flight {
         self.st.borrow_mut().starting = false;
     }
 
-    /// The next step of a prepared request: the name's lookup, or a connection. A
-    /// wait holds the flight (a fetch given a continuation has no other owner), and
-    /// what comes after a cancel is dropped.
+    /// The next step of a prepared request: what it waits for first (the connector,
+    /// the name's lookup), or a connection. A wait holds the flight (a fetch given a
+    /// continuation has no other owner), and what comes after a cancel is dropped.
     fn proceed(self: &Rc<Self>, lp: &IoLoop, p: Prepared) {
+        let connector = match &p.tls {
+            None => None,
+            Some(_) => match self.client.tls.get() {
+                Some(c) => Some(c.clone()),
+                None => {
+                    self.st.borrow_mut().phase = Phase::Preparing;
+                    let me = self.clone();
+                    return super::tls::when_loaded(lp, &self.client, move |lp, r| {
+                        if me.preparing() {
+                            match r {
+                                Ok(_) => me.proceed(lp, p),
+                                Err(e) => me.fail(lp, e),
+                            }
+                        }
+                    });
+                }
+            },
+        };
         if let Some(host) = p.lookup.clone() {
             self.st.borrow_mut().phase = Phase::Preparing;
             return self.look_up(lp, host, p);
         }
-        self.begin(lp, p);
+        self.begin(lp, p, connector);
     }
 
-    /// Waiting for the lookup (not cancelled meanwhile).
+    /// Waiting for the lookup or the connector (not cancelled meanwhile).
     fn preparing(&self) -> bool {
         matches!(self.st.borrow().phase, Phase::Preparing)
     }
@@ -198,11 +219,16 @@ impl Flight {
         );
     }
 
-    /// Takes the pool of the prepared request's host, arms the total deadline and asks
-    /// the pool for a connection.
-    fn begin(self: &Rc<Self>, lp: &IoLoop, p: Prepared) {
+    /// Takes the pool of the prepared request's host (and TLS server name, with the
+    /// client's `connector`), arms the total deadline and asks the pool for a
+    /// connection.
+    fn begin(self: &Rc<Self>, lp: &IoLoop, p: Prepared, connector: Option<TlsConnector>) {
         let starting = std::mem::replace(&mut self.st.borrow_mut().starting, true);
-        let pool = super::pool_of(lp, &self.client, p.addr);
+        let tls = match (&connector, &p.tls) {
+            (Some(c), Some(name)) => Some((c, name.as_str())),
+            _ => None,
+        };
+        let pool = super::pool_of(lp, &self.client, p.addr, tls);
         pool.stats.requests.set(pool.stats.requests.get() + 1);
         let total = {
             let st = self.st.borrow();
