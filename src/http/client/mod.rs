@@ -6,8 +6,8 @@
 //! [`then`](Fetching::then) on the loop, or `.await` it in a task, for the
 //! [`ClientResponse`] or the [`ClientError`] that says why there is none.
 //!
-//! - **Pools.** Each core has its own connections, per client and host address
-//!   (`lp.local`, nothing shared between cores): at most `max_per_host` open, idle ones
+//! - **Pools.** Each core has its own connections, per client, host address and (for
+//!   `https`) TLS server name (`lp.local`, nothing shared between cores): at most `max_per_host` open, idle ones
 //!   reused newest first and closed after `idle_timeout`, requests beyond that waiting
 //!   in a queue of at most `max_queued` (past it: [`ClientError::QueueFull`]; waiting
 //!   longer than `connect_timeout`: a timeout).
