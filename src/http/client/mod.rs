@@ -7,10 +7,11 @@
 //! [`ClientResponse`] or the [`ClientError`] that says why there is none.
 //!
 //! - **Pools.** Each core has its own connections, per client, host address and (for
-//!   `https`) TLS server name (`lp.local`, nothing shared between cores): at most `max_per_host` open, idle ones
-//!   reused newest first and closed after `idle_timeout`, requests beyond that waiting
-//!   in a queue of at most `max_queued` (past it: [`ClientError::QueueFull`]; waiting
-//!   longer than `connect_timeout`: a timeout).
+//!   `https`) TLS server name (`lp.local`, nothing shared between cores): at most
+//!   `max_per_host` open, idle ones reused newest first and closed after
+//!   `idle_timeout`, requests beyond that waiting in a queue of at most `max_queued`
+//!   (past it: [`ClientError::QueueFull`]; waiting longer than `connect_timeout`: a
+//!   timeout).
 //! - **Deadlines** ([`ClientConfig`]): connect (and the wait in the queue), head (from
 //!   the end of the request to the end of the response head, not extended by
 //!   progress), body (the longest pause without a byte either way while the client

@@ -1,7 +1,7 @@
 //! One host's connections on one core (over TLS to one server name, for `https`): the
-//! idle ones (reused newest first, so the
-//! oldest reach their idle timeout and go), how many are open, the bounded queue of
-//! requests waiting for one, and what this host's requests did.
+//! idle ones (reused newest first, so the oldest reach their idle timeout and go), how
+//! many are open, the bounded queue of requests waiting for one, and what this host's
+//! requests did.
 //!
 //! A connection is not bound to the request that opened it: whichever request waits
 //! longest takes the next connection that is free, new or reused (a request cancelled
