@@ -542,7 +542,7 @@ fn bad_requests_fail_with_a_clear_error_before_anything_is_sent(backend: Backend
         let lp = IoLoop::current().unwrap();
         let mut out = Vec::new();
         for req in [
-            ClientRequest::get("https://127.0.0.1/"),
+            ClientRequest::get("ftp://127.0.0.1/"),
             ClientRequest::get("http://127.0.0.1:1/").header("X", "a\r\nb: c"),
             ClientRequest::get("/no/host"),
         ] {
@@ -597,6 +597,20 @@ fn a_host_name_is_looked_up_on_the_blocking_pool(backend: Backend) {
         (r.status(), r.body().to_vec())
     });
     assert_eq!((status, &body[..]), (200, &b"Hello, world"[..]));
+    // From a callback: the lookup holds the fetch (nothing else does), and the
+    // continuation gets the answer.
+    let lp = util::new_loop(backend);
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    let url = format!("http://{name}:{}/", s.local_addr().port());
+    client
+        .fetch(&lp, ClientRequest::get(url))
+        .then(move |lp, r| {
+            *g.borrow_mut() = Some(r.map(|r| r.status()));
+            lp.stop();
+        });
+    util::run(&lp);
+    assert_eq!(got.borrow_mut().take().expect("answered").unwrap(), 200);
     // A name that does not exist is a connect error, not a hang or a panic.
     let c = client.clone();
     let err = util::run_task(backend, async move {

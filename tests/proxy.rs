@@ -2,7 +2,8 @@
 //! with curl, ab and wrk as clients; hop-by-hop fields removed and X-Forwarded-For,
 //! X-Forwarded-Proto and Via added both ways; an upstream down (502, then skipped),
 //! slow (504), a client gone (its request cancelled upstream); bad requests refused
-//! before they reach an upstream; the per-upstream numbers in /metrics. Bodies of
+//! before they reach an upstream; https upstreams verified (the request passed to
+//! another when a certificate fails); the per-upstream numbers in /metrics. Bodies of
 //! 100 MB each way are in proxy_big_bodies.rs.
 mod util;
 
@@ -11,6 +12,7 @@ mod util;
 mod proxy;
 
 use coreloop::http::{Application, HttpServer, Route};
+use coreloop::tls::{TlsConfig, TlsConnector};
 use coreloop::{Backend, Cores, Runtime};
 use coreloop_macros::on_both_backends;
 use std::io::{Read, Write};
@@ -23,7 +25,16 @@ use util::Listen;
 /// A coreloop upstream: `/` Hello, `/headers` the request's fields, `/echo` the body,
 /// `/slow?ms=N` an answer N ms later.
 fn upstream(backend: Backend) -> util::Served {
-    let app = Application::new()
+    HttpServer::new(upstream_app())
+        .listen(
+            Runtime::builder().backend(backend).cores(Cores::Count(1)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap()
+}
+
+fn upstream_app() -> Application {
+    Application::new()
         .route("/", Route::new().get(|_, _, mut r| r.write("Hello, world")))
         .route(
             "/headers",
@@ -55,13 +66,7 @@ fn upstream(backend: Backend) -> util::Served {
                     r.finish();
                 });
             }),
-        );
-    HttpServer::new(app)
-        .listen(
-            Runtime::builder().backend(backend).cores(Cores::Count(1)),
-            "127.0.0.1:0".parse().unwrap(),
         )
-        .unwrap()
 }
 
 fn start(
@@ -71,7 +76,7 @@ fn start(
 ) -> proxy::Proxy {
     let mut cfg = proxy::Config {
         port: 0,
-        upstreams: upstreams.to_vec(),
+        upstreams: upstreams.iter().map(|&a| a.into()).collect(),
         ..proxy::Config::default()
     };
     tweak(&mut cfg);
@@ -363,6 +368,76 @@ fn an_upstream_that_refuses_is_a_502_and_is_then_skipped(backend: Backend) {
     )));
     p.shutdown(Duration::from_secs(5)).unwrap();
     up.shutdown().unwrap();
+}
+
+#[on_both_backends]
+#[test]
+fn https_upstreams_are_verified_and_one_that_fails_verification_is_passed_over(backend: Backend) {
+    let certs = util::tls::Certs::new();
+    let (cert, key) = certs.server();
+    let (other, other_key) = certs.issue("other", &["elsewhere.example"]);
+    let rt = Runtime::builder()
+        .backend(backend)
+        .cores(Cores::Count(1))
+        .build()
+        .unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let serve = |cert: &std::path::Path, key: &std::path::Path| {
+        HttpServer::new(upstream_app())
+            .tls(TlsConfig::new(cert, key).unwrap())
+            .serve(&rt, any)
+            .unwrap()
+    };
+    let (good, bad) = (serve(&cert, &key), serve(&other, &other_key));
+    let https = |s: &coreloop::ServerHandle| proxy::upstreams::Target {
+        addr: s.local_addr(),
+        tls: Some("localhost".to_string()),
+    };
+    let ca = TlsConnector::with_roots(certs.ca()).unwrap();
+    let get = b"GET /headers HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n";
+    // With the CA (--upstream-ca): verified, and the upstream sees the client's Host.
+    let p = start(backend, &[], |cfg| {
+        cfg.upstreams = vec![https(&good)];
+        cfg.client.tls = Some(ca.clone());
+    });
+    let (status, head, body) = request(p.addr(), get);
+    assert_eq!(status, 200, "{head}");
+    let fields = String::from_utf8_lossy(&body).to_string();
+    for kept in ["host: svc", "x-forwarded-proto: http"] {
+        assert!(fields.lines().any(|l| l == kept), "{kept}: {fields}");
+    }
+    p.shutdown(Duration::from_secs(5)).unwrap();
+    // The system's roots (the default) do not know the test's CA: 502, counted.
+    let p = start(backend, &[], |cfg| cfg.upstreams = vec![https(&good)]);
+    let (status, head, _) = request(p.addr(), get);
+    assert_eq!(status, 502, "{head}");
+    if TlsConnector::new().is_ok() {
+        // (Without system roots the fetch fails before it has a pool to count in.)
+        let snap = p.runtime().stats().wait().unwrap();
+        let st = snap.client_total(&good.local_addr().to_string()).unwrap();
+        assert_eq!((st.errors_of("tls"), st.opened), (1, 0), "{:?}", st.errors);
+    }
+    p.shutdown(Duration::from_secs(5)).unwrap();
+    // Beside one whose certificate is for another name: its handshake fails, nothing
+    // was sent, and the request goes to the other one; no client sees an error.
+    let p = start(backend, &[], |cfg| {
+        cfg.upstreams = vec![https(&bad), https(&good)];
+        cfg.client.tls = Some(ca.clone());
+    });
+    for _ in 0..6 {
+        let (status, head, _) = request(p.addr(), get);
+        assert_eq!(status, 200, "{head}");
+    }
+    let snap = p.runtime().stats().wait().unwrap();
+    let st = snap.client_total(&bad.local_addr().to_string()).unwrap();
+    assert!(
+        st.errors_of("tls") >= 1 && st.opened == 0,
+        "{:?}",
+        st.errors
+    );
+    assert_eq!(st.responses, [0; 5]);
+    p.shutdown(Duration::from_secs(5)).unwrap();
+    rt.shutdown().unwrap();
 }
 
 #[on_both_backends]

@@ -117,7 +117,7 @@ fn a_100_mb_body_each_way_with_bounded_memory(backend: Backend) {
     });
     let cfg = proxy::Config {
         port: 0,
-        upstreams: vec![raw.addr],
+        upstreams: vec![raw.addr.into()],
         ..proxy::Config::default()
     };
     let p = proxy::start(

@@ -9,30 +9,50 @@
 //!
 //! `cargo run --release --example proxy -- --port 8080 --upstream 127.0.0.1:8888
 //! [--upstream 127.0.0.1:8889 ...] [--cores N --backend auto|uring|epoll --metrics PORT
-//! --connect-timeout SECS --upstream-timeout SECS --max-per-host N (1024)]`
+//! --connect-timeout SECS --upstream-timeout SECS --max-per-host N (1024)
+//! --upstream-ca FILE]`
 //!
-//! Upstreams are `ip:port` or `localhost:port` (names are not looked up yet). Ctrl-C
-//! or SIGTERM stops it gracefully: idle connections close, the others after their
-//! answer (5 s at most).
+//! Upstreams are `host:port` (a name is looked up once, at start), or
+//! `https://host:port` for one spoken to over TLS: its certificate must be for `host`
+//! (sent as SNI) and verify against the system's roots, or those in `--upstream-ca`
+//! (nginx's `proxy_ssl_trusted_certificate`; verification is always on). A request
+//! that could not be sent to one upstream goes to another only if that one has the
+//! same scheme and name. Ctrl-C or SIGTERM stops it gracefully: idle connections
+//! close, the others after their answer (5 s at most).
 
 #[path = "../common/mod.rs"]
 mod common;
 mod proxy;
 
+use proxy::upstreams::Target;
 use proxy::Config;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// An upstream's address: `ip:port`, or `host:port` looked up once at start (as nginx
-/// does for a `server` line of an upstream block), before any loop runs.
-fn upstream(v: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = v.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    v.to_socket_addrs()
-        .map_err(|e| format!("--upstream {v}: {e}"))?
-        .next()
-        .ok_or(format!("--upstream {v}: the name has no address"))
+/// An upstream: `ip:port`, or `host:port` looked up once at start (as nginx does for a
+/// `server` line of an upstream block), before any loop runs; with `https://` before
+/// it, over TLS to `host`.
+fn upstream(v: &str) -> Result<Target, String> {
+    let (hostport, tls) = match v.strip_prefix("https://") {
+        Some(rest) => {
+            let rest = rest.trim_end_matches('/');
+            let host = match rest.rsplit_once(':') {
+                Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+                None => return Err(format!("--upstream {v}: give the port (https://host:port)")),
+            };
+            (rest, Some(host.to_ascii_lowercase()))
+        }
+        None => (v, None),
+    };
+    let addr = match hostport.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => hostport
+            .to_socket_addrs()
+            .map_err(|e| format!("--upstream {v}: {e}"))?
+            .next()
+            .ok_or(format!("--upstream {v}: the name has no address"))?,
+    };
+    Ok(Target { addr, tls })
 }
 
 fn secs(flag: &str, v: String) -> Result<Duration, String> {
@@ -48,7 +68,7 @@ fn main() {
     let args = common::server_args_with(
         "proxy",
         cfg.port,
-        " --upstream HOST:PORT [--upstream ...] [--connect-timeout S] [--upstream-timeout S] [--max-per-host N]",
+        " --upstream [https://]HOST:PORT [--upstream ...] [--connect-timeout S] [--upstream-timeout S] [--max-per-host N] [--upstream-ca FILE]",
         |flag, value| {
             match flag {
                 "--upstream" => cfg.upstreams.push(upstream(&value()?)?),
@@ -57,6 +77,12 @@ fn main() {
                     let t = secs(flag, value()?)?;
                     cfg.client.head_timeout = t;
                     cfg.client.body_timeout = t;
+                }
+                "--upstream-ca" => {
+                    let file = value()?;
+                    let tls = coreloop::tls::TlsConnector::with_roots(&file)
+                        .map_err(|e| format!("--upstream-ca {file}: {e}"))?;
+                    cfg.client.tls = Some(tls);
                 }
                 "--max-per-host" => {
                     cfg.client.max_per_host = value()?
@@ -69,7 +95,7 @@ fn main() {
         },
     );
     if cfg.upstreams.is_empty() {
-        eprintln!("proxy: give at least one --upstream HOST:PORT");
+        eprintln!("proxy: give at least one --upstream [https://]HOST:PORT");
         std::process::exit(2);
     }
     cfg.port = args.port;
@@ -86,9 +112,16 @@ fn main() {
         .wait()
         .unwrap_or_default();
     println!(
-        "proxy on http://{} to {:?} ({} cores: {})",
+        "proxy on http://{} to {} ({} cores: {})",
         p.addr(),
-        cfg.upstreams,
+        cfg.upstreams
+            .iter()
+            .map(|t| match &t.tls {
+                Some(name) => format!("https://{name} at {}", t.addr),
+                None => t.addr.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         backends.len(),
         backends.first().copied().unwrap_or("?")
     );

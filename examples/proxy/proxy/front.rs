@@ -260,9 +260,13 @@ impl Front {
     fn start(self: &Rc<Self>, lp: &IoLoop, head: RequestHead) {
         let core = &self.core;
         self.clear_deadline();
+        let Some(i) = core.upstreams.pick(lp.time(), None) else {
+            return self.refuse(lp, 503);
+        };
         let mut req = {
             let (xff, via) = &mut *core.scratch.borrow_mut();
-            headers::upstream_request(&head.request, &self.client_ip, xff, via)
+            let origin = core.upstreams.origin(i);
+            headers::upstream_request(&head.request, origin, &self.client_ip, xff, via)
         }
         .stream_response();
         // A body that is all here already goes whole (it can then be sent again to
@@ -285,9 +289,6 @@ impl Front {
                     true
                 }
             }
-        };
-        let Some(i) = core.upstreams.pick(lp.time(), None) else {
-            return self.refuse(lp, 503);
         };
         let req = req.connect_to(core.upstreams.addr(i));
         let again = (!streamed && core.upstreams.len() > 1).then(|| req.clone());
@@ -333,13 +334,17 @@ impl Front {
                 if matches!(
                     e,
                     ClientError::Connect(_)
+                        | ClientError::Tls(_)
                         | ClientError::Timeout(_)
                         | ClientError::Connection(_)
                         | ClientError::Malformed(_)
                 ) {
                     upstreams.failed(i, lp.time());
                 }
-                if matches!(e, ClientError::Connect(_)) && self.try_another(lp, i) {
+                // Nothing was sent (a refused connect, a failed handshake): another
+                // upstream may take it.
+                let unsent = matches!(e, ClientError::Connect(_) | ClientError::Tls(_));
+                if unsent && self.try_another(lp, i) {
                     return;
                 }
                 log::debug!("proxy: upstream {}: {e}", upstreams.addr(i));
@@ -354,7 +359,8 @@ impl Front {
     }
 
     /// A request whose connect failed goes to the next upstream that is up, once (it
-    /// was not sent: any method may go again).
+    /// was not sent: any method may go again), if its URL fits it (the same scheme and
+    /// TLS name).
     fn try_another(self: &Rc<Self>, lp: &IoLoop, failed: usize) -> bool {
         let upstreams = &self.core.upstreams;
         let Some(req) = self
@@ -369,6 +375,9 @@ impl Front {
         let Some(j) = upstreams.pick(lp.time(), Some(failed)) else {
             return false;
         };
+        if upstreams.origin(j) != upstreams.origin(failed) {
+            return false;
+        }
         let fetching = self
             .core
             .client

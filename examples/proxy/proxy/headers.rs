@@ -48,17 +48,19 @@ fn via_entry(minor: u8) -> &'static [u8] {
 }
 
 /// The request to send upstream for `req`, from a client at `client_ip`: its method
-/// and target, its end-to-end fields (and `Expect`, which the proxy answers itself,
+/// and target (after `origin`, `https://name` for a TLS upstream), its end-to-end fields (and `Expect`, which the proxy answers itself,
 /// left out), `X-Forwarded-For` with the client appended, `X-Forwarded-Proto`, `Via`.
 /// `xff` and `via` are buffers to put those values together in (kept by the caller:
 /// no allocation per request).
 pub fn upstream_request(
     req: &Request,
+    origin: &str,
     client_ip: &str,
     xff: &mut Vec<u8>,
     via: &mut Vec<u8>,
 ) -> ClientRequest {
-    let mut target = String::with_capacity(req.path().len() + req.query().len() + 1);
+    let mut target = String::with_capacity(origin.len() + req.path().len() + req.query().len() + 1);
+    target.push_str(origin);
     target.push_str(req.path());
     if !req.query().is_empty() {
         target.push('?');

@@ -27,8 +27,9 @@ pub struct Config {
     /// Port (0: any free port).
     pub port: u16,
     /// Where requests go, in turn.
-    pub upstreams: Vec<SocketAddr>,
-    /// The client's pools and deadlines (per core, per upstream).
+    pub upstreams: Vec<upstreams::Target>,
+    /// The client's pools and deadlines (per core, per upstream), and the roots it
+    /// verifies TLS upstreams with (`tls`; the system's by default).
     pub client: ClientConfig,
     /// Limits of the requests read from clients (head, URI, fields, body).
     pub http: HttpConfig,

@@ -8,9 +8,26 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Where an upstream is: its address, and for one spoken to over TLS (`--upstream
+/// https://name:port`) the name its certificate must be for (sent as SNI).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub tls: Option<String>,
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target { addr, tls: None }
+    }
+}
+
 /// One upstream, as this core sees it.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// What its requests' URLs start with: `https://name` (TLS to that name), or
+    /// nothing (an origin-form target, plain HTTP).
+    origin: String,
     fails: Cell<u32>,
     down_until: Cell<Option<Instant>>,
 }
@@ -24,12 +41,16 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(addrs: &[SocketAddr], max_fails: u32, fail_timeout: Duration) -> Upstreams {
+    pub fn new(targets: &[Target], max_fails: u32, fail_timeout: Duration) -> Upstreams {
         Upstreams {
-            list: addrs
+            list: targets
                 .iter()
-                .map(|&addr| Upstream {
-                    addr,
+                .map(|t| Upstream {
+                    addr: t.addr,
+                    origin: t
+                        .tls
+                        .as_ref()
+                        .map_or(String::new(), |n| format!("https://{n}")),
                     fails: Cell::new(0),
                     down_until: Cell::new(None),
                 })
@@ -77,6 +98,11 @@ impl Upstreams {
         self.list[i].addr
     }
 
+    /// What the URL of a request to upstream `i` starts with (its target follows).
+    pub fn origin(&self, i: usize) -> &str {
+        &self.list[i].origin
+    }
+
     /// A request to upstream `i` got an answer.
     pub fn succeeded(&self, i: usize) {
         self.list[i].fails.set(0);
@@ -121,9 +147,9 @@ mod tests {
 
     #[test]
     fn round_robin_skips_an_upstream_that_keeps_failing_for_a_while() {
-        let addrs: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+        let addrs: Vec<Target> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
             .iter()
-            .map(|a| a.parse().unwrap())
+            .map(|a| a.parse::<SocketAddr>().unwrap().into())
             .collect();
         let u = Upstreams::new(&addrs, 2, Duration::from_secs(10));
         let t0 = Instant::now();

@@ -2,6 +2,7 @@
 //! between 502 and 504) can match.
 
 use crate::http::framing::FramingError;
+use crate::tls::TlsError;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -25,19 +26,30 @@ pub enum Deadline {
 ///
 /// ```
 /// use coreloop::http::{ClientError, Deadline};
+/// use coreloop::tls::TlsError;
 /// let e = ClientError::Timeout(Deadline::Head);
 /// assert_eq!(e.to_string(), "timed out waiting for the response head");
 /// assert!(e.is_timeout());
+/// let e = ClientError::Tls(TlsError::Certificate);
+/// assert_eq!((e.kind(), e.is_timeout()), ("tls", false));
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The request cannot be made as given: a malformed URL, a scheme other than
-    /// `http`, a header value with CR or LF, a body that does not match its length.
+    /// `http` and `https`, a header value with CR or LF, a body that does not match its
+    /// length, a redirect from `https` to `http`.
     Invalid(String),
-    /// Connecting failed (refused, unreachable, out of descriptors), or the host's
-    /// name could not be looked up.
+    /// Connecting failed (refused, unreachable, out of descriptors), the host's name
+    /// could not be looked up, or, for `https`, the system's root certificates could
+    /// not be loaded.
     Connect(Arc<io::Error>),
+    /// The TLS handshake of an `https` fetch failed, for the reason given:
+    /// [`TlsError::Certificate`] for a certificate that does not verify (not signed by
+    /// a trusted root, expired, or not for the URL's host), [`TlsError::BadMessage`] for
+    /// a server that does not speak TLS, [`TlsError::Incompatible`] for no common
+    /// parameters. (A handshake past `connect_timeout` is a [`ClientError::Timeout`].)
+    Tls(TlsError),
     /// A deadline passed.
     Timeout(Deadline),
     /// Too many requests wait for a connection to this host (`max_queued`).
@@ -66,13 +78,14 @@ impl ClientError {
         matches!(self, ClientError::Timeout(_))
     }
 
-    /// The kind of error, as a short label (`connect`, `timeout`, `queue_full`,
+    /// The kind of error, as a short label (`connect`, `tls`, `timeout`, `queue_full`,
     /// `malformed`, `too_large`, `connection`, `cancelled`, `invalid`, `redirects`),
     /// for counting.
     pub fn kind(&self) -> &'static str {
         match self {
             ClientError::Invalid(_) => "invalid",
             ClientError::Connect(_) => "connect",
+            ClientError::Tls(_) => "tls",
             ClientError::Timeout(_) => "timeout",
             ClientError::QueueFull => "queue_full",
             ClientError::Malformed(_) => "malformed",
@@ -93,6 +106,7 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Invalid(why) => write!(f, "invalid request: {why}"),
             ClientError::Connect(e) => write!(f, "connecting failed: {e}"),
+            ClientError::Tls(e) => write!(f, "TLS with the server failed: {e}"),
             ClientError::Timeout(d) => f.write_str(match d {
                 Deadline::Queue => "timed out waiting for a connection in the host's queue",
                 Deadline::Connect => "timed out connecting",
@@ -129,7 +143,9 @@ impl From<ClientError> for io::Error {
             ClientError::Connect(e) | ClientError::Connection(e) => e.kind(),
             ClientError::Timeout(_) => io::ErrorKind::TimedOut,
             ClientError::QueueFull => io::ErrorKind::WouldBlock,
-            ClientError::Malformed(_) | ClientError::TooLarge { .. } => io::ErrorKind::InvalidData,
+            ClientError::Malformed(_) | ClientError::TooLarge { .. } | ClientError::Tls(_) => {
+                io::ErrorKind::InvalidData
+            }
             ClientError::Cancelled => io::ErrorKind::Interrupted,
             ClientError::TooManyRedirects => io::ErrorKind::Other,
         };

@@ -14,6 +14,7 @@ use super::response::ClientResponse;
 use super::HttpClient;
 use crate::http::framing::ResponseHead;
 use crate::reactor::{IoLoop, TimeoutId, WeakLoop};
+use crate::tls::TlsConnector;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Waker;
@@ -45,6 +46,9 @@ pub(super) enum DrainWaiter {
 #[derive(Clone)]
 pub(super) enum Phase {
     New,
+    /// Waiting for the host's name to be looked up, or the client's TLS connector to be
+    /// loaded.
+    Preparing,
     Queued,
     Connecting,
     On(Rc<Conn>),
@@ -134,9 +138,10 @@ impl Flight {
         })
     }
 
-    /// Starts it (once): prepares the request, looks its host's name up if it has one
-    /// (on the blocking pool, within `connect_timeout`), takes its host's pool, and asks
-    /// it for a connection.
+    /// Starts it (once): prepares the request, loads the client's TLS connector if it
+    /// is `https` and the client has none yet, looks its host's name up if it has one
+    /// (both on the blocking pool, the lookup within `connect_timeout`), takes its
+    /// host's pool, and asks it for a connection.
     pub(super) fn start(self: &Rc<Self>, lp: &IoLoop) {
         let prepared = {
             let mut st = self.st.borrow_mut();
@@ -147,25 +152,51 @@ impl Flight {
             st.started = lp.time();
             st.req.prepare()
         };
-        if let Ok(p) = &prepared {
-            if let Some(host) = p.lookup.clone() {
-                self.st.borrow_mut().starting = false;
-                return self.look_up(lp, host, prepared);
-            }
+        match prepared {
+            Ok(p) => self.proceed(lp, p),
+            Err(e) => self.fail(lp, e),
         }
-        self.begin(lp, prepared);
+        self.st.borrow_mut().starting = false;
     }
 
-    /// Looks the host's name up, then begins with its first address. (The pools are by
+    /// The next step of a prepared request: what it waits for first (the connector,
+    /// the name's lookup), or a connection. A wait holds the flight (a fetch given a
+    /// continuation has no other owner), and what comes after a cancel is dropped.
+    fn proceed(self: &Rc<Self>, lp: &IoLoop, p: Prepared) {
+        let connector = match &p.tls {
+            None => None,
+            Some(_) => match self.client.tls.get() {
+                Some(c) => Some(c.clone()),
+                None => {
+                    self.st.borrow_mut().phase = Phase::Preparing;
+                    let me = self.clone();
+                    return super::tls::when_loaded(lp, &self.client, move |lp, r| {
+                        if me.preparing() {
+                            match r {
+                                Ok(_) => me.proceed(lp, p),
+                                Err(e) => me.fail(lp, e),
+                            }
+                        }
+                    });
+                }
+            },
+        };
+        if let Some(host) = p.lookup.clone() {
+            self.st.borrow_mut().phase = Phase::Preparing;
+            return self.look_up(lp, host, p);
+        }
+        self.begin(lp, p, connector);
+    }
+
+    /// Waiting for the lookup or the connector (not cancelled meanwhile).
+    fn preparing(&self) -> bool {
+        matches!(self.st.borrow().phase, Phase::Preparing)
+    }
+
+    /// Looks the host's name up, then goes on with its first address. (The pools are by
     /// address: every request to the name goes to the address it had when looked up.)
-    fn look_up(
-        self: &Rc<Self>,
-        lp: &IoLoop,
-        host: String,
-        prepared: Result<Prepared, ClientError>,
-    ) {
-        let Ok(mut p) = prepared else { return };
-        let me = Rc::downgrade(self);
+    fn look_up(self: &Rc<Self>, lp: &IoLoop, host: String, mut p: Prepared) {
+        let me = self.clone();
         let port = p.addr.port();
         crate::net::lookup(
             lp,
@@ -173,58 +204,57 @@ impl Flight {
             port,
             self.client.cfg.connect_timeout,
             move |lp, r| {
-                let Some(f) = me.upgrade() else { return };
-                if !matches!(f.st.borrow().phase, Phase::New) {
+                if !me.preparing() {
                     return; // cancelled meanwhile
                 }
                 match r {
                     Ok(addrs) => {
                         p.addr = addrs[0];
                         p.lookup = None;
-                        f.begin(lp, Ok(p));
+                        me.proceed(lp, p);
                     }
-                    Err(e) => f.fail(lp, ClientError::Connect(std::sync::Arc::new(e))),
+                    Err(e) => me.fail(lp, ClientError::Connect(std::sync::Arc::new(e))),
                 }
             },
         );
     }
 
-    /// Takes the pool of the prepared request's host, arms the total deadline and asks
-    /// the pool for a connection.
-    fn begin(self: &Rc<Self>, lp: &IoLoop, prepared: Result<Prepared, ClientError>) {
-        self.st.borrow_mut().starting = true;
-        match prepared {
-            Ok(p) => {
-                let pool = super::pool_of(lp, &self.client, p.addr);
-                pool.stats.requests.set(pool.stats.requests.get() + 1);
-                let total = {
-                    let st = self.st.borrow();
-                    let armed = st.timers[TOTAL].is_some();
-                    st.req
-                        .timeout
-                        .or(self.client.cfg.total_timeout)
-                        .filter(|_| !armed)
-                };
-                {
-                    let mut st = self.st.borrow_mut();
-                    st.prepared = Some(p);
-                    st.pool = Some(pool.clone());
-                }
-                if let Some(t) = total {
-                    let me = Rc::downgrade(self);
-                    let id = lp.call_later(t, move |lp| {
-                        if let Some(f) = me.upgrade() {
-                            f.st.borrow_mut().timers[TOTAL] = None;
-                            f.fail(lp, ClientError::Timeout(Deadline::Total));
-                        }
-                    });
-                    self.st.borrow_mut().timers[TOTAL] = Some(id);
-                }
-                pool.acquire(lp, self);
-            }
-            Err(e) => self.fail(lp, e),
+    /// Takes the pool of the prepared request's host (and TLS server name, with the
+    /// client's `connector`), arms the total deadline and asks the pool for a
+    /// connection.
+    fn begin(self: &Rc<Self>, lp: &IoLoop, p: Prepared, connector: Option<TlsConnector>) {
+        let starting = std::mem::replace(&mut self.st.borrow_mut().starting, true);
+        let tls = match (&connector, &p.tls) {
+            (Some(c), Some(name)) => Some((c, name.as_str())),
+            _ => None,
+        };
+        let pool = super::pool_of(lp, &self.client, p.addr, tls);
+        pool.stats.requests.set(pool.stats.requests.get() + 1);
+        let total = {
+            let st = self.st.borrow();
+            let armed = st.timers[TOTAL].is_some();
+            st.req
+                .timeout
+                .or(self.client.cfg.total_timeout)
+                .filter(|_| !armed)
+        };
+        {
+            let mut st = self.st.borrow_mut();
+            st.prepared = Some(p);
+            st.pool = Some(pool.clone());
         }
-        self.st.borrow_mut().starting = false;
+        if let Some(t) = total {
+            let me = Rc::downgrade(self);
+            let id = lp.call_later(t, move |lp| {
+                if let Some(f) = me.upgrade() {
+                    f.st.borrow_mut().timers[TOTAL] = None;
+                    f.fail(lp, ClientError::Timeout(Deadline::Total));
+                }
+            });
+            self.st.borrow_mut().timers[TOTAL] = Some(id);
+        }
+        pool.acquire(lp, self);
+        self.st.borrow_mut().starting = starting;
     }
 
     /// Waits in the pool's queue, at most `connect_timeout`.

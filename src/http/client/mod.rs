@@ -6,11 +6,12 @@
 //! [`then`](Fetching::then) on the loop, or `.await` it in a task, for the
 //! [`ClientResponse`] or the [`ClientError`] that says why there is none.
 //!
-//! - **Pools.** Each core has its own connections, per client and host address
-//!   (`lp.local`, nothing shared between cores): at most `max_per_host` open, idle ones
-//!   reused newest first and closed after `idle_timeout`, requests beyond that waiting
-//!   in a queue of at most `max_queued` (past it: [`ClientError::QueueFull`]; waiting
-//!   longer than `connect_timeout`: a timeout).
+//! - **Pools.** Each core has its own connections, per client, host address and (for
+//!   `https`) TLS server name (`lp.local`, nothing shared between cores): at most
+//!   `max_per_host` open, idle ones reused newest first and closed after
+//!   `idle_timeout`, requests beyond that waiting in a queue of at most `max_queued`
+//!   (past it: [`ClientError::QueueFull`]; waiting longer than `connect_timeout`: a
+//!   timeout).
 //! - **Deadlines** ([`ClientConfig`]): connect (and the wait in the queue), head (from
 //!   the end of the request to the end of the response head, not extended by
 //!   progress), body (the longest pause without a byte either way while the client
@@ -29,9 +30,14 @@
 //!   ([`ClientRequest::stream_response`], [`ClientResponse::body_part`]), only as fast
 //!   as the reader asks.
 //! - **Redirects** only when asked ([`ClientRequest::follow_redirects`]).
-//! - Host names: IP addresses and `localhost` only, for now (a name lookup blocks, and
-//!   belongs on a blocking pool); [`ClientRequest::connect_to`] gives the address for a
-//!   name.
+//! - **https**, verification always on: the server's certificate is checked against
+//!   the roots of [`ClientConfig::tls`] (by default the system's, loaded on the
+//!   blocking pool when the client first fetches `https`) for the URL's host, sent as
+//!   SNI; ALPN `http/1.1`. A certificate that does not verify is
+//!   [`ClientError::Tls`]. A pooled TLS connection is reused only for the same host
+//!   name, and a later connection resumes the session of an earlier one.
+//! - Host names are looked up on the blocking pool (within `connect_timeout`);
+//!   [`ClientRequest::connect_to`] gives the address instead.
 //!
 //! Each core's numbers per upstream ([`ClientStats`]) are part of the runtime's
 //! [`Snapshot`](crate::metrics::Snapshot) and of its Prometheus exposition.
@@ -75,6 +81,7 @@ mod pool;
 mod request;
 mod response;
 mod stats;
+mod tls;
 
 pub use error::{ClientError, Deadline};
 pub use request::ClientRequest;
@@ -83,6 +90,7 @@ pub use stats::ClientStats;
 pub(crate) use stats::{by_upstream, export};
 
 use crate::reactor::IoLoop;
+use crate::tls::TlsConnector;
 use flight::{DrainWaiter, Flight, Waiter};
 use pool::Pool;
 use request::Body;
@@ -135,6 +143,13 @@ pub struct ClientConfig {
     /// Largest body of a buffered (not streamed) response, bytes; past it
     /// [`ClientError::TooLarge`]. Default 64 MiB.
     pub max_body: usize,
+    /// The TLS connector for `https` URLs: the roots it trusts (verification is
+    /// always on) and its session cache, which its clones share (a new connection
+    /// resumes an earlier one's session). The client offers ALPN `http/1.1` whatever
+    /// the connector's own list, and bounds the handshake by `connect_timeout`.
+    /// Default `None`: a connector trusting the system's roots, made when the client
+    /// first fetches an `https` URL (a client that never does never reads them).
+    pub tls: Option<TlsConnector>,
 }
 
 impl Default for ClientConfig {
@@ -150,6 +165,7 @@ impl Default for ClientConfig {
             max_head: crate::http::framing::DEFAULT_MAX_RESPONSE_HEAD,
             max_headers: crate::http::framing::DEFAULT_MAX_RESPONSE_HEADERS,
             max_body: 64 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -162,6 +178,8 @@ pub struct HttpClient {
     cfg: Arc<ClientConfig>,
     /// Which pools on each core are this client's.
     id: u64,
+    /// The connector for `https`, once there is one.
+    tls: Arc<tls::TlsSlot>,
 }
 
 impl Default for HttpClient {
@@ -184,6 +202,7 @@ impl HttpClient {
     pub fn new(cfg: ClientConfig) -> HttpClient {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         HttpClient {
+            tls: Arc::new(tls::TlsSlot::new(cfg.tls.as_ref())),
             cfg: Arc::new(cfg),
             id: NEXT.fetch_add(1, Ordering::Relaxed),
         }
@@ -205,24 +224,36 @@ impl HttpClient {
     }
 }
 
-/// Every client's pools on one loop, by client and host address (a list: there are
-/// few, and a compare of each costs less than hashing the key).
+/// Every client's pools on one loop, by client, host address and TLS server name (a
+/// list: there are few, and a compare of each costs less than hashing the key).
 #[derive(Default)]
 struct ClientLoop(RefCell<Vec<(PoolKey, Rc<Pool>)>>);
 
-/// A pool's client (its id) and host address.
-type PoolKey = (u64, SocketAddr);
+/// A pool's client (its id), host address, and for `https` the server's name: a TLS
+/// connection is reused only for the name its certificate was verified for, and never
+/// for plain HTTP.
+type PoolKey = (u64, SocketAddr, Option<String>);
 
-/// `client`'s pool for `addr` on `lp`.
-fn pool_of(lp: &IoLoop, client: &HttpClient, addr: SocketAddr) -> Rc<Pool> {
+/// `client`'s pool for `addr` on `lp`; over TLS with the connector to the server
+/// named, if `tls` is given.
+fn pool_of(
+    lp: &IoLoop,
+    client: &HttpClient,
+    addr: SocketAddr,
+    tls: Option<(&TlsConnector, &str)>,
+) -> Rc<Pool> {
     let pools = lp.local::<ClientLoop>();
     let mut list = pools.0.borrow_mut();
-    let key = (client.id, addr);
-    if let Some((_, p)) = list.iter().find(|(k, _)| *k == key) {
+    let name = tls.map(|(_, n)| n);
+    let found = list
+        .iter()
+        .find(|((id, a, n), _)| *id == client.id && *a == addr && n.as_deref() == name);
+    if let Some((_, p)) = found {
         return p.clone();
     }
-    let p = Rc::new(Pool::new(addr, client.cfg.clone()));
-    list.push((key, p.clone()));
+    let tls = tls.map(|(c, n)| (c.clone(), n.to_string()));
+    let p = Rc::new(Pool::new(addr, client.cfg.clone(), tls));
+    list.push(((client.id, addr, name.map(str::to_string)), p.clone()));
     p
 }
 

@@ -1,6 +1,7 @@
-//! One host's connections on one core: the idle ones (reused newest first, so the
-//! oldest reach their idle timeout and go), how many are open, the bounded queue of
-//! requests waiting for one, and what this host's requests did.
+//! One host's connections on one core (over TLS to one server name, for `https`): the
+//! idle ones (reused newest first, so the oldest reach their idle timeout and go), how
+//! many are open, the bounded queue of requests waiting for one, and what this host's
+//! requests did.
 //!
 //! A connection is not bound to the request that opened it: whichever request waits
 //! longest takes the next connection that is free, new or reused (a request cancelled
@@ -12,6 +13,7 @@ use super::flight::{Flight, Phase};
 use super::ClientConfig;
 use crate::iostream::IoStream;
 use crate::reactor::{new_histogram, IoLoop};
+use crate::tls::TlsConnector;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -19,6 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What one host's requests did on one core.
 pub(super) struct Recorder {
@@ -46,6 +49,9 @@ impl Recorder {
 pub(super) struct Pool {
     pub(super) addr: SocketAddr,
     pub(super) cfg: Arc<ClientConfig>,
+    /// For `https`: the connector and the server's name (SNI, and the name its
+    /// certificate must be for).
+    tls: Option<(TlsConnector, String)>,
     idle: RefCell<Vec<Rc<Conn>>>,
     /// Connections open or being made.
     open: Cell<usize>,
@@ -54,10 +60,15 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(addr: SocketAddr, cfg: Arc<ClientConfig>) -> Pool {
+    pub(super) fn new(
+        addr: SocketAddr,
+        cfg: Arc<ClientConfig>,
+        tls: Option<(TlsConnector, String)>,
+    ) -> Pool {
         Pool {
             addr,
             cfg,
+            tls,
             idle: RefCell::new(Vec::new()),
             open: Cell::new(0),
             queue: RefCell::new(VecDeque::new()),
@@ -118,32 +129,74 @@ impl Pool {
         f.queued(lp);
     }
 
+    /// Opens a connection for `f` (for `https`, connected and its handshake done: the
+    /// request goes out once the server's certificate has verified, and a failure is
+    /// told as a connect or TLS error, not as a failed request).
     fn connect(self: &Rc<Self>, lp: &IoLoop, f: Rc<Flight>) {
         f.st.borrow_mut().phase = Phase::Connecting;
         let pool = self.clone();
-        IoStream::connect(lp, self.addr, self.cfg.connect_timeout).then(move |lp, r| match r {
-            Ok(s) => {
-                pool.stats.opened.set(pool.stats.opened.get() + 1);
-                let c = Conn::new(pool.clone(), s);
-                if f.wants_conn() {
-                    c.take(lp, f);
-                } else {
-                    pool.release(lp, c);
+        let began = lp.time();
+        IoStream::connect(lp, self.addr, self.cfg.connect_timeout).then(move |lp, r| {
+            let s = match r {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return pool.not_connected(lp, f, ClientError::Timeout(Deadline::Connect))
                 }
-            }
-            Err(e) => {
-                pool.open.set(pool.open.get() - 1);
-                let e = if e.kind() == io::ErrorKind::TimedOut {
-                    ClientError::Timeout(Deadline::Connect)
-                } else {
-                    ClientError::Connect(Arc::new(e))
-                };
-                if f.wants_conn() {
-                    f.fail(lp, e);
-                }
-                pool.serve_queue(lp);
+                Err(e) => return pool.not_connected(lp, f, ClientError::Connect(Arc::new(e))),
+            };
+            match &pool.tls {
+                None => pool.connected(lp, f, s),
+                Some(tls) => pool.handshake(lp, f, s, tls, began),
             }
         });
+    }
+
+    /// Makes `s` TLS and waits for its handshake, within what is left of
+    /// `connect_timeout` since `began`.
+    fn handshake(
+        self: &Rc<Self>,
+        lp: &IoLoop,
+        f: Rc<Flight>,
+        s: IoStream,
+        (connector, name): &(TlsConnector, String),
+        began: Instant,
+    ) {
+        let left = self
+            .cfg
+            .connect_timeout
+            .saturating_sub(lp.time().saturating_duration_since(began))
+            .max(std::time::Duration::from_millis(1));
+        let connector = connector.clone().handshake_timeout(left);
+        if let Err(e) = connector.wrap(lp, &s, name) {
+            return self.not_connected(lp, f, ClientError::Connect(Arc::new(e)));
+        }
+        let pool = self.clone();
+        s.handshake().then(move |lp, s, r| match r {
+            Ok(()) => pool.connected(lp, f, s.clone()),
+            Err(e) => pool.not_connected(lp, f, super::tls::handshake_error(e)),
+        });
+    }
+
+    /// A new connection, ready: to `f` if it still wants one, else to the queue or
+    /// the idle list.
+    fn connected(self: &Rc<Self>, lp: &IoLoop, f: Rc<Flight>, s: IoStream) {
+        self.stats.opened.set(self.stats.opened.get() + 1);
+        let c = Conn::new(self.clone(), s);
+        if f.wants_conn() {
+            c.take(lp, f);
+        } else {
+            self.release(lp, c);
+        }
+    }
+
+    /// Connecting for `f` failed with `e`: `f` fails (unless it has gone), and the
+    /// request at the head of the queue gets a try of its own.
+    fn not_connected(self: &Rc<Self>, lp: &IoLoop, f: Rc<Flight>, e: ClientError) {
+        self.open.set(self.open.get() - 1);
+        if f.wants_conn() {
+            f.fail(lp, e);
+        }
+        self.serve_queue(lp);
     }
 
     /// A connection is free again (its response done, reusable): to the request that

@@ -2,6 +2,7 @@
 //! it goes on the wire.
 
 use super::error::ClientError;
+use rustls::pki_types::ServerName;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -9,9 +10,11 @@ use std::time::Duration;
 /// A request for [`HttpClient::fetch`](super::HttpClient::fetch): method, URL, headers,
 /// body, and how the answer comes. Built with its methods, each returning it.
 ///
-/// The URL is `http://host[:port]/path?query` (`https` is refused: coreloop has no
-/// TLS), or an origin-form target (`/path?query`) with [`connect_to`](Self::connect_to)
-/// saying where it goes. `Host` is set from the URL unless a `Host` header is given;
+/// The URL is `http://host[:port]/path?query` or `https://host[:port]/path?query` (TLS,
+/// the host's certificate verified with the client's
+/// [`TlsConnector`](crate::tls::TlsConnector)), or an origin-form target
+/// (`/path?query`, plain HTTP) with [`connect_to`](Self::connect_to) saying where it
+/// goes. `Host` is set from the URL unless a `Host` header is given;
 /// `Content-Length` or `Transfer-Encoding: chunked` from the body (they cannot be set
 /// as headers).
 ///
@@ -169,6 +172,9 @@ impl ClientRequest {
     /// Follows up to `max` redirects (301, 302, 303, 307, 308 with a `Location`):
     /// 303, and 301 or 302 after a POST, become a GET without the body; 307 and 308
     /// repeat the method and body. Not followed by default (the 3xx is the answer).
+    /// From `http` to `https` is followed; from `https` to `http` is refused
+    /// ([`ClientError::Invalid`]: the request would go on unencrypted). Going to another
+    /// host or scheme drops `Host`, `Authorization` and [`connect_to`](Self::connect_to).
     pub fn follow_redirects(mut self, max: u8) -> ClientRequest {
         self.redirects = max;
         self
@@ -223,6 +229,19 @@ impl ClientRequest {
             return Err(invalid(why.clone()));
         }
         let url = parse_url(&self.url, self.connect_to.is_some())?;
+        let tls = match url.tls {
+            false => None,
+            true => {
+                let name = url.host.to_ascii_lowercase();
+                if ServerName::try_from(name.as_str()).is_err() {
+                    return Err(invalid(format!(
+                        "{:?} is not a name TLS can verify a certificate for",
+                        url.host
+                    )));
+                }
+                Some(name)
+            }
+        };
         let (addr, lookup) = match self.connect_to {
             Some(a) => (a, None),
             None => match literal(url.host, url.port) {
@@ -237,6 +256,7 @@ impl ClientRequest {
             addr,
             lookup,
             authority: url.authority.map(str::to_ascii_lowercase),
+            tls,
             target: url.target,
             slash: url.slash,
             close: self.close,
@@ -299,13 +319,23 @@ impl ClientRequest {
             next.body = Body::None;
         }
         let location = location.trim();
+        let https = from.tls.is_some();
+        let scheme = if https { "https://" } else { "http://" };
         let url = if let Some(rest) = strip_prefix_ignore_case(location, "http://") {
+            if https {
+                return Err(invalid(format!(
+                    "redirect from https to {location:?} refused: the request would go \
+                     unencrypted"
+                )));
+            }
             format!("http://{rest}")
+        } else if let Some(rest) = strip_prefix_ignore_case(location, "https://") {
+            format!("https://{rest}")
         } else if let Some(rest) = location.strip_prefix("//") {
-            format!("http://{rest}")
+            format!("{scheme}{rest}")
         } else if location.contains("://") {
             return Err(invalid(format!(
-                "redirect to {location:?}: only http is supported"
+                "redirect to {location:?}: only http and https are supported"
             )));
         } else {
             let authority = from
@@ -320,13 +350,14 @@ impl ClientRequest {
                 let dir_end = target.split('?').next().unwrap_or("/").rfind('/');
                 format!("{}{location}", &target[..dir_end.map_or(0, |e| e + 1)])
             };
-            format!("http://{authority}{path}")
+            format!("{scheme}{authority}{path}")
         };
-        let same_authority = parse_url(&url, false)
-            .map(|u| u.authority.map(str::to_ascii_lowercase) == from.authority)
+        let same_origin = parse_url(&url, false)
+            .map(|u| u.tls == https && u.authority.map(str::to_ascii_lowercase) == from.authority)
             .unwrap_or(false);
-        if !same_authority {
-            // Another host: the old address, Host and credentials do not apply there.
+        if !same_origin {
+            // Another host, or another scheme (its port and its security differ): the
+            // old address, Host and credentials do not apply there.
             next.connect_to = None;
             next.fields.clear();
             next.has_host = false;
@@ -351,6 +382,9 @@ pub(super) struct Prepared {
     pub(super) lookup: Option<String>,
     /// `host[:port]` from the URL, lowercase (`None` for an origin-form target).
     pub(super) authority: Option<String>,
+    /// For `https`: the server's name (the URL's host, lowercase), sent as SNI and
+    /// checked against its certificate.
+    pub(super) tls: Option<String>,
     /// The origin-form target: these bytes of the URL, after a `/` if `slash`.
     target: std::ops::Range<usize>,
     slash: bool,
@@ -377,6 +411,8 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// A URL's parts (borrowed from it: parsing allocates nothing).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Url<'a> {
+    /// `https`.
+    pub(super) tls: bool,
     pub(super) host: &'a str,
     pub(super) port: u16,
     /// `host[:port]` as given (`None` for an origin-form target).
@@ -405,7 +441,8 @@ fn target_in<'u>(url: &'u str, range: &std::ops::Range<usize>, slash: bool) -> C
     }
 }
 
-/// `http://host[:port][/path][?query][#fragment]`, or (`origin_ok`) a bare target.
+/// `http://host[:port][/path][?query][#fragment]` (or `https://`), or (`origin_ok`) a
+/// bare target.
 pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url<'_>, ClientError> {
     let target = |from: usize| -> Result<(std::ops::Range<usize>, bool), ClientError> {
         let t = &url[from..];
@@ -421,11 +458,12 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url<'_>, ClientErr
     if url.starts_with('/') {
         if !origin_ok {
             return Err(invalid(format!(
-                "{url:?} has no host: give an http:// URL, or connect_to an address"
+                "{url:?} has no host: give an http:// or https:// URL, or connect_to an address"
             )));
         }
         let (target, slash) = target(0)?;
         return Ok(Url {
+            tls: false,
             host: "",
             port: 80,
             authority: None,
@@ -433,14 +471,16 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url<'_>, ClientErr
             slash,
         });
     }
-    let rest = match strip_prefix_ignore_case(url, "http://") {
-        Some(r) => r,
-        None if strip_prefix_ignore_case(url, "https://").is_some() => {
-            return Err(invalid(
-                "https is not supported (coreloop has no TLS)".into(),
-            ))
-        }
-        None => return Err(invalid(format!("{url:?} is not an http:// URL"))),
+    let (tls, rest) = match strip_prefix_ignore_case(url, "http://") {
+        Some(r) => (false, r),
+        None => match strip_prefix_ignore_case(url, "https://") {
+            Some(r) => (true, r),
+            None => {
+                return Err(invalid(format!(
+                    "{url:?} is not an http:// or https:// URL"
+                )))
+            }
+        },
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
@@ -459,6 +499,7 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url<'_>, ClientErr
         }
     };
     let port = match port {
+        "" | ":" if tls => 443,
         "" | ":" => 80,
         p => p
             .strip_prefix(':')
@@ -475,6 +516,7 @@ pub(super) fn parse_url(url: &str, origin_ok: bool) -> Result<Url<'_>, ClientErr
     }
     let (target, slash) = target(url.len() - rest.len() + end)?;
     Ok(Url {
+        tls,
         host,
         port,
         authority: Some(authority),
@@ -545,8 +587,12 @@ mod tests {
         assert_eq!(parse_url("http://example.com", false).unwrap().port, 80);
         let v6 = parse_url("http://[::1]:9/", false).unwrap();
         assert_eq!((v6.host, v6.port), ("::1", 9));
+        let tls = parse_url("HTTPS://Example.com/x", false).unwrap();
+        assert_eq!((tls.tls, tls.host, tls.port), (true, "Example.com", 443));
+        let tls = parse_url("https://[::1]:8443", false).unwrap();
+        assert_eq!((tls.tls, tls.host, tls.port), (true, "::1", 8443));
+        assert!(!parse_url(u, false).unwrap().tls);
         for bad in [
-            "https://x/",
             "ftp://x/",
             "http://user@x/",
             "http://x:0/",
@@ -576,6 +622,27 @@ mod tests {
             Some("127.0.0.1:82".parse().unwrap())
         );
         assert_eq!(literal("example.com", 80), None);
+        // https: the server's name (lowercase) for SNI and the certificate's check.
+        let p = ClientRequest::get("https://Example.COM/")
+            .prepare()
+            .unwrap();
+        assert_eq!(
+            (p.tls.as_deref(), p.lookup.as_deref(), p.addr.port()),
+            (Some("example.com"), Some("Example.COM"), 443)
+        );
+        let p = ClientRequest::get("https://127.0.0.1:8443/")
+            .prepare()
+            .unwrap();
+        assert_eq!((p.tls.as_deref(), p.lookup), (Some("127.0.0.1"), None));
+        assert!(ClientRequest::get("http://example.com/")
+            .prepare()
+            .unwrap()
+            .tls
+            .is_none());
+        assert!(matches!(
+            ClientRequest::get("https://[zz::1]/").prepare(),
+            Err(ClientError::Invalid(_))
+        ));
         let p = ClientRequest::get("http://example.com:8080/")
             .prepare()
             .unwrap();
@@ -667,5 +734,58 @@ mod tests {
         let from = streamed.prepare().unwrap();
         assert!(streamed.redirected(307, "/again", &from).unwrap().is_none());
         assert!(get.redirected(302, "ftp://x/", &from).is_err());
+    }
+
+    #[test]
+    fn redirects_keep_the_scheme_go_up_to_https_and_never_down() {
+        let get = ClientRequest::get("https://a.example/x/y")
+            .header("Authorization", "secret")
+            .follow_redirects(3);
+        let from = get.prepare().unwrap();
+        let to = |loc: &str| get.redirected(302, loc, &from);
+        for (loc, url) in [
+            ("z", "https://a.example/x/z"),
+            ("/z", "https://a.example/z"),
+            ("//b.example/z", "https://b.example/z"),
+            ("HTTPS://b.example/", "https://b.example/"),
+        ] {
+            assert_eq!(to(loc).unwrap().unwrap().url, url, "{loc}");
+        }
+        // Same origin: the credentials go on; another host: they do not.
+        assert!(to("/z").unwrap().unwrap().headers().next().is_some());
+        assert!(to("//b.example/")
+            .unwrap()
+            .unwrap()
+            .headers()
+            .next()
+            .is_none());
+        for down in ["http://a.example/x/y", "HTTP://b.example/"] {
+            let e = to(down).unwrap_err();
+            assert!(e.to_string().contains("refused"), "{e}");
+        }
+        // Up from http: followed, and another origin (same host and port, another
+        // scheme): Authorization and connect_to stay behind.
+        let plain = ClientRequest::get("http://a.example:8443/")
+            .header("Authorization", "secret")
+            .connect_to("127.0.0.1:8443".parse().unwrap())
+            .follow_redirects(1);
+        let from = plain.prepare().unwrap();
+        let up = plain
+            .redirected(301, "https://a.example:8443/", &from)
+            .unwrap()
+            .unwrap();
+        assert_eq!(up.url, "https://a.example:8443/");
+        assert!(
+            up.connect_to.is_none() && up.headers().next().is_none(),
+            "{up:?}"
+        );
+        assert_eq!(
+            plain
+                .redirected(301, "//a.example:8443/", &from)
+                .unwrap()
+                .unwrap()
+                .url,
+            "http://a.example:8443/"
+        );
     }
 }

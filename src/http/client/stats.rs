@@ -10,7 +10,8 @@ use hdrhistogram::Histogram;
 /// One upstream's numbers on one core (or summed), as the client recorded them.
 #[derive(Clone, Debug)]
 pub struct ClientStats {
-    /// The upstream's address (`127.0.0.1:8080`).
+    /// The upstream's address (`127.0.0.1:8080`; its pools for plain HTTP and for each
+    /// TLS server name add up under it).
     pub upstream: String,
     /// Fetches started (each redirect followed counts once more; a retry is counted in
     /// `retries`).
