@@ -9,6 +9,7 @@
 //! arrive. Line endings are CRLF only: a lone CR or LF is refused as soon as it is seen,
 //! so a client using them gets its 400 at once rather than waiting for a timeout.
 
+use super::framing::{find_blank_line, find_crlf, lone_cr_or_lf};
 use super::head::{
     check_fields, chunk_size, parse_head, BodyKind, Head, Parsed, Refused, MAX_CHUNK_LINE,
 };
@@ -296,45 +297,6 @@ fn lone_first(section: &[u8], code: u16) -> u16 {
     } else {
         code
     }
-}
-
-/// Whether `b[from..]` has a CR followed by something else than LF, or an LF not after
-/// a CR (a CR at the very end may yet be followed by an LF).
-fn lone_cr_or_lf(b: &[u8], from: usize) -> bool {
-    memchr::memchr2_iter(b'\r', b'\n', &b[from..]).any(|i| {
-        let i = from + i;
-        if b[i] == b'\r' {
-            b.get(i + 1).is_some_and(|&c| c != b'\n')
-        } else {
-            i == 0 || b[i - 1] != b'\r'
-        }
-    })
-}
-
-/// Where the first `\r\n\r\n` at or after `from` starts.
-fn find_blank_line(b: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while at + 4 <= b.len() {
-        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 3])?;
-        if b[i + 1] == b'\n' && b[i + 2] == b'\r' && b[i + 3] == b'\n' {
-            return Some(i);
-        }
-        at = i + 1;
-    }
-    None
-}
-
-/// Where the first `\r\n` at or after `from` starts.
-fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while at + 2 <= b.len() {
-        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 1])?;
-        if b[i + 1] == b'\n' {
-            return Some(i);
-        }
-        at = i + 1;
-    }
-    None
 }
 
 #[cfg(any(test, feature = "fuzzing"))]

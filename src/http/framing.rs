@@ -117,6 +117,47 @@ pub fn chunked_len(b: &[u8]) -> Result<Option<usize>, FramingError> {
     }
 }
 
+/// Whether `b[from..]` has a CR followed by something else than LF, or an LF not after
+/// a CR (a CR at the very end may yet be followed by an LF).
+pub(crate) fn lone_cr_or_lf(b: &[u8], from: usize) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', &b[from.min(b.len())..]).any(|i| {
+        let i = from + i;
+        if b[i] == b'\r' {
+            b.get(i + 1).is_some_and(|&c| c != b'\n')
+        } else {
+            i == 0 || b[i - 1] != b'\r'
+        }
+    })
+}
+
+/// Where the first CRLF at or after `from` starts. (memchr for the CR, then a look at
+/// the next byte: `memmem::find` builds a searcher on every call, which costs more than
+/// the search itself in a short head.)
+pub(crate) fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at + 2 <= b.len() {
+        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 1])?;
+        if b[i + 1] == b'\n' {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
+}
+
+/// Where the first `\r\n\r\n` at or after `from` starts.
+pub(crate) fn find_blank_line(b: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at + 4 <= b.len() {
+        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 3])?;
+        if b[i + 1] == b'\n' && b[i + 2] == b'\r' && b[i + 3] == b'\n' {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,11 @@ fn is(c: u8, class: u8) -> bool {
     CLASS[usize::from(c)] & class != 0
 }
 
+/// Whether `c` is a `tchar` (RFC 9110 §5.6.2): what methods and field names are made of.
+pub(crate) fn is_tchar(c: u8) -> bool {
+    is(c, TOKEN)
+}
+
 /// Where the run of `class` bytes starting at `from` ends.
 #[inline]
 fn run(b: &[u8], from: usize, class: u8) -> usize {

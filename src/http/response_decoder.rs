@@ -17,7 +17,9 @@
 //! cannot begin a response (anything but `HTTP/`) fail at once, without waiting for a
 //! head's worth of them.
 
-use super::framing::{chunk_size, content_length, FramingError};
+use super::framing::{
+    chunk_size, content_length, find_blank_line, find_crlf, lone_cr_or_lf, FramingError,
+};
 use super::head::{field_line, MAX_CHUNK_LINE};
 use std::ops::Range;
 
@@ -575,47 +577,6 @@ impl Framing {
             None => (BodyLength::UntilClose, false),
         })
     }
-}
-
-/// Whether `b[from..]` has a CR followed by something else than LF, or an LF not after
-/// a CR (a CR at the very end may yet be followed by an LF).
-fn lone_cr_or_lf(b: &[u8], from: usize) -> bool {
-    memchr::memchr2_iter(b'\r', b'\n', &b[from.min(b.len())..]).any(|i| {
-        let i = from + i;
-        if b[i] == b'\r' {
-            b.get(i + 1).is_some_and(|&c| c != b'\n')
-        } else {
-            i == 0 || b[i - 1] != b'\r'
-        }
-    })
-}
-
-/// Where the first CRLF at or after `from` starts. (memchr for the CR, then a look at
-/// the next byte: `memmem::find` builds a searcher on every call, which costs more than
-/// the search itself in a short head.)
-fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while at + 2 <= b.len() {
-        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 1])?;
-        if b[i + 1] == b'\n' {
-            return Some(i);
-        }
-        at = i + 1;
-    }
-    None
-}
-
-/// Where the first `\r\n\r\n` at or after `from` starts.
-fn find_blank_line(b: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while at + 4 <= b.len() {
-        let i = at + memchr::memchr(b'\r', &b[at..b.len() - 3])?;
-        if &b[i + 1..i + 4] == b"\n\r\n" {
-            return Some(i);
-        }
-        at = i + 1;
-    }
-    None
 }
 
 #[cfg(test)]

@@ -45,16 +45,7 @@ impl Pending {
     }
 
     fn report(&self, lp: &IoLoop, r: io::Result<IoStream>) {
-        let done = self.done.borrow_mut().take();
-        match done {
-            Some(f) => f(lp, r),
-            // Nobody is waiting any more: a stream made meanwhile is closed.
-            None => {
-                if let Ok(s) = r {
-                    s.close();
-                }
-            }
-        }
+        report(&self.done, lp, r);
     }
 }
 
@@ -67,15 +58,7 @@ struct Attempt {
 
 impl Attempt {
     fn report(&self, lp: &IoLoop, r: io::Result<IoStream>) {
-        let done = self.done.borrow_mut().take();
-        match done {
-            Some(f) => f(lp, r),
-            None => {
-                if let Ok(s) = r {
-                    s.close();
-                }
-            }
-        }
+        report(&self.done, lp, r);
     }
 
     /// Nobody waits any more: the address being tried is given up and its socket closed.
@@ -373,5 +356,19 @@ struct CancelOnDrop(Rc<Attempt>, WeakLoop);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel(self.1.upgrade().as_ref());
+    }
+}
+
+/// Tells `done`'s callback, if it is still there, how a connect ended. Nobody is
+/// waiting any more: a stream made meanwhile is closed.
+fn report(done: &RefCell<Option<ConnectCallback>>, lp: &IoLoop, r: io::Result<IoStream>) {
+    let done = done.borrow_mut().take();
+    match done {
+        Some(f) => f(lp, r),
+        None => {
+            if let Ok(s) = r {
+                s.close();
+            }
+        }
     }
 }

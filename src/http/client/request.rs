@@ -2,6 +2,7 @@
 //! it goes on the wire.
 
 use super::error::ClientError;
+use crate::http::head::is_tchar;
 use rustls::pki_types::ServerName;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -536,38 +537,6 @@ pub(super) fn literal(host: &str, port: u16) -> Option<SocketAddr> {
         return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
     None
-}
-
-/// `tchar` (RFC 9110 §5.6.2), by table.
-fn is_tchar(b: u8) -> bool {
-    const TCHAR: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut i = 0;
-        while i < 256 {
-            let c = i as u8;
-            t[i] = c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                );
-            i += 1;
-        }
-        t
-    };
-    TCHAR[usize::from(b)]
 }
 
 #[cfg(test)]

@@ -420,14 +420,7 @@ impl IoStream {
         if opened {
             self.tls_opened(lp);
         }
-        if self
-            .inner
-            .st
-            .borrow()
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.wants_write())
-        {
+        if self.tls_wants_write() {
             // At the end of the step, with what the owner writes meanwhile (the answer
             // to a request that came with the client's Finished goes with the tickets).
             self.schedule_flush(lp);
@@ -440,6 +433,12 @@ impl IoStream {
         if fed.peer_closed {
             self.at_eof(lp);
         }
+    }
+
+    /// Whether the TLS session has records to send (handshake messages, tickets, alerts).
+    fn tls_wants_write(&self) -> bool {
+        let st = self.inner.st.borrow();
+        st.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// The handshake finished: count it, wake who waits, send what was written.
@@ -490,14 +489,7 @@ impl IoStream {
             lp.remove_timeout(t);
         }
         lp.with_pool(|p| p.give(unsent));
-        if self
-            .inner
-            .st
-            .borrow()
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.wants_write())
-        {
+        if self.tls_wants_write() {
             self.start_send(lp);
         }
         self.close_gracefully(lp);
