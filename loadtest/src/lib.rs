@@ -125,7 +125,7 @@ pub struct Config {
     /// system's roots).
     #[arg(long)]
     pub cacert: Option<PathBuf>,
-    /// http://host[:port][/path] or https://host[:port][/path] (TLS through coreloop's
+    /// `http://host[:port][/path]` or `https://host[:port][/path]` (TLS through coreloop's
     /// own client, certificates verified)
     pub url: String,
 }

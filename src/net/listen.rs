@@ -5,7 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-/// How an [`Acceptor`] listens and accepts.
+/// How an [`Acceptor`](crate::net::Acceptor) listens and accepts.
 ///
 /// ```
 /// use coreloop::ListenOptions;

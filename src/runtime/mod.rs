@@ -117,7 +117,7 @@ impl Attached {
     }
 }
 
-/// Thread-per-core: one pinned [`IoLoop`] per chosen core.
+/// Thread-per-core: one pinned [`IoLoop`](crate::IoLoop) per chosen core.
 ///
 /// Stopping it: [`shutdown`](Self::shutdown) stops every loop now (open connections
 /// are closed); [`drain`](Self::drain) first drains every server attached to it, within
