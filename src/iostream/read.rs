@@ -247,7 +247,7 @@ impl ReadSide {
 impl IoStream {
     /// Leaves a pending read (or hands `cb` back with why it cannot).
     pub(super) fn start_read(&self, kind: ReadKind, cb: Reader) -> Result<(), (io::Error, Reader)> {
-        let ready = {
+        let (ready, dispatching) = {
             let mut st = self.inner.st.borrow_mut();
             if st.r.wanted() {
                 return Err((StreamError::ReadPending.into(), cb));
@@ -257,15 +257,15 @@ impl IoStream {
             // not, the bytes that will complete it run the dispatch loop when they come.
             let ready = outcome(&mut st, &kind).is_some();
             st.r.read = Some(PendingRead { kind, cb });
-            ready
+            (ready, st.dispatching)
         };
         if ready {
             // Still in a later step than this call (a boxed callback): only when due; the
             // dispatch then gives the transport the room that is left.
             self.schedule_dispatch();
-        } else {
+        } else if !dispatching {
             // The bytes that will complete it run the dispatch loop when they come: the
-            // transport gets the room for them now.
+            // transport gets the room for them now (in a dispatch, at its end).
             self.pace_receiving(None);
         }
         Ok(())
@@ -610,6 +610,14 @@ impl IoStream {
 /// `None` while it must wait. A read that must wait with more than the read buffer's
 /// limit unread can never finish: it fails with [`StreamError::ReadBufferFull`].
 fn outcome(st: &mut State, kind: &ReadKind) -> Option<io::Result<usize>> {
+    if let ReadKind::More(n) = kind {
+        // (The in-place reader's wait, twice per keep-alive request: the same answer as
+        // below in a few instructions while the stream is open.)
+        let unread = st.r.unread();
+        if !st.r.eof && !st.closed && unread <= st.r.max_buffer {
+            return (unread > *n).then_some(Ok(0));
+        }
+    }
     outcome_now(st, kind).or_else(|| {
         let limit = st.r.max_buffer;
         (st.r.unread() > limit).then(|| Err(StreamError::ReadBufferFull { limit }.into()))

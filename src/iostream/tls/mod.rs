@@ -658,17 +658,19 @@ impl IoStream {
     /// A continuation waiting for the handshake that is due, with its outcome.
     pub(super) fn due_handshake_callback(st: &mut State) -> Option<(SentCallback, io::Result<()>)> {
         let dead = st.closed && !st.lingering;
-        let closed_error = st.closed_error();
-        let tls = st.tls.as_mut()?;
+        // (The closed error is made only when it is the outcome: it allocates, and this
+        // runs on every dispatch of every stream.)
+        let tls = st.tls.as_ref()?;
         if tls.waiters.is_empty() {
             return None;
         }
         let outcome = match tls.outcome() {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(StreamError::Tls(e).into()),
-            None if dead => Err(closed_error),
+            None if dead => Err(st.closed_error()),
             None => return None,
         };
+        let tls = st.tls.as_mut().expect("looked at above");
         Some((tls.waiters.remove(0), outcome))
     }
 
