@@ -14,9 +14,12 @@
 #          other from 1 s in until 1 s before the end: the p99, the handshakes done
 #          meanwhile, and the stalls the loop reported (coreloop_loop_stalls_total,
 #          threshold 5 ms)
-# Modes: the default (ClientHellos answered in budgeted turns of the loop) and
-# --tls-on-pool (answered on the blocking pool, which the process's one CPU confines
-# to the loop's core). Loopback only, bounded (about 2*D+5 s per round and mode).
+# Modes: queue, the default (ClientHellos answered in budgeted turns of the loop);
+# pool, --tls-on-pool (answered on the blocking pool, which the process's one CPU
+# confines to the loop's core); plain, the floor: the same client and the same storms
+# of new connections without TLS, against hello without TLS (what accepting a storm
+# costs the client's p99 by itself). Loopback only, bounded (about 2*D+5 s per round
+# and mode).
 #
 # On a machine other work shares, a latency is mostly the time a thread waited for its
 # CPU: RT=1 runs the server and the latency client (not the storm) as SCHED_FIFO
@@ -24,7 +27,7 @@
 # measured is the server.
 #
 # Environment: R=3 D=8 RATE=4000 STORM=2000 SERVER_CPU=0 CLIENT_CPU=1 PORT=27443
-#   BACKEND=auto RT=0
+#   BACKEND=auto RT=0 MODES="queue pool plain"
 set -u
 cd "$(dirname "$0")/.."
 R=${R:-3}
@@ -36,6 +39,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-27443}
 BACKEND=${BACKEND:-auto}
 RT=${RT:-0}
+MODES=${MODES:-queue pool plain}
 FIFO=""
 [ "$RT" = 1 ] && FIFO="chrt -f 50"
 for tool in h2load openssl curl; do
@@ -65,23 +69,26 @@ metric() {
 p99_of() { awk '/^ +99%/ { v = $2; if (v ~ /ms$/) { sub("ms", "", v); v *= 1000 } else if (v ~ /us$/) { sub("us", "", v) } else if (v ~ /s$/) { sub("s", "", v); v *= 1e6 } print v }' "$1"; }
 
 run() {
-  local mode=$1 extra=""
-  [ "$mode" = pool ] && extra=--tls-on-pool
+  local mode=$1 tls="--tls-cert $W/cert.pem --tls-key $W/key.pem" scheme=https host=localhost
+  [ "$mode" = pool ] && tls="$tls --tls-on-pool"
+  [ "$mode" = plain ] && tls="" && scheme=http && host=127.0.0.1
+  # (word splitting of $tls intended: the paths are mktemp's, without spaces)
+  # shellcheck disable=SC2086
   $FIFO taskset -c "$SERVER_CPU" "$HELLO" --port "$PORT" --cores 1 --backend "$BACKEND" \
-    --tls-cert "$W/cert.pem" --tls-key "$W/key.pem" --metrics $((PORT + 1)) --stall-ms 5 \
-    $extra >"$W/server.log" 2>&1 &
+    $tls --metrics $((PORT + 1)) --stall-ms 5 >"$W/server.log" 2>&1 &
   local spid=$!
   for _ in $(seq 100); do
     curl -s "http://127.0.0.1:$((PORT + 1))/metrics" >/dev/null && break
     sleep 0.05
   done
-  local url="https://localhost:$PORT/"
+  local url="$scheme://$host:$PORT/"
   # Alone.
   $FIFO taskset -c "$CLIENT_CPU" "$LOADTEST" -c 8 -t 1 -R "$RATE" -d "${D}s" --latency \
     --cacert "$W/ca.pem" "$url" >"$W/alone" 2>&1
   local stalls0 full0
   stalls0=$(metric coreloop_loop_stalls_total)
   full0=$(metric 'coreloop_tls_handshakes_total{kind="full"}')
+  full0=${full0:-0}
   # During storms.
   $FIFO taskset -c "$CLIENT_CPU" "$LOADTEST" -c 8 -t 1 -R "$RATE" -d "${D}s" --latency \
     --cacert "$W/ca.pem" "$url" >"$W/storm" 2>&1 &
@@ -91,13 +98,14 @@ run() {
   while [ "$SECONDS" -lt "$end" ]; do
     # Niced: the latency client shares its CPU with the storm and must not wait for it.
     taskset -c "$CLIENT_CPU" nice -n 19 h2load --h1 -c "$STORM" -n "$STORM" \
-      --tls13-ciphers=TLS_AES_128_GCM_SHA256 "https://127.0.0.1:$PORT/" >"$W/h2load" 2>&1
+      --tls13-ciphers=TLS_AES_128_GCM_SHA256 "$scheme://127.0.0.1:$PORT/" >"$W/h2load" 2>&1
     storms=$((storms + 1))
   done
   wait "$lt"
   local stalls1 full1 failed
   stalls1=$(metric coreloop_loop_stalls_total)
   full1=$(metric 'coreloop_tls_handshakes_total{kind="full"}')
+  full1=${full1:-0}
   failed=$(awk '/^requests:/ { print $10 + $12 }' "$W/h2load")
   kill "$spid"
   wait "$spid" 2>/dev/null
@@ -108,8 +116,8 @@ run() {
 
 : >"$W/results"
 for round in $(seq "$R"); do
-  modes="queue pool"
-  [ $((round % 2)) = 0 ] && modes="pool queue"
+  modes=$MODES
+  [ $((round % 2)) = 0 ] && modes=$(echo "$MODES" | tr ' ' '\n' | tac | tr '\n' ' ')
   for mode in $modes; do
     echo "round $round: $mode"
     run "$mode"
@@ -119,7 +127,7 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 echo
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); medians of $R rounds, $RATE req/s on 8 keep-alive connections, storms of $STORM"
 printf "| handshakes | p99 alone us | p99 during storms us | ratio | full handshakes during the run | stalls over 5 ms |\n|---|---:|---:|---:|---:|---:|\n"
-for mode in queue pool; do
+for mode in $MODES; do
   a=$(awk -v m=$mode '$1 == m { print $2 }' "$W/results" | median)
   s=$(awk -v m=$mode '$1 == m { print $3 }' "$W/results" | median)
   h=$(awk -v m=$mode '$1 == m { print $5 }' "$W/results" | median)

@@ -169,6 +169,13 @@ impl IoLoop {
         self.inner.registry.step_end.borrow_mut().push(Some(w));
     }
 
+    /// Runs `w` just before the loop's next wait for I/O, after every job and timer of
+    /// this iteration: work queued from there (`add_callback`) runs only after the
+    /// loop has looked at its I/O, not in another round of this iteration.
+    pub(crate) fn before_wait(&self, w: Rc<dyn StepEnd>) {
+        self.inner.registry.before_wait.borrow_mut().push(Some(w));
+    }
+
     /// Runs `w` once the writes made so far in this step have been handed to the
     /// kernel: at the end of the step on epoll, where the step's end writes each stream
     /// with a syscall; just before the loop's next wait on io_uring, whose wait submits
@@ -176,7 +183,7 @@ impl IoLoop {
     /// iteration, however many there were).
     pub(crate) fn when_written(&self, w: Rc<dyn StepEnd>) {
         match self.backend() {
-            crate::Backend::Uring => self.inner.registry.before_wait.borrow_mut().push(Some(w)),
+            crate::Backend::Uring => self.before_wait(w),
             _ => self.at_step_end(w),
         }
     }
@@ -239,6 +246,80 @@ mod tests {
         assert_eq!((lp.local::<A>().0.get(), lp.local::<B>().0.get()), (1, 2));
         let other = IoLoop::new().unwrap();
         assert_eq!(other.local::<A>().0.get(), 0, "another loop has its own");
+    }
+
+    /// A link of a chain of jobs: records itself, then queues the next link from just
+    /// before the wait (`after_io`) or as a callback of this step.
+    struct Link {
+        left: u32,
+        after_io: bool,
+        seen: Rc<std::cell::RefCell<Vec<&'static str>>>,
+    }
+    impl StepEnd for Link {
+        fn run(self: Rc<Self>, lp: &IoLoop) {
+            lp.add_callback(move |lp| self.step(lp));
+        }
+    }
+    impl Link {
+        fn step(self: Rc<Self>, lp: &IoLoop) {
+            self.seen.borrow_mut().push("job");
+            if self.left == 0 {
+                return lp.stop();
+            }
+            let next = Rc::new(Link {
+                left: self.left - 1,
+                after_io: self.after_io,
+                seen: self.seen.clone(),
+            });
+            if self.after_io {
+                lp.before_wait(next);
+            } else {
+                lp.add_callback(move |lp| next.step(lp));
+            }
+        }
+    }
+
+    #[test]
+    fn work_queued_before_the_wait_runs_after_the_loop_looked_at_its_io() {
+        use crate::{Backend, Interest};
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        for backend in [Backend::Epoll, Backend::Uring] {
+            for after_io in [false, true] {
+                let Ok(lp) = IoLoop::with_backend(backend) else {
+                    assert!(
+                        std::env::var_os("CORELOOP_REQUIRE_URING").is_none(),
+                        "io_uring unavailable"
+                    );
+                    eprintln!("skipped on {backend:?}: unavailable here");
+                    continue;
+                };
+                let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+                b.write_all(b"x").unwrap();
+                let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
+                let s = seen.clone();
+                lp.add_handler(a.as_raw_fd(), Interest::READABLE, move |lp, fd, _| {
+                    s.borrow_mut().push("io");
+                    lp.remove_handler(fd);
+                })
+                .unwrap();
+                let first = Rc::new(Link {
+                    left: 3,
+                    after_io,
+                    seen: seen.clone(),
+                });
+                lp.add_callback(move |lp| first.step(lp));
+                lp.start().unwrap();
+                let want = if after_io {
+                    // The ready fd is looked at before the second link.
+                    ["job", "io", "job", "job", "job"]
+                } else {
+                    // A chain of callbacks runs in rounds before the loop polls.
+                    ["job", "job", "job", "job", "io"]
+                };
+                assert_eq!(*seen.borrow(), want, "{backend:?}, after_io {after_io}");
+            }
+        }
     }
 
     /// Reads the clock at the end of a step, as the HTTP server does for a response's

@@ -15,9 +15,10 @@
 
 use super::IoStream;
 use crate::iostream::WeakStream;
-use crate::reactor::IoLoop;
+use crate::reactor::{IoLoop, StepEnd};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// How long one turn may spend answering ClientHellos (at least one is answered).
@@ -49,6 +50,25 @@ fn schedule(lp: &IoLoop, q: &Queue) {
     lp.add_callback(turn);
 }
 
+/// Schedules the next turn after the loop's next look at its I/O. (A callback added
+/// by a turn would run in the next round of the same iteration, and the loop runs up
+/// to 64 rounds before it polls: a storm's turns would follow each other for up to
+/// 64 budgets, some 16 ms, while the open connections' requests waited.)
+fn schedule_after_io(lp: &IoLoop, q: &Queue) {
+    if q.scheduled.replace(true) {
+        return;
+    }
+    lp.before_wait(Rc::new(NextTurn));
+}
+
+struct NextTurn;
+
+impl StepEnd for NextTurn {
+    fn run(self: Rc<Self>, lp: &IoLoop) {
+        lp.add_callback(turn);
+    }
+}
+
 /// One turn: answers ClientHellos within the budget, and queues the next turn if any
 /// are left.
 fn turn(lp: &IoLoop) {
@@ -69,7 +89,7 @@ fn turn(lp: &IoLoop) {
         }
     }
     if !q.waiting.borrow().is_empty() {
-        schedule(lp, &q);
+        schedule_after_io(lp, &q);
     }
 }
 
