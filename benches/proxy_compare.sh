@@ -18,15 +18,22 @@
 # once each, in the same order; the table gives medians (this machine's speed drifts
 # 10-20% over minutes).
 #
+# wrk keeps each connection busy, so a faster proxy also runs wrk and the upstream
+# (which share CPU $OTHER_CPU) harder, and its p99 says as much about them as about the
+# proxy. So each proxy also gets the same constant offered load, $RATE requests/s on 64
+# connections (loadtest -R, latency counted from each request's scheduled time):
+# p50 and p99 at equal load.
+#
 # Then memory per idle proxied connection pair: $PAIRS (2000) client connections each
 # get an answer from a deliberately slow upstream (each request waits 1 s there, so
 # every one holds an upstream connection of its own), then all stay idle; the proxy's
 # VmRSS before and after, divided by the pairs.
 #
-# Loopback only, bounded in time (about D*2+6 s per proxy and round, plus the memory
+# Loopback only, bounded in time (about D*3+6 s per proxy and round, plus the memory
 # part: some 3 minutes with the defaults). Needs wrk, curl, haproxy, nginx, python3.
 #
-# Environment: D=5 R=3 PROXY_CPU=0 OTHER_CPU=1 CONNS="64 256" PAIRS=2000 BASE_PORT=26000
+# Environment: D=5 R=3 PROXY_CPU=0 OTHER_CPU=1 CONNS="64 256" RATE=40000 (0: none)
+#   PAIRS=2000 BASE_PORT=26000
 #   ROWS="coreloop_uring coreloop_epoll haproxy nginx" (the rows to run)
 #   OTHER_PROXY="name=path/to/proxy ..." (other builds of the proxy example, e.g. an
 #   earlier commit's: adds a row name_uring for each, for a before/after in one run)
@@ -37,6 +44,7 @@ R=${R:-3}
 PROXY_CPU=${PROXY_CPU:-0}
 OTHER_CPU=${OTHER_CPU:-1}
 CONNS=${CONNS:-64 256}
+RATE=${RATE:-40000}
 PAIRS=${PAIRS:-2000}
 PORT=${BASE_PORT:-26000}
 ROWS=${ROWS:-coreloop_uring coreloop_epoll haproxy nginx}
@@ -50,6 +58,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "building the proxy and hello (release)..."
 cargo build --release --quiet --example proxy --example hello || exit 1
+cargo build --release --quiet -p loadtest || exit 1
 
 WORK=$(mktemp -d)
 PIDS=""
@@ -161,6 +170,8 @@ start() {
 stop() { kill -TERM "$1" 2>/dev/null; sleep 0.3; kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 
 RESULTS=$WORK/results
+RATED=$WORK/rated
+: >"$RATED"
 for round in $(seq 1 "$R"); do
   for row in $ROWS; do
     start "$row" "$PORT" "$UP"; pid=$PID
@@ -172,6 +183,14 @@ for round in $(seq 1 "$R"); do
       read -r rps p99 us user errs <<<"$(measure "$pid" -c"$c" "http://127.0.0.1:$PORT/")"
       echo "$round $row $c $rps $p99 $us $user $errs" | tee -a "$RESULTS"
     done
+    if [ "$RATE" -gt 0 ]; then
+      # The same offered load for every proxy: its latency, not its throughput.
+      out=$(timeout $((D + 30)) taskset -c "$OTHER_CPU" ./target/release/loadtest -c 64 -t 1 \
+        -R "$RATE" -d "${D}s" --latency "http://127.0.0.1:$PORT/" 2>&1)
+      p99=$(echo "$out" | awk '/^ +99%/ { v = $2; if (v ~ /ms$/) { sub("ms", "", v); v *= 1000 } else if (v ~ /us$/) { sub("us", "", v) } else if (v ~ /s$/) { sub("s", "", v); v *= 1e6 } print v }')
+      p50=$(echo "$out" | awk '/^ +50%/ { v = $2; if (v ~ /ms$/) { sub("ms", "", v); v *= 1000 } else if (v ~ /us$/) { sub("us", "", v) } else if (v ~ /s$/) { sub("s", "", v); v *= 1e6 } print v }')
+      echo "$round $row ${p50:-0} ${p99:-0}" | tee -a "$RATED"
+    fi
     stop "$pid"
     PORT=$((PORT + 1))
   done
@@ -210,6 +229,19 @@ if [ "$R" -gt 1 ]; then
   echo "each round (proxy conns: us/req, ratio to haproxy, p99 ms):"
   awk 'NR == FNR { if ($2 == "haproxy") base[$1 " " $3] = $6; next }
     { printf "  round %s %s c=%s: %.3f %.3f %.2f\n", $1, $2, $3, $6, (base[$1 " " $3] > 0) ? $6 / base[$1 " " $3] : 0, $5 }' "$RESULTS" "$RESULTS"
+fi
+
+if [ "$RATE" -gt 0 ]; then
+  echo
+  echo "at a constant $RATE requests/s (loadtest -c 64 -R $RATE, latency from each request's"
+  echo "scheduled time, so a stall counts for every request it delayed), medians of $R rounds:"
+  echo "| proxy | p50 us | p99 us |"
+  echo "|---|---:|---:|"
+  for row in $ROWS; do
+    p50=$(awk -v r="$row" '$2 == r { print $3 }' "$RATED" | sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }')
+    p99=$(awk -v r="$row" '$2 == r { print $4 }' "$RATED" | sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }')
+    echo "| $row | ${p50:--} | ${p99:--} |"
+  done
 fi
 
 # Memory per idle proxied connection pair.
