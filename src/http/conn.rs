@@ -27,11 +27,12 @@ use super::head::{BodyKind, Head};
 use super::request::Request;
 use super::response::{Dropped, Exchange, Parts, Response};
 use super::response_head::Heads;
-use super::stats::{self, HttpStats, Recorder};
+use super::server_conns::ServerConns;
+use super::stats;
 use super::HttpConfig;
 use crate::iostream::{IoStream, ReadHandler};
 use crate::net::ServerId;
-use crate::reactor::{panic_message, IoLoop, TimeoutId, WeakLoop};
+use crate::reactor::{nanos, panic_message, IoLoop, TimeoutId, WeakLoop};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
@@ -40,91 +41,8 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `d` in nanoseconds (saturating).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// How long a refused connection is drained before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// The connections of one HTTP server on one loop (for graceful shutdown), and what it
-/// records here.
-#[derive(Default)]
-pub(crate) struct ServerConns {
-    draining: Cell<bool>,
-    conns: std::cell::RefCell<slab::Slab<std::rc::Weak<Conn>>>,
-    /// What this server records on this loop.
-    pub(crate) stats: Rc<Recorder>,
-    /// Connections accepted (or handed over) on this loop.
-    accepted: Cell<u64>,
-}
-
-/// This loop's numbers of every HTTP server it serves.
-pub(crate) fn server_stats(lp: &IoLoop) -> Vec<HttpStats> {
-    let servers: Vec<Rc<ServerConns>> = lp
-        .local::<HttpLoop>()
-        .0
-        .borrow()
-        .values()
-        .cloned()
-        .collect();
-    servers.iter().map(|sc| sc.snapshot()).collect()
-}
-
-/// This loop's numbers of HTTP server `id`, if it serves here.
-pub(crate) fn server_stats_of(lp: &IoLoop, id: ServerId) -> Option<HttpStats> {
-    let sc = lp.local::<HttpLoop>().0.borrow().get(&id).cloned()?;
-    Some(sc.snapshot())
-}
-
-impl ServerConns {
-    fn snapshot(&self) -> HttpStats {
-        let conns = self.conns.borrow();
-        let idle = conns
-            .iter()
-            .filter_map(|(_, w)| w.upgrade())
-            .filter(|c| c.idle())
-            .count();
-        self.stats
-            .snapshot(self.accepted.get(), conns.len() as u64, idle as u64)
-    }
-}
-
-/// Names server `id`'s numbers on this loop (by the address it listens on).
-pub(crate) fn name_server(lp: &IoLoop, id: ServerId, name: String) {
-    *lp.local::<HttpLoop>().server(id).stats.server.borrow_mut() = name;
-}
-
-/// Every HTTP server's connections on this loop, by server id.
-#[derive(Default)]
-pub(crate) struct HttpLoop(
-    std::cell::RefCell<std::collections::HashMap<ServerId, Rc<ServerConns>>>,
-);
-
-impl HttpLoop {
-    fn server(&self, id: ServerId) -> Rc<ServerConns> {
-        self.0.borrow_mut().entry(id).or_default().clone()
-    }
-}
-
-/// Starts the graceful shutdown of server `id` on this loop: connections waiting for
-/// a request close now; the others close once their response has gone out.
-pub(crate) fn drain(lp: &IoLoop, id: ServerId) {
-    let sc = lp.local::<HttpLoop>().server(id);
-    sc.draining.set(true);
-    let conns: Vec<Rc<Conn>> = sc
-        .conns
-        .borrow()
-        .iter()
-        .filter_map(|(_, w)| w.upgrade())
-        .collect();
-    for c in conns {
-        if c.idle() {
-            c.close_after_flush();
-        }
-    }
-}
 
 /// Where a connection is in the cycle of its requests. Every change goes through
 /// [`Conn::enter`], and the connection's deadline follows from it (one timer per
@@ -245,8 +163,7 @@ pub(crate) fn serve(
     // The decoder takes body bytes as they come and refuses a head over max_head, so
     // the read buffer holds little more than a head; this is a backstop.
     stream.set_max_buffer_size(cfg.max_head.min(super::MAX_HEAD_LIMIT) + 256 * 1024);
-    let registry = lp.local::<HttpLoop>().server(id);
-    registry.accepted.set(registry.accepted.get() + 1);
+    let registry = ServerConns::of(lp, id);
     if registry.stats.routes_unset() {
         registry.stats.set_routes(app.patterns().to_vec());
     }
@@ -281,12 +198,7 @@ pub(crate) fn serve(
             c.wake_drain_waiter(lp);
         }
     });
-    conn.key.set(
-        conn.registry
-            .conns
-            .borrow_mut()
-            .insert(Rc::downgrade(&conn)),
-    );
+    conn.key.set(conn.registry.join(Rc::downgrade(&conn)));
     conn.next_request(lp);
 }
 
@@ -295,7 +207,7 @@ impl Drop for Conn {
     /// callback: by then the connection is usually gone, and its entries would stay:
     /// the registry's `Weak` would even keep its allocation.)
     fn drop(&mut self) {
-        self.registry.conns.borrow_mut().try_remove(self.key.get());
+        self.registry.leave(self.key.get());
         if let (Some((id, _)), Some(lp)) = (self.timer.take(), self.lp.upgrade()) {
             lp.remove_timeout(id);
         }
@@ -326,7 +238,7 @@ impl Conn {
     /// True once the server is shutting down gracefully: responses close their
     /// connection.
     fn draining(&self) -> bool {
-        self.registry.draining.get()
+        self.registry.draining()
     }
 
     /// Moves to `stage`: the one place the stage changes. Its deadline is set when the
@@ -432,7 +344,7 @@ impl Conn {
     }
 
     /// Waiting for a request none of which has arrived.
-    fn idle(&self) -> bool {
+    pub(super) fn idle(&self) -> bool {
         !self.stage.get().responding()
             && self.current.borrow().is_none()
             && self.decoder.borrow().between_requests()
@@ -636,7 +548,7 @@ impl Conn {
 
     /// Closes once everything written has gone out, or after `send_timeout` without
     /// progress if the client does not read it.
-    fn close_after_flush(&self) {
+    pub(super) fn close_after_flush(&self) {
         self.enter(Stage::Closing);
         if let Some(lp) = self.lp.upgrade() {
             self.wait(&lp);

@@ -32,6 +32,7 @@ mod response;
 mod response_decoder;
 mod response_head;
 mod server;
+mod server_conns;
 mod stats;
 
 /// The request decoder's insides, for the fuzz targets (feature `fuzzing`): not a
@@ -52,13 +53,13 @@ pub use client::{
     BodyReading, BodyWriting, ClientConfig, ClientError, ClientRequest, ClientResponse,
     ClientStats, Deadline, Exchange, Fetching, HttpClient,
 };
-pub(crate) use conn::{server_stats, server_stats_of};
 pub use error::HttpError;
 pub use request::Request;
 #[doc(hidden)]
 pub use response::Answer;
 pub use response::Response;
 pub use server::HttpServer;
+pub(crate) use server_conns::{server_stats, server_stats_of};
 pub(crate) use stats::REFUSALS;
 pub use stats::{HttpStats, RouteLatency};
 

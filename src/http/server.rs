@@ -2,7 +2,8 @@
 //! it accepts itself or on streams the service hands it.
 
 use super::app::Application;
-use super::conn::{drain, name_server, serve};
+use super::conn::serve;
+use super::server_conns::{drain, name_server};
 use super::HttpConfig;
 use crate::iostream::{IoStream, TlsConfig};
 use crate::net::{serve_on, start_tls, ServerHandle, ServerId};
