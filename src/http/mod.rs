@@ -46,9 +46,7 @@ pub mod fuzzing {
 pub use app::{Application, AsyncReturn, HandlerReturn, Route};
 #[doc(hidden)]
 pub use app::{Async, Fallible, Plain};
-pub(crate) use client::{
-    by_upstream as client_by_upstream, client_stats, export as export_client_stats,
-};
+pub(crate) use client::{by_upstream as client_by_upstream, client_stats};
 pub use client::{
     BodyReading, BodyWriting, ClientConfig, ClientError, ClientRequest, ClientResponse,
     ClientStats, Deadline, Exchange, Fetching, HttpClient,

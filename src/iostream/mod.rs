@@ -53,7 +53,7 @@ mod write;
 pub use error::StreamError;
 pub use ops::{Flushing, Reading, Writing};
 pub(crate) use read::ReadHandler;
-pub(crate) use tls::{export_stats as export_tls_stats, stats_of as tls_stats_of};
+pub(crate) use tls::stats_of as tls_stats_of;
 pub use tls::{TlsConfig, TlsConnector, TlsError, TlsStats, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use write::{DEFAULT_HIGH_WATER, DEFAULT_MAX_WRITE_BUFFER};
 

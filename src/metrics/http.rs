@@ -2,7 +2,7 @@
 //! table): the metrics layer reads `http::HttpStats`; the HTTP layer knows nothing of
 //! the format.
 
-use super::prometheus::{labels, Exposition};
+use super::prometheus::{borrowed, labels, Exposition};
 use super::CoreStats;
 use crate::http::{HttpStats, REFUSALS};
 
@@ -35,10 +35,6 @@ pub(super) fn export(e: &mut Exposition, cores: &[CoreStats], per_core: bool) {
             v.push(("shard", shard.to_string()));
         }
         v
-    };
-    let lbl = |pairs: &[(&'static str, String)]| {
-        let p: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        labels(&p)
     };
     let simple: [(&str, &str, &str, Field); 5] = [
         (
@@ -75,7 +71,7 @@ pub(super) fn export(e: &mut Exposition, cores: &[CoreStats], per_core: bool) {
     for (name, kind, help, get) in simple {
         e.family(name, kind, help);
         for (server, shard, h) in &series {
-            e.sample(name, &lbl(&base(server, shard)), get(h));
+            e.sample(name, &labels(&borrowed(&base(server, shard))), get(h));
         }
     }
     e.family(
@@ -87,7 +83,11 @@ pub(super) fn export(e: &mut Exposition, cores: &[CoreStats], per_core: bool) {
         for (i, n) in h.responses.iter().enumerate() {
             let mut p = base(server, shard);
             p.push(("class", format!("{}xx", i + 1)));
-            e.sample("coreloop_http_responses_total", &lbl(&p), *n as f64);
+            e.sample(
+                "coreloop_http_responses_total",
+                &labels(&borrowed(&p)),
+                *n as f64,
+            );
         }
     }
     e.family(
@@ -104,7 +104,11 @@ pub(super) fn export(e: &mut Exposition, cores: &[CoreStats], per_core: bool) {
                 .map_or(0, |x| x.1);
             let mut p = base(server, shard);
             p.push(("status", code.to_string()));
-            e.sample("coreloop_http_refusals_total", &lbl(&p), n as f64);
+            e.sample(
+                "coreloop_http_refusals_total",
+                &labels(&borrowed(&p)),
+                n as f64,
+            );
         }
     }
     // Accepted connections: always per core (how SO_REUSEPORT spread them).
@@ -118,7 +122,7 @@ pub(super) fn export(e: &mut Exposition, cores: &[CoreStats], per_core: bool) {
             let p = [("server", h.server.clone()), ("shard", c.shard.to_string())];
             e.sample(
                 "coreloop_http_accepted_connections_total",
-                &lbl(&p),
+                &labels(&borrowed(&p)),
                 h.accepted as f64,
             );
         }
@@ -134,8 +138,7 @@ pub(super) fn export(e: &mut Exposition, cores: &[CoreStats], per_core: bool) {
             let mut p = base(server, shard);
             p.push(("route", r.route.clone()));
             p.push(("class", format!("{}xx", r.class)));
-            let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            e.histogram(name, &pairs, &r.ns);
+            e.histogram(name, &borrowed(&p), &r.ns);
         }
     }
 }

@@ -12,10 +12,12 @@
 //! `http.rs` the HTTP servers' series: the HTTP layer knows nothing of it);
 //! [`hgrm`] writes any histogram in HdrHistogram's percentile format.
 
+mod client;
 mod hgrm;
 mod http;
 mod prometheus;
 mod server;
+mod tls;
 
 pub use crate::runtime::BlockingStats;
 pub use hgrm::hgrm;
@@ -289,9 +291,9 @@ impl Snapshot {
             }
             vec![(String::new(), t)]
         };
-        crate::iostream::export_tls_stats(&mut e, &tls);
+        tls::export(&mut e, &tls);
         export_blocking(&mut e, &self.blocking);
-        crate::http::export_client_stats(&mut e, &self.cores, per_core);
+        client::export(&mut e, &self.cores, per_core);
         e.finish()
     }
 }

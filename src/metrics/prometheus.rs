@@ -18,6 +18,12 @@ pub(crate) struct Exposition {
     out: String,
 }
 
+/// Label pairs with owned values (as an exporter builds them for each series), borrowed
+/// as [`labels`] and [`Exposition::histogram`] take them.
+pub(crate) fn borrowed<'a>(pairs: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// A label set: `name="value"` pairs, values escaped as the format requires.
 pub(crate) fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {

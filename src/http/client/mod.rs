@@ -86,8 +86,8 @@ mod tls;
 pub use error::{ClientError, Deadline};
 pub use request::ClientRequest;
 pub use response::{BodyReading, ClientResponse};
+pub(crate) use stats::by_upstream;
 pub use stats::ClientStats;
-pub(crate) use stats::{by_upstream, export};
 
 use crate::reactor::IoLoop;
 use crate::tls::TlsConnector;

@@ -28,8 +28,8 @@ mod queue;
 mod stats;
 
 pub use config::{TlsConfig, TlsConnector, DEFAULT_HANDSHAKE_TIMEOUT};
+pub(crate) use stats::stats_of;
 pub use stats::TlsStats;
-pub(crate) use stats::{export as export_stats, stats_of};
 
 use super::error::Failure;
 use super::{IoStream, SentCallback, State, StreamError};

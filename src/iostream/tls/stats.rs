@@ -2,7 +2,6 @@
 //! cause, and how long handshakes took. Written by the loop's own thread only.
 
 use super::TlsError;
-use crate::metrics::{labels, Exposition};
 use crate::reactor::{nanos, new_histogram, IoLoop};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
@@ -82,58 +81,4 @@ pub(super) fn record_failure(lp: &IoLoop, cause: TlsError) {
 /// A copy of this loop's TLS numbers.
 pub(crate) fn stats_of(lp: &IoLoop) -> TlsStats {
     lp.local::<Recorded>().0.borrow().clone()
-}
-
-/// The TLS series, summed or by shard.
-pub(crate) fn export(e: &mut Exposition, series: &[(String, TlsStats)]) {
-    let with_shard = |shard: &str, more: &[(&'static str, &'static str)]| {
-        let mut p: Vec<(&str, String)> = more.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        if !shard.is_empty() {
-            p.push(("shard", shard.to_string()));
-        }
-        p
-    };
-    let as_labels = |p: &[(&str, String)]| {
-        let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        labels(&pairs)
-    };
-    let name = "coreloop_tls_handshakes_total";
-    e.family(
-        name,
-        "counter",
-        "TLS handshakes completed, by kind (full, resumed).",
-    );
-    for (shard, s) in series {
-        for (kind, n) in [("full", s.full), ("resumed", s.resumed)] {
-            e.sample(
-                name,
-                &as_labels(&with_shard(shard, &[("kind", kind)])),
-                n as f64,
-            );
-        }
-    }
-    let name = "coreloop_tls_failures_total";
-    e.family(
-        name,
-        "counter",
-        "TLS streams that failed, by cause (timeout, bad_message, alert, certificate, \
-         incompatible, eof, other).",
-    );
-    for (shard, s) in series {
-        for cause in TlsError::ALL {
-            let p = with_shard(shard, &[("cause", cause.as_str())]);
-            e.sample(name, &as_labels(&p), s.failures_of(cause) as f64);
-        }
-    }
-    let name = "coreloop_tls_handshake_seconds";
-    e.family(
-        name,
-        "histogram",
-        "From a stream becoming TLS to its handshake's end (round trips included).",
-    );
-    for (shard, s) in series {
-        let p = with_shard(shard, &[]);
-        let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        e.histogram(name, &pairs, &s.duration_ns);
-    }
 }
