@@ -24,14 +24,7 @@ fn any() -> SocketAddr {
 
 /// A server whose connections echo lines and never end by themselves.
 fn line_echo() -> TcpServer {
-    TcpServer::new(|_, s| async move {
-        loop {
-            let line = s.read_until(b"\n", 1024).await?;
-            s.write(&line).await?;
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), std::io::Error>(())
-    })
+    util::line_echo(1024)
 }
 
 /// Connects and makes sure the server has the connection (one echoed line).

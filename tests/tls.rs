@@ -27,17 +27,10 @@ fn any() -> SocketAddr {
 
 /// A line echo over TLS (async handler).
 fn echo(rt: &Runtime, tls: TlsConfig) -> coreloop::ServerHandle {
-    TcpServer::new(|_, s| async move {
-        loop {
-            let line = s.read_until(b"\n", 64 * 1024).await?;
-            s.write(&line).await?;
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), std::io::Error>(())
-    })
-    .tls(tls)
-    .serve(rt, any())
-    .unwrap()
+    util::line_echo(64 * 1024)
+        .tls(tls)
+        .serve(rt, any())
+        .unwrap()
 }
 
 fn tls_stats(rt: &Runtime) -> coreloop::tls::TlsStats {

@@ -6,7 +6,7 @@
 mod util;
 
 use coreloop::tls::{TlsConfig, TlsError, TlsStats};
-use coreloop::{Backend, Cores, Runtime, ServerHandle, TcpServer};
+use coreloop::{Backend, Cores, Runtime, ServerHandle};
 use coreloop_macros::on_both_backends;
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
@@ -38,17 +38,10 @@ fn fixture_with(backend: Backend, handshake_timeout: Duration) -> Fixture {
     let tls = TlsConfig::new(&cert, &key)
         .unwrap()
         .handshake_timeout(handshake_timeout);
-    let server = TcpServer::new(|_, s| async move {
-        loop {
-            let line = s.read_until(b"\n", 1024).await?;
-            s.write(&line).await?;
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), std::io::Error>(())
-    })
-    .tls(tls)
-    .serve(&rt, "127.0.0.1:0".parse().unwrap())
-    .unwrap();
+    let server = util::line_echo(1024)
+        .tls(tls)
+        .serve(&rt, "127.0.0.1:0".parse().unwrap())
+        .unwrap();
     let cfg = client_config(&certs.ca(), &[]);
     Fixture {
         _certs: certs,

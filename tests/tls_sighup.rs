@@ -8,7 +8,7 @@ mod util;
 mod common;
 
 use coreloop::tls::TlsConfig;
-use coreloop::{Backend, Cores, Runtime, TcpServer};
+use coreloop::{Backend, Cores, Runtime};
 use coreloop_macros::on_both_backends;
 use std::io::{Read, Write};
 use util::tls::{client_config, connect, eventually, peer_cn, Certs};
@@ -25,17 +25,10 @@ fn sighup_reloads_the_certificates(backend: Backend) {
         .unwrap();
     let tls = TlsConfig::new(&cert, &key).unwrap();
     common::reload_on_sighup("test", tls.clone());
-    let server = TcpServer::new(|_, s| async move {
-        loop {
-            let line = s.read_until(b"\n", 1024).await?;
-            s.write(&line).await?;
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), std::io::Error>(())
-    })
-    .tls(tls)
-    .serve(&rt, "127.0.0.1:0".parse().unwrap())
-    .unwrap();
+    let server = util::line_echo(1024)
+        .tls(tls)
+        .serve(&rt, "127.0.0.1:0".parse().unwrap())
+        .unwrap();
     let cfg = client_config(&certs.ca(), &[]);
     let mut open = connect(server.local_addr(), "localhost", &cfg);
     assert_eq!(peer_cn(&open), "server");

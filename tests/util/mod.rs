@@ -10,6 +10,19 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::ThreadId;
 use std::time::Duration;
 
+/// A server whose connections echo lines of up to `max` bytes and never end by
+/// themselves (an async handler; `?` ends a connection on its first error).
+pub fn line_echo(max: usize) -> coreloop::TcpServer {
+    coreloop::TcpServer::new(move |_, s| async move {
+        loop {
+            let line = s.read_until(b"\n", max).await?;
+            s.write(&line).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), std::io::Error>(())
+    })
+}
+
 /// The bound after which a test that waits for the loop counts as hung.
 pub const HANG: Duration = Duration::from_secs(20);
 
