@@ -6,7 +6,7 @@ mod util;
 
 use coreloop::http::{Application, HttpServer, Route};
 use coreloop::tls::{TlsConfig, TlsConnector, TlsError};
-use coreloop::{Backend, Cores, IoStream, Runtime, StreamError, TcpServer};
+use coreloop::{Backend, Cores, IoLoop, IoStream, Runtime, StreamError, TcpServer};
 use coreloop_macros::on_both_backends;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -40,6 +40,37 @@ fn tls_stats(rt: &Runtime) -> coreloop::tls::TlsStats {
         t.merge(&c.tls);
     }
     t
+}
+
+/// Connects to `addr` as `connector`'s client for `name` (writing `early`, if any,
+/// before the handshake ends) and checks that the handshake fails on the server's
+/// certificate.
+fn assert_certificate_refused(
+    lp: &IoLoop,
+    addr: SocketAddr,
+    connector: TlsConnector,
+    name: &'static str,
+    early: &'static [u8],
+) {
+    let e = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            async move {
+                let s = IoStream::connect(&lp, addr, Duration::from_secs(5)).await?;
+                connector.wrap(&lp, &s, name)?;
+                if !early.is_empty() {
+                    s.write(early);
+                }
+                s.handshake().await
+            }
+        })
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        StreamError::of(&e),
+        Some(StreamError::Tls(TlsError::Certificate)),
+        "{e}"
+    );
 }
 
 fn hello_app() -> Application {
@@ -260,42 +291,10 @@ fn the_client_side_verifies_and_speaks_through_a_stream(backend: Backend) {
     // Another CA's roots: the server's certificate does not verify.
     let other = Certs::new();
     let bad = TlsConnector::with_roots(other.ca()).unwrap();
-    let e = lp
-        .run_until_complete({
-            let lp = lp.clone();
-            async move {
-                let s = IoStream::connect(&lp, addr, Duration::from_secs(5)).await?;
-                bad.wrap(&lp, &s, "localhost")?;
-                s.write(b"never sent\n");
-                s.handshake().await?;
-                Ok::<(), std::io::Error>(())
-            }
-        })
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        StreamError::of(&e),
-        Some(StreamError::Tls(TlsError::Certificate)),
-        "{e}"
-    );
+    assert_certificate_refused(&lp, addr, bad, "localhost", b"never sent\n");
     // The wrong name: the same.
     let wrong = TlsConnector::with_roots(certs.ca()).unwrap();
-    let e = lp
-        .run_until_complete({
-            let lp = lp.clone();
-            async move {
-                let s = IoStream::connect(&lp, addr, Duration::from_secs(5)).await?;
-                wrong.wrap(&lp, &s, "not-localhost.test")?;
-                s.handshake().await
-            }
-        })
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        StreamError::of(&e),
-        Some(StreamError::Tls(TlsError::Certificate)),
-        "{e}"
-    );
+    assert_certificate_refused(&lp, addr, wrong, "not-localhost.test", b"");
     let t = lp
         .run_until_complete({
             let lp = lp.clone();
@@ -367,22 +366,7 @@ fn the_system_roots_do_not_trust_a_private_ca(backend: Backend) {
     let server = echo(&rt, TlsConfig::new(&cert, &key).unwrap());
     let addr = server.local_addr();
     let lp = util::new_loop(backend);
-    let e = lp
-        .run_until_complete({
-            let lp = lp.clone();
-            async move {
-                let s = IoStream::connect(&lp, addr, Duration::from_secs(5)).await?;
-                system.wrap(&lp, &s, "localhost")?;
-                s.handshake().await
-            }
-        })
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        StreamError::of(&e),
-        Some(StreamError::Tls(TlsError::Certificate)),
-        "{e}"
-    );
+    assert_certificate_refused(&lp, addr, system, "localhost", b"");
     rt.shutdown().unwrap();
 }
 
