@@ -39,6 +39,7 @@
 #   earlier commit's: adds a row name_uring for each, for a before/after in one run)
 set -u
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 D=${D:-5}
 R=${R:-3}
 PROXY_CPU=${PROXY_CPU:-0}
@@ -187,8 +188,8 @@ for round in $(seq 1 "$R"); do
       # The same offered load for every proxy: its latency, not its throughput.
       out=$(timeout $((D + 30)) taskset -c "$OTHER_CPU" ./target/release/loadtest -c 64 -t 1 \
         -R "$RATE" -d "${D}s" --latency "http://127.0.0.1:$PORT/" 2>&1)
-      p99=$(echo "$out" | awk '/^ +99%/ { v = $2; if (v ~ /ms$/) { sub("ms", "", v); v *= 1000 } else if (v ~ /us$/) { sub("us", "", v) } else if (v ~ /s$/) { sub("s", "", v); v *= 1e6 } print v }')
-      p50=$(echo "$out" | awk '/^ +50%/ { v = $2; if (v ~ /ms$/) { sub("ms", "", v); v *= 1000 } else if (v ~ /us$/) { sub("us", "", v) } else if (v ~ /s$/) { sub("s", "", v); v *= 1e6 } print v }')
+      p99=$(echo "$out" | latency_us 99%)
+      p50=$(echo "$out" | latency_us 50%)
       echo "$round $row ${p50:-0} ${p99:-0}" | tee -a "$RATED"
     fi
     stop "$pid"
@@ -238,8 +239,8 @@ if [ "$RATE" -gt 0 ]; then
   echo "| proxy | p50 us | p99 us |"
   echo "|---|---:|---:|"
   for row in $ROWS; do
-    p50=$(awk -v r="$row" '$2 == r { print $3 }' "$RATED" | sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }')
-    p99=$(awk -v r="$row" '$2 == r { print $4 }' "$RATED" | sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }')
+    p50=$(awk -v r="$row" '$2 == r { print $3 }' "$RATED" | median)
+    p99=$(awk -v r="$row" '$2 == r { print $4 }' "$RATED" | median)
     echo "| $row | ${p50:--} | ${p99:--} |"
   done
 fi

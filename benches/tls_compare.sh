@@ -26,6 +26,7 @@
 #   ClientHellos answered on the blocking pool, here on the server's one CPU)
 set -u
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 D=${D:-5}
 R=${R:-3}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -46,13 +47,7 @@ HELLO=target/release/examples/hello
 
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/ca.key" \
-  -out "$W/ca.pem" -days 30 -subj /CN=bench-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/key.pem" \
-  -out "$W/leaf.csr" -subj /CN=localhost 2>/dev/null
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n" >"$W/ext"
-openssl x509 -req -in "$W/leaf.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" -CAcreateserial \
-  -out "$W/cert.pem" -days 30 -extfile "$W/ext" 2>/dev/null
+test_certs "$W"
 cat >"$W/nginx.conf" <<EOF
 daemon off; master_process off; worker_processes 1; pid $W/nginx.pid;
 error_log $W/error.log;
@@ -186,7 +181,6 @@ for round in $(seq "$R"); do
   done
 done
 
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 get() { awk -v r="$1" -v k="$2" '$1 == r && $2 == k { print $3 }' "$W/results" | median; }
 
 echo

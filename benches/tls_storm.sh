@@ -30,6 +30,7 @@
 #   BACKEND=auto RT=0 MODES="queue pool plain"
 set -u
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 R=${R:-3}
 D=${D:-8}
 RATE=${RATE:-4000}
@@ -55,18 +56,12 @@ LOADTEST=target/release/loadtest
 
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/ca.key" \
-  -out "$W/ca.pem" -days 30 -subj /CN=bench-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/key.pem" \
-  -out "$W/leaf.csr" -subj /CN=localhost 2>/dev/null
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n" >"$W/ext"
-openssl x509 -req -in "$W/leaf.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" -CAcreateserial \
-  -out "$W/cert.pem" -days 30 -extfile "$W/ext" 2>/dev/null
+test_certs "$W"
 
 metric() {
   curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 }
-p99_of() { awk '/^ +99%/ { v = $2; if (v ~ /ms$/) { sub("ms", "", v); v *= 1000 } else if (v ~ /us$/) { sub("us", "", v) } else if (v ~ /s$/) { sub("s", "", v); v *= 1e6 } print v }' "$1"; }
+p99_of() { latency_us 99% "$1"; }
 
 run() {
   local mode=$1 tls="--tls-cert $W/cert.pem --tls-key $W/key.pem" scheme=https host=localhost
@@ -123,7 +118,6 @@ for round in $(seq "$R"); do
     run "$mode"
   done
 done
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 echo
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); medians of $R rounds, $RATE req/s on 8 keep-alive connections, storms of $STORM"
 printf "| handshakes | p99 alone us | p99 during storms us | ratio | full handshakes during the run | stalls over 5 ms |\n|---|---:|---:|---:|---:|---:|\n"
