@@ -284,6 +284,6 @@ fn kv_answers_every_pipelined_set_from_a_client_that_reads_late(backend: Backend
             let forwarded: u64 = stats.iter().map(|s| s.forwarded).sum();
             assert!(forwarded > N as u64 / 4, "{forwarded} forwarded of {N}");
         }
-        kv.shutdown(Duration::from_secs(5)).unwrap();
+        kv.drain(Duration::from_secs(5)).unwrap();
     }
 }

@@ -104,7 +104,7 @@ fn every_command_through_redis_cli_gets_rediss_reply(backend: Backend) {
         info.contains("redis_version:") && info.contains("kv_cores:2"),
         "{info}"
     );
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 /// A model of what the server should answer, to check a long pipeline against.
@@ -190,7 +190,7 @@ fn pipelined_commands_on_keys_of_both_cores_are_answered_in_request_order(backen
         forwarded >= 200,
         "commands went to the other core: {forwarded}"
     );
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
@@ -222,7 +222,7 @@ fn keys_expire_on_their_owners_timer_and_ttl_counts_down(backend: Backend) {
     std::thread::sleep(Duration::from_millis(250));
     assert_eq!(c.call(&["GET", &a]), "$1\r\nw\r\n");
     assert_eq!(c.call(&["EXISTS", "stays"]), ":0\r\n");
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
@@ -262,7 +262,7 @@ fn redis_benchmark_runs_every_test_without_errors(backend: Backend) {
     let commands: u64 = stats.iter().map(|s| s.commands).sum();
     assert!(commands >= 6 * 20_000, "{commands} commands");
     assert!(stats.iter().map(|s| s.keys).sum::<u64>() > 0);
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
@@ -311,7 +311,7 @@ fn the_http_api_serves_the_same_keys_and_gathers_stats_from_every_core(backend: 
         body.contains(r#"route="/kv/{*key}",class="2xx",le="#),
         "{body}"
     );
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
@@ -328,7 +328,7 @@ fn a_graceful_stop_closes_idle_connections_at_once_and_cuts_none(backend: Backen
         assert_eq!(busy.reply(), "+OK\r\n");
     }
     let started = std::time::Instant::now();
-    let cut = kv.shutdown(Duration::from_secs(10)).unwrap();
+    let cut = kv.drain(Duration::from_secs(10)).unwrap();
     assert_eq!(cut, 0, "no connection waited for the deadline");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -395,5 +395,5 @@ fn an_idle_connection_and_a_flushed_table_give_their_peak_memory_back(backend: B
         info.contains("kv_table_capacity:") && info.contains("kv_input_buffer_bytes:"),
         "{info}"
     );
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }

@@ -69,7 +69,7 @@ fn malformed_resp_gets_a_protocol_error_after_earlier_replies_then_the_connectio
     c.send(&vec![b'a'; 64 * 1024 + 10]);
     assert_eq!(c.reply(), "-ERR Protocol error: too big inline request\r\n");
     assert!(c.closed_by_server());
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
@@ -145,7 +145,7 @@ fn unknown_commands_wrong_arity_and_bad_integers_get_rediss_errors_and_the_conne
     );
     assert_eq!(c.reply(), want);
     assert_eq!(c.call(&["PING"]), "+PONG\r\n");
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
@@ -166,7 +166,7 @@ fn bulks_over_the_maximum_are_refused_and_long_ones_are_not_allocated_up_front(b
     c.cmd(&["SET", "k", &format!("{max}!")]);
     assert_eq!(c.reply(), "-ERR Protocol error: invalid bulk length\r\n");
     assert!(c.closed_by_server());
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 
     // The default maximum, 512 MB: a bulk that long is accepted, but its memory grows
     // with the bytes that arrived, not with the length announced.
@@ -184,7 +184,7 @@ fn bulks_over_the_maximum_are_refused_and_long_ones_are_not_allocated_up_front(b
         grown_mb < 200,
         "data segment grew by {grown_mb} MB for 1 MB received"
     );
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }
 
 #[on_both_backends]
@@ -257,5 +257,5 @@ fn a_client_that_floods_and_never_reads_is_throttled_and_still_gets_every_reply(
     }
     writer.join().unwrap().unwrap();
     assert_eq!(c.call(&["PING"]), "+PONG\r\n");
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }

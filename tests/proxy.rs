@@ -198,7 +198,7 @@ fn curl_through_the_proxy_sees_the_upstream_and_the_upstream_sees_who_asked(back
     ])
     .unwrap();
     assert_eq!(echo, "chunked body");
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     up.shutdown().unwrap();
 }
 
@@ -251,7 +251,7 @@ fn answers_lose_their_hop_by_hop_fields_and_keep_their_framing(backend: Backend)
     );
     assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
     assert_eq!(dechunk(&body), b"until the close");
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
 }
 
 /// A chunked body's bytes (the chunks may be split anywhere: a proxy re-chunks);
@@ -309,7 +309,7 @@ fn ab_and_wrk_through_the_proxy_get_every_answer(backend: Backend) {
         "{:?}",
         st.errors
     );
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     up.shutdown().unwrap();
 }
 
@@ -338,7 +338,7 @@ fn an_upstream_that_refuses_is_a_502_and_is_then_skipped(backend: Backend) {
     let mut got = String::new();
     let _ = c.read_to_string(&mut got);
     assert_eq!(got.matches("HTTP/1.1 502 Bad Gateway").count(), 2, "{got}");
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     // Beside a live one: no request fails (a refused connect goes to the next one),
     // and the refusing one is skipped once it has failed max_fails times.
     let up = upstream(backend);
@@ -366,7 +366,7 @@ fn an_upstream_that_refuses_is_a_502_and_is_then_skipped(backend: Backend) {
         "coreloop_http_client_response_seconds_count{{upstream=\"{}\"}}",
         up.local_addr()
     )));
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     up.shutdown().unwrap();
 }
 
@@ -406,7 +406,7 @@ fn https_upstreams_are_verified_and_one_that_fails_verification_is_passed_over(b
     for kept in ["host: svc", "x-forwarded-proto: http"] {
         assert!(fields.lines().any(|l| l == kept), "{kept}: {fields}");
     }
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     // The system's roots (the default) do not know the test's CA: 502, counted.
     let p = start(backend, &[], |cfg| cfg.upstreams = vec![https(&good)]);
     let (status, head, _) = request(p.addr(), get);
@@ -417,7 +417,7 @@ fn https_upstreams_are_verified_and_one_that_fails_verification_is_passed_over(b
         let st = snap.client_total(&good.local_addr().to_string()).unwrap();
         assert_eq!((st.errors_of("tls"), st.opened), (1, 0), "{:?}", st.errors);
     }
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     // Beside one whose certificate is for another name: its handshake fails, nothing
     // was sent, and the request goes to the other one; no client sees an error.
     let p = start(backend, &[], |cfg| {
@@ -436,7 +436,7 @@ fn https_upstreams_are_verified_and_one_that_fails_verification_is_passed_over(b
         st.errors
     );
     assert_eq!(st.responses, [0; 5]);
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     rt.shutdown().unwrap();
 }
 
@@ -459,7 +459,7 @@ fn an_upstream_that_times_out_is_a_504(backend: Backend) {
     );
     assert_eq!(status, 504);
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     // A slow one within the deadline is waited for.
     let p = start(backend, &[up.local_addr()], |cfg| {
         cfg.client.head_timeout = Duration::from_millis(1000);
@@ -474,7 +474,7 @@ fn an_upstream_that_times_out_is_a_504(backend: Backend) {
         b"GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 504);
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
     up.shutdown().unwrap();
 }
 
@@ -523,7 +523,7 @@ fn a_client_that_leaves_cancels_its_request_upstream(backend: Backend) {
         rx.recv_timeout(Duration::from_secs(15)).unwrap(),
         ("download", true)
     );
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
 }
 
 /// Requests the proxy's decoder refuses never reach an upstream.
@@ -560,5 +560,5 @@ fn bad_requests_are_refused_before_any_upstream(backend: Backend) {
     let _ = c.read_to_string(&mut got);
     assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 3, "{got}");
     assert_eq!(raw.accepted(), 1);
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    p.drain(Duration::from_secs(5)).unwrap();
 }

@@ -137,5 +137,5 @@ fn kv_closes_connections_reset_in_the_middle_of_a_bulk(backend: Backend) {
     fds_back_to(fds, "kv connections reset mid-bulk");
     let mut c = kv::Client::connect(kv.resp_addr());
     assert_eq!(c.call(&["PING"]), "+PONG\r\n", "kv still serves");
-    kv.shutdown(Duration::from_secs(5)).unwrap();
+    kv.drain(Duration::from_secs(5)).unwrap();
 }

@@ -65,7 +65,7 @@ pub fn start(builder: RuntimeBuilder, cfg: Config) -> io::Result<Kv> {
     let runtime = builder
         .on_start(move |lp, _| lp.set_local(core::Core::new(lp, shared.clone())))
         .build()?;
-    // A graceful stop (a signal, `shutdown`) closes idle RESP connections and the
+    // A graceful stop (a signal, `drain`) closes idle RESP connections and the
     // others once the replies to what they sent are out.
     let resp = TcpServer::new(conn::serve)
         .when_draining(conn::drain)
@@ -119,7 +119,7 @@ impl Kv {
     /// what they sent are out, HTTP ones after their request; whatever is still open at
     /// `deadline` is cut. Returns how many were cut.
     #[allow(dead_code)] // the tests stop it this way; the program by a signal
-    pub fn shutdown(self, deadline: Duration) -> Result<usize, RuntimeError> {
+    pub fn drain(self, deadline: Duration) -> Result<usize, RuntimeError> {
         self.runtime.drain(deadline)
     }
 

@@ -146,7 +146,7 @@ impl Proxy {
     /// Stops gracefully: no new connections, idle ones close, the others after their
     /// answer; whatever is still open at `deadline` is cut. How many were cut.
     #[allow(dead_code)] // the tests stop it this way; the program by a signal
-    pub fn shutdown(self, deadline: Duration) -> Result<usize, RuntimeError> {
+    pub fn drain(self, deadline: Duration) -> Result<usize, RuntimeError> {
         self.runtime.drain(deadline)
     }
 

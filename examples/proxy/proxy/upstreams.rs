@@ -128,7 +128,7 @@ impl Upstreams {
     }
 
     /// How many upstreams are down now.
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub fn down(&self, now: Instant) -> usize {
         self.list
             .iter()
