@@ -4,10 +4,9 @@
 //! for a slow client, learns that the client has gone, and is told when a part cannot
 //! be buffered).
 mod util;
-use util::Listen;
 
-use coreloop::http::{Application, HttpConfig, HttpServer, Response, Route};
-use coreloop::{Backend, CallError, Cores, IoLoop, LoopHandle, Runtime};
+use coreloop::http::{Application, HttpConfig, Response, Route};
+use coreloop::{Backend, CallError, IoLoop, LoopHandle};
 use coreloop_macros::on_both_backends;
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,13 +21,7 @@ fn closed_loop() -> LoopHandle {
 }
 
 fn server(backend: Backend, app: Application, cfg: HttpConfig) -> util::Served {
-    HttpServer::new(app)
-        .config(cfg)
-        .listen(
-            Runtime::builder().backend(backend).cores(Cores::Count(2)),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .unwrap()
+    util::serve_http(backend, app, cfg)
 }
 
 /// One request (HTTP/1.0: the server closes after it); the status and the body.

@@ -3,22 +3,15 @@
 //! an async handler finished, a streamed part over the write limit answered 500, and a
 //! default deadline for a response a handler forgets.
 mod util;
-use util::Listen;
 
-use coreloop::http::{Application, HttpConfig, HttpError, HttpServer, Response, Route};
-use coreloop::{Backend, Cores, Runtime};
+use coreloop::http::{Application, HttpConfig, HttpError, Response, Route};
+use coreloop::Backend;
 use coreloop_macros::on_both_backends;
 use std::cell::RefCell;
 use std::time::Duration;
 
 fn server(backend: Backend, app: Application, cfg: HttpConfig) -> util::Served {
-    HttpServer::new(app)
-        .config(cfg)
-        .listen(
-            Runtime::builder().backend(backend).cores(Cores::Count(2)),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .unwrap()
+    util::serve_http(backend, app, cfg)
 }
 
 /// One request (HTTP/1.0: the server closes after it); the status and the body.

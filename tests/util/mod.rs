@@ -342,6 +342,23 @@ impl Listen for coreloop::TcpServer {
     }
 }
 
+/// `app` served with `cfg` on a runtime of two cores on `backend`, on a free port.
+pub fn serve_http(
+    backend: coreloop::Backend,
+    app: coreloop::http::Application,
+    cfg: coreloop::http::HttpConfig,
+) -> Served {
+    coreloop::http::HttpServer::new(app)
+        .config(cfg)
+        .listen(
+            coreloop::Runtime::builder()
+                .backend(backend)
+                .cores(coreloop::Cores::Count(2)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap()
+}
+
 /// Sends one request (HTTP/1.0, so the server closes after it) to `addr` and returns the
 /// status and the body.
 pub fn get_status_and_body(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
